@@ -1,0 +1,59 @@
+"""derive: symbolic derivations for deep residual networks.
+
+>>> import derive
+>>> derive.count_paths(4)
+8
+
+The public names load on first use, so ``import derive`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "DeriveError": "derive.errors",
+    "Step": "derive.derivation",
+    "Derivation": "derive.derivation",
+    "VarianceConfig": "derive.model",
+    "PathSum": "derive.paths",
+    "paths": "derive.paths",
+    "count_paths": "derive.paths",
+    "path_lengths": "derive.paths",
+    "gaussian_moment": "derive.gaussian",
+    "variance": "derive.variance",
+    "VarianceAnalysis": "derive.variance",
+    "Recursion": "derive.variance",
+    "simulate": "derive.simulate",
+    "render": "derive.render",
+    "notes": "derive.notes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.derivation import Derivation, Step
+    from derive.errors import DeriveError
+    from derive.gaussian import gaussian_moment
+    from derive.model import VarianceConfig
+    from derive.notes import notes
+    from derive.paths import PathSum, count_paths, path_lengths, paths
+    from derive.render import render
+    from derive.simulate import simulate
+    from derive.variance import Recursion, VarianceAnalysis, variance
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'derive' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,82 @@
+"""The ``derive`` command line: a click group whose commands load on demand.
+
+Each command lives in ``derive/commands/<name>.py`` and is a thin layer over
+the API. Bad input (a click usage error or a :class:`DeriveError`) prints one
+line on stderr and exits with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from derive.errors import DeriveError
+
+#: command name -> (module, attribute), imported only when the command runs.
+COMMANDS = {
+    "paths": ("derive.commands.paths", "paths"),
+    "variance": ("derive.commands.variance", "variance"),
+    "check": ("derive.commands.check", "check"),
+    "notes": ("derive.commands.notes", "notes"),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[cmd_name]
+        try:
+            return getattr(importlib.import_module(module), attribute)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            return None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="derive")
+def cli() -> None:
+    """Symbolic derivations for deep residual networks.
+
+    \b
+    derive paths --depth 4        the eight terms of dy/df1 (Prince, UDL eq. 11.6)
+    derive variance --init he     how E[h_k^2] and gradients evolve with depth
+    derive check                  compare the derivations with simulated networks
+    derive notes                  LaTeX, Markdown, Obsidian + Anki study notes
+    """
+
+
+def fail(message: str) -> None:
+    """Print one error line on stderr and exit with code 2."""
+    click.echo(f"derive: error: {message}", err=True)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; bad input exits with code 2 and one line of error."""
+    try:
+        cli.main(args=argv, prog_name="derive", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        click.echo("derive: aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as err:
+        fail(err.format_message())
+    except click.ClickException as err:
+        click.echo(f"derive: error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except DeriveError as err:
+        fail(str(err))
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    sys.exit(0)

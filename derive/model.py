@@ -1,0 +1,160 @@
+"""Configurations and the symbols of the residual stack.
+
+Notation (see the README): blocks are numbered 1..N, h_0 = x,
+h_k = h_{k-1} + f_k(h_{k-1}), y = h_N, and J_k = df_k/dh_{k-1} is a
+non-commutative matrix symbol. q_k = E[h_k^2] and d_k = E[(dL/dh_k)^2] per unit
+are sequence functions of the block index, so that ``rsolve`` can solve them.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import sympy
+
+from derive.errors import DeriveError, choice_error
+
+INITS = ("xavier", "he", "lecun")
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu")
+NORMS = ("none", "pre", "post")
+BRANCHES = ("single", "mlp")
+
+#: Symbolic block index k, symbolic depth K, width n.
+k = sympy.Symbol("k", integer=True)
+K = sympy.Symbol("K", integer=True, nonnegative=True)
+n = sympy.Symbol("n", positive=True)
+#: Forward second moment q_k and backward second moment d_k, per unit.
+q = sympy.Function("q")
+d = sympy.Function("d")
+#: q_0 = E[x^2], kept symbolic.
+q0 = sympy.Symbol("q_0", positive=True)
+
+
+def jacobian(block: int) -> sympy.Symbol:
+    """The non-commutative Jacobian symbol J_block = df_block/dh_{block-1}.
+
+    >>> J2, J3 = jacobian(2), jacobian(3)
+    >>> J3 * J2 == J2 * J3
+    False
+    """
+    return sympy.Symbol(f"J_{block}", commutative=False)
+
+
+def check_depth(depth: object, *, minimum: int = 1, name: str = "depth") -> int:
+    """Return ``depth`` as an int, or raise DeriveError naming it.
+
+    >>> check_depth(4)
+    4
+    >>> check_depth(0)
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: depth must be an integer >= 1, got 0
+    """
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < minimum:
+        raise DeriveError(f"{name} must be an integer >= {minimum}, got {depth!r}")
+    return int(depth)
+
+
+def exact(value: object, name: str) -> sympy.Expr:
+    """An exact SymPy value: ints and decimal floats become rationals, names symbols.
+
+    >>> exact(0.1, "dropout"), exact("gamma", "gamma"), exact(2, "gamma")
+    (1/10, gamma, 2)
+    """
+    if isinstance(value, sympy.Basic):
+        return value
+    if isinstance(value, bool):
+        raise DeriveError(f"{name} must be a number or a symbol name, got {value!r}")
+    if isinstance(value, float):
+        return sympy.Rational(repr(value))
+    if isinstance(value, numbers.Rational):
+        return sympy.Rational(int(value.numerator), int(value.denominator))
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isidentifier():
+            return sympy.Symbol(text, positive=True)
+        try:
+            return sympy.Rational(text)
+        except (TypeError, ValueError):
+            pass
+    raise DeriveError(f"{name} must be a number or a symbol name, got {value!r}")
+
+
+def _is_negative_or_zero(value: sympy.Expr) -> bool:
+    return bool(value.is_number and value <= 0)
+
+
+@dataclass(frozen=True)
+class VarianceConfig:
+    """One residual stack at initialization: what the variance derivation takes.
+
+    Numbers are stored exactly (``0.1`` becomes ``1/10``); names become
+    positive symbols. ``sigma_w2``, when given, replaces ``init`` for every
+    weight matrix.
+
+    >>> VarianceConfig(init="he", activation="relu").norm
+    'none'
+    >>> VarianceConfig(init="kaiming")
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: unknown init 'kaiming': choose one of xavier, he, lecun
+    """
+
+    init: str = "xavier"
+    activation: str = "relu"
+    norm: str = "none"
+    branch: str = "single"
+    mlp_ratio: sympy.Expr = sympy.Integer(1)
+    dropout: sympy.Expr = sympy.Integer(0)
+    gamma: sympy.Expr = sympy.Integer(1)
+    sigma_w2: sympy.Expr | None = None
+    negative_slope: sympy.Expr = sympy.Rational(1, 100)
+
+    def __post_init__(self) -> None:
+        for what, value, allowed in (
+            ("init", self.init, INITS),
+            ("activation", self.activation, ACTIVATIONS),
+            ("norm", self.norm, NORMS),
+            ("branch", self.branch, BRANCHES),
+        ):
+            if value not in allowed:
+                raise choice_error(what, value, allowed)
+        set_ = object.__setattr__
+        set_(self, "mlp_ratio", exact(self.mlp_ratio, "mlp_ratio"))
+        set_(self, "dropout", exact(self.dropout, "dropout"))
+        set_(self, "gamma", exact(self.gamma, "gamma"))
+        set_(self, "negative_slope", exact(self.negative_slope, "negative_slope"))
+        if self.sigma_w2 is not None:
+            set_(self, "sigma_w2", exact(self.sigma_w2, "sigma_w2"))
+            if _is_negative_or_zero(self.sigma_w2):
+                raise DeriveError(f"sigma_w2 must be > 0, got {self.sigma_w2}")
+        if _is_negative_or_zero(self.mlp_ratio):
+            raise DeriveError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if _is_negative_or_zero(self.gamma):
+            raise DeriveError(f"gamma must be > 0, got {self.gamma}")
+        p = self.dropout
+        if p.is_number and not (0 <= p < 1):
+            raise DeriveError(f"dropout must be in [0, 1), got {p}")
+        a = self.negative_slope
+        if a.is_number and a < 0:
+            raise DeriveError(f"negative_slope must be >= 0, got {a}")
+
+    @property
+    def label(self) -> str:
+        """A short stable name, e.g. ``he/relu/pre/single``."""
+        return f"{self.init}/{self.activation}/{self.norm}/{self.branch}"
+
+    def weight_variance(self, fan_in: sympy.Expr, fan_out: sympy.Expr) -> sympy.Expr:
+        """Variance of one weight matrix's entries, from ``init`` (or ``sigma_w2``).
+
+        >>> VarianceConfig(init="xavier").weight_variance(n, n)
+        1/n
+        """
+        if self.sigma_w2 is not None:
+            return self.sigma_w2
+        return {
+            "xavier": 2 / (fan_in + fan_out),
+            "he": 2 / fan_in,
+            "lecun": 1 / fan_in,
+        }[self.init]

@@ -1,0 +1,113 @@
+"""Printers in the project's notation: LaTeX and one-line Unicode text.
+
+Sequences such as q_k and d_k are SymPy functions of the block index (so that
+``rsolve`` can solve their recursions); these printers write ``q(k - 1)`` as
+``q_{k - 1}`` in LaTeX and ``qₖ₋₁`` in text, as the notes do.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sympy
+from sympy.core.function import AppliedUndef
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.str import StrPrinter
+
+#: Names of sequence functions that print as subscripted symbols.
+SEQUENCES = frozenset({"q", "d", "s", "h", "f", "J"})
+
+_SUB = str.maketrans("0123456789+-=()aehijklmnoprstuvx", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ")
+_SUP = str.maketrans("0123456789+-=()nikK", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱᵏᴷ")
+_GREEK = {
+    "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "mu": "μ",
+    "pi": "π", "rho": "ρ", "sigma": "σ", "tau": "τ", "phi": "φ", "lambda": "λ", "Phi": "Φ",
+}
+
+
+def subscript(text: str) -> str:
+    """Unicode subscript of ``text`` where every character has one, else ``_text``.
+
+    >>> subscript("k-1"), subscript("w")
+    ('ₖ₋₁', '_w')
+    """
+    plain = text.replace(" ", "")
+    if all(ch in "0123456789+-=()aehijklmnoprstuvx" for ch in plain):
+        return plain.translate(_SUB)
+    return "_" + plain if len(plain) == 1 else "_{" + plain + "}"
+
+
+def superscript(text: str) -> str:
+    """Unicode superscript of ``text`` where every character has one, else ``^(text)``.
+
+    >>> superscript("2"), superscript("K")
+    ('²', 'ᴷ')
+    """
+    plain = text.replace(" ", "")
+    if all(ch in "0123456789+-=()nikK" for ch in plain):
+        return plain.translate(_SUP)
+    return "^" + plain if len(plain) == 1 or plain.isalnum() else "^(" + plain + ")"
+
+
+def _unicode_name(name: str) -> str:
+    base, _, sub = name.partition("_")
+    base = _GREEK.get(base, base)
+    sub = sub.strip("{}")
+    return base + (subscript(_GREEK.get(sub, sub)) if sub else "")
+
+
+class _Latex(LatexPrinter):
+    def _print_Function(self, expr, exp=None):  # noqa: N802 (SymPy's printer protocol)
+        name = expr.func.__name__
+        if isinstance(expr, AppliedUndef) and name in SEQUENCES and len(expr.args) == 1:
+            out = f"{name}_{{{self._print(expr.args[0])}}}"
+            return f"{out}^{{{exp}}}" if exp is not None else out
+        return super()._print_Function(expr, exp)
+
+
+class _Text(StrPrinter):
+    def _print_Function(self, expr):  # noqa: N802
+        name = expr.func.__name__
+        if isinstance(expr, AppliedUndef) and name in SEQUENCES and len(expr.args) == 1:
+            return name + subscript(self._print(expr.args[0]))
+        return super()._print_Function(expr)
+
+    def _print_Symbol(self, expr):  # noqa: N802
+        return _unicode_name(expr.name)
+
+    def _print_Pow(self, expr, rational=False):  # noqa: N802
+        base, exp = expr.as_base_exp()
+        if exp == sympy.S.Half:
+            return f"√({self._print(base)})"
+        if exp.is_Integer and exp.is_positive or exp.is_Symbol:
+            b = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"])
+            return b + superscript(self._print(exp))
+        return super()._print_Pow(expr, rational)
+
+    def _print_Mul(self, expr):  # noqa: N802
+        return re.sub(r"\*(?!\*)", "·", super()._print_Mul(expr))
+
+    def _print_Pi(self, expr):  # noqa: N802
+        return "π"
+
+
+def latex(expr: object) -> str:
+    """LaTeX of a SymPy expression in the project's notation.
+
+    >>> import sympy
+    >>> q, k = sympy.Function("q"), sympy.Symbol("k")
+    >>> latex(2 * q(k - 1))
+    '2 q_{k - 1}'
+    """
+    return _Latex().doprint(sympy.sympify(expr))
+
+
+def text(expr: object) -> str:
+    """One-line Unicode text of a SymPy expression, for terminals.
+
+    >>> import sympy
+    >>> q, K = sympy.Function("q"), sympy.Symbol("K")
+    >>> text(2**K * q(0))
+    '2ᴷ·q₀'
+    """
+    return _Text().doprint(sympy.sympify(expr))
