@@ -33,7 +33,23 @@ _EXPORTS = {
     "notes": "derive.notes",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Derivation",
+    "DeriveError",
+    "PathSum",
+    "Recursion",
+    "Step",
+    "VarianceAnalysis",
+    "VarianceConfig",
+    "count_paths",
+    "gaussian_moment",
+    "notes",
+    "path_lengths",
+    "paths",
+    "render",
+    "simulate",
+    "variance",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.derivation import Derivation, Step

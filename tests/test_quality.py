@@ -1,0 +1,30 @@
+"""The code base passes the linter, and `import derive` stays cheap."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
+def test_ruff_clean() -> None:
+    result = subprocess.run(
+        ["ruff", "check", "derive", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_is_cheap() -> None:
+    code = "import sys, derive; print(sorted(m for m in ('sympy', 'numpy', 'matplotlib', 'genanki') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_public_names_match_their_exports() -> None:
+    import derive
+
+    assert sorted(derive.__all__) == sorted(derive._EXPORTS)
