@@ -57,7 +57,7 @@ def _unicode_name(name: str) -> str:
 
 
 class _Latex(LatexPrinter):
-    def _print_Function(self, expr, exp=None):  # noqa: N802 (SymPy's printer protocol)
+    def _print_Function(self, expr, exp=None):
         name = expr.func.__name__
         if isinstance(expr, AppliedUndef) and name in SEQUENCES and len(expr.args) == 1:
             out = f"{name}_{{{self._print(expr.args[0])}}}"
@@ -66,28 +66,28 @@ class _Latex(LatexPrinter):
 
 
 class _Text(StrPrinter):
-    def _print_Function(self, expr):  # noqa: N802
+    def _print_Function(self, expr):
         name = expr.func.__name__
         if isinstance(expr, AppliedUndef) and name in SEQUENCES and len(expr.args) == 1:
             return name + subscript(self._print(expr.args[0]))
         return super()._print_Function(expr)
 
-    def _print_Symbol(self, expr):  # noqa: N802
+    def _print_Symbol(self, expr):
         return _unicode_name(expr.name)
 
-    def _print_Pow(self, expr, rational=False):  # noqa: N802
+    def _print_Pow(self, expr, rational=False):
         base, exp = expr.as_base_exp()
         if exp == sympy.S.Half:
             return f"√({self._print(base)})"
-        if exp.is_Integer and exp.is_positive or exp.is_Symbol:
+        if (exp.is_Integer and exp.is_positive) or exp.is_Symbol:
             b = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"])
             return b + superscript(self._print(exp))
         return super()._print_Pow(expr, rational)
 
-    def _print_Mul(self, expr):  # noqa: N802
+    def _print_Mul(self, expr):
         return re.sub(r"\*(?!\*)", "·", super()._print_Mul(expr))
 
-    def _print_Pi(self, expr):  # noqa: N802
+    def _print_Pi(self, expr):
         return "π"
 
 
