@@ -1,0 +1,328 @@
+"""Writing output files safely: atomically, and never over the user's work.
+
+Every file goes to a temporary file in its own directory, is flushed to disk
+(``fsync``) and renamed over the target (``os.replace``), so a reader sees the
+old file or the new one, never half of one. Text is UTF-8 with LF line endings.
+
+Ownership: the output folder holds ``.derive-manifest.json``, a JSON object
+mapping each file derive wrote (relative path, ``/`` separators) to the
+SHA-256 of the bytes it wrote (sorted keys, written atomically). A file that
+exists but is not in the manifest, or whose bytes no longer match it (edited
+since), is left alone unless ``force=True``: :class:`FileConflict` names every
+such file. A file whose content would not change is not rewritten at all.
+
+:func:`write_files` plans first and writes second: all conflicts are checked
+before the first byte is written, so a refusal leaves the folder as it was.
+
+A file that derive regenerates by merging with what is on disk (an Obsidian
+note, see :func:`derive.anki.merge_note`) passes the text it merged from in
+``merged_from``: the merge already kept the user's edits, so the file may be
+replaced as long as it still holds exactly that text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from derive.errors import DeriveError
+
+#: Name of the manifest file inside the output folder.
+MANIFEST = ".derive-manifest.json"
+
+
+class FileConflict(DeriveError):
+    """Files exist that derive did not write, or that were edited since.
+
+    ``paths`` holds the conflicting paths relative to the output folder.
+
+    >>> print(FileConflict("out", ["a.md", "b.pdf"]))
+    refusing to overwrite out/a.md, out/b.pdf: not written by derive, or edited since; ...
+    """
+
+    def __init__(self, root: str | os.PathLike[str], paths: list[str]) -> None:
+        self.paths = tuple(paths)
+        shown = ", ".join(str(PurePosixPath(os.fspath(root)) / p) for p in paths)
+        super().__init__(
+            f"refusing to overwrite {shown}: not written by derive, or edited since; "
+            "pass --force to overwrite"
+        )
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """What :func:`write_files` did: relative paths written and left unchanged.
+
+    >>> WriteReport(written=("a.md",), unchanged=()).written
+    ('a.md',)
+    """
+
+    written: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+def sha256(data: bytes) -> str:
+    """The hex SHA-256 of ``data``.
+
+    >>> sha256(b"")[:12]
+    'e3b0c44298fc'
+    """
+    return hashlib.sha256(data).hexdigest()
+
+
+def to_bytes(content: str | bytes) -> bytes:
+    """Bytes to write: text becomes UTF-8 with LF line endings, bytes stay.
+
+    >>> to_bytes("a\\r\\nb\\rc")
+    b'a\\nb\\nc'
+    """
+    if isinstance(content, bytes):
+        return content
+    if not isinstance(content, str):
+        raise DeriveError(f"file content must be str or bytes, got {type(content).__name__}")
+    return content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+
+
+def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
+    """Write ``content`` to ``path`` atomically (temporary file, fsync, rename).
+
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> atomic_write(target, "x\\r\\n")
+    >>> target.read_bytes()
+    b'x\\n'
+    """
+    target = Path(path)
+    data = to_bytes(content)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    except OSError as err:
+        raise DeriveError(f"cannot write {target}: {err.strerror}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise DeriveError(f"cannot write in {target.parent}: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise DeriveError(f"cannot write {target}: {err.strerror}") from None
+        raise
+    _fsync_dir(target.parent)
+
+
+def read_existing(root: str | os.PathLike[str], relpath: str) -> str | None:
+    """The text of ``root/relpath`` if it exists (UTF-8), else None.
+
+    >>> import tempfile
+    >>> read_existing(tempfile.mkdtemp(), "missing.md") is None
+    True
+    """
+    path = Path(root) / _check_relpath(relpath)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise DeriveError(f"{path} is not UTF-8 text") from None
+    except OSError as err:
+        raise DeriveError(f"cannot read {path}: {err.strerror}") from None
+
+
+def load_manifest(root: str | os.PathLike[str]) -> dict[str, str]:
+    """The manifest of ``root`` (relative path -> sha256); empty if there is none.
+
+    >>> import tempfile
+    >>> load_manifest(tempfile.mkdtemp())
+    {}
+    """
+    path = Path(root) / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise DeriveError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in data.items()
+    ):
+        raise DeriveError(
+            f"{path} is not a derive manifest (a JSON object of path -> sha256); "
+            "delete it or pass --force"
+        )
+    return data
+
+
+def write_files(
+    root: str | os.PathLike[str],
+    files: Mapping[str, str | bytes],
+    *,
+    force: bool = False,
+    merged_from: Mapping[str, str | bytes | None] | None = None,
+) -> WriteReport:
+    """Write ``files`` (relative path -> content) under ``root``, safely.
+
+    Creates ``root`` if its parent exists; checks every file for conflicts
+    before writing any (raising :class:`FileConflict` unless ``force``); skips
+    files whose bytes would not change; records what it wrote in the manifest.
+    ``merged_from`` maps a path to the content it was merged from (None: not
+    merged); such a file is replaced if it still holds exactly that content.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "notes"
+    >>> write_files(out, {"a.md": "# A\\n", "img/b.png": b"\\x89PNG"})
+    WriteReport(written=('a.md', 'img/b.png'), unchanged=())
+    >>> write_files(out, {"a.md": "# A\\n"})
+    WriteReport(written=(), unchanged=('a.md',))
+    >>> _ = (out / "a.md").write_text("# A, edited\\n")
+    >>> write_files(out, {"a.md": "# A2\\n"})
+    Traceback (most recent call last):
+    ...
+    derive.files.FileConflict: refusing to overwrite .../a.md: ... pass --force to overwrite
+    >>> write_files(out, {"a.md": "# A2\\n"}, force=True).written
+    ('a.md',)
+    """
+    base = Path(root)
+    planned = {_check_relpath(rel): to_bytes(content) for rel, content in files.items()}
+    bases = {
+        _check_relpath(rel): None if content is None else to_bytes(content)
+        for rel, content in (merged_from or {}).items()
+    }
+    _prepare_root(base)
+    try:
+        manifest = load_manifest(base)
+    except DeriveError:
+        if not force:
+            raise
+        manifest = {}
+
+    written: list[str] = []
+    unchanged: list[str] = []
+    conflicts: list[str] = []
+    for rel in sorted(planned):
+        current = _current_bytes(base, rel)
+        if current is None:
+            written.append(rel)
+        elif current == planned[rel]:
+            unchanged.append(rel)
+        elif force or current == bases.get(rel) or manifest.get(rel) == sha256(current):
+            written.append(rel)
+        else:
+            conflicts.append(rel)
+    if conflicts:
+        raise FileConflict(base, conflicts)
+
+    for rel in written:
+        target = base / rel
+        _make_dirs(base, target.parent)
+        atomic_write(target, planned[rel])
+    new_manifest = {
+        rel: digest for rel, digest in manifest.items() if (base / rel).is_file()
+    }
+    new_manifest.update({rel: sha256(planned[rel]) for rel in written + unchanged})
+    text = json.dumps(new_manifest, sort_keys=True, indent=2) + "\n"
+    if _current_bytes(base, MANIFEST) != text.encode("utf-8"):
+        atomic_write(base / MANIFEST, text)
+    return WriteReport(tuple(written), tuple(unchanged))
+
+
+def _check_relpath(relpath: str) -> str:
+    """Validate a relative output path and return it in ``a/b`` form."""
+    if not isinstance(relpath, str) or not relpath or "\\" in relpath or "\0" in relpath:
+        raise DeriveError(f"output path must be a relative path like 'a/b.md', got {relpath!r}")
+    pure = PurePosixPath(relpath)
+    if pure.is_absolute() or any(part in ("..", ".") for part in pure.parts) or not pure.parts:
+        raise DeriveError(
+            f"output path must be relative and stay inside the output folder, got {relpath!r}"
+        )
+    if pure.as_posix() == MANIFEST:
+        raise DeriveError(f"output path {relpath!r} is reserved for the manifest")
+    return pure.as_posix()
+
+
+def _prepare_root(root: Path) -> None:
+    """Create the output folder (not its parents) or check it is a writable folder."""
+    if root.exists():
+        if not root.is_dir():
+            raise DeriveError(f"output folder {root} is a file, not a folder")
+    else:
+        parent = root.parent
+        if not parent.is_dir():
+            raise DeriveError(f"cannot create output folder {root}: {parent} does not exist")
+        try:
+            root.mkdir()
+        except OSError as err:
+            raise DeriveError(f"cannot create output folder {root}: {err.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise DeriveError(f"output folder {root} is not writable")
+
+
+def _make_dirs(root: Path, folder: Path) -> None:
+    """Create ``folder`` (inside ``root``) and its missing parents."""
+    for part in reversed([folder, *folder.parents]):
+        if part == root or root not in part.parents:
+            continue
+        if part.exists() and not part.is_dir():
+            raise DeriveError(f"cannot create folder {part}: a file of that name exists")
+        try:
+            part.mkdir(exist_ok=True)
+        except OSError as err:
+            raise DeriveError(f"cannot create folder {part}: {err.strerror}") from None
+
+
+def _current_bytes(root: Path, rel: str) -> bytes | None:
+    """The bytes now at ``root/rel``; None if missing; DeriveError if not a file."""
+    path = root / rel
+    if path.is_dir():
+        raise DeriveError(f"cannot write {path}: it is a folder")
+    for parent in path.parents:
+        if parent == root:
+            break
+        if parent.exists() and not parent.is_dir():
+            raise DeriveError(f"cannot write {path}: {parent} is a file, not a folder")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise DeriveError(f"cannot read {path}: {err.strerror}") from None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory entry to disk where the platform allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
