@@ -1,0 +1,131 @@
+"""Closed forms of the variance recursions, solved once per shape and cached.
+
+Every forward recursion of the variance model has the shape
+``q_k = a q_{k-1} + b`` (or no closed form at all); :func:`solve_affine`
+solves that shape once with ``rsolve`` for symbolic ``a`` and ``b`` and
+substitutes the coefficients. Every backward recursion is a product
+``d_0/d_K = prod_{k=1}^{K} B_k``; :func:`solve_product` evaluates it with
+SymPy's ``product`` and simplifies the rising factorials it produces.
+:func:`growth` reads the growth law off a closed form.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sympy
+
+from derive.model import K, k, q, q0
+
+_a = sympy.Symbol("a")
+_b = sympy.Symbol("b")
+
+
+@lru_cache(maxsize=None)
+def _affine_shape(additive: bool) -> sympy.Expr:
+    """``rsolve`` on ``q_k = a q_{k-1} + b`` (``a != 1``) or ``q_k = q_{k-1} + b``."""
+    a = sympy.Integer(1) if additive else _a
+    solution = sympy.rsolve(q(k) - a * q(k - 1) - _b, q(k), {q(0): q0})
+    if solution is None:  # pragma: no cover (SymPy solves both shapes)
+        raise RuntimeError("rsolve found no solution of the affine recursion")
+    return solution.xreplace({k: K})
+
+
+def affine_coefficients(rhs: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """``(a, b)`` when ``rhs`` is ``a x + b`` with ``a``, ``b`` free of ``x``, else None.
+
+    >>> x = sympy.Symbol("x")
+    >>> affine_coefficients(3 * x / 2, x), affine_coefficients(x + sympy.sqrt(x), x)
+    ((3/2, 0), None)
+    """
+    expanded = sympy.expand(rhs)
+    if not expanded.is_polynomial(x):
+        return None
+    poly = sympy.Poly(expanded, x)
+    if poly.degree() > 1:
+        return None
+    a = sympy.cancel(expanded.coeff(x, 1))
+    b = sympy.cancel(expanded.coeff(x, 0))
+    if a.has(x) or b.has(x):
+        return None
+    return a, b
+
+
+def solve_affine(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """``q_K`` for ``q_k = a q_{k-1} + b``, ``q(0) = q_0``, from the cached ``rsolve`` shape.
+
+    ``a = 0`` (the map forgets its input, as post-LN does) gives a Piecewise:
+    ``q_0`` at ``K = 0`` and ``b`` after.
+
+    >>> solve_affine(sympy.Integer(2), sympy.Integer(0))
+    2**K*q_0
+    >>> solve_affine(sympy.Integer(1), sympy.Rational(1, 2))
+    K/2 + q_0
+    """
+    if a == 0:
+        return sympy.Piecewise((q0, sympy.Eq(K, 0)), (b, True))
+    if a == 1:
+        return sympy.expand(_affine_shape(True).xreplace({_b: b}))
+    general = _affine_shape(False).xreplace({_a: a, _b: b})
+    if b == 0:
+        return sympy.powsimp(sympy.cancel(sympy.together(general)))
+    return sympy.simplify(general)
+
+
+@lru_cache(maxsize=4096)
+def solve_product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:
+    """``prod_{k=start}^{K} factor(k)``, simplified (rising factorials become gammas).
+
+    >>> solve_product(sympy.Rational(3, 2))
+    (3/2)**K
+    >>> solve_product((q0 + k) / (q0 + k - 1))
+    (K + q_0)/q_0
+    """
+    result = sympy.product(factor, (k, start, K))
+    if isinstance(result, sympy.Product):
+        return result
+    if result.has(sympy.RisingFactorial, sympy.gamma, sympy.FallingFactorial):
+        result = sympy.combsimp(result)
+    return sympy.powsimp(sympy.cancel(result)) if not result.has(sympy.gamma) else result
+
+
+def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
+    """``expr`` at ``K = depth`` and ``q_0 = q0_value``, with gamma ratios reduced.
+
+    >>> evaluate(2**K * q0, 3, sympy.Integer(1))
+    8
+    >>> evaluate(sympy.gamma(K + sympy.Rational(1, 2)) / sympy.gamma(sympy.Rational(1, 2)), 2, 1)
+    3/4
+    """
+    value = expr.xreplace({K: sympy.Integer(depth), q0: sympy.sympify(q0_value)})
+    if isinstance(value, sympy.Piecewise):
+        value = value.doit()
+    if value.has(sympy.gamma):
+        value = sympy.gammasimp(sympy.expand_func(value))
+    return value
+
+
+def growth(expr: sympy.Expr) -> str:
+    """The growth law of a closed form in the depth ``K``, read off its shape.
+
+    >>> growth(2**K * q0), growth(q0 + K / 2), growth(sympy.Integer(3))
+    ('exponential', 'linear', 'constant')
+    """
+    if isinstance(expr, sympy.Piecewise):
+        expr = expr.args[-1].expr
+    expr = sympy.expand(expr)
+    if not expr.has(K):
+        return "constant"
+    if expr.is_polynomial(K):
+        degree = sympy.Poly(expr, K).degree()
+        return "linear" if degree == 1 else f"polynomial (degree {degree})"
+    if expr.has(sympy.gamma, sympy.RisingFactorial):
+        return "power law"
+    rates = [p.base for p in expr.atoms(sympy.Pow) if p.exp.has(K) and not p.base.has(K)]
+    if rates:
+        if all((r - 1).is_positive for r in rates):
+            return "exponential"
+        if all((1 - r).is_positive and r.is_positive for r in rates):
+            return "exponential decay"
+        return "exponential (rate depends on the parameters)"
+    return "other"

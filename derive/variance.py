@@ -1,0 +1,383 @@
+"""Variance recursions through depth: forward q_k = E[h_k^2], backward d_k.
+
+The recursions are built from the block structure (branch second moment from
+the weight variances and fan-ins, the Gaussian moment of the activation,
+dropout, LayerNorm) and then solved: closed forms come from
+:mod:`derive.closed_forms` (``rsolve`` and ``product``), and where none
+exists the map is iterated numerically at :data:`PRECISION` digits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+
+import sympy
+
+from derive import closed_forms
+from derive.derivation import Derivation
+from derive.errors import DeriveError
+from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, n, q, q0
+from derive.printing import latex, text
+
+#: Significant digits of numeric values (iterations without a closed form).
+PRECISION = 30
+
+#: The branch input's second moment, a positive placeholder for q_{k-1}.
+_x = sympy.Symbol("x", positive=True)
+
+
+@lru_cache(maxsize=None)
+def _moment(activation: str, s2: sympy.Expr, derivative: bool, slope: sympy.Expr) -> sympy.Expr:
+    from derive.gaussian import gaussian_moment
+
+    return gaussian_moment(activation, s2, derivative=derivative, negative_slope=slope)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """The branch F of one block, reduced to what the second moments need.
+
+    ``hidden_gain``: the activation's input has second moment ``hidden_gain * s``
+    when the branch input has ``s``; ``out_gain``: fan-in times variance of the
+    last matrix; ``drop = 1/(1-p)``.
+
+    >>> b = Branch.of(VarianceConfig(init="he", activation="relu"))
+    >>> b.forward(_x), b.backward(_x)
+    (x, 1)
+    """
+
+    config: VarianceConfig
+    hidden_gain: sympy.Expr
+    out_gain: sympy.Expr
+    drop: sympy.Expr
+
+    @classmethod
+    def of(cls, config: VarianceConfig) -> Branch:
+        """The branch of ``config`` (single: ``W phi(h)``; mlp: ``W_2 phi(W_1 h)``)."""
+        drop = 1 / (1 - config.dropout)
+        if config.branch == "single":
+            return cls(config, sympy.Integer(1), sympy.cancel(n * config.weight_variance(n, n)), drop)
+        r = config.mlp_ratio
+        hidden = sympy.cancel(n * config.weight_variance(n, r * n))
+        out = sympy.cancel(r * n * config.weight_variance(r * n, n))
+        return cls(config, hidden, out, drop)
+
+    def moment(self, s: sympy.Expr, derivative: bool = False) -> sympy.Expr:
+        """E[phi(z)^2] (or E[phi'(z)^2]) with z ~ N(0, hidden_gain * s)."""
+        c = self.config
+        return _moment(c.activation, self.hidden_gain * s, derivative, c.negative_slope)
+
+    def forward(self, s: sympy.Expr) -> sympy.Expr:
+        """E[Dropout(F(h))^2] when E[h^2] = s."""
+        return self.drop * self.out_gain * self.moment(s)
+
+    def backward(self, s: sympy.Expr) -> sympy.Expr:
+        """Gradient gain of the branch, E[(dF/dh)^T g]^2 / E[g^2], at input moment s."""
+        return self.drop * self.hidden_gain * self.out_gain * self.moment(s, derivative=True)
+
+
+def _is_exact(value: sympy.Expr) -> bool:
+    return bool(value.is_Rational or (value.free_symbols and not value.is_number))
+
+
+def _finish(value: sympy.Expr) -> sympy.Expr:
+    """Exact when rational or symbolic, else a float at PRECISION digits."""
+    value = sympy.sympify(value)
+    return value if _is_exact(value) else sympy.N(value, PRECISION)
+
+
+@dataclass(frozen=True, eq=False)
+class Recursion:
+    """One direction of the variance analysis: recurrence, closed form, values.
+
+    >>> r = variance("he", "relu").forward
+    >>> r.closed_form
+    Eq(q(K), 2**K*q_0)
+    >>> r.at(3), r.growth
+    (8, 'exponential')
+    """
+
+    config: VarianceConfig
+    direction: str
+    #: forward: q_k = step(q_{k-1}); backward: d_{k-1} = d_k * step(q_{k-1}).
+    step: sympy.Expr
+    forward_part: Recursion | None = field(default=None, repr=False)
+
+    @property
+    def recurrence(self) -> sympy.Eq:
+        """q(k) in terms of q(k-1), or d(k-1) in terms of d(k) and q(k-1)."""
+        body = self.step.xreplace({_x: q(k - 1)})
+        if self.direction == "forward":
+            return sympy.Eq(q(k), body)
+        return sympy.Eq(d(k - 1), d(k) * body)
+
+    @cached_property
+    def _solution(self) -> tuple[sympy.Expr | None, str | None]:
+        if self.direction == "forward":
+            coefficients = closed_forms.affine_coefficients(self.step, _x)
+            if coefficients is None:
+                return None, (
+                    f"the map $q_{{k-1}} \\mapsto q_k$ is not affine in $q_{{k-1}}$ for "
+                    f"{self.config.activation} without normalization, so no closed form "
+                    f"is derived; the recursion is iterated numerically ({PRECISION} digits)"
+                )
+            return closed_forms.solve_affine(*coefficients), None
+        if not self.step.has(_x):
+            return closed_forms.solve_product(self.step), None
+        assert self.forward_part is not None
+        forward = self.forward_part.closed_form
+        if forward is None:
+            return None, (
+                "each factor depends on $q_{k-1}$, which has no closed form here; "
+                f"the product is iterated numerically ({PRECISION} digits)"
+            )
+        q_closed = forward.rhs
+        if isinstance(q_closed, sympy.Piecewise):  # q_0 at K = 0, the last branch after
+            first = self.step.xreplace({_x: q0})
+            later = self.step.xreplace({_x: q_closed.args[-1].expr.xreplace({K: k - 1})})
+            rest = closed_forms.solve_product(sympy.cancel(later), 2)
+            body = sympy.cancel(first * rest) if not rest.has(sympy.gamma) else first * rest
+            return sympy.Piecewise((sympy.Integer(1), sympy.Eq(K, 0)), (body, True)), None
+        factor = sympy.cancel(self.step.xreplace({_x: q_closed.xreplace({K: k - 1})}))
+        return closed_forms.solve_product(factor), None
+
+    @property
+    def closed_form(self) -> sympy.Eq | None:
+        """q(K) = ... (forward) or d(0)/d(K) = ... (backward); None with ``.reason``."""
+        solution = self._solution[0]
+        if solution is None or isinstance(solution, sympy.Product):
+            return None
+        lhs = q(K) if self.direction == "forward" else d(0) / d(K)
+        return sympy.Eq(lhs, solution, evaluate=False)
+
+    @property
+    def reason(self) -> str | None:
+        """Why there is no closed form (a sentence), or None when there is one."""
+        return self._solution[1]
+
+    @cached_property
+    def growth(self) -> str:
+        """How the quantity grows with depth, read off the closed form (or the iteration)."""
+        if self.closed_form is not None:
+            return closed_forms.growth(self.closed_form.rhs)
+        values = self._iterate(96, sympy.Integer(1))
+        if self.direction == "backward":
+            values = [values[-1] / v for v in values]
+        ratio = values[96] / values[95]
+        if ratio > 1 + sympy.Rational(1, 100):
+            law = "exponential"
+        else:
+            slope = (values[96] - values[48]) / 48
+            law = "linear" if slope > sympy.Rational(1, 100) else "constant"
+        return f"{law} (from the iteration, no closed form)"
+
+    def _check(self, depth: int, q0_value: object) -> tuple[int, sympy.Expr]:
+        depth = check_depth(depth, minimum=0)
+        value = exact(q0_value, "q0")
+        if value.is_number and value <= 0:
+            raise DeriveError(f"q0 must be > 0, got {value}")
+        return depth, value
+
+    def _iterate(self, depth: int, q0_value: sympy.Expr) -> list[sympy.Expr]:
+        """Forward: q_0..q_depth; backward: d_0/d_k for k = 0..depth, numerically."""
+        if self.direction == "forward":
+            if not self.step.xreplace({_x: sympy.Integer(1)}).is_number or not q0_value.is_number:
+                raise DeriveError(
+                    f"{self.config.label} has no closed form; numeric iteration needs "
+                    f"numeric parameters and q0, got {self.step} and q0 = {q0_value}"
+                )
+            return _iterate_map(self.step, sympy.N(q0_value, PRECISION), depth)
+        assert self.forward_part is not None
+        qs = self.forward_part._iterate(depth, q0_value)
+        out = [sympy.Float(1, PRECISION)]
+        for j in range(1, depth + 1):
+            out.append(sympy.N(out[-1] * _apply(self.step, qs[j - 1]), PRECISION))
+        return out
+
+    def at(self, depth: int, q0: object = 1) -> sympy.Expr:
+        """q_K (forward) or d_0/d_K (backward) at ``K = depth``.
+
+        Exact when the result is rational or symbolic, else a float at
+        PRECISION digits.
+
+        >>> variance("xavier", "relu").forward.at(2, q0=4)
+        9
+        """
+        depth, q0_value = self._check(depth, q0)
+        if self.closed_form is not None:
+            return _finish(closed_forms.evaluate(self.closed_form.rhs, depth, q0_value))
+        return _finish(self._iterate(depth, q0_value)[-1])
+
+    def profile(self, depth: int, q0: object = 1) -> list[sympy.Expr]:
+        """The depth + 1 values: q_0..q_K (forward) or d_k/d_K for k = 0..K (backward).
+
+        >>> variance("he", "relu").backward.profile(2)
+        [4, 2, 1]
+        """
+        depth, q0_value = self._check(depth, q0)
+        if self.closed_form is not None:
+            rhs = self.closed_form.rhs
+            values = [closed_forms.evaluate(rhs, j, q0_value) for j in range(depth + 1)]
+        else:
+            values = self._iterate(depth, q0_value)
+        if self.direction == "backward":
+            values = [sympy.cancel(values[-1] / v) for v in values]
+        return [_finish(v) for v in values]
+
+    @cached_property
+    def derivation(self) -> Derivation:
+        """The derivation: assumptions, steps with reasons, and the result."""
+        from derive.variance_steps import build_derivation
+
+        return build_derivation(self)
+
+    def _repr_latex_(self) -> str:
+        rows = [latex(self.recurrence.lhs) + " &= " + latex(self.recurrence.rhs)]
+        if self.closed_form is not None:
+            rows.append(latex(self.closed_form.lhs) + " &= " + latex(self.closed_form.rhs))
+        return "$\\begin{aligned}" + " \\\\ ".join(rows) + "\\end{aligned}$"
+
+    def to_dict(self, depth: int = 10, q0: object = 1) -> dict[str, object]:
+        """JSON-ready summary: LaTeX and text formulas, growth, value and profile."""
+        closed = self.closed_form
+        profile = self.profile(depth, q0)
+        numeric = all(v.is_number for v in profile)
+        return {
+            "recurrence": latex(self.recurrence),
+            "recurrence_text": text(self.recurrence.lhs) + " = " + text(self.recurrence.rhs),
+            "closed_form": None if closed is None else latex(closed),
+            "closed_form_text": None if closed is None else f"{text(closed.lhs)} = {text(closed.rhs)}",
+            "reason": self.reason,
+            "growth": self.growth,
+            "value": str(profile[-1] if self.direction == "forward" else profile[0]),
+            "profile": [str(v) for v in profile],
+            "profile_float": [float(v) for v in profile] if numeric else None,
+        }
+
+
+def _apply(expr: sympy.Expr, value: sympy.Expr) -> sympy.Expr:
+    return sympy.N(expr.xreplace({_x: value}), PRECISION)
+
+
+def _iterate_map(step: sympy.Expr, start: sympy.Expr, depth: int) -> list[sympy.Expr]:
+    values = [start]
+    for _ in range(depth):
+        values.append(_apply(step, values[-1]))
+    return values
+
+
+@dataclass(frozen=True, eq=False)
+class VarianceAnalysis:
+    """Forward and backward recursions of one configuration.
+
+    >>> a = variance("he", "relu", "pre")
+    >>> a.forward.closed_form.rhs, a.backward.closed_form.rhs
+    (K + q_0, (K + q_0)/q_0)
+    """
+
+    config: VarianceConfig
+    forward: Recursion
+    backward: Recursion
+
+    def _repr_latex_(self) -> str:
+        return self.forward._repr_latex_() + "\n" + self.backward._repr_latex_()
+
+    def to_dict(self, depth: int = 10, q0: object = 1) -> dict[str, object]:
+        """JSON-ready: configuration, both directions (LaTeX, growth, values).
+
+        >>> variance("he", "relu").to_dict(2)["forward"]["profile"]
+        ['1', '2', '4']
+        """
+        c = self.config
+        return {
+            "config": {
+                "init": c.init, "activation": c.activation, "norm": c.norm, "branch": c.branch,
+                "mlp_ratio": str(c.mlp_ratio), "dropout": str(c.dropout), "gamma": str(c.gamma),
+                "sigma_w2": None if c.sigma_w2 is None else str(c.sigma_w2),
+                "negative_slope": str(c.negative_slope),
+            },
+            "depth": check_depth(depth, minimum=0),
+            "q0": str(exact(q0, "q0")),
+            "forward": self.forward.to_dict(depth, q0),
+            "backward": self.backward.to_dict(depth, q0),
+        }
+
+
+def _steps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr]:
+    """The forward map q_{k-1} -> q_k and the backward factor, as expressions in ``_x``."""
+    branch = Branch.of(config)
+    g2 = config.gamma**2
+    if config.norm == "none":
+        return _x + branch.forward(_x), 1 + branch.backward(_x)
+    if config.norm == "pre":
+        return _x + branch.forward(g2), 1 + g2 / _x * branch.backward(g2)
+    pre_ln = _x + branch.forward(_x)
+    return g2 + 0 * _x, g2 / pre_ln * (1 + branch.backward(_x))
+
+
+@lru_cache(maxsize=1024)
+def _analysis(config: VarianceConfig) -> VarianceAnalysis:
+    forward_step, backward_step = _steps(config)
+    forward = Recursion(config, "forward", forward_step)
+    backward = Recursion(config, "backward", backward_step, forward)
+    return VarianceAnalysis(config, forward, backward)
+
+
+def variance(
+    init: str = "xavier",
+    activation: str = "relu",
+    norm: str = "none",
+    branch: str = "single",
+    *,
+    mlp_ratio: object = 1,
+    dropout: object = 0,
+    gamma: object = 1,
+    sigma_w2: object = None,
+    negative_slope: object = sympy.Rational(1, 100),
+) -> VarianceAnalysis:
+    """Forward and backward variance recursions of a residual stack at initialization.
+
+    >>> a = variance("he", "relu")
+    >>> a.forward.recurrence
+    Eq(q(k), 2*q(k - 1))
+    >>> a.backward.closed_form
+    Eq(d(0)/d(K), 2**K)
+    """
+    config = VarianceConfig(
+        init=init, activation=activation, norm=norm, branch=branch, mlp_ratio=mlp_ratio,
+        dropout=dropout, gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
+    )
+    return _analysis(config)
+
+
+def compare(
+    init: str = "xavier",
+    activation: str = "relu",
+    branch: str = "single",
+    *,
+    depth: int = 10,
+    q0: object = 1,
+    **options: object,
+) -> list[dict[str, object]]:
+    """One row per norm placement and direction: formulas, growth, value at ``depth``.
+
+    >>> [(r["norm"], r["direction"], r["value"]) for r in compare("he", "relu", depth=3)][:3]
+    [('none', 'forward', 8), ('none', 'backward', 8), ('pre', 'forward', 4)]
+    """
+    depth = check_depth(depth, minimum=0)
+    rows = []
+    for norm in NORMS:
+        analysis = variance(init, activation, norm, branch, **options)  # type: ignore[arg-type]
+        for recursion in (analysis.forward, analysis.backward):
+            closed = recursion.closed_form
+            rows.append({
+                "norm": norm,
+                "direction": recursion.direction,
+                "recurrence": recursion.recurrence,
+                "closed_form": closed,
+                "reason": recursion.reason,
+                "growth": recursion.growth,
+                "value": recursion.at(depth, q0),
+            })
+    return rows
