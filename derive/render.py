@@ -197,15 +197,19 @@ def text_prose(prose: str) -> str:
     from derive.printing import subscript, superscript
 
     def math(src: str) -> str:
-        src = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", src)
         src = re.sub(r"\\(?:text|mathrm|operatorname|mathbf)\{([^{}]*)\}", r"\1", src)
-        for macro, uni in _TEXT_MACROS.items():
-            src = src.replace(macro, uni)
+        for macro in sorted(_TEXT_MACROS, key=len, reverse=True):
+            src = re.sub(re.escape(macro) + r"(?![A-Za-z])", _TEXT_MACROS[macro], src)
         for name, uni in zip(_GREEK, _GREEK_CHARS, strict=True):
             src = re.sub(rf"\\{name}(?![A-Za-z])", uni, src)
-        src = re.sub(r"\^\{([^{}]*)\}|\^(\w)", lambda m: superscript(m[1] or m[2]), src)
-        src = re.sub(r"_\{([^{}]*)\}|_(\w)", lambda m: subscript(m[1] or m[2]), src)
-        src = re.sub(r"\(([A-Za-z0-9_]+)\)/\(([A-Za-z0-9_]+)\)", r"\1/\2", src)
+        previous = None
+        while previous != src:
+            previous = src
+            src = re.sub(r"\^\{([^{}]*)\}|\^(\w)", lambda m: superscript(m[1] or m[2]), src)
+            src = re.sub(r"_\{([^{}]*)\}|_(\w)", lambda m: subscript(m[1] or m[2]), src)
+            src = re.sub(r"\\sqrt\{([^{}]*)\}", r"√(\1)", src)
+            src = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", src)
+        src = re.sub(r"\(([^()\s+\-]+)\)/\(([^()\s+\-]+)\)", r"\1/\2", src)
         return src.replace("{", "").replace("}", "").replace("\\", "")
 
     return "".join(math(part) if is_math else part for is_math, part in _split_math(prose))
