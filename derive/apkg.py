@@ -1,0 +1,182 @@
+"""Anki decks (``.apkg``) from cards, reproducible byte for byte.
+
+The deck is built with genanki, with identifiers that never change between
+runs, so that importing a new deck into Anki updates the cards it already
+holds instead of adding duplicates:
+
+- the note type (model) id is :data:`MODEL_ID`, from the string
+  ``"derive/anki/model/basic"``; the deck id comes from ``"derive/anki/deck/"``
+  plus the deck name (see :func:`stable_id`);
+- each note's guid is ``genanki.guid_for(card.key)``;
+- every time stamp (note and card ids, modification times, zip entry dates)
+  comes from ``timestamp`` (default :data:`TIMESTAMP`), never from the clock.
+
+Anki imports a changed note over an existing one only if its modification
+time is newer: pass a later ``timestamp`` (e.g. ``SOURCE_DATE_EPOCH``) when a
+regenerated deck should update cards already in a collection.
+
+Fields are HTML: text is escaped, line breaks become ``<br>``, and ``$...$`` /
+``$$...$$`` become Anki's ``\\(...\\)`` / ``\\[...\\]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+import sqlite3
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from derive.anki import Card, card_blocks
+from derive.errors import DeriveError
+
+#: Seconds since the epoch used for every time stamp in a deck (2024-01-01 UTC).
+TIMESTAMP = 1_704_067_200
+
+
+def stable_id(name: str) -> int:
+    """An id in [2**30, 2**31) from the SHA-256 of ``name`` (genanki's advised range).
+
+    >>> stable_id("derive/anki/model/basic") == MODEL_ID
+    True
+    >>> 2**30 <= stable_id("x") < 2**31
+    True
+    """
+    return (1 << 30) + int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:15], 16) % (1 << 30)
+
+
+#: The note type id: fields Front and Back, one card (front -> back).
+MODEL_ID = stable_id("derive/anki/model/basic")
+_CSS = ".card { font-family: sans-serif; font-size: 20px; text-align: left; }\n"
+_MATH_RE = re.compile(r"\\\$|\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
+
+
+def to_html(markdown: str) -> str:
+    """A card field as Anki HTML: escaped text, ``<br>`` lines, ``\\( \\)`` math.
+
+    >>> print(to_html("If $a<b$ then\\n$$a^{2} < b^{2}$$ & \\\\$5"))
+    If \\(a&lt;b\\) then<br>\\[a^{2} &lt; b^{2}\\] &amp; $5
+    """
+    out: list[str] = []
+    last = 0
+    for match in _MATH_RE.finditer(markdown):
+        out.append(_escape(markdown[last : match.start()]))
+        display, inline = match.group(1), match.group(2)
+        if display is not None:
+            out.append(f"\\[{html.escape(display, quote=False)}\\]")
+        elif inline is not None:
+            out.append(f"\\({html.escape(inline, quote=False)}\\)")
+        else:
+            out.append("$")
+        last = match.end()
+    out.append(_escape(markdown[last:]))
+    return "".join(out)
+
+
+def _escape(text: str) -> str:
+    return html.escape(text, quote=False).replace("\n", "<br>")
+
+
+def apkg_bytes(
+    cards: Iterable[Card], deck_name: str = "derive", *, timestamp: int = TIMESTAMP
+) -> bytes:
+    """The ``.apkg`` file for ``cards`` as bytes: same inputs, same bytes.
+
+    >>> deck = apkg_bytes([Card("paths/count", "Terms for $N$ blocks?", "$2^N$")])
+    >>> deck[:2], deck == apkg_bytes([Card("paths/count", "Terms for $N$ blocks?", "$2^N$")])
+    (b'PK', True)
+    """
+    import genanki
+
+    cards = list(cards)
+    card_blocks(cards)  # validates the cards and the uniqueness of their keys
+    if not isinstance(deck_name, str) or not deck_name.strip() or "\n" in deck_name:
+        raise DeriveError(f"deck name must be one line of text, got {deck_name!r}")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 315_532_800:
+        raise DeriveError(f"timestamp must be whole seconds since 1980-01-01, got {timestamp!r}")
+    model = genanki.Model(
+        MODEL_ID,
+        "derive basic",
+        fields=[{"name": "Front"}, {"name": "Back"}],
+        templates=[{
+            "name": "Card 1",
+            "qfmt": "{{Front}}",
+            "afmt": '{{FrontSide}}<hr id="answer">{{Back}}',
+        }],
+        css=_CSS,
+    )
+    deck = genanki.Deck(stable_id("derive/anki/deck/" + deck_name), deck_name)
+    for card in cards:
+        deck.add_note(genanki.Note(
+            model=model,
+            fields=[to_html(card.front), to_html(card.back)],
+            tags=list(card.tags),
+            guid=genanki.guid_for(card.key),
+        ))
+    package = genanki.Package(deck)
+    with tempfile.TemporaryDirectory(prefix="derive-apkg-") as tmp:
+        db_path = os.path.join(tmp, "collection.anki2")
+        conn = sqlite3.connect(db_path)
+        try:
+            package.write_to_db(conn.cursor(), timestamp, _ids(timestamp))
+            conn.commit()
+        finally:
+            conn.close()
+        collection = Path(db_path).read_bytes()
+    return _zip({"collection.anki2": collection, "media": b"{}"}, timestamp)
+
+
+def write_apkg(
+    cards: Iterable[Card],
+    path: str | os.PathLike[str],
+    deck_name: str = "derive",
+    *,
+    timestamp: int = TIMESTAMP,
+) -> Path:
+    """Write the deck of ``cards`` to ``path`` atomically; return the path.
+
+    (To write into an output folder with ownership checks, pass
+    :func:`apkg_bytes` to :func:`derive.files.write_files` instead.)
+
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "derive.apkg"
+    >>> write_apkg([Card("paths/count", "Q", "A")], target).stat().st_size > 0
+    True
+    """
+    from derive.files import atomic_write
+
+    target = Path(path)
+    if target.is_dir():
+        raise DeriveError(f"cannot write the deck to {target}: it is a folder")
+    if not target.parent.is_dir():
+        raise DeriveError(f"cannot write the deck to {target}: {target.parent} does not exist")
+    atomic_write(target, apkg_bytes(cards, deck_name, timestamp=timestamp))
+    return target
+
+
+def _ids(timestamp: int) -> Iterable[int]:
+    """Note and card ids counting up from ``timestamp`` in milliseconds (as genanki)."""
+    value = timestamp * 1000
+    while True:
+        yield value
+        value += 1
+
+
+def _zip(entries: dict[str, bytes], timestamp: int) -> bytes:
+    """A deflated zip of ``entries`` whose entry dates are ``timestamp`` (UTC)."""
+    import io
+    import time
+
+    date = time.gmtime(timestamp)[:6]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            info = zipfile.ZipInfo(name, date_time=date)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    return buffer.getvalue()
