@@ -1,0 +1,120 @@
+"""Figures for the notes (matplotlib, Agg backend), as PNG and PDF bytes.
+
+The functions draw data they are given (profiles, counts); they compute
+nothing. Output is byte-identical across runs: default style, fixed size and
+resolution, bundled font, and no creation date or software name in the
+files' metadata.
+
+>>> figure = path_length_figure({0: 1, 1: 3, 2: 3, 3: 1})
+>>> sorted(figure), figure["png"][:4]
+(['pdf', 'png'], b'\\x89PNG')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Figure size in inches and PNG resolution.
+SIZE = (6.4, 3.4)
+DPI = 120
+_METADATA = {"png": {"Software": None}, "pdf": {"Software": None, "CreationDate": None}}
+_STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "svg.hashsalt": "derive",
+    "pdf.compression": 6,
+}
+_COLORS = {"none": "#c0392b", "pre": "#2471a3", "post": "#229954"}
+_MARKERS = {"none": "o", "pre": "s", "post": "^"}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any) -> dict[str, bytes]:
+    import io
+
+    out = {}
+    for fmt in ("png", "pdf"):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
+        out[fmt] = buffer.getvalue()
+    return out
+
+
+def moments_figure(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    measured: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> dict[str, bytes]:
+    """Forward q_k and backward d_k/d_K against depth, one line per norm, log scale.
+
+    ``series`` maps a norm name to (forward profile, backward profile), as derived;
+    ``measured`` (optional) adds simulated values as unfilled markers.
+
+    >>> fig = moments_figure({"none": ([1, 2, 4], [4, 2, 1])}, "He, ReLU")
+    >>> fig["pdf"][:5]
+    b'%PDF-'
+    """
+    plt = _pyplot()
+    import matplotlib
+
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=SIZE, sharex=True)
+        for ax, index, label in (
+            (axes[0], 0, "forward: $q_k = E[h_k^2]$"),
+            (axes[1], 1, "backward: $d_k / d_K$"),
+        ):
+            for norm, values in series.items():
+                ys = [float(v) for v in values[index]]
+                ax.plot(range(len(ys)), ys, color=_COLORS.get(norm), marker=_MARKERS.get(norm),
+                        markersize=3, linewidth=1.4, label=f"{norm} (derived)")
+                if measured and norm in measured:
+                    ms = [float(v) for v in measured[norm][index]]
+                    ax.plot(range(len(ms)), ms, linestyle="none", marker="o", markersize=6,
+                            markerfacecolor="none", color=_COLORS.get(norm),
+                            label=f"{norm} (simulated)")
+            ax.set_yscale("log")
+            ax.set_xlabel("block $k$")
+            ax.set_title(label)
+        axes[0].legend(fontsize=7, loc="upper left")
+        fig.suptitle(title)
+        fig.tight_layout()
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def path_length_figure(counts: Mapping[int, int], title: str = "") -> dict[str, bytes]:
+    """Bar chart of the number of paths of each length (Jacobians on the path).
+
+    >>> fig = path_length_figure({0: 1, 1: 2, 2: 1}, "2 blocks")
+    >>> len(fig["png"]) > 1000
+    True
+    """
+    plt = _pyplot()
+    import matplotlib
+
+    lengths = sorted(counts)
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=SIZE)
+        bars = ax.bar(lengths, [counts[j] for j in lengths], color=_COLORS["pre"], width=0.7)
+        ax.bar_label(bars, fontsize=7)
+        ax.set_xlabel("path length (Jacobians on the path)")
+        ax.set_ylabel("number of paths")
+        ax.set_xticks(lengths)
+        ax.set_title(title)
+        ax.grid(axis="x", visible=False)
+        fig.tight_layout()
+        out = _save(fig)
+        plt.close(fig)
+    return out
