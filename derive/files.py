@@ -250,7 +250,7 @@ def _check_relpath(relpath: str) -> str:
     if not isinstance(relpath, str) or not relpath or "\\" in relpath or "\0" in relpath:
         raise DeriveError(f"output path must be a relative path like 'a/b.md', got {relpath!r}")
     pure = PurePosixPath(relpath)
-    if pure.is_absolute() or any(part in ("..", ".") for part in pure.parts) or not pure.parts:
+    if any(part in ("", ".", "..") for part in relpath.split("/")):
         raise DeriveError(
             f"output path must be relative and stay inside the output folder, got {relpath!r}"
         )
