@@ -1,0 +1,369 @@
+"""Gaussian moments of activations: E[phi(z)^2] and E[phi'(z)^2] for z ~ N(0, s^2).
+
+The variance recursions need, for each activation phi, the second moment of
+phi(z) (forward pass) and of phi'(z) (backward pass) when z is a centred
+Gaussian of variance s^2. They are derived here, not typed in:
+
+- linear, relu, leaky_relu: SymPy integrates the Gaussian density over the
+  half-lines where phi is linear;
+- gelu (phi(z) = z Phi(z), Phi the standard normal CDF): a chain of Stein's
+  lemma and Gaussian integrals, in :mod:`derive.gelu`;
+- tanh: no closed form; the moment is the unevaluated function
+  :class:`TanhMoment` (or :class:`TanhDerivativeMoment`), evaluated by
+  quadrature when its argument is a number.
+
+Derivations are cached, so repeated calls are cheap; nothing heavy runs at
+import time.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sympy
+
+from derive.derivation import Derivation, Step
+from derive.errors import DeriveError, choice_error
+from derive.model import ACTIVATIONS, exact
+
+#: The default negative slope of leaky_relu (as in PyTorch).
+DEFAULT_SLOPE = sympy.Rational(1, 100)
+
+#: Standard deviation s of z ~ N(0, s^2); derivations are written in s, results in s^2.
+s = sympy.Symbol("s", positive=True)
+#: The integration variable z, and u ~ N(0, 1) with z = s u.
+z = sympy.Symbol("z", real=True)
+u = sympy.Symbol("u", real=True)
+#: The negative slope of leaky_relu, kept symbolic in the derivation.
+a = sympy.Symbol("a", nonnegative=True)
+
+
+class Expectation(sympy.Function):
+    """A printable placeholder for an expectation E[body] (never evaluated).
+
+    >>> from derive.printing import latex, text
+    >>> latex(Expectation(z**2)), text(Expectation(z**2))
+    ('\\\\mathbb{E}\\\\left[z^{2}\\\\right]', 'E[z²]')
+    """
+
+    nargs = 1
+
+    def _latex(self, printer: sympy.printing.latex.LatexPrinter) -> str:
+        return rf"\mathbb{{E}}\left[{printer._print(self.args[0])}\right]"
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        return f"E[{printer._print(self.args[0])}]"
+
+
+class Activation(sympy.Function):
+    """A printable activation applied to an argument: ``Activation(name, x)``.
+
+    ``name`` is a Symbol such as ``relu``; a trailing ``'`` marks the derivative.
+
+    >>> from derive.printing import latex
+    >>> latex(Activation(sympy.Symbol("gelu'"), z))
+    "\\\\operatorname{gelu}'(z)"
+    """
+
+    nargs = 2
+
+    def _parts(self) -> tuple[str, str]:
+        name = self.args[0].name
+        return name.rstrip("'"), "'" * (len(name) - len(name.rstrip("'")))
+
+    def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: object = None) -> str:
+        base, prime = self._parts()
+        head = "z" if base == "linear" else rf"\operatorname{{{base}}}"
+        out = rf"{head}{prime}({printer._print(self.args[1])})"
+        if base == "linear" and not prime:
+            out = printer._print(self.args[1])
+        return f"{out}^{{{exp}}}" if exp is not None else out
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        base, prime = self._parts()
+        return f"{base}{prime}({printer._print(self.args[1])})"
+
+
+# --- tanh: no closed form, numerical quadrature --------------------------------------
+
+#: Extra decimal digits of working precision for mpmath quadrature of the tanh moments.
+TANH_GUARD_DIGITS = 10
+#: Step of the double-exponential (exp-sinh) rule used for machine precision.
+TANH_DE_STEP = 1 / 64
+#: Accept the fast rule when its step-h and step-h/2 sums agree to this relative tolerance
+#: (the error of the rule squares when the step halves, so the h/2 sum is then exact
+#: to machine precision).
+TANH_DE_AGREEMENT = 1e-8
+
+
+@functools.lru_cache(maxsize=1)
+def _de_nodes() -> tuple[object, object]:
+    """Nodes and weights of the exp-sinh rule on [0, oo), step TANH_DE_STEP."""
+    import numpy as np
+
+    t = np.arange(-5.0, 3.2 + TANH_DE_STEP / 2, TANH_DE_STEP)
+    nodes = np.exp(np.pi / 2 * np.sinh(t))
+    weights = TANH_DE_STEP * np.pi / 2 * np.cosh(t) * nodes
+    return nodes, weights * np.exp(-(nodes**2) / 2) * (2 / np.sqrt(2 * np.pi))
+
+
+def _tanh_fast(derivative: bool, variance: float) -> float | None:
+    """E by the exp-sinh rule in double precision, or None if it has not converged."""
+    import numpy as np
+
+    nodes, weights = _de_nodes()
+    x = np.sqrt(variance) * nodes
+    with np.errstate(over="ignore", under="ignore"):
+        values = 1 / np.cosh(x) ** 4 if derivative else np.tanh(x) ** 2
+    terms = weights * values
+    fine = float(np.sum(terms))
+    coarse = 2 * float(np.sum(terms[::2]))
+    if fine > 0 and abs(fine - coarse) <= TANH_DE_AGREEMENT * fine:
+        return fine
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _tanh_moment(derivative: bool, arg: sympy.Expr, prec: int) -> sympy.Float:
+    """E[tanh(z)^2] or E[tanh'(z)^2] at variance ``arg`` to ``prec`` bits."""
+    import mpmath
+
+    dps = mpmath.libmp.prec_to_dps(prec) + TANH_GUARD_DIGITS
+    variance = arg.evalf(dps)
+    if prec <= 53:
+        value = _tanh_fast(derivative, float(variance))
+        if value is not None:
+            return sympy.Float(value, precision=prec)
+    with mpmath.workdps(dps):
+        std = mpmath.sqrt(variance._to_mpmath(mpmath.mp.prec))
+        if derivative:
+            def integrand(x):
+                return mpmath.sech(std * x) ** 4 * mpmath.npdf(x)
+        else:
+            def integrand(x):
+                return mpmath.tanh(std * x) ** 2 * mpmath.npdf(x)
+        value = 2 * mpmath.quad(integrand, [0, min(1 / std, 1), mpmath.inf])
+        return sympy.Float(value, precision=prec)
+
+
+class _TanhMomentBase(sympy.Function):
+    nargs = 1
+    _derivative = False
+    _body_latex = r"\tanh^{2} z"
+    _body_text = "tanh(z)²"
+
+    @classmethod
+    def eval(cls, arg: sympy.Expr) -> sympy.Expr | None:
+        if arg.is_number and (arg.is_extended_real is False or arg.is_negative):
+            raise DeriveError(f"the variance of z must be >= 0, got {arg}")
+        if arg.is_zero:
+            return sympy.Integer(1 if cls._derivative else 0)
+        return None
+
+    def _eval_evalf(self, prec: int) -> sympy.Float | None:
+        arg = self.args[0]
+        if not arg.is_number:
+            return None
+        return _tanh_moment(self._derivative, arg, prec)
+
+    def _eval_is_positive(self) -> bool | None:
+        return True if self.args[0].is_positive else None
+
+    def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: object = None) -> str:
+        arg = printer._print(self.args[0])
+        out = rf"\mathbb{{E}}_{{z \sim \mathcal{{N}}(0,\, {arg})}}\left[{self._body_latex}\right]"
+        return rf"\left({out}\right)^{{{exp}}}" if exp is not None else out
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        return f"E[{self._body_text}]_(z~N(0, {printer._print(self.args[0])}))"
+
+
+class TanhMoment(_TanhMomentBase):
+    """E[tanh(z)^2] for z ~ N(0, s2): no closed form, so it stays unevaluated.
+
+    With a numeric argument it evaluates by quadrature (``.evalf(n)``, ``float``,
+    ``sympy.N``): at machine precision (n <= 15) by an exp-sinh rule in NumPy,
+    whose step-h and step-h/2 sums must agree (else it falls back); otherwise by
+    ``mpmath.quad`` with a working precision of n + ``TANH_GUARD_DIGITS`` decimal
+    digits. Values are cached by (argument, precision).
+
+    >>> TanhMoment(1).evalf(20)
+    0.39429449039784117442
+    >>> TanhMoment(0)
+    0
+    """
+
+
+class TanhDerivativeMoment(_TanhMomentBase):
+    """E[tanh'(z)^2] = E[(1 - tanh(z)^2)^2] for z ~ N(0, s2), unevaluated.
+
+    Evaluated numerically as :class:`TanhMoment` is (same precision rules).
+
+    >>> float(TanhDerivativeMoment(1))  # doctest: +ELLIPSIS
+    0.4644...
+    >>> TanhDerivativeMoment(0)
+    1
+    """
+
+    _derivative = True
+    _body_latex = r"\tanh'(z)^{2}"
+    _body_text = "tanh'(z)²"
+
+
+def _activation(name: str, derivative: bool, arg: sympy.Expr = z) -> sympy.Expr:
+    return Activation(sympy.Symbol(name + ("'" if derivative else "")), arg)
+
+
+def _check_activation(activation: object) -> str:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise choice_error("activation", activation, ACTIVATIONS)
+    return activation
+
+
+def _check_derivative(derivative: object) -> bool:
+    if not isinstance(derivative, bool):
+        raise DeriveError(f"derivative must be True or False, got {derivative!r}")
+    return derivative
+
+
+def _check_variance(s2: object) -> sympy.Expr:
+    """The variance as a SymPy expression; numbers must be real and > 0."""
+    try:
+        value = exact(s2, "s2") if not isinstance(s2, sympy.Basic) else s2
+    except DeriveError:
+        raise DeriveError(f"s2 must be a positive number or expression, got {s2!r}") from None
+    if not isinstance(value, sympy.Expr):
+        raise DeriveError(f"s2 must be a positive number or expression, got {s2!r}")
+    if value.is_number:
+        if value.is_extended_real is not True or not value > 0 or value.is_finite is False:
+            raise DeriveError(f"s2 must be a positive number or expression, got {s2!r}")
+    elif value.is_nonpositive or value.is_extended_real is False:
+        raise DeriveError(f"s2 must be a positive number or expression, got {s2!r}")
+    return value
+
+
+def _check_slope(slope: object) -> sympy.Expr:
+    value = exact(slope, "negative_slope")
+    if value.is_number and (value.is_extended_real is not True or value < 0):
+        raise DeriveError(f"negative_slope must be a real number >= 0, got {slope!r}")
+    return value
+
+
+def _density(var: sympy.Symbol, std: sympy.Expr) -> sympy.Expr:
+    """The N(0, std^2) density in ``var``."""
+    return sympy.exp(-(var**2) / (2 * std**2)) / (std * sympy.sqrt(2 * sympy.pi))
+
+
+#: activation -> (pieces of phi on z >= 0 and z < 0), each phi(z) or phi'(z)
+def _pieces(activation: str, derivative: bool) -> tuple[sympy.Expr, sympy.Expr]:
+    if activation == "linear":
+        return (1, 1) if derivative else (z, z)
+    if activation == "relu":
+        return (1, 0) if derivative else (z, 0)
+    return (1, a) if derivative else (z, a * z)
+
+
+@functools.cache
+def _piecewise_linear(activation: str, derivative: bool) -> tuple[Step, ...]:
+    """Steps for linear, relu and leaky_relu: integrate over the two half-lines."""
+    pos, neg = _pieces(activation, derivative)
+    p = _density(z, s)
+    integral = sympy.Integral(pos**2 * p, (z, 0, sympy.oo)) + sympy.Integral(
+        neg**2 * p, (z, -sympy.oo, 0)
+    )
+    value = sympy.factor(sympy.simplify(integral.doit()))
+    lhs = Expectation(_activation(activation, derivative) ** 2)
+    where = "its derivative is" if derivative else "it is"
+    reason = {
+        "linear": f"{where} ${sympy.latex(pos)}$ on the whole line",
+        "relu": f"{where} ${sympy.latex(pos)}$ for $z > 0$ and $0$ for $z < 0$",
+        "leaky_relu": f"{where} ${sympy.latex(pos)}$ for $z > 0$ and "
+        f"${sympy.latex(neg)}$ for $z < 0$",
+    }[activation]
+    return (
+        Step(lhs, integral, f"split the line where the activation changes: {reason}"),
+        Step(lhs, value, "Gaussian integrals over the half-lines (SymPy)"),
+    )
+
+
+def _derivation_steps(activation: str, derivative: bool) -> tuple[Step, ...]:
+    if activation in ("linear", "relu", "leaky_relu"):
+        return _piecewise_linear(activation, derivative)
+    if activation == "gelu":
+        from derive.gelu import gelu_steps
+
+        return gelu_steps(derivative)
+    moment = TanhDerivativeMoment if derivative else TanhMoment
+    lhs = Expectation(_activation("tanh", derivative) ** 2)
+    body = (1 - sympy.tanh(s * u) ** 2) ** 2 if derivative else sympy.tanh(s * u) ** 2
+    return (
+        Step(lhs, Expectation(body), "$z = s u$ with $u \\sim N(0, 1)$"),
+        Step(lhs, moment(s**2), "no closed form: evaluated by numerical quadrature"),
+    )
+
+
+@functools.cache
+def _moment_in_s(activation: str, derivative: bool) -> sympy.Expr:
+    """The derived moment as an expression in s (and the slope symbol a)."""
+    return _derivation_steps(activation, derivative)[-1].rhs
+
+
+@functools.lru_cache(maxsize=4096)
+def _moment(activation: str, s2: sympy.Expr, derivative: bool, slope: sympy.Expr) -> sympy.Expr:
+    expr = _moment_in_s(activation, derivative)
+    return expr.subs({s: sympy.sqrt(s2), a: slope})
+
+
+def gaussian_moment(
+    activation: str,
+    s2: object,
+    *,
+    derivative: bool = False,
+    negative_slope: object = DEFAULT_SLOPE,
+) -> sympy.Expr:
+    """E[phi(z)^2] (or E[phi'(z)^2] with ``derivative=True``) for z ~ N(0, s2).
+
+    ``s2`` is a number or a SymPy expression (assumed positive), e.g. ``q(k - 1)``.
+
+    >>> gaussian_moment("relu", 3), gaussian_moment("relu", 3, derivative=True)
+    (3/2, 1/2)
+    >>> gaussian_moment("leaky_relu", sympy.Symbol("v"), negative_slope="a")
+    v*(a**2 + 1)/2
+    >>> gaussian_moment("gelu", 1)
+    sqrt(3)/(6*pi) + 1/3
+    >>> float(gaussian_moment("tanh", 1))  # doctest: +ELLIPSIS
+    0.3942...
+    """
+    name = _check_activation(activation)
+    flag = _check_derivative(derivative)
+    variance = _check_variance(s2)
+    slope = _check_slope(negative_slope) if name == "leaky_relu" else DEFAULT_SLOPE
+    return _moment(name, variance, flag, slope)
+
+
+def moment_derivation(activation: str, derivative: bool = False) -> Derivation:
+    """The derivation of E[phi(z)^2] (or E[phi'(z)^2]) as a :class:`Derivation`.
+
+    >>> d = moment_derivation("relu")
+    >>> d.key, d.result.rhs
+    ('gaussian/relu/forward', s**2/2)
+    """
+    name = _check_activation(activation)
+    flag = _check_derivative(derivative)
+    steps = _derivation_steps(name, flag)
+    what = "derivative" if flag else "output"
+    assumptions = ["$z \\sim N(0, s^2)$ with $s > 0$"]
+    if name == "gelu":
+        assumptions.append(
+            "$\\Phi$ and $\\varphi$ are the standard normal CDF and density; "
+            "$u \\sim N(0, 1)$ and $z = s u$"
+        )
+    if name == "leaky_relu":
+        assumptions.append("$a \\ge 0$ is the negative slope")
+    return Derivation(
+        title=f"Second moment of the {name} {what} under a Gaussian input",
+        key=f"gaussian/{name}/{'backward' if flag else 'forward'}",
+        assumptions=tuple(assumptions),
+        steps=steps,
+        result=steps[-1],
+    )

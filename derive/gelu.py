@@ -1,0 +1,188 @@
+"""The second moments of gelu(z) = z Phi(z) and of gelu'(z) for z ~ N(0, s^2).
+
+SymPy's ``integrate`` does not find E[z^2 Phi(z)^2] by itself, so the moment is
+derived from smaller steps, each done by SymPy:
+
+1. write z = s u with u ~ N(0, 1);
+2. Stein's lemma E[u g(u)] = E[g'(u)], with g' from ``sympy.diff`` (Phi' = phi,
+   phi'(x) = -x phi(x));
+3. applied to g = Phi(su) phi(su), Stein's lemma gives a linear equation for
+   E[u Phi(su) phi(su)], solved by ``sympy.solve``;
+4. E[phi(su)^2] and E[u^2 phi(su)^2] are Gaussian integrals (``sympy.integrate``);
+5. E[Phi(su)^2] follows from its derivative in s (differentiation under the
+   integral sign, step 3 again) and its value 1/4 at s = 0 (``sympy.integrate``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sympy
+
+from derive.derivation import Step
+from derive.gaussian import Expectation, _activation, s, u, z
+
+
+class Phi(sympy.Function):
+    """The standard normal CDF Phi, with Phi' = phi (:class:`NormalPDF`).
+
+    >>> x = sympy.Symbol("x")
+    >>> Phi(x).diff(x), Phi(0).rewrite(sympy.erf)
+    (φ(x), 1/2)
+    """
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return NormalPDF(self.args[0])
+
+    def _eval_rewrite_as_erf(self, x: sympy.Expr, **kwargs: object) -> sympy.Expr:
+        return (1 + sympy.erf(x / sympy.sqrt(2))) / 2
+
+    def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: object = None) -> str:
+        out = rf"\Phi\left({printer._print(self.args[0])}\right)"
+        return f"{out}^{{{exp}}}" if exp is not None else out
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        return f"Φ({printer._print(self.args[0])})"
+
+
+class NormalPDF(sympy.Function):
+    """The standard normal density phi, with phi'(x) = -x phi(x).
+
+    >>> x = sympy.Symbol("x")
+    >>> NormalPDF(x).diff(x), NormalPDF(x).rewrite(sympy.exp)
+    (-x*φ(x), sqrt(2)*exp(-x**2/2)/(2*sqrt(pi)))
+    """
+
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return -self.args[0] * self
+
+    def _eval_rewrite_as_exp(self, x: sympy.Expr, **kwargs: object) -> sympy.Expr:
+        return sympy.exp(-(x**2) / 2) / sympy.sqrt(2 * sympy.pi)
+
+    def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: object = None) -> str:
+        out = rf"\varphi\left({printer._print(self.args[0])}\right)"
+        return f"{out}^{{{exp}}}" if exp is not None else out
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        return f"φ({printer._print(self.args[0])})"
+
+
+def expectation(body: sympy.Expr, var: sympy.Symbol = u) -> sympy.Expr:
+    """E[body] written out by linearity: sums split, factors free of ``var`` pulled out.
+
+    >>> expectation(2 * s * u * Phi(s * u) + 3)
+    2*s*E[u*Φ(s*u)] + 3
+    """
+    body = sympy.expand(body)
+    total = sympy.Integer(0)
+    for term in sympy.Add.make_args(body):
+        const, rest = term.as_independent(var, as_Add=False)
+        total += const * (Expectation(rest) if rest != 1 else 1)
+    return total
+
+
+def stein(g: sympy.Expr, var: sympy.Symbol = u) -> sympy.Expr:
+    """Stein's lemma for u ~ N(0, 1): E[u g(u)] = E[g'(u)], as E[g'(u)] by linearity.
+
+    >>> stein(u**2)
+    2*E[u]
+    """
+    return expectation(sympy.diff(g, var), var)
+
+
+def gaussian_integral(body: sympy.Expr, var: sympy.Symbol = u) -> sympy.Expr:
+    """E[body] for ``var`` ~ N(0, 1), by ``sympy.integrate`` against the density.
+
+    >>> gaussian_integral(NormalPDF(s * u) ** 2)
+    1/(2*pi*sqrt(2*s**2 + 1))
+    """
+    density = NormalPDF(var).rewrite(sympy.exp)
+    integrand = sympy.expand(body.rewrite(sympy.exp) * density)
+    value = sympy.integrate(integrand, (var, -sympy.oo, sympy.oo), conds="none")
+    return sympy.simplify(value)
+
+
+@functools.cache
+def lemmas() -> tuple[Step, ...]:
+    """The Gaussian lemmas the gelu moments rest on, each derived by SymPy.
+
+    Their right-hand sides are closed forms in s; in order: E[phi(su)^2],
+    E[u^2 phi(su)^2], E[u Phi(su) phi(su)], dE[Phi(su)^2]/ds, E[Phi(su)^2].
+
+    >>> lemmas()[-1].rhs
+    atan(sqrt(2*s**2 + 1))/pi
+    """
+    pdf2 = gaussian_integral(NormalPDF(s * u) ** 2)
+    u2pdf2 = gaussian_integral(u**2 * NormalPDF(s * u) ** 2)
+    # Stein's lemma on g = Phi(su) phi(su): a linear equation for E[u Phi phi].
+    cross = Expectation(u * Phi(s * u) * NormalPDF(s * u))
+    rhs = stein(Phi(s * u) * NormalPDF(s * u))
+    (solved,) = sympy.solve(sympy.Eq(cross, rhs), cross)
+    cross_value = sympy.simplify(solved.subs(Expectation(NormalPDF(s * u) ** 2), pdf2))
+    # d/ds E[Phi(su)^2] = E[d/ds Phi(su)^2] = 2 E[u Phi(su) phi(su)].
+    t = sympy.Symbol("t", positive=True)
+    slope = expectation(sympy.diff(Phi(s * u) ** 2, s)).subs(cross, cross_value)
+    at_zero = Phi(0).rewrite(sympy.erf) ** 2
+    phi2 = sympy.simplify(at_zero + sympy.integrate(slope.subs(s, t), (t, 0, s)))
+    phi2_e = Expectation(Phi(s * u) ** 2)
+    return (
+        Step(Expectation(NormalPDF(s * u) ** 2), pdf2, "a Gaussian integral"),
+        Step(Expectation(u**2 * NormalPDF(s * u) ** 2), u2pdf2, "a Gaussian integral"),
+        Step(cross, sympy.simplify(solved), "Stein's lemma on $g(u) = \\Phi(su)\\varphi(su)$, "
+             "using $\\varphi'(x) = -x \\varphi(x)$, solved for the unknown expectation"),
+        Step(sympy.Derivative(phi2_e, s), slope, "differentiate under the integral sign"),
+        Step(phi2_e, phi2, "integrate in $s$ from $\\Phi(0)^2 = 1/4$ at $s = 0$"),
+    )
+
+
+def _known() -> dict[sympy.Expr, sympy.Expr]:
+    """Expectation placeholder -> closed form, from :func:`lemmas`."""
+    pdf2, u2pdf2, cross, _, phi2 = lemmas()
+    cross_value = sympy.simplify(cross.rhs.subs(pdf2.lhs, pdf2.rhs))
+    return {pdf2.lhs: pdf2.rhs, u2pdf2.lhs: u2pdf2.rhs, cross.lhs: cross_value,
+            phi2.lhs: phi2.rhs}
+
+
+def _tidy(expr: sympy.Expr) -> sympy.Expr:
+    """Collect a closed form over the atan term, each remaining fraction simplified."""
+    expr = sympy.expand(expr)
+    atan_terms = [t for t in sympy.Add.make_args(expr) if t.has(sympy.atan)]
+    rest = sympy.Add(*[t for t in sympy.Add.make_args(expr) if not t.has(sympy.atan)])
+    return sympy.factor(sympy.Add(*atan_terms)) + sympy.factor(rest)
+
+
+@functools.cache
+def gelu_steps(derivative: bool) -> tuple[Step, ...]:
+    """The steps from E[gelu(z)^2] (or E[gelu'(z)^2]) to its closed form in s.
+
+    >>> gelu_steps(False)[-1].rhs.subs(s, 1)
+    sqrt(3)/(6*pi) + 1/3
+    """
+    gelu = z * Phi(z)
+    body = sympy.diff(gelu, z) if derivative else gelu
+    lhs = Expectation(_activation("gelu", derivative) ** 2)
+    scaled = sympy.expand(body.subs(z, s * u) ** 2)
+    steps = [
+        Step(lhs, Expectation(body**2),
+             "$\\operatorname{gelu}(z) = z \\Phi(z)$" + (", differentiated" if derivative else "")),
+        Step(lhs, expectation(scaled), "$z = s u$ with $u \\sim N(0, 1)$, and linearity"),
+    ]
+    known = _known()
+    if not derivative:
+        inner = Expectation(u**2 * Phi(s * u) ** 2)
+        unrolled = stein(u * Phi(s * u) ** 2)
+        steps.append(Step(inner, unrolled, "Stein's lemma $E[u g(u)] = E[g'(u)]$ with "
+                          "$g(u) = u \\Phi(su)^2$"))
+        current = steps[1].rhs.subs(inner, unrolled)
+    else:
+        current = steps[1].rhs
+    lemma_steps = lemmas()
+    steps.extend(lemma_steps)
+    value = current.subs(known)
+    steps.append(Step(lhs, value, "substitute the lemmas"))
+    steps.append(Step(lhs, _tidy(value), "simplify"))
+    return tuple(steps)
