@@ -225,6 +225,9 @@ def _insert(parts: list[str | _Region], name: str, content: str, after: str | No
         slot = next(i for i, name in enumerate(names) if name)
     new = _Region(name, f"<!-- derive:begin {name} -->\n", content,
                   f"<!-- derive:end {name} -->\n")
+    if after is not None:
+        parts[slot:slot] = ["\n", new]
+        return
     if slot < len(parts):
         parts[slot:slot] = [new, "\n"]
         return
