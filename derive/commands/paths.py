@@ -1,0 +1,216 @@
+"""`derive paths`: the path expansion of dy/df_j, its count and its lengths.
+
+Output streams in large chunks, so a sum of millions of terms never sits in
+memory; counts and lengths never enumerate. Imports no SymPy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+import click
+
+from derive.notation import NOTATIONS
+
+FORMATS = ("text", "latex", "markdown", "json")
+#: Bytes gathered before one write to stdout.
+_BUFFER = 1 << 20
+
+
+def _parse_depth(value: str) -> int:
+    from derive.errors import DeriveError
+
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise DeriveError(f"depth must be an integer >= 1, got {value!r}") from None
+
+
+def _parse_wrt(value: str, depth: int) -> int | str:
+    from derive.errors import DeriveError
+
+    text = value.strip().lower()
+    if text == "x":
+        return "x"
+    try:
+        return int(text)
+    except ValueError:
+        raise DeriveError(f"wrt must be a block index 1..{depth} or 'x', got {value!r}") from None
+
+
+def _write(stream: BinaryIO, pieces: Iterable[str]) -> None:
+    """Write ``pieces`` as UTF-8 in chunks of about _BUFFER bytes."""
+    buffer: list[str] = []
+    size = 0
+    for piece in pieces:
+        buffer.append(piece)
+        size += len(piece)
+        if size >= _BUFFER:
+            stream.write("".join(buffer).encode())
+            buffer, size = [], 0
+    stream.write("".join(buffer).encode())
+    stream.flush()
+
+
+def _count_forms(m: int) -> tuple[str, str]:
+    """(text, LaTeX) of 2^m: in full when short, else 2^m with its size."""
+    from derive.notation import format_log10, format_power_of_two
+
+    exact = format_power_of_two(m)
+    if exact.startswith("2^"):
+        approx = format_log10(m * math.log10(2))
+        mantissa, _, exponent = approx.partition("e")
+        return f"{exact} ≈ {approx}", f"2^{{{m}}} \\approx {mantissa} \\times 10^{{{exponent}}}"
+    return exact, f"2^{{{m}}} = {exact}"
+
+
+def _json_number(value: str) -> str:
+    return value if value.isdigit() else json.dumps(value)
+
+
+def _stats(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool) -> Iterator[str]:
+    """The count and/or the length histogram, without enumerating."""
+    from derive.notation import binomial_row, format_power_of_two
+
+    m = depth - (0 if wrt == "x" else wrt)
+    text, tex = _count_forms(m)
+    if fmt == "json":
+        yield f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}'
+        if count:
+            exact = format_power_of_two(m)
+            yield f', "count": {_json_number(exact)}, "log2_count": {m}'
+        if lengths:
+            yield ', "lengths": {'
+            for length, value in enumerate(binomial_row(m)):
+                yield f'{", " if length else ""}"{length}": {_json_number(value)}'
+            yield "}"
+        yield "}\n"
+        return
+    if count:
+        yield {"text": text, "latex": tex, "markdown": f"${tex}$"}[fmt] + "\n"
+    if not lengths:
+        return
+    if count:
+        yield "\n"
+    head, row, foot = {
+        "text": ("length  terms\n", "{}  {}\n", ""),
+        "latex": ("\\begin{tabular}{rr}\nlength & terms \\\\\n\\hline\n", "{} & {} \\\\\n",
+                  "\\end{tabular}\n"),
+        "markdown": ("| length | terms |\n| ---: | ---: |\n", "| {} | {} |\n", ""),
+    }[fmt]
+    yield head
+    width = max(len(str(m)), 6) if fmt == "text" else 0
+    for length, value in enumerate(binomial_row(m)):
+        yield row.format(str(length).rjust(width), value)
+    yield foot
+
+
+def _summary(depth: int, wrt: int | str) -> str:
+    from derive.notation import format_int
+
+    j = 0 if wrt == "x" else wrt
+    m = depth - j
+    n = format_int(1 << m)
+    if m == 0:
+        return f"1 term (2^0): block {depth} is the last, only the identity path"
+    return f"{n} terms (2^{m}), one path per subset of blocks {j + 1}..{depth}"
+
+
+def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
+    """The expanded sum in ``fmt``, streamed."""
+    from derive import notation as nt
+    from derive.paths import iter_terms
+
+    if fmt == "text":
+        yield from nt.iter_text_chunks(depth, wrt, notation)
+        yield "\n" + _summary(depth, wrt) + "\n"
+        return
+    if fmt == "json":
+        yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}, "notation": "{notation}", '
+               f'"count": {1 << (depth - (0 if wrt == "x" else wrt))}, "terms": [')
+        yield from _chunked(json.dumps(list(t)) for t in iter_terms(depth, wrt))
+        yield f'], "latex": "{json.dumps(nt.gradient_latex(wrt))[1:-1]} = '
+        yield from _chunked((json.dumps(nt.term_latex(t, wrt, notation))[1:-1]
+                             for t in iter_terms(depth, wrt)), " + ")
+        yield '"}\n'
+        return
+    rows = nt.iter_latex_lines(iter_terms(depth, wrt), wrt, notation)
+    if fmt == "latex":
+        yield f"% {_summary(depth, wrt)}\n\\begin{{align*}}\n"
+        yield from _joined(rows)
+        yield "\n\\end{align*}\n"
+    else:
+        yield "$$\n\\begin{aligned}\n"
+        yield from _joined(rows)
+        yield f"\n\\end{{aligned}}\n$$\n\n{_summary(depth, wrt)}.\n"
+
+
+def _chunked(items: Iterable[str], separator: str = ", ", size: int = 4096) -> Iterator[str]:
+    """Join ``items`` with ``separator``, yielding a string per ``size`` items."""
+    batch: list[str] = []
+    first = True
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield ("" if first else separator) + separator.join(batch)
+            batch, first = [], False
+    if batch:
+        yield ("" if first else separator) + separator.join(batch)
+
+
+def _joined(rows: Iterable[str]) -> Iterator[str]:
+    """Rows of an align environment, separated by ``\\\\`` and a newline."""
+    for index, row in enumerate(rows):
+        yield row if index == 0 else " \\\\\n" + row
+
+
+@click.command(
+    "paths",
+    epilog="""\b
+Examples:
+  derive paths --depth 4                 the eight terms of dy/df1 (UDL eq. 11.6)
+  derive paths --depth 4 --wrt x         the sixteen input-to-output paths
+  derive paths --depth 4 --notation jacobian --format latex
+  derive paths --depth 6 --format json   terms as lists of block indices
+  derive paths --depth 10000 --count --lengths""",
+)
+@click.option("--depth", "depth_text", default="4", show_default=True, metavar="N",
+              help="Number of residual blocks N (an integer >= 1).")
+@click.option("--wrt", "wrt_text", default="1", show_default=True, metavar="J|x",
+              help="Differentiate with respect to f_J's output (1..N) or the input x.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="text (Unicode), latex (align*), markdown ($$ aligned $$) or json.")
+@click.option("--notation", type=click.Choice(NOTATIONS), default="udl", show_default=True,
+              help="udl: the book's df4/df3 fractions; jacobian: J4 J3 J2.")
+@click.option("--count", is_flag=True, help="Print only the number of terms, 2^(N-J).")
+@click.option("--lengths", is_flag=True,
+              help="Print only how many terms have L Jacobian factors (binomial).")
+@click.option("--force", is_flag=True, help="Enumerate even more than 2^22 terms.")
+def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, lengths: bool,
+          force: bool) -> None:
+    """Expand dy/df_J = (I + J_N)...(I + J_{J+1}) into its 2^(N-J) paths.
+
+    Terms come in the book's order (Prince, Understanding Deep Learning,
+    eq. 11.6): binary counting over the later blocks, block J+1 the lowest bit.
+    Output streams; --count and --lengths never enumerate.
+    """
+    from derive.errors import DeriveError
+    from derive.paths import MAX_TERMS, check_path_args
+
+    depth = _parse_depth(depth_text)
+    depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
+    stream = click.get_binary_stream("stdout")
+    if count or lengths:
+        _write(stream, _stats(depth, wrt, fmt, count, lengths))
+        return
+    m = depth - (0 if wrt == "x" else wrt)
+    if (1 << m) > MAX_TERMS and not force:
+        name = "x" if wrt == "x" else f"f_{wrt}"
+        raise DeriveError(
+            f"dy/d{name} at depth {depth} has 2^{m} terms, more than 2^22 = {MAX_TERMS} to "
+            "enumerate: use --count or --lengths for the numbers, or --force to list them"
+        )
+    _write(stream, _sum(depth, wrt, fmt, notation))
