@@ -37,6 +37,7 @@ TEMPLATES = (
     "notes.md.j2",
     "notes.tex.j2",
     "obsidian.md.j2",
+    "table.md.j2",
 )
 _SUFFIX = {"latex": "tex", "markdown": "md", "text": "txt"}
 #: Visible characters of an equation line before it is broken at a top-level + or -.
@@ -130,7 +131,8 @@ def environment(kind: str, templates: str | Path | None = None) -> jinja2.Enviro
     )
     env.filters.update(
         tex=tex_prose, md=md_prose, txt=text_prose, tex_lines=tex_lines, md_math=md_math,
-        anchor=anchor,
+        anchor=anchor, wikilink=lambda title: f"[[{title}]]",
+        wikilinks_tex=unlink, wikilinks_md=unlink, cell=lambda cell: cell.replace("|", r"\|"),
     )
     return env
 
@@ -280,6 +282,15 @@ def md_math(step: Step, width: int = LINE_WIDTH) -> str:
         return lines[0].replace(" &", " ", 1).replace("  ", " ")
     body = " \\\\\n".join(lines)
     return f"\\begin{{aligned}}\n{body}\n\\end{{aligned}}"
+
+
+def unlink(prose: str) -> str:
+    """Prose with Obsidian ``[[wikilinks]]`` turned into their plain titles.
+
+    >>> unlink("see [[Layer norm]]")
+    'see Layer norm'
+    """
+    return re.sub(r"\[\[([^\]|]*)(?:\|([^\]]*))?\]\]", lambda m: m[2] or m[1], prose)
 
 
 def anchor(key: str) -> str:

@@ -1,0 +1,212 @@
+"""Study notes: every derivation laid out as LaTeX, Markdown, Obsidian notes and Anki cards.
+
+:func:`notes` gathers the derivations (concepts, gradient paths, variance),
+the tables and figures made from them and a small simulation beside them,
+renders each format with the templates of :mod:`derive.render`, and writes
+the whole set at once with :func:`derive.files.write_files` (atomic, never
+over a file the user edited unless ``force``). Obsidian notes are merged with
+the notes on disk (:func:`derive.regions.merge_note`), so the user's text and
+the cards' Anki IDs survive regeneration.
+
+Layout of the output folder::
+
+    latex/notes.tex  latex/figures/*.pdf  (latex/notes.pdf with pdf=True)
+    markdown/notes.md  markdown/figures/*.png
+    obsidian/<concept>.md  obsidian/figures/*.png
+    anki/derive.apkg
+
+>>> import tempfile, pathlib
+>>> out = pathlib.Path(tempfile.mkdtemp()) / "notes"
+>>> [p.name for p in notes(out, formats=("markdown",), depth=2)][-1]
+'notes.md'
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from derive.errors import DeriveError, choice_error
+
+FORMATS = ("latex", "markdown", "obsidian", "anki")
+#: The simulation shown beside the derived values: small, so the notes stay fast.
+SIM = {"depth": 6, "width": 256, "seeds": 2, "batch": 32}
+#: Relative error within which a simulated value counts as agreeing (finite width).
+TOLERANCE = 0.15
+
+
+@dataclass(frozen=True)
+class NotesResult:
+    """What :func:`build` did: all files of the set, those written, orphaned card keys.
+
+    >>> NotesResult((), (), ()).paths
+    []
+    """
+
+    files: tuple[Path, ...]
+    written: tuple[Path, ...]
+    orphaned: tuple[str, ...] = field(default=())
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file of the notes (written now or already up to date), sorted."""
+        return sorted(self.files)
+
+
+def check_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    """The formats to write, in canonical order; "all" means every format.
+
+    >>> check_formats("all")
+    ('latex', 'markdown', 'obsidian', 'anki')
+    >>> check_formats(["pdf"])
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: unknown format 'pdf': choose one of latex, markdown, obsidian, anki, all
+    """
+    chosen = [formats] if isinstance(formats, str) else list(formats)
+    if not chosen:
+        raise DeriveError("formats must name at least one of " + ", ".join((*FORMATS, "all")))
+    for fmt in chosen:
+        if fmt not in (*FORMATS, "all"):
+            raise choice_error("format", fmt, (*FORMATS, "all"))
+    if "all" in chosen:
+        return FORMATS
+    return tuple(f for f in FORMATS if f in chosen)
+
+
+def _compile_pdf(tex: str, figures: dict[str, bytes]) -> bytes:
+    """Compile ``tex`` (figures beside it) with latexmk, else pdflatex twice."""
+    latexmk, pdflatex = shutil.which("latexmk"), shutil.which("pdflatex")
+    if pdflatex is None:
+        raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
+    env = dict(os.environ, SOURCE_DATE_EPOCH="0", FORCE_SOURCE_DATE="1")
+    with tempfile.TemporaryDirectory(prefix="derive-pdf-") as tmp:
+        folder = Path(tmp)
+        (folder / "figures").mkdir()
+        (folder / "notes.tex").write_text(tex, encoding="utf-8")
+        for name, data in figures.items():
+            (folder / "figures" / name).write_bytes(data)
+        if latexmk:
+            commands = [[latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error",
+                         "-quiet", "notes.tex"]]
+        else:
+            once = [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "notes.tex"]
+            commands = [once, once]
+        for command in commands:
+            done = subprocess.run(command, cwd=folder, env=env, capture_output=True,
+                                  text=True, errors="replace", check=False)
+            if done.returncode != 0:
+                errors = [ln for ln in done.stdout.splitlines() if ln.startswith("!")]
+                detail = errors[0] if errors else f"exit code {done.returncode}"
+                raise DeriveError(f"LaTeX failed on notes.tex: {detail}")
+        return (folder / "notes.pdf").read_bytes()
+
+
+def build(
+    out: str | os.PathLike[str] = "output",
+    formats: str | Iterable[str] = FORMATS,
+    depth: int = 4,
+    templates: str | os.PathLike[str] | None = None,
+    pdf: bool = False,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> NotesResult:
+    """Build and write the notes; return every file, those written and orphaned cards.
+
+    Nothing is written when anything fails (bad input, a template, LaTeX, a
+    file conflict). ``progress`` receives a short message before each slow part.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "n"
+    >>> r = build(out, formats="anki", depth=2)
+    >>> [p.name for p in r.written], r.orphaned
+    (['derive.apkg'], ())
+    """
+    from derive import files as files_mod
+    from derive.model import check_depth
+    from derive.notes_content import content, obsidian_notes
+    from derive.render import render_template, template_dir
+
+    chosen = check_formats(formats)
+    depth = check_depth(depth)
+    if depth > 10:
+        raise DeriveError(f"depth must be an integer from 1 to 10 for the notes, got {depth}")
+    if pdf and "latex" not in chosen:
+        raise DeriveError("--pdf needs the latex format (use --format latex or all)")
+    folder = template_dir(templates)
+    say = progress or (lambda message: None)
+    root = Path(out)
+    parent = root.resolve().parent
+    if not parent.is_dir():
+        raise DeriveError(f"cannot create output folder {root}: {parent} does not exist")
+
+    say("deriving concepts, gradient paths and variance; simulating; plotting")
+    data = content(depth, figures=bool({"latex", "markdown", "obsidian"} & set(chosen)))
+    say("rendering " + ", ".join(chosen))
+    planned: dict[str, str | bytes] = {}
+    merged_from: dict[str, str | None] = {}
+    orphaned: list[str] = []
+    if "latex" in chosen:
+        tex = render_template("notes.tex.j2", data.context, folder)
+        planned["latex/notes.tex"] = tex
+        pdfs = {f"{stem}.pdf": pair["pdf"] for stem, pair in data.figures.items()}
+        planned.update({f"latex/figures/{name}": blob for name, blob in pdfs.items()})
+        if pdf:
+            say("compiling latex/notes.tex")
+            planned["latex/notes.pdf"] = _compile_pdf(tex, pdfs)
+    if "markdown" in chosen:
+        planned["markdown/notes.md"] = render_template("notes.md.j2", data.context, folder)
+        planned.update({f"markdown/figures/{stem}.png": pair["png"]
+                        for stem, pair in data.figures.items()})
+    if "obsidian" in chosen:
+        from derive.files import read_existing
+        from derive.regions import merge_note
+
+        for name, text in obsidian_notes(data, folder).items():
+            rel = f"obsidian/{name}.md"
+            existing = read_existing(root, rel) if root.is_dir() else None
+            merged = merge_note(existing, text)
+            planned[rel] = merged.text
+            merged_from[rel] = merged.base
+            orphaned.extend(merged.orphaned)
+        planned.update({f"obsidian/figures/{stem}.png": pair["png"]
+                        for stem, pair in data.figures.items()})
+    if "anki" in chosen:
+        from derive.apkg import apkg_bytes
+
+        say("writing the Anki deck")
+        planned["anki/derive.apkg"] = apkg_bytes(data.cards, "derive")
+    report = files_mod.write_files(root, planned, force=force, merged_from=merged_from)
+    return NotesResult(
+        files=tuple(root / rel for rel in sorted(planned)),
+        written=tuple(root / rel for rel in report.written),
+        orphaned=tuple(orphaned),
+    )
+
+
+def notes(
+    out: str | os.PathLike[str] = "output",
+    formats: str | Iterable[str] = FORMATS,
+    depth: int = 4,
+    templates: str | os.PathLike[str] | None = None,
+    pdf: bool = False,
+    force: bool = False,
+) -> list[Path]:
+    """Write the study notes under ``out``; return the paths of the notes' files, sorted.
+
+    ``formats``: any of latex, markdown, obsidian, anki (or "all"); ``depth``:
+    the number of blocks of the path-sum expansion (1 to 10); ``templates``: a
+    folder holding a full set of templates; ``pdf``: compile the LaTeX;
+    ``force``: overwrite files that derive did not write or that were edited.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "n"
+    >>> notes(out, formats="latex", depth=2)[-1].name
+    'notes.tex'
+    """
+    return build(out, formats, depth, templates, pdf, force).paths

@@ -1,0 +1,277 @@
+"""What the study notes hold: sections of derivations, tables, figures and Anki cards.
+
+Everything here comes out of the derivations (:mod:`derive.concepts`,
+:mod:`derive.paths`, :mod:`derive.variance`) and the simulation
+(:mod:`derive.simulate`); the templates only lay it out.
+
+>>> data = content(2, figures=False)
+>>> [s.key for s in data.sections]
+['residual-block', 'layer-norm', 'pre-vs-post-norm', 'gradient-paths', 'variance']
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sympy
+
+from derive.anki import Card
+from derive.derivation import Derivation, Step
+from derive.printing import latex
+from derive.render import Figure, Table
+
+#: Activations whose closed forms are compact enough for the summary table.
+TABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu")
+INITS = ("xavier", "he")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One concept: its derivations, tables, figures, prose, links and cards."""
+
+    key: str
+    title: str
+    intro: tuple[str, ...]
+    derivations: tuple[Derivation, ...]
+    tables: tuple[Table, ...] = ()
+    figures: tuple[Figure, ...] = ()
+    links: tuple[str, ...] = ()
+    cards: tuple[Card, ...] = ()
+
+
+@dataclass(frozen=True)
+class Content:
+    """All sections, the figures' bytes (stem -> {"png", "pdf"}) and the template context."""
+
+    depth: int
+    sections: tuple[Section, ...]
+    figures: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+    @property
+    def cards(self) -> list[Card]:
+        """Every card, in section order."""
+        return [card for section in self.sections for card in section.cards]
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The variables the notes templates see."""
+        return {"title": "Deep residual networks: derived study notes", "depth": self.depth,
+                "sections": self.sections, "sim": _sim()}
+
+
+def _sim() -> dict[str, int]:
+    from derive.notes import SIM
+
+    return dict(SIM)
+
+
+def _m(expr: object) -> str:
+    """Inline math of an expression, for prose and table cells."""
+    return f"${latex(expr)}$"
+
+
+def _late(expr: sympy.Expr) -> sympy.Expr:
+    """The value for K >= 1 of a closed form that is piecewise in K = 0."""
+    return expr.args[-1].expr if isinstance(expr, sympy.Piecewise) else expr
+
+
+def _card(key: str, front: str, step: Step | sympy.Expr) -> Card:
+    back = f"${step.latex()}$" if isinstance(step, Step) else _m(step)
+    return Card(key, front, back)
+
+
+def _concepts() -> list[Section]:
+    from derive.concepts import layer_norm, pre_vs_post, residual_block
+
+    rb, ln, pp = residual_block(), layer_norm(), pre_vs_post()
+    return [
+        Section("residual-block", "Residual block", (
+            "A residual block adds a branch to an identity (skip) path; stacking blocks "
+            "gives the gradient paths of [[Gradient paths]].",), (rb,),
+            links=("Gradient paths", "Pre vs post norm"),
+            cards=(_card("residual-block/definition", "Residual block with dropout?", rb.steps[0]),
+                   _card("residual-block/dropout", "Second moment after inverted dropout?",
+                         rb.steps[2]),
+                   _card("residual-block/derivative", "Derivative of a residual block?",
+                         rb.result))),
+        Section("layer-norm", "Layer norm", (
+            "Layer normalization fixes the scale of its output, used in [[Pre vs post norm]].",),
+            (ln,), links=("Pre vs post norm",),
+            cards=(_card("layer-norm/definition", "Layer norm of unit $i$?", ln.steps[2]),
+                   _card("layer-norm/moment", "Second moment of layer norm output ($\\beta = 0$)?",
+                         ln.result))),
+        Section("pre-vs-post-norm", "Pre vs post norm", (
+            "Where the norm sits decides how signal and gradient scale with depth; the "
+            "general recursions below are specialized in [[Variance under initialization]].",),
+            (pp,), figures=(Figure("moments-he-relu", "Derived (lines) and simulated (circles) "
+                                   "second moments, He initialization, ReLU."),),
+            links=("Layer norm", "Residual block", "Variance under initialization"),
+            cards=(_card("pre-vs-post-norm/none", "Forward moment $q_K$ without norm?",
+                         pp.steps[1]),
+                   _card("pre-vs-post-norm/pre", "Forward moment $q_K$ with pre-norm?",
+                         pp.steps[3]),
+                   _card("pre-vs-post-norm/post", "Forward moment $q_k$ with post-norm?",
+                         pp.steps[4]),
+                   _card("pre-vs-post-norm/gradient", "Gradient ratio with pre-norm?",
+                         pp.result))),
+    ]
+
+
+def _paths(depth: int) -> Section:
+    from derive.paths import PathSum, count_paths, path_lengths
+
+    blocks, length = sympy.Symbol("N", integer=True, positive=True), sympy.Symbol("L")
+    total = sympy.summation(sympy.binomial(blocks, length), (length, 0, blocks))
+    whole = PathSum(depth, "x")
+    paths_x = sympy.Symbol(r"\#paths(x \to y)")
+    count = Derivation(
+        "Input-to-output paths", "paths/input-output",
+        (f"{depth} residual blocks, $J_k$ the Jacobian of block $k$",),
+        (Step(sympy.Symbol(r"\partial y/\partial x"), whole.factored,
+              "chain rule: one factor (identity plus Jacobian) per block"),
+         Step(paths_x, sympy.Sum(sympy.binomial(blocks, length), (length, 0, blocks)),
+              "choose which $L$ of the $N$ blocks the path passes through"),
+         Step(paths_x, total, "binomial theorem (SymPy summation)"),
+         Step(paths_x.subs({}), sympy.Integer(count_paths(depth, "x")), f"at $N = {depth}$")),
+        Step(paths_x, total))
+    grad = PathSum(depth, 1, notation="udl")
+    lengths_x, lengths_1 = path_lengths(depth, "x"), path_lengths(depth, 1)
+    table = Table(
+        f"Paths by length (number of Jacobians on the path), {depth} blocks",
+        ("length $L$", "$\\partial y/\\partial x$", "$\\partial y/\\partial f_1$"),
+        tuple((str(j), str(lengths_x[j]), str(lengths_1.get(j, 0))) for j in sorted(lengths_x)))
+    return Section(
+        "gradient-paths", "Gradient paths", (
+            f"The derivative of the output of {depth} stacked [[Residual block]]s expands into "
+            f"a sum over paths: ${count_paths(depth, 1)}$ terms for $\\partial y/\\partial f_1$ "
+            f"and ${count_paths(depth, 'x')}$ for $\\partial y/\\partial x$.",),
+        (grad.derivation, count), tables=(table,),
+        figures=(Figure("path-lengths", f"How many of the {count_paths(depth, 'x')} paths "
+                        f"from input to output pass through $L$ of the {depth} blocks."),),
+        links=("Residual block", "Variance under initialization"),
+        cards=(Card(f"gradient-paths/terms-{depth}",
+                    f"Terms of $\\partial y/\\partial f_1$ for {depth} blocks (book order)?",
+                    f"${grad.latex()}$"),
+               _card("gradient-paths/count", "Number of input-to-output paths for $N$ blocks?",
+                     total)))
+
+
+def _value(value: sympy.Expr) -> str:
+    return _m(value) if value.is_Rational else f"{float(value):.4g}"
+
+
+def _variance() -> tuple[Section, dict[str, Any]]:
+    from derive.model import NORMS
+    from derive.simulate import simulate
+    from derive.variance import variance
+
+    sim = _sim()
+    derivations: list[Derivation] = []
+    cards: list[Card] = []
+    closed_rows, sim_rows = [], []
+    profiles: dict[str, Any] = {}
+    for init in INITS:
+        for norm in NORMS:
+            analysis = variance(init, "relu", norm)
+            derivations += [analysis.forward.derivation, analysis.backward.derivation]
+            for r, what in ((analysis.forward, "q_K"), (analysis.backward, "d_0/d_K")):
+                if r.closed_form is not None:
+                    cards.append(_card(f"variance/{init}-relu-{norm}-{r.direction}",
+                                       f"${what}$ under {init} init, ReLU, norm {norm}?",
+                                       r.closed_form))
+    for activation in TABLE_ACTIVATIONS:
+        for init in INITS:
+            for norm in NORMS:
+                a = variance(init, activation, norm)
+                f, b = a.forward.closed_form, a.backward.closed_form
+                closed_rows.append((activation.replace("_", " "), init, norm,
+                                    _m(_late(f.rhs)) if f is not None else a.forward.growth,
+                                    _m(_late(b.rhs)) if b is not None else a.backward.growth,
+                                    a.forward.growth))
+    for init in INITS:
+        measured = {}
+        for norm in NORMS:
+            a = variance(init, "relu", norm)
+            run = simulate(init, "relu", norm, **sim)
+            measured[norm] = (run.forward, run.backward)
+            for direction, derived, got in (
+                ("forward", a.forward.at(sim["depth"]), run.forward[-1]),
+                ("backward", a.backward.at(sim["depth"]), run.backward[0]),
+            ):
+                error = abs(got - float(derived)) / abs(float(derived))
+                from derive.notes import TOLERANCE
+
+                sim_rows.append((f"{init}, ReLU, {norm}", direction, str(sim["depth"]),
+                                 _value(derived), f"{got:.4g}", f"{error:.1%}",
+                                 "yes" if error <= TOLERANCE else "no"))
+        profiles[init] = (
+            {n: (variance(init, "relu", n).forward.profile(sim["depth"]),
+                 variance(init, "relu", n).backward.profile(sim["depth"])) for n in NORMS},
+            measured)
+    from derive.notes import TOLERANCE
+
+    tables = (
+        Table("Closed forms ($K \\ge 1$), $q_0 = \\mathbb{E}[x^2]$, one linear layer and the "
+              "activation per branch",
+              ("activation", "init", "norm", "$q_K$", "$d_0/d_K$", "growth"),
+              tuple(closed_rows)),
+        Table(f"Derived against simulated (width {sim['width']}, {sim['seeds']} seeds, "
+              f"batch {sim['batch']}, $q_0 = 1$); agreement within {TOLERANCE:.0%}",
+              ("network", "direction", "$K$", "derived", "simulated", "error", "agrees"),
+              tuple(sim_rows)),
+    )
+    section = Section(
+        "variance", "Variance under initialization", (
+            "Forward second moments $q_k = \\mathbb{E}[h_k^2]$ and backward $d_k$ through "
+            "[[Residual block]]s at initialization, without norm, pre-norm and post-norm "
+            "(see [[Pre vs post norm]]), derived step by step and checked against a "
+            "simulation of finite networks.",),
+        tuple(derivations), tables=tables,
+        figures=tuple(Figure(f"moments-{init}-relu",
+                             f"Second moments against depth, {init} initialization, ReLU: "
+                             "derived (lines) and simulated (circles).") for init in INITS),
+        links=("Pre vs post norm", "Gradient paths"), cards=tuple(cards))
+    return section, profiles
+
+
+@functools.cache
+def content(depth: int, figures: bool = True) -> Content:
+    """Sections (and, with ``figures``, the figures' bytes) for a path expansion of ``depth``.
+
+    >>> len(content(2, figures=False).cards) > 10
+    True
+    """
+    variance_section, profiles = _variance()
+    sections = (*_concepts(), _paths(depth), variance_section)
+    images: dict[str, dict[str, bytes]] = {}
+    if figures:
+        from derive.paths import path_lengths
+        from derive.plots import moments_figure, path_length_figure
+
+        for init, (derived, measured) in profiles.items():
+            images[f"moments-{init}-relu"] = moments_figure(
+                derived, f"{init} initialization, ReLU", measured)
+        images["path-lengths"] = path_length_figure(
+            dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks")
+    return Content(depth, sections, images)
+
+
+def obsidian_notes(data: Content, templates: Path | None = None) -> dict[str, str]:
+    """One Obsidian note a section (title -> text), its cards in an ``# anki`` region.
+
+    >>> notes = obsidian_notes(content(2, figures=False))
+    >>> sorted(notes)[0], "[[" in notes["Residual block"]
+    ('Gradient paths', True)
+    """
+    from derive.regions import cards_region, region
+    from derive.render import render_template
+
+    out = {}
+    for section in data.sections:
+        body = render_template("obsidian.md.j2", {"section": section, "depth": data.depth,
+                                                  "sim": _sim()}, templates)
+        out[section.title] = region("note", body) + "\n# anki\n\n" + cards_region(section.cards)
+    return out
