@@ -204,7 +204,7 @@ def write_files(
     base = Path(root)
     planned = {_check_relpath(rel): to_bytes(content) for rel, content in files.items()}
     bases = {
-        _check_relpath(rel): None if content is None else to_bytes(content)
+        _check_relpath(rel): content.encode("utf-8") if isinstance(content, str) else content
         for rel, content in (merged_from or {}).items()
     }
     _prepare_root(base)

@@ -33,6 +33,18 @@ from dataclasses import dataclass
 from derive.anki import Card, card_blocks, card_units, check_name
 from derive.errors import DeriveError
 
+
+class BrokenNote(DeriveError):
+    """An existing note's region markers are broken (unclosed, unmatched, repeated).
+
+    A caller that was told to overwrite (``--force``) may catch it and write
+    the generated note instead.
+
+    >>> isinstance(BrokenNote("x"), ValueError)
+    True
+    """
+
+
 #: Name of the region that keeps cards which are no longer generated.
 ORPHANS = "orphaned-cards"
 ORPHANS_HEADER = (
@@ -95,23 +107,23 @@ def split_regions(text: str) -> list[str | _Region]:
         if inside is None and opened:
             name, begin, inside = opened.group(1), line, []
             if name in names:
-                raise DeriveError(f"note has two regions named {name!r}")
+                raise BrokenNote(f"note has two regions named {name!r}")
             names.add(name)
             parts.append("".join(outside))
             outside = []
         elif inside is None:
             if closed:
-                raise DeriveError(f"region end {bare!r} without its begin marker")
+                raise BrokenNote(f"region end {bare!r} without its begin marker")
             outside.append(line)
         elif closed and closed.group(1) == name:
             parts.append(_Region(name, begin, "".join(inside), line))
             inside = None
         elif opened or closed:
-            raise DeriveError(f"region {name!r} is not closed before {bare!r}")
+            raise BrokenNote(f"region {name!r} is not closed before {bare!r}")
         else:
             inside.append(line)
     if inside is not None:
-        raise DeriveError(f"region {name!r} has no end marker <!-- derive:end {name} -->")
+        raise BrokenNote(f"region {name!r} has no end marker <!-- derive:end {name} -->")
     parts.append("".join(outside))
     return [part for part in parts if part != ""]
 
@@ -165,7 +177,10 @@ def merge_note(existing: str | None, generated: str) -> MergeResult:
         raise DeriveError(f"generated notes must not hold the region {ORPHANS!r}")
     if existing is None:
         return MergeResult(generated, (), None)
-    old = split_regions(existing)
+    try:
+        old = split_regions(existing)
+    except BrokenNote as err:
+        raise BrokenNote(f"the existing note: {err}; fix the markers or pass --force") from None
     if not any(isinstance(part, _Region) for part in old):
         return MergeResult(generated, (), None)
     new_keys = {key for name in order for key, _, _ in card_units(new[name])}
@@ -178,10 +193,10 @@ def merge_note(existing: str | None, generated: str) -> MergeResult:
             for key, unit, id_line in card_units(part.content):
                 if id_line is None:
                     continue
-                if key in new_keys:
-                    ids.setdefault(key, id_line)
-                elif key not in orphans:
-                    orphans[key] = unit
+                if key in new_keys and key not in ids:
+                    ids[key] = id_line
+                elif unit not in orphans:  # a second ID for one key is kept, not dropped
+                    orphans[unit] = key
                     if part.name != ORPHANS and orphan_home is None:
                         orphan_home = part.name
 
@@ -198,7 +213,7 @@ def merge_note(existing: str | None, generated: str) -> MergeResult:
             after = [n for n in order[:index] if n in placed]
             _insert(out, name, _with_ids(new[name], ids), after[-1] if after else None)
             placed.add(name)
-    orphan_content = ORPHANS_HEADER + "".join("\n" + unit for unit in orphans.values())
+    orphan_content = ORPHANS_HEADER + "".join("\n" + unit for unit in orphans)
     existing_orphans = [p for p in out if isinstance(p, _Region) and p.name == ORPHANS]
     if existing_orphans:
         slot = out.index(existing_orphans[0])
@@ -207,10 +222,14 @@ def merge_note(existing: str | None, generated: str) -> MergeResult:
             out[slot] = _Region(ORPHANS, part.begin, orphan_content, part.end)
         else:
             del out[slot]
+            before, after = out[slot - 1 : slot], out[slot : slot + 1]
+            if (before and isinstance(before[0], str) and before[0].endswith("\n")
+                    and after and isinstance(after[0], str) and after[0].startswith("\n")):
+                out[slot] = after[0][1:]  # the blank line that set the region apart
     elif orphans:
         home = orphan_home if orphan_home in placed else None
         _insert(out, ORPHANS, orphan_content, home, at_end=home is None)
-    return MergeResult(_join(out), tuple(orphans), existing)
+    return MergeResult(_join(out), tuple(dict.fromkeys(orphans.values())), existing)
 
 
 def _insert(parts: list[str | _Region], name: str, content: str, after: str | None,

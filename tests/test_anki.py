@@ -354,3 +354,51 @@ def test_deck_errors(tmp_path: Path) -> None:
 def test_html_keeps_math_delimiters() -> None:
     assert to_html("a $x<y$ b") == "a \\(x&lt;y\\) b"
     assert to_html("<b>\n$$\\sum$$") == "&lt;b&gt;<br>\\[\\sum\\]"
+
+
+def test_orphan_region_goes_away_cleanly() -> None:
+    synced, _ = plugin_sync(note(["paths/count", "variance/he"]), 1)
+    synced = "top\n\n" + synced + "\nafter\n"
+    orphaned = merge_note(synced, note(["paths/count"])).text
+    assert f"<!-- derive:begin {ORPHANS} -->" in orphaned
+    restored = merge_note(orphaned, note(["paths/count", "variance/he"]))
+    assert restored.text == synced and restored.orphaned == ()
+
+
+def test_a_duplicated_card_keeps_both_ids() -> None:
+    synced, _ = plugin_sync(note(["paths/count"]), 7)
+    block = CARDS["paths/count"].block(8)
+    duplicated = synced.replace("<!-- derive:end anki -->", block + "<!-- derive:end anki -->")
+    merged = merge_note(duplicated, note(["paths/count"]))
+    assert merged.orphaned == ("paths/count",)
+    assert merged.text.count("<!--ID: 7-->") == 1 and merged.text.count("<!--ID: 8-->") == 1
+    assert merge_note(merged.text, note(["paths/count"])).text == merged.text
+
+
+def test_broken_existing_note_is_its_own_error() -> None:
+    from derive.regions import BrokenNote
+
+    with pytest.raises(BrokenNote, match="the existing note: region 'a' has no end marker"):
+        merge_note("<!-- derive:begin a -->\n", note(["paths/count"]))
+
+
+def test_crlf_note_merges_and_is_written_with_lf(tmp_path: Path) -> None:
+    synced, _ = plugin_sync(note(["paths/count"]), 5)
+    (tmp_path / "n.md").write_bytes(("mine\n" + synced).replace("\n", "\r\n").encode())
+    existing = (tmp_path / "n.md").read_bytes().decode()
+    merged = merge_note(existing, note(["paths/count", "variance/he"]))
+    write_files(tmp_path, {"n.md": merged.text}, merged_from={"n.md": merged.base})
+    written = (tmp_path / "n.md").read_bytes().decode("utf-8")
+    assert "\r" not in written and written.startswith("mine\n")
+    assert keyed_ids(written) == {"paths/count": 5}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet="ab $'^{}\\x2", max_size=20))
+def test_fixed_math_is_stable(text: str) -> None:
+    try:
+        fixed = fix_math(text)
+    except DeriveError:
+        return
+    assert fix_math(fixed) == fixed
+    assert "$" not in plugin_math(fixed).replace("\\$", "")
