@@ -145,8 +145,8 @@ def _paths(depth: int) -> Section:
         tuple((str(j), str(lengths_x[j]), str(lengths_1.get(j, 0))) for j in sorted(lengths_x)))
     return Section(
         "gradient-paths", "Gradient paths", (
-            f"The derivative of the output of {depth} stacked [[Residual block]]s expands into "
-            f"a sum over paths: ${count_paths(depth, 1)}$ terms for $\\partial y/\\partial f_1$ "
+            f"The derivative of the output of {depth} stacked "
+            f"[[Residual block|residual blocks]] expands into a sum over paths: ${count_paths(depth, 1)}$ terms for $\\partial y/\\partial f_1$ "
             f"and ${count_paths(depth, 'x')}$ for $\\partial y/\\partial x$.",),
         (grad.derivation, count), tables=(table,),
         figures=(Figure("path-lengths", f"How many of the {count_paths(depth, 'x')} paths "
@@ -226,8 +226,8 @@ def _variance() -> tuple[Section, dict[str, Any]]:
     section = Section(
         "variance", "Variance under initialization", (
             "Forward second moments $q_k = \\mathbb{E}[h_k^2]$ and backward $d_k$ through "
-            "[[Residual block]]s at initialization, without norm, pre-norm and post-norm "
-            "(see [[Pre vs post norm]]), derived step by step and checked against a "
+            "[[Residual block|residual blocks]] at initialization, without norm, pre-norm "
+            "and post-norm (see [[Pre vs post norm]]), derived step by step and checked against a "
             "simulation of finite networks.",),
         tuple(derivations), tables=tables,
         figures=tuple(Figure(f"moments-{init}-relu",
