@@ -146,7 +146,8 @@ def _paths(depth: int) -> Section:
     return Section(
         "gradient-paths", "Gradient paths", (
             f"The derivative of the output of {depth} stacked "
-            f"[[Residual block|residual blocks]] expands into a sum over paths: ${count_paths(depth, 1)}$ terms for $\\partial y/\\partial f_1$ "
+            f"[[Residual block|residual blocks]] expands into a sum over paths: "
+            f"${count_paths(depth, 1)}$ terms for $\\partial y/\\partial f_1$ "
             f"and ${count_paths(depth, 'x')}$ for $\\partial y/\\partial x$.",),
         (grad.derivation, count), tables=(table,),
         figures=(Figure("path-lengths", f"How many of the {count_paths(depth, 'x')} paths "

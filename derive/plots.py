@@ -33,6 +33,7 @@ _MARKERS = {"none": "o", "pre": "s", "post": "^"}
 
 def _pyplot() -> Any:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -67,6 +68,7 @@ def moments_figure(
     """
     plt = _pyplot()
     import matplotlib
+    import matplotlib.ticker
 
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
         fig, axes = plt.subplots(1, 2, figsize=SIZE, sharex=True)
@@ -84,6 +86,7 @@ def moments_figure(
                             markerfacecolor="none", color=_COLORS.get(norm),
                             label=f"{norm} (simulated)")
             ax.set_yscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_xlabel("block $k$")
             ax.set_title(label)
         axes[0].legend(fontsize=7, loc="upper left")
@@ -103,6 +106,7 @@ def path_length_figure(counts: Mapping[int, int], title: str = "") -> dict[str, 
     """
     plt = _pyplot()
     import matplotlib
+    import matplotlib.ticker
 
     lengths = sorted(counts)
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
