@@ -100,7 +100,7 @@ def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
     value = expr.xreplace({K: sympy.Integer(depth), q0: sympy.sympify(q0_value)})
     if isinstance(value, sympy.Piecewise):
         value = value.doit()
-    if value.has(sympy.gamma):
+    if value.has(sympy.gamma) and all(g.args[0].is_Rational for g in value.atoms(sympy.gamma)):
         value = sympy.gammasimp(sympy.expand_func(value))
     return value
 

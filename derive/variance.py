@@ -9,6 +9,7 @@ exists the map is iterated numerically at :data:`PRECISION` digits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -20,8 +21,9 @@ from derive.errors import DeriveError
 from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, n, q, q0
 from derive.printing import latex, text
 
-#: Significant digits of numeric values (iterations without a closed form).
-PRECISION = 30
+#: Significant digits of numeric values: iterations without a closed form run in
+#: double precision, and irrational closed-form values are rounded to as many digits.
+PRECISION = 15
 
 #: The branch input's second moment, a positive placeholder for q_{k-1}.
 _x = sympy.Symbol("x", positive=True)
@@ -81,10 +83,21 @@ def _is_exact(value: sympy.Expr) -> bool:
     return bool(value.is_Rational or (value.free_symbols and not value.is_number))
 
 
+def _special(expr: sympy.Expr) -> list[sympy.Function]:
+    """Function applications defined outside SymPy (the tanh moments), evaluated by quadrature."""
+    return [
+        f for f in expr.atoms(sympy.Function)
+        if hasattr(f, "_eval_evalf") and not f.func.__module__.startswith("sympy")
+    ]
+
+
 def _finish(value: sympy.Expr) -> sympy.Expr:
     """Exact when rational or symbolic, else a float at PRECISION digits."""
     value = sympy.sympify(value)
-    return value if _is_exact(value) else sympy.N(value, PRECISION)
+    if _is_exact(value):
+        return value
+    quadratures = {f: f._eval_evalf(53) for f in _special(value) if f.args[0].is_number}
+    return sympy.N(value.xreplace(quadratures), PRECISION)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +116,7 @@ class Recursion:
     #: forward: q_k = step(q_{k-1}); backward: d_{k-1} = d_k * step(q_{k-1}).
     step: sympy.Expr
     forward_part: Recursion | None = field(default=None, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)
 
     @property
     def recurrence(self) -> sympy.Eq:
@@ -162,8 +176,6 @@ class Recursion:
         if self.closed_form is not None:
             return closed_forms.growth(self.closed_form.rhs)
         values = self._iterate(96, sympy.Integer(1))
-        if self.direction == "backward":
-            values = [values[-1] / v for v in values]
         ratio = values[96] / values[95]
         if ratio > 1 + sympy.Rational(1, 100):
             law = "exponential"
@@ -187,13 +199,20 @@ class Recursion:
                     f"{self.config.label} has no closed form; numeric iteration needs "
                     f"numeric parameters and q0, got {self.step} and q0 = {q0_value}"
                 )
-            return _iterate_map(self.step, sympy.N(q0_value, PRECISION), depth)
-        assert self.forward_part is not None
-        qs = self.forward_part._iterate(depth, q0_value)
-        out = [sympy.Float(1, PRECISION)]
-        for j in range(1, depth + 1):
-            out.append(sympy.N(out[-1] * _apply(self.step, qs[j - 1]), PRECISION))
-        return out
+        values = self._memo.setdefault(q0_value, [])
+        if not values:
+            values.append(float(q0_value) if self.direction == "forward" else 1.0)
+        if len(values) <= depth:
+            step = _numeric(self.step)
+            if self.direction == "forward":
+                while len(values) <= depth:
+                    values.append(step(values[-1]))
+            else:
+                assert self.forward_part is not None
+                qs = self.forward_part._iterate(depth, q0_value)
+                while len(values) <= depth:
+                    values.append(values[-1] * step(float(qs[len(values) - 1])))
+        return [sympy.Float(v, PRECISION) for v in values[: depth + 1]]
 
     def at(self, depth: int, q0: object = 1) -> sympy.Expr:
         """q_K (forward) or d_0/d_K (backward) at ``K = depth``.
@@ -256,15 +275,20 @@ class Recursion:
         }
 
 
-def _apply(expr: sympy.Expr, value: sympy.Expr) -> sympy.Expr:
-    return sympy.N(expr.xreplace({_x: value}), PRECISION)
+@lru_cache(maxsize=1024)
+def _numeric(step: sympy.Expr) -> Callable[[float], float]:
+    """``step`` as a function of ``x`` in double precision.
 
-
-def _iterate_map(step: sympy.Expr, start: sympy.Expr, depth: int) -> list[sympy.Expr]:
-    values = [start]
-    for _ in range(depth):
-        values.append(_apply(step, values[-1]))
-    return values
+    Functions without a closed form (the tanh moments) are evaluated through
+    their own ``_eval_evalf`` at 53 bits.
+    """
+    special = {
+        f.func.__name__: (
+            lambda value, cls=f.func: float(cls(sympy.Float(value), evaluate=False)._eval_evalf(53))
+        )
+        for f in _special(step)
+    }
+    return sympy.lambdify(_x, step, modules=[special, "math"])
 
 
 @dataclass(frozen=True, eq=False)
