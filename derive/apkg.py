@@ -26,7 +26,6 @@ import html
 import os
 import re
 import sqlite3
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -118,15 +117,13 @@ def apkg_bytes(
             guid=genanki.guid_for(card.key),
         ))
     package = genanki.Package(deck)
-    with tempfile.TemporaryDirectory(prefix="derive-apkg-") as tmp:
-        db_path = os.path.join(tmp, "collection.anki2")
-        conn = sqlite3.connect(db_path)
-        try:
-            package.write_to_db(conn.cursor(), timestamp, _ids(timestamp))
-            conn.commit()
-        finally:
-            conn.close()
-        collection = Path(db_path).read_bytes()
+    conn = sqlite3.connect(":memory:")
+    try:
+        package.write_to_db(conn.cursor(), timestamp, _ids(timestamp))
+        conn.commit()
+        collection = conn.serialize()
+    finally:
+        conn.close()
     return _zip({"collection.anki2": collection, "media": b"{}"}, timestamp)
 
 

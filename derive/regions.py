@@ -130,12 +130,16 @@ def split_regions(text: str) -> list[str | _Region]:
 
 def _with_ids(content: str, ids: dict[str, str]) -> str:
     """Region content with each card's kept ID line put back before its END."""
-    out = content
+    out: list[str] = []
+    done = 0
     for key, unit, id_line in card_units(content):
         if key in ids and id_line is None:
+            start = content.index(unit, done)
             head, end_line = unit.rsplit("END", 1)
-            out = out.replace(unit, head + ids[key] + "END" + end_line, 1)
-    return out
+            out += [content[done:start], head, ids[key], "END", end_line]
+            done = start + len(unit)
+    out.append(content[done:])
+    return "".join(out)
 
 
 @dataclass(frozen=True)
