@@ -1,0 +1,160 @@
+"""Renderers, concepts and plots: layout checks and independent numerical checks."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import numpy as np
+import pytest
+import sympy
+
+from derive import concepts, plots
+from derive.derivation import Derivation, Step
+from derive.errors import DeriveError
+from derive.model import K, d, k, q, q0
+
+#: The module (``derive.render`` the attribute is the function of the same name).
+render = importlib.import_module("derive.render")
+x = sympy.Symbol("x")
+
+
+def _demo() -> Derivation:
+    long = sum(x**i for i in range(1, 40))
+    return Derivation(
+        "Demo of $x$", "demo/long", ("$x$ is real, 50% & more",),
+        (Step(x**2, x * x, "definition"), Step(q(k), long, "a long sum")),
+        Step(x**2, x * x),
+    )
+
+
+def test_text_has_unicode_formulas_and_reasons():
+    out = render.render(_demo(), "text")
+    assert "x² = x²    (definition)" in out
+    assert "qₖ = x³⁹" in out
+
+
+def test_latex_fragment_uses_align_and_escapes_prose():
+    out = render.render(_demo(), "latex")
+    assert "\\begin{align*}" in out and "eqnarray" not in out
+    assert "50\\% \\& more" in out
+    assert out.count("\\begin{align*}") == out.count("\\end{align*}")
+
+
+def test_long_equation_is_broken_and_loses_no_term():
+    rows = render.tex_lines(Step(q(k), sum(x**i for i in range(1, 40))))
+    assert len(rows) > 1
+    for row in rows:  # each row fits the width budget
+        assert render._visible(row) <= render.LINE_WIDTH + 12
+    joined = " ".join(r.replace("&\\quad", "").replace("&=", "=") for r in rows)
+    exponents = sorted(int(e) for e in re.findall(r"x\^\{(\d+)\}", joined))
+    assert exponents == list(range(2, 40))
+
+
+def test_markdown_math_has_no_space_inside_inline_dollars_and_own_line_display():
+    out = render.render(_demo(), "markdown")
+    spans = re.findall(r"\$([^$\n]+)\$", out.replace("$$", ""))
+    assert spans and all(span == span.strip() for span in spans)
+    lines = out.splitlines()
+    for line in lines:
+        if "$$" in line:
+            assert line == "$$", line
+    assert "\\begin{aligned}" in out  # the long sum is split into rows
+
+
+def test_text_prose_turns_latex_into_unicode():
+    assert render.text_prose(r"$\frac{K c + q_{0}}{q_{0}}$") == "(K c + q₀)/(q₀)"
+    assert render.text_prose(r"$\left(g + 1\right)^{K}$") == "(g + 1)ᴷ"
+
+
+def test_bad_format_and_object_raise_derive_error():
+    with pytest.raises(DeriveError, match="unknown format 'pdf'"):
+        render.render(_demo(), "pdf")
+    with pytest.raises(DeriveError, match="cannot render int"):
+        render.render(3, "text")
+
+
+def test_templates_folder_missing_a_template_is_named(tmp_path):
+    (tmp_path / "notes.tex.j2").write_text("x")
+    with pytest.raises(DeriveError, match=r"missing derivation\.md\.j2"):
+        render.template_dir(tmp_path)
+
+
+def test_override_templates_are_used(tmp_path):
+    for name in render.TEMPLATES:
+        (tmp_path / name).write_text("custom {{ derivation.key }}\n")
+    assert render.render(_demo(), "text", templates=tmp_path) == "custom demo/long\n"
+
+
+def test_variance_and_path_objects_render():
+    import derive
+
+    out = render.render(derive.variance("he", "relu", "pre"), "text")
+    assert "q₀" in out
+    assert "I" in render.render(derive.PathSum(3), "text")
+
+
+# ---- concepts: checked against computations that do not reuse the derivation
+
+
+def test_pre_norm_closed_forms_satisfy_their_recursions():
+    steps = concepts.pre_vs_post().steps
+    c, g = concepts.c, concepts.g
+    pre_q = steps[3].rhs
+    assert sympy.simplify(pre_q.subs(K, k) - pre_q.subs(K, k - 1) - c) == 0
+    none_q = steps[1].rhs
+    assert sympy.simplify(none_q.subs(K, k) - (1 + g) * none_q.subs(K, k - 1)) == 0
+    # gradient ratio: multiply the per-block factors numerically (q0 = 0.7, c = 0.3, K = 9)
+    ratio = 1.0
+    qs = [0.7 + 0.3 * j for j in range(10)]
+    for j in range(1, 10):
+        ratio *= 1 + 0.3 / qs[j - 1]
+    derived = float(concepts.pre_vs_post().result.rhs.subs({q0: 0.7, c: 0.3, K: 9}))
+    assert derived == pytest.approx(ratio, rel=1e-12)
+    assert concepts.pre_vs_post().result.lhs == d(0) / d(K)
+
+
+def test_layer_norm_moments_match_numpy():
+    rng = np.random.default_rng(0)
+    h = rng.normal(3.0, 5.0, size=1000)
+    gamma, beta = 1.7, 0.4
+    y = gamma * (h - h.mean()) / h.std() + beta
+    ln = concepts.layer_norm()
+    assert float(ln.steps[3].rhs.subs(concepts.beta, beta)) == pytest.approx(y.mean())
+    assert float(ln.result.rhs.subs(concepts.gamma, gamma)) == pytest.approx(
+        ((y - beta) ** 2).mean()
+    )
+
+
+def test_dropout_moments_match_simulation():
+    rng = np.random.default_rng(1)
+    p, u = 0.3, 2.0
+    kept = rng.random(400_000) >= p
+    out = kept * u / (1 - p)
+    rb = concepts.residual_block()
+    assert float(rb.steps[1].rhs.subs(concepts.u, u)) == pytest.approx(out.mean(), rel=0.01)
+    second = float(rb.steps[2].rhs.subs({concepts.u: u, concepts.p: p}))
+    assert second == pytest.approx((out**2).mean(), rel=0.01)
+
+
+def test_residual_block_derivative_matches_finite_difference():
+    rb = concepts.residual_block()
+    branch = np.tanh  # a concrete branch F; F' = 1 - tanh^2
+    x0, eps = 0.37, 1e-6
+    numeric = ((x0 + eps + branch(x0 + eps)) - (x0 - eps + branch(x0 - eps))) / (2 * eps)
+    slope = rb.result.rhs.replace(lambda e: isinstance(e, concepts.FPrime),
+                                  lambda e: 1 - sympy.tanh(e.args[0]) ** 2)
+    assert float(slope.subs(concepts.x, x0)) == pytest.approx(numeric, rel=1e-8)
+
+
+# ---- plots
+
+
+def test_plots_are_byte_identical_and_valid():
+    series = {"none": ([1, 2, 4], [4, 2, 1]), "pre": ([1, 2, 3], [3, 1.5, 1])}
+    first, second = plots.moments_figure(series, "t"), plots.moments_figure(series, "t")
+    assert first == second
+    assert first["png"].startswith(b"\x89PNG") and first["pdf"].startswith(b"%PDF-")
+    assert b"CreationDate" not in first["pdf"]
+    bars = plots.path_length_figure({0: 1, 1: 4, 2: 6, 3: 4, 4: 1})
+    assert bars == plots.path_length_figure({0: 1, 1: 4, 2: 6, 3: 4, 4: 1})
