@@ -1,0 +1,321 @@
+"""NumPy Monte Carlo of finite-width residual networks at initialization.
+
+The networks follow the variance model of :mod:`derive.variance` exactly:
+``norm`` places LayerNorm (none, pre, post), ``branch`` is ``W phi(h)`` or
+``W2 phi(W1 h)``, weights are zero-mean Gaussians with the variance of
+``VarianceConfig.weight_variance``, biases are zero, and inverted dropout acts
+on the branch output. The forward profile is the measured ``E[h_k^2]`` per
+unit; the backward profile is ``E[(dL/dh_k)^2] / E[(dL/dh_K)^2]`` for
+``L = <g, h_K>``, backpropagated by hand through the same weights and masks.
+
+Several independent networks (``seeds``) are stacked along a leading axis and
+run together. Every random array comes from its own stream,
+``default_rng(SeedSequence(seed, spawn_key=(kind, rows, cols, s)))``, so a
+configuration's numbers do not depend on what else is simulated beside it,
+and configurations compared together share their draws (common random
+numbers): only the scale of each weight matrix differs between them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from derive.errors import DeriveError
+from derive.model import VarianceConfig, check_depth
+
+#: Stream kinds for the random arrays (part of each stream's spawn key).
+_INPUT, _UPSTREAM, _FIRST, _SECOND, _DROPOUT = range(5)
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Measured profiles of one configuration: ``forward[k]`` is q_k for k = 0..K,
+    ``backward[k]`` is d_k / d_K for k = 0..K (so ``backward[-1] == 1``)."""
+
+    config: VarianceConfig
+    depth: int
+    width: int
+    seeds: int
+    batch: int
+    q0: float
+    seed: int
+    forward: tuple[float, ...]
+    backward: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class _Numeric:
+    """A configuration's numbers, as the simulation uses them."""
+
+    activation: str
+    norm: str
+    branch: str
+    hidden: int
+    sigma_first: float
+    sigma_second: float
+    dropout: float
+    gamma: float
+    slope: float
+
+
+def _number(value: sympy.Expr, name: str) -> float:
+    if not (isinstance(value, sympy.Expr) and value.is_number):
+        raise DeriveError(f"{name} must be a number to simulate a network, got {value}")
+    return float(value)
+
+
+def _count(value: object, name: str, minimum: int) -> int:
+    return check_depth(value, minimum=minimum, name=name)
+
+
+def numeric(config: VarianceConfig, width: int) -> _Numeric:
+    """The numbers a finite network of ``width`` units needs, or a DeriveError.
+
+    >>> numeric(VarianceConfig(init="he", branch="mlp", mlp_ratio=2), 64).hidden
+    128
+    >>> numeric(VarianceConfig(gamma="gamma"), 64)
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: gamma must be a number to simulate a network, got gamma
+    """
+    width = _count(width, "width", 2)
+    ratio = config.mlp_ratio
+    _number(ratio, "mlp_ratio")
+    hidden_exact = ratio * width
+    if config.branch == "mlp" and not hidden_exact.is_integer:
+        raise DeriveError(
+            f"mlp_ratio * width must be a whole number of hidden units, got {hidden_exact}"
+        )
+    hidden = int(hidden_exact) if config.branch == "mlp" else width
+    n_in, n_out = sympy.Integer(width), sympy.Integer(hidden)
+    if config.branch == "mlp":
+        first = _number(config.weight_variance(n_in, n_out), "sigma_w2")
+        second = _number(config.weight_variance(n_out, n_in), "sigma_w2")
+    else:
+        first, second = 1.0, _number(config.weight_variance(n_in, n_in), "sigma_w2")
+    return _Numeric(
+        activation=config.activation,
+        norm=config.norm,
+        branch=config.branch,
+        hidden=hidden,
+        sigma_first=math.sqrt(first),
+        sigma_second=math.sqrt(second),
+        dropout=_number(config.dropout, "dropout"),
+        gamma=_number(config.gamma, "gamma"),
+        slope=_number(config.negative_slope, "negative_slope"),
+    )
+
+
+class Draws:
+    """The random arrays of one experiment, drawn on first use and kept.
+
+    ``seeds`` independent networks of ``depth`` blocks, ``width`` units and
+    ``batch`` inputs each; the arrays are standard normals (uniforms for
+    dropout), scaled by each configuration as it runs.
+
+    >>> a, b = Draws(2, 8, 3, 4, seed=1), Draws(2, 8, 3, 4, seed=1)
+    >>> bool((a.weights(_SECOND, 8, 8) == b.weights(_SECOND, 8, 8)).all())
+    True
+    >>> a.weights(_SECOND, 8, 8).shape
+    (2, 3, 8, 8)
+    """
+
+    def __init__(self, depth: int, width: int, seeds: int, batch: int, seed: int = 0) -> None:
+        self.depth = _count(depth, "depth", 1)
+        self.width = _count(width, "width", 2)
+        self.seeds = _count(seeds, "seeds", 1)
+        self.batch = _count(batch, "batch", 1)
+        self.seed = _count(seed, "seed", 0)
+        self._arrays: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _rngs(self, kind: int, rows: int, cols: int) -> list[np.random.Generator]:
+        return [
+            np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(kind, rows, cols, s)))
+            for s in range(self.seeds)
+        ]
+
+    def _get(self, kind: int, rows: int, cols: int) -> np.ndarray:
+        key = (kind, rows, cols)
+        if key not in self._arrays:
+            rngs = self._rngs(kind, rows, cols)
+            if kind in (_INPUT, _UPSTREAM):
+                array = np.stack([rng.standard_normal((self.batch, cols)) for rng in rngs])
+            elif kind == _DROPOUT:
+                shape = (self.depth, self.batch, cols)
+                array = np.stack([rng.random(shape) for rng in rngs], axis=1)
+            else:
+                shape = (self.depth, rows, cols)
+                array = np.stack([rng.standard_normal(shape) for rng in rngs], axis=1)
+            self._arrays[key] = array
+        return self._arrays[key]
+
+    def inputs(self) -> np.ndarray:
+        """Standard normal inputs, shape (seeds, batch, width)."""
+        return self._get(_INPUT, 0, self.width)
+
+    def upstream(self) -> np.ndarray:
+        """The vector g of L = <g, h_K>, standard normal, shape (seeds, batch, width)."""
+        return self._get(_UPSTREAM, 0, self.width)
+
+    def weights(self, kind: int, rows: int, cols: int) -> np.ndarray:
+        """Standard normal weights, shape (depth, seeds, rows, cols)."""
+        return self._get(kind, rows, cols)
+
+    def uniforms(self) -> np.ndarray:
+        """Uniforms on [0, 1) for dropout masks, shape (depth, seeds, batch, width)."""
+        return self._get(_DROPOUT, 0, self.width)
+
+
+def _activation(name: str, z: np.ndarray, slope: float) -> tuple[np.ndarray, np.ndarray]:
+    """phi(z) and phi'(z)."""
+    if name == "linear":
+        return z, np.ones_like(z)
+    if name == "relu":
+        positive = z > 0
+        return np.where(positive, z, 0.0), positive.astype(np.float64)
+    if name == "leaky_relu":
+        positive = z > 0
+        return np.where(positive, z, slope * z), np.where(positive, 1.0, slope)
+    if name == "tanh":
+        t = np.tanh(z)
+        return t, 1.0 - t * t
+    cdf = 0.5 * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))).astype(np.float64))
+    return z * cdf, cdf + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)
+
+
+def _norm(x: np.ndarray, gamma: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """LayerNorm over the units of each sample (beta = 0), with its backward cache."""
+    centred = x - x.mean(axis=-1, keepdims=True)
+    std = np.sqrt((centred * centred).mean(axis=-1, keepdims=True))
+    y = centred / std
+    return gamma * y, (y, std)
+
+
+def _norm_backward(grad: np.ndarray, cache: tuple[np.ndarray, np.ndarray], gamma: float) -> np.ndarray:
+    """The gradient at LayerNorm's input, given the gradient at its output."""
+    y, std = cache
+    gy = gamma * grad
+    mean = gy.mean(axis=-1, keepdims=True)
+    along = (gy * y).mean(axis=-1, keepdims=True)
+    return (gy - mean - y * along) / std
+
+
+def run(config: VarianceConfig, draws: Draws, q0: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Measured (forward, backward) profiles of ``config`` on ``draws``.
+
+    forward[k] = mean h_k^2 for k = 0..K; backward[k] = mean (dL/dh_k)^2 over
+    the measured mean (dL/dh_K)^2. Means run over units, batch and seeds.
+
+    >>> forward, backward = run(VarianceConfig(init="he", activation="relu"), Draws(3, 64, 2, 16))
+    >>> forward.shape, float(backward[-1])
+    ((4,), 1.0)
+    """
+    p = numeric(config, draws.width)
+    width, hidden, mlp = draws.width, p.hidden, p.branch == "mlp"
+    second = draws.weights(_SECOND, hidden, width)
+    first = draws.weights(_FIRST, width, hidden) if mlp else None
+    uniforms = draws.uniforms() if p.dropout > 0 else None
+    keep = 1.0 / (1.0 - p.dropout)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        h = draws.inputs() * math.sqrt(q0)
+        forward = [float(np.mean(h * h))]
+        caches = []
+        for block in range(draws.depth):
+            x = h
+            a, norm_in = _norm(x, p.gamma) if p.norm == "pre" else (x, None)
+            z = (a @ first[block]) * p.sigma_first if mlp else a
+            u, dphi = _activation(p.activation, z, p.slope)
+            f = (u @ second[block]) * p.sigma_second
+            mask = None if uniforms is None else (uniforms[block] >= p.dropout) * keep
+            if mask is not None:
+                f = f * mask
+            h, norm_out = _norm(x + f, p.gamma) if p.norm == "post" else (x + f, None)
+            forward.append(float(np.mean(h * h)))
+            caches.append((norm_in, dphi, mask, norm_out))
+        grad = draws.upstream()
+        backward = [float(np.mean(grad * grad))]
+        for block in reversed(range(draws.depth)):
+            norm_in, dphi, mask, norm_out = caches[block]
+            if norm_out is not None:
+                grad = _norm_backward(grad, norm_out, p.gamma)
+            grad_f = grad if mask is None else grad * mask
+            grad_z = (grad_f @ second[block].swapaxes(-1, -2)) * (p.sigma_second * dphi)
+            grad_a = (grad_z @ first[block].swapaxes(-1, -2)) * p.sigma_first if mlp else grad_z
+            if norm_in is not None:
+                grad_a = _norm_backward(grad_a, norm_in, p.gamma)
+            grad = grad + grad_a
+            backward.append(float(np.mean(grad * grad)))
+    backward_profile = np.array(backward[::-1]) / backward[0]
+    return np.array(forward), backward_profile
+
+
+def _positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise DeriveError(f"{name} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def simulate(
+    init: str = "xavier",
+    activation: str = "relu",
+    norm: str = "none",
+    branch: str = "single",
+    *,
+    depth: int = 10,
+    width: int = 512,
+    seeds: int = 4,
+    batch: int = 64,
+    q0: float = 1,
+    mlp_ratio: object = 1,
+    dropout: object = 0,
+    gamma: object = 1,
+    sigma_w2: object = None,
+    negative_slope: object = sympy.Rational(1, 100),
+    seed: int = 0,
+) -> Simulation:
+    """Simulate finite residual networks and measure their variance profiles.
+
+    He initialization with ReLU doubles E[h_k^2] per block (UDL 11.3):
+
+    >>> sim = simulate("he", "relu", depth=3, width=256, seeds=2, batch=32)
+    >>> [round(v, 1) for v in sim.forward]
+    [1.0, 2.0, 4.0, 8.0]
+    >>> simulate(gamma="gamma")
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: gamma must be a number to simulate a network, got gamma
+    """
+    config = VarianceConfig(
+        init=init,
+        activation=activation,
+        norm=norm,
+        branch=branch,
+        mlp_ratio=mlp_ratio,
+        dropout=dropout,
+        gamma=gamma,
+        sigma_w2=sigma_w2,
+        negative_slope=negative_slope,
+    )
+    q0 = _positive(q0, "q0")
+    numeric(config, width)
+    draws = Draws(depth, width, seeds, batch, seed)
+    forward, backward = run(config, draws, q0)
+    return Simulation(
+        config=config,
+        depth=draws.depth,
+        width=draws.width,
+        seeds=draws.seeds,
+        batch=draws.batch,
+        q0=q0,
+        seed=draws.seed,
+        forward=tuple(forward.tolist()),
+        backward=tuple(backward.tolist()),
+    )
