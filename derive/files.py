@@ -207,6 +207,11 @@ def write_files(
         _check_relpath(rel): content.encode("utf-8") if isinstance(content, str) else content
         for rel, content in (merged_from or {}).items()
     }
+    for rel in planned:
+        for parent in PurePosixPath(rel).parents:
+            if parent.as_posix() in planned:
+                raise DeriveError(f"output path {parent.as_posix()!r} is both a file and "
+                                  f"the folder of {rel!r}")
     _prepare_root(base)
     try:
         manifest = load_manifest(base)
@@ -249,14 +254,13 @@ def _check_relpath(relpath: str) -> str:
     """Validate a relative output path and return it in ``a/b`` form."""
     if not isinstance(relpath, str) or not relpath or "\\" in relpath or "\0" in relpath:
         raise DeriveError(f"output path must be a relative path like 'a/b.md', got {relpath!r}")
-    pure = PurePosixPath(relpath)
     if any(part in ("", ".", "..") for part in relpath.split("/")):
         raise DeriveError(
             f"output path must be relative and stay inside the output folder, got {relpath!r}"
         )
-    if pure.as_posix() == MANIFEST:
+    if relpath == MANIFEST:
         raise DeriveError(f"output path {relpath!r} is reserved for the manifest")
-    return pure.as_posix()
+    return relpath
 
 
 def _prepare_root(root: Path) -> None:

@@ -174,6 +174,12 @@ def test_bad_relative_paths(tmp_path: Path, bad: str) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_path_cannot_be_file_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(DeriveError, match=r"'a' is both a file and the folder of 'a/b\.md'"):
+        write_files(tmp_path / "out", {"a/b.md": "x\n", "a": "y\n"})
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_content_type(tmp_path: Path) -> None:
     with pytest.raises(DeriveError, match="must be str or bytes, got int"):
         write_files(tmp_path, {"a.md": 3})  # type: ignore[dict-item]
