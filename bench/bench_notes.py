@@ -1,0 +1,59 @@
+"""Wall time of ``derive notes`` (fresh process each run), printed as a Markdown table.
+
+Run: ``python3 bench/bench_notes.py [--repeat 3]``. The runs of every command
+are interleaved, so a noisy shared machine slows them alike; the table gives
+the median and the ratio to ``derive --help`` (interpreter and start-up).
+The budget for ``derive notes --format all`` (no --pdf) is 15 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUDGET = 15.0
+
+
+def _commands(out: Path) -> dict[str, list[str]]:
+    derive = [sys.executable, "-c", "from derive.cli import main; main()"]
+    return {
+        "derive --help": [*derive, "--help"],
+        "derive notes --format anki": [*derive, "notes", "--format", "anki", "--out",
+                                       str(out / "anki"), "--force"],
+        "derive notes --format markdown": [*derive, "notes", "--format", "markdown", "--out",
+                                           str(out / "md"), "--force"],
+        "derive notes --format all": [*derive, "notes", "--format", "all", "--out",
+                                      str(out / "all"), "--force"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="derive-bench-") as tmp:
+        commands = _commands(Path(tmp))
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.repeat):
+            for name, command in commands.items():
+                start = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True)
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["derive --help"])
+    print(f"| command | median wall (s) of {args.repeat} | min (s) | ratio to --help | "
+          "within 15 s |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for name, values in times.items():
+        median = statistics.median(values)
+        verdict = ("yes" if max(values) < BUDGET else "no") if "all" in name else ""
+        print(f"| `{name}` | {median:.2f} | {min(values):.2f} | {median / base:.1f} | "
+              f"{verdict} |")
+
+
+if __name__ == "__main__":
+    main()
