@@ -62,7 +62,7 @@ class Activation(sympy.Function):
 
     >>> from derive.printing import latex
     >>> latex(Activation(sympy.Symbol("gelu'"), z))
-    "\\\\operatorname{gelu}'(z)"
+    "\\\\operatorname{gelu}'\\\\left(z\\\\right)"
     """
 
     nargs = 2
@@ -73,10 +73,8 @@ class Activation(sympy.Function):
 
     def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: object = None) -> str:
         base, prime = self._parts()
-        head = "z" if base == "linear" else rf"\operatorname{{{base}}}"
-        out = rf"{head}{prime}({printer._print(self.args[1])})"
-        if base == "linear" and not prime:
-            out = printer._print(self.args[1])
+        head = r"\tanh" if base == "tanh" else rf"\operatorname{{{base}}}"
+        out = rf"{head}{prime}\left({printer._print(self.args[1])}\right)"
         return f"{out}^{{{exp}}}" if exp is not None else out
 
     def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:

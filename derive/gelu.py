@@ -106,6 +106,10 @@ def gaussian_integral(body: sympy.Expr, var: sympy.Symbol = u) -> sympy.Expr:
     return sympy.simplify(value)
 
 
+def _cancel_integrand(integral: sympy.Integral) -> sympy.Integral:
+    return sympy.Integral(sympy.factor(integral.function), *integral.limits)
+
+
 @functools.cache
 def lemmas() -> tuple[Step, ...]:
     """The Gaussian lemmas the gelu moments rest on, each derived by SymPy.
@@ -127,7 +131,14 @@ def lemmas() -> tuple[Step, ...]:
     t = sympy.Symbol("t", positive=True)
     slope = expectation(sympy.diff(Phi(s * u) ** 2, s)).subs(cross, cross_value)
     at_zero = Phi(0).rewrite(sympy.erf) ** 2
-    phi2 = sympy.simplify(at_zero + sympy.integrate(slope.subs(s, t), (t, 0, s)))
+    integral = at_zero + sympy.Integral(sympy.factor(slope.subs(s, t)), (t, 0, s))
+    # the change of variables w = sqrt(1 + 2 t^2) makes the integrand rational
+    w = sympy.Symbol("w", positive=True)
+    rational = integral.replace(
+        lambda e: isinstance(e, sympy.Integral),
+        lambda e: _cancel_integrand(e.transform(t, sympy.sqrt((w**2 - 1) / 2))),
+    )
+    phi2 = sympy.simplify(rational.doit())
     phi2_e = Expectation(Phi(s * u) ** 2)
     return (
         Step(Expectation(NormalPDF(s * u) ** 2), pdf2, "a Gaussian integral"),
@@ -135,13 +146,15 @@ def lemmas() -> tuple[Step, ...]:
         Step(cross, sympy.simplify(solved), "Stein's lemma on $g(u) = \\Phi(su)\\varphi(su)$, "
              "using $\\varphi'(x) = -x \\varphi(x)$, solved for the unknown expectation"),
         Step(sympy.Derivative(phi2_e, s), slope, "differentiate under the integral sign"),
-        Step(phi2_e, phi2, "integrate in $s$ from $\\Phi(0)^2 = 1/4$ at $s = 0$"),
+        Step(phi2_e, integral, "integrate in $s$ from $\\Phi(0)^2 = 1/4$ at $s = 0$"),
+        Step(phi2_e, rational, "change of variables $w = \\sqrt{1 + 2 t^2}$"),
+        Step(phi2_e, phi2, "a rational integral (SymPy)"),
     )
 
 
 def _known() -> dict[sympy.Expr, sympy.Expr]:
     """Expectation placeholder -> closed form, from :func:`lemmas`."""
-    pdf2, u2pdf2, cross, _, phi2 = lemmas()
+    pdf2, u2pdf2, cross, *_, phi2 = lemmas()
     cross_value = sympy.simplify(cross.rhs.subs(pdf2.lhs, pdf2.rhs))
     return {pdf2.lhs: pdf2.rhs, u2pdf2.lhs: u2pdf2.rhs, cross.lhs: cross_value,
             phi2.lhs: phi2.rhs}
