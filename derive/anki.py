@@ -76,7 +76,8 @@ def fix_math(text: str, where: str = "card") -> str:
     """Make ``$...$`` math safe for the plugin: no space inside, no ``'`` (primes).
 
     Inline math loses spaces just inside its dollars; primes become
-    ``^{\\prime}``; an unbalanced ``$`` raises DeriveError (write ``\\$``).
+    ``^{\\prime}``; an unbalanced ``$``, an escaped ``\\$`` (the plugin has no
+    escape) or math directly followed by ``$`` raises DeriveError.
 
     >>> print(fix_math("$ f'(x) $ and $$g''^{2}$$"))
     $f^{\\prime}(x)$ and $$g^{\\prime\\prime 2}$$
@@ -95,12 +96,20 @@ def fix_math(text: str, where: str = "card") -> str:
     def one(m: re.Match[str]) -> str:
         whole, display, inline = m.group(0), m.group(1), m.group(2)
         if whole == "\\$":
-            return whole
-        if display is not None:
-            return f"$${primes(display)}$$"
-        if inline is None:
             raise DeriveError(
-                f"{where}: unbalanced '$' in {text!r}; close the math or write \\$ for a dollar"
+                f"{where}: '\\$' in {text!r}: the plugin has no escape for '$'; write 'dollars'"
+            )
+        if text.startswith("$", m.end()) and (display is not None or inline is not None):
+            raise DeriveError(
+                f"{where}: math directly followed by '$' in {text!r}; the plugin would not "
+                "convert it: put a space between the two formulas"
+            )
+        if display is not None and "$" not in display:
+            return f"$${primes(display)}$$"
+        if inline is None or display is not None:
+            raise DeriveError(
+                f"{where}: unbalanced '$' in {text!r}; close the math "
+                "(the plugin cannot show a dollar sign)"
             )
         if not inline.strip():
             raise DeriveError(f"{where}: empty math '$$' in {text!r}")

@@ -51,14 +51,14 @@ def stable_id(name: str) -> int:
 #: The note type id: fields Front and Back, one card (front -> back).
 MODEL_ID = stable_id("derive/anki/model/basic")
 _CSS = ".card { font-family: sans-serif; font-size: 20px; text-align: left; }\n"
-_MATH_RE = re.compile(r"\\\$|\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
+_MATH_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
 
 
 def to_html(markdown: str) -> str:
     """A card field as Anki HTML: escaped text, ``<br>`` lines, ``\\( \\)`` math.
 
-    >>> print(to_html("If $a<b$ then\\n$$a^{2} < b^{2}$$ & \\\\$5"))
-    If \\(a&lt;b\\) then<br>\\[a^{2} &lt; b^{2}\\] &amp; $5
+    >>> print(to_html("If $a<b$ then\\n$$a^{2} < b^{2}$$ & more"))
+    If \\(a&lt;b\\) then<br>\\[a^{2} &lt; b^{2}\\] &amp; more
     """
     out: list[str] = []
     last = 0
@@ -67,10 +67,8 @@ def to_html(markdown: str) -> str:
         display, inline = match.group(1), match.group(2)
         if display is not None:
             out.append(f"\\[{html.escape(display, quote=False)}\\]")
-        elif inline is not None:
-            out.append(f"\\({html.escape(inline, quote=False)}\\)")
         else:
-            out.append("$")
+            out.append(f"\\({html.escape(inline, quote=False)}\\)")
         last = match.end()
     out.append(_escape(markdown[last:]))
     return "".join(out)

@@ -128,7 +128,9 @@ def test_math_is_fixed_for_the_plugin() -> None:
     assert fix_math("$ x $ and $y$") == "$x$ and $y$"
     assert fix_math("$f'(x)$, $g''$") == "$f^{\\prime}(x)$, $g^{\\prime\\prime}$"
     assert fix_math("$x'^2$ and $x'^{(k)}$") == "$x^{\\prime 2}$ and $x^{\\prime (k)}$"
-    assert fix_math("costs \\$5, it's fine") == "costs \\$5, it's fine"
+    assert fix_math("it's fine") == "it's fine"  # apostrophes outside math stay
+    with pytest.raises(DeriveError, match="no escape for"):
+        fix_math("costs \\$5")
     card = Card("a/b", "What is $ f' $?", "$$\n f'' \n$$")
     assert card.front == "What is $f^{\\prime}$?" and card.back == "$$\n f^{\\prime\\prime} \n$$"
     assert plugin_math(card.front) == "What is \\(f^{\\prime}\\)?"
@@ -139,6 +141,8 @@ def test_math_is_fixed_for_the_plugin() -> None:
     [
         ("costs $5", "unbalanced '\\$'"),
         ("empty $ $ math", "empty math"),
+        ("$a$$b$", "math directly followed by"),
+        ("$$a$$$b$", "math directly followed by"),
         ("", "front is empty"),
         ("first\nEND of story", "would be read as Obsidian_to_Anki syntax"),
         ("START\nagain", "would be read as Obsidian_to_Anki syntax"),
@@ -393,12 +397,12 @@ def test_crlf_note_merges_and_is_written_with_lf(tmp_path: Path) -> None:
     assert keyed_ids(written) == {"paths/count": 5}
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.text(alphabet="ab $'^{}\\x2", max_size=20))
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab $'^{}\\x2\n", max_size=24))
 def test_fixed_math_is_stable(text: str) -> None:
     try:
         fixed = fix_math(text)
     except DeriveError:
         return
     assert fix_math(fixed) == fixed
-    assert "$" not in plugin_math(fixed).replace("\\$", "")
+    assert "$" not in plugin_math(fixed)  # the plugin converts every formula
