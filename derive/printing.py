@@ -85,7 +85,7 @@ class _Text(StrPrinter):
         return super()._print_Pow(expr, rational)
 
     def _print_Mul(self, expr):
-        return re.sub(r"\*(?!\*)", "·", super()._print_Mul(expr))
+        return re.sub(r"(?<!\*)\*(?!\*)", "·", super()._print_Mul(expr))
 
     def _print_Pi(self, expr):
         return "π"
