@@ -86,7 +86,29 @@ def solve_product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:
         return result
     if result.has(sympy.RisingFactorial, sympy.gamma, sympy.FallingFactorial):
         result = sympy.combsimp(result)
-    return sympy.powsimp(sympy.cancel(result)) if not result.has(sympy.gamma) else result
+    return tidy(result)
+
+
+def tidy(expr: sympy.Expr) -> sympy.Expr:
+    """Cancel a rational expression; leave gamma ratios and unevaluated moments factored.
+
+    Gamma arguments are written as ``K`` plus one fraction.
+
+    >>> tidy(sympy.gamma(K + 1 + q0 / 2) / sympy.gamma(1 + q0 / 2))
+    gamma(K + (q_0 + 2)/2)/gamma((q_0 + 2)/2)
+    >>> tidy((2 * q0 + 2) / (q0 + 1) * 2**K)
+    2**(K + 1)
+    """
+    rational = all(
+        f.func.__module__.startswith("sympy") and not isinstance(f, sympy.gamma)
+        for f in expr.atoms(sympy.Function)
+    )
+    if rational:
+        return sympy.powsimp(sympy.cancel(expr))
+    return sympy.powsimp(expr).replace(
+        lambda e: isinstance(e, sympy.gamma),
+        lambda e: sympy.gamma(e.args[0].coeff(K) * K + sympy.together(e.args[0] - e.args[0].coeff(K) * K)),
+    )
 
 
 def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:

@@ -9,6 +9,7 @@ exists the map is iterated numerically at :data:`PRECISION` digits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -150,10 +151,10 @@ class Recursion:
         if isinstance(q_closed, sympy.Piecewise):  # q_0 at K = 0, the last branch after
             first = self.step.xreplace({_x: q0})
             later = self.step.xreplace({_x: q_closed.args[-1].expr.xreplace({K: k - 1})})
-            rest = closed_forms.solve_product(sympy.cancel(later), 2)
-            body = sympy.cancel(first * rest) if not rest.has(sympy.gamma) else first * rest
+            rest = closed_forms.solve_product(closed_forms.tidy(later), 2)
+            body = closed_forms.tidy(first * rest)
             return sympy.Piecewise((sympy.Integer(1), sympy.Eq(K, 0)), (body, True)), None
-        factor = sympy.cancel(self.step.xreplace({_x: q_closed.xreplace({K: k - 1})}))
+        factor = closed_forms.tidy(self.step.xreplace({_x: q_closed.xreplace({K: k - 1})}))
         return closed_forms.solve_product(factor), None
 
     @property
@@ -175,13 +176,17 @@ class Recursion:
         """How the quantity grows with depth, read off the closed form (or the iteration)."""
         if self.closed_form is not None:
             return closed_forms.growth(self.closed_form.rhs)
-        values = self._iterate(96, sympy.Integer(1))
-        ratio = values[96] / values[95]
-        if ratio > 1 + sympy.Rational(1, 100):
-            law = "exponential"
+        v48, v72, v96 = (float(v) for v in self._iterate(96, sympy.Integer(1))[48::24])
+        r1, r2 = math.log(v96 / v72), math.log(v72 / v48)
+        d1, d2 = v96 - v72, v72 - v48
+        if abs(v96 - v48) <= 1e-9 * abs(v96):
+            law = "constant"
+        elif abs(r1) > 0.01 and abs(r1 - r2) <= 0.1 * abs(r2):
+            law = "exponential" if r1 > 0 else "exponential decay"
+        elif abs(d1 - d2) <= 0.05 * abs(d2):
+            law = "linear"
         else:
-            slope = (values[96] - values[48]) / 48
-            law = "linear" if slope > sympy.Rational(1, 100) else "constant"
+            law = "faster than linear, slower than exponential" if d1 > d2 else "sublinear"
         return f"{law} (from the iteration, no closed form)"
 
     def _check(self, depth: int, q0_value: object) -> tuple[int, sympy.Expr]:
