@@ -90,7 +90,7 @@ def solve_product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:
 
 
 def tidy(expr: sympy.Expr) -> sympy.Expr:
-    """Cancel a rational expression; leave gamma ratios and unevaluated moments factored.
+    """Cancel an expression free of functions; leave gammas, atan and moments factored.
 
     Gamma arguments are written as ``K`` plus one fraction.
 
@@ -99,11 +99,7 @@ def tidy(expr: sympy.Expr) -> sympy.Expr:
     >>> tidy((2 * q0 + 2) / (q0 + 1) * 2**K)
     2**(K + 1)
     """
-    rational = all(
-        f.func.__module__.startswith("sympy") and not isinstance(f, sympy.gamma)
-        for f in expr.atoms(sympy.Function)
-    )
-    if rational:
+    if not expr.atoms(sympy.Function):
         return sympy.powsimp(sympy.cancel(expr))
     return sympy.powsimp(expr).replace(
         lambda e: isinstance(e, sympy.gamma),
