@@ -86,6 +86,9 @@ class Activation(sympy.Function):
 
 #: Extra decimal digits of working precision for mpmath quadrature of the tanh moments.
 TANH_GUARD_DIGITS = 10
+#: Largest precision in bits served by the machine-precision rule (SymPy asks for
+#: 53 + 4 guard bits when it evaluates to 15 digits, as ``float`` and ``N`` do).
+TANH_FAST_MAX_PREC = 60
 #: Step of the double-exponential (exp-sinh) rule used for machine precision.
 TANH_DE_STEP = 1 / 64
 #: Accept the fast rule when its step-h and step-h/2 sums agree to this relative tolerance
@@ -128,7 +131,7 @@ def _tanh_moment(derivative: bool, arg: sympy.Expr, prec: int) -> sympy.Float:
 
     dps = mpmath.libmp.prec_to_dps(prec) + TANH_GUARD_DIGITS
     variance = arg.evalf(dps)
-    if prec <= 53:
+    if prec <= TANH_FAST_MAX_PREC:
         value = _tanh_fast(derivative, float(variance))
         if value is not None:
             return sympy.Float(value, precision=prec)
@@ -180,10 +183,11 @@ class TanhMoment(_TanhMomentBase):
     """E[tanh(z)^2] for z ~ N(0, s2): no closed form, so it stays unevaluated.
 
     With a numeric argument it evaluates by quadrature (``.evalf(n)``, ``float``,
-    ``sympy.N``): at machine precision (n <= 15) by an exp-sinh rule in NumPy,
-    whose step-h and step-h/2 sums must agree (else it falls back); otherwise by
-    ``mpmath.quad`` with a working precision of n + ``TANH_GUARD_DIGITS`` decimal
-    digits. Values are cached by (argument, precision).
+    ``sympy.N``): at machine precision (n <= 15 digits, up to ``TANH_FAST_MAX_PREC``
+    bits) by an exp-sinh rule in NumPy, relative error about 1e-16, whose step-h and
+    step-h/2 sums must agree (else it falls back); otherwise by ``mpmath.quad``
+    with a working precision of n + ``TANH_GUARD_DIGITS`` decimal digits. Values
+    are cached by (argument, precision).
 
     >>> TanhMoment(1).evalf(20)
     0.39429449039784117442
