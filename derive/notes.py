@@ -35,7 +35,7 @@ from derive.errors import DeriveError, choice_error
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
 #: The simulation shown beside the derived values: small, so the notes stay fast.
-SIM = {"depth": 6, "width": 256, "seeds": 2, "batch": 32}
+SIM = {"depth": 6, "width": 256, "seeds": 4, "batch": 8}
 #: Relative error within which a simulated value counts as agreeing (finite width).
 TOLERANCE = 0.15
 
@@ -129,7 +129,7 @@ def build(
     """
     from derive import files as files_mod
     from derive.model import check_depth
-    from derive.notes_content import content, obsidian_notes
+    from derive.notes_content import content, figures, obsidian_notes
     from derive.render import render_template, template_dir
 
     chosen = check_formats(formats)
@@ -145,8 +145,12 @@ def build(
     if not parent.is_dir():
         raise DeriveError(f"cannot create output folder {root}: {parent} does not exist")
 
-    say("deriving concepts, gradient paths and variance; simulating; plotting")
-    data = content(depth, figures=bool({"latex", "markdown", "obsidian"} & set(chosen)))
+    say("deriving concepts, gradient paths and variance; simulating")
+    data = content(depth)
+    images: dict[str, dict[str, bytes]] = {}
+    if {"latex", "markdown", "obsidian"} & set(chosen):
+        say("plotting")
+        images = figures(depth)
     say("rendering " + ", ".join(chosen))
     planned: dict[str, str | bytes] = {}
     merged_from: dict[str, str | None] = {}
@@ -154,7 +158,7 @@ def build(
     if "latex" in chosen:
         tex = render_template("notes.tex.j2", data.context, folder)
         planned["latex/notes.tex"] = tex
-        pdfs = {f"{stem}.pdf": pair["pdf"] for stem, pair in data.figures.items()}
+        pdfs = {f"{stem}.pdf": pair["pdf"] for stem, pair in images.items()}
         planned.update({f"latex/figures/{name}": blob for name, blob in pdfs.items()})
         if pdf:
             say("compiling latex/notes.tex")
@@ -162,7 +166,7 @@ def build(
     if "markdown" in chosen:
         planned["markdown/notes.md"] = render_template("notes.md.j2", data.context, folder)
         planned.update({f"markdown/figures/{stem}.png": pair["png"]
-                        for stem, pair in data.figures.items()})
+                        for stem, pair in images.items()})
     if "obsidian" in chosen:
         from derive.files import read_existing
         from derive.regions import merge_note
@@ -175,7 +179,7 @@ def build(
             merged_from[rel] = merged.base
             orphaned.extend(merged.orphaned)
         planned.update({f"obsidian/figures/{stem}.png": pair["png"]
-                        for stem, pair in data.figures.items()})
+                        for stem, pair in images.items()})
     if "anki" in chosen:
         from derive.apkg import apkg_bytes
 

@@ -4,7 +4,7 @@ Everything here comes out of the derivations (:mod:`derive.concepts`,
 :mod:`derive.paths`, :mod:`derive.variance`) and the simulation
 (:mod:`derive.simulate`); the templates only lay it out.
 
->>> data = content(2, figures=False)
+>>> data = content(2)
 >>> [s.key for s in data.sections]
 ['residual-block', 'layer-norm', 'pre-vs-post-norm', 'gradient-paths', 'variance']
 """
@@ -48,7 +48,8 @@ class Content:
 
     depth: int
     sections: tuple[Section, ...]
-    figures: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: init -> (derived profiles by norm, simulated profiles by norm), for the figures
+    profiles: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cards(self) -> list[Card]:
@@ -239,31 +240,39 @@ def _variance() -> tuple[Section, dict[str, Any]]:
 
 
 @functools.cache
-def content(depth: int, figures: bool = True) -> Content:
-    """Sections (and, with ``figures``, the figures' bytes) for a path expansion of ``depth``.
+def content(depth: int) -> Content:
+    """Sections, cards and the profiles for the figures, for a path expansion of ``depth``.
 
-    >>> len(content(2, figures=False).cards) > 10
+    >>> len(content(2).cards) > 10
     True
     """
     variance_section, profiles = _variance()
-    sections = (*_concepts(), _paths(depth), variance_section)
-    images: dict[str, dict[str, bytes]] = {}
-    if figures:
-        from derive.paths import path_lengths
-        from derive.plots import moments_figure, path_length_figure
+    return Content(depth, (*_concepts(), _paths(depth), variance_section), profiles)
 
-        for init, (derived, measured) in profiles.items():
-            images[f"moments-{init}-relu"] = moments_figure(
-                derived, f"{init} initialization, ReLU", measured)
-        images["path-lengths"] = path_length_figure(
-            dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks")
-    return Content(depth, sections, images)
+
+@functools.cache
+def figures(depth: int) -> dict[str, dict[str, bytes]]:
+    """The figures' bytes: stem -> {"png": ..., "pdf": ...}.
+
+    >>> sorted(figures(2))
+    ['moments-he-relu', 'moments-xavier-relu', 'path-lengths']
+    """
+    from derive.paths import path_lengths
+    from derive.plots import moments_figure, path_length_figure
+
+    images = {}
+    for init, (derived, measured) in content(depth).profiles.items():
+        images[f"moments-{init}-relu"] = moments_figure(
+            derived, f"{init} initialization, ReLU", measured)
+    images["path-lengths"] = path_length_figure(
+        dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks")
+    return images
 
 
 def obsidian_notes(data: Content, templates: Path | None = None) -> dict[str, str]:
     """One Obsidian note a section (title -> text), its cards in an ``# anki`` region.
 
-    >>> notes = obsidian_notes(content(2, figures=False))
+    >>> notes = obsidian_notes(content(2))
     >>> sorted(notes)[0], "[[" in notes["Residual block"]
     ('Gradient paths', True)
     """

@@ -73,8 +73,8 @@ def moments_figure(
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
         fig, axes = plt.subplots(1, 2, figsize=SIZE, sharex=True)
         for ax, index, label in (
-            (axes[0], 0, "forward: $q_k = E[h_k^2]$"),
-            (axes[1], 1, "backward: $d_k / d_K$"),
+            (axes[0], 0, "forward: qₖ = E[hₖ²]"),
+            (axes[1], 1, "backward: dₖ / d_K"),
         ):
             for norm, values in series.items():
                 ys = [float(v) for v in values[index]]
@@ -87,11 +87,11 @@ def moments_figure(
                             label=f"{norm} (simulated)")
             ax.set_yscale("log")
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.set_xlabel("block $k$")
+            ax.set_xlabel("block k")
             ax.set_title(label)
         axes[0].legend(fontsize=7, loc="upper left")
         fig.suptitle(title)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.22)
         out = _save(fig)
         plt.close(fig)
     return out
@@ -118,7 +118,7 @@ def path_length_figure(counts: Mapping[int, int], title: str = "") -> dict[str, 
         ax.set_xticks(lengths)
         ax.set_title(title)
         ax.grid(axis="x", visible=False)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14, top=0.9)
         out = _save(fig)
         plt.close(fig)
     return out
