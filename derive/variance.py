@@ -5,11 +5,20 @@ the weight variances and fan-ins, the Gaussian moment of the activation,
 dropout, LayerNorm) and then solved: closed forms come from
 :mod:`derive.closed_forms` (``rsolve`` and ``product``), and where none
 exists the map is iterated numerically at :data:`PRECISION` digits.
+
+The module itself is callable (``derive.variance(...)`` is :func:`variance`
+even after ``import derive.variance`` has bound the name to this module):
+
+>>> import derive.variance
+>>> derive.variance("he", "relu").forward.at(4)
+16
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -410,3 +419,13 @@ def compare(
                 "value": recursion.at(depth, q0),
             })
     return rows
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`variance` (the package exports both under one name)."""
+
+    def __call__(self, *args: object, **kwargs: object) -> VarianceAnalysis:
+        return variance(*args, **kwargs)  # type: ignore[arg-type]
+
+
+sys.modules[__name__].__class__ = _CallableModule
