@@ -71,7 +71,7 @@ def main() -> None:
             lambda i: mpmath_tanh(1 + next(counter) * 1e-3), 20),
         "tanh float, cached value": (lambda i: float(TanhMoment(sympy.Float(1.5))), 2000),
         "tanh 30 digits, new value (mpmath.quad)": (
-            lambda i: TanhMoment(sympy.Float(1 + next(counter) * 1e-3)).evalf(30), 10),
+            lambda i: TanhMoment(sympy.Rational(1000 + next(counter), 1000)).evalf(30), 10),
     }
     for _ in range(ROUNDS):
         for name, (fn, calls) in cases.items():

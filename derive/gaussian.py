@@ -310,10 +310,22 @@ def _moment_in_s(activation: str, derivative: bool) -> sympy.Expr:
     return _derivation_steps(activation, derivative)[-1].rhs
 
 
+#: The variance s^2 as one positive symbol, for fast substitution.
+_v = sympy.Symbol("v", positive=True)
+
+
+@functools.cache
+def _moment_in_variance(activation: str, derivative: bool) -> sympy.Expr:
+    """The derived moment with s^2 as the symbol ``_v`` (s appears only as s^2)."""
+    expr = _moment_in_s(activation, derivative).subs(s, sympy.sqrt(_v))
+    if s in expr.free_symbols:  # pragma: no cover (a derivation invariant)
+        raise AssertionError(f"moment not a function of s^2: {expr}")
+    return expr
+
+
 @functools.lru_cache(maxsize=4096)
 def _moment(activation: str, s2: sympy.Expr, derivative: bool, slope: sympy.Expr) -> sympy.Expr:
-    expr = _moment_in_s(activation, derivative)
-    return expr.subs({s: sympy.sqrt(s2), a: slope})
+    return _moment_in_variance(activation, derivative).xreplace({_v: s2, a: slope})
 
 
 def gaussian_moment(
