@@ -11,7 +11,7 @@ SymPy's ``product`` and simplifies the rising factorials it produces.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import sympy
 
@@ -21,7 +21,7 @@ _a = sympy.Symbol("a")
 _b = sympy.Symbol("b")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _affine_shape(additive: bool) -> sympy.Expr:
     """``rsolve`` on ``q_k = a q_{k-1} + b`` (``a != 1``) or ``q_k = q_{k-1} + b``."""
     a = sympy.Integer(1) if additive else _a
@@ -89,6 +89,12 @@ def solve_product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:
     return tidy(result)
 
 
+def _split_depth(arg: sympy.Expr) -> sympy.Expr:
+    """``c K + rest`` with ``rest`` written as one fraction."""
+    slope = arg.coeff(K)
+    return slope * K + sympy.together(arg - slope * K)
+
+
 def tidy(expr: sympy.Expr) -> sympy.Expr:
     """Cancel an expression free of functions; leave gammas, atan and moments factored.
 
@@ -103,7 +109,7 @@ def tidy(expr: sympy.Expr) -> sympy.Expr:
         return sympy.powsimp(sympy.cancel(expr))
     return sympy.powsimp(expr).replace(
         lambda e: isinstance(e, sympy.gamma),
-        lambda e: sympy.gamma(e.args[0].coeff(K) * K + sympy.together(e.args[0] - e.args[0].coeff(K) * K)),
+        lambda e: sympy.gamma(_split_depth(e.args[0])),
     )
 
 

@@ -21,7 +21,7 @@ import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 
 import sympy
 
@@ -39,7 +39,7 @@ PRECISION = 15
 _x = sympy.Symbol("x", positive=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _moment(activation: str, s2: sympy.Expr, derivative: bool, slope: sympy.Expr) -> sympy.Expr:
     from derive.gaussian import gaussian_moment
 
@@ -69,7 +69,8 @@ class Branch:
         """The branch of ``config`` (single: ``W phi(h)``; mlp: ``W_2 phi(W_1 h)``)."""
         drop = 1 / (1 - config.dropout)
         if config.branch == "single":
-            return cls(config, sympy.Integer(1), sympy.cancel(n * config.weight_variance(n, n)), drop)
+            gain = sympy.cancel(n * config.weight_variance(n, n))
+            return cls(config, sympy.Integer(1), gain, drop)
         r = config.mlp_ratio
         hidden = sympy.cancel(n * config.weight_variance(n, r * n))
         out = sympy.cancel(r * n * config.weight_variance(r * n, n))
@@ -207,12 +208,14 @@ class Recursion:
 
     def _iterate(self, depth: int, q0_value: sympy.Expr) -> list[sympy.Expr]:
         """Forward: q_0..q_depth; backward: d_0/d_k for k = 0..depth, numerically."""
-        if self.direction == "forward":
-            if not self.step.xreplace({_x: sympy.Integer(1)}).is_number or not q0_value.is_number:
-                raise DeriveError(
-                    f"{self.config.label} has no closed form; numeric iteration needs "
-                    f"numeric parameters and q0, got {self.step} and q0 = {q0_value}"
-                )
+        numeric = self.step.xreplace({_x: sympy.Integer(1)}).is_number and q0_value.is_number
+        if self.direction == "forward" and not numeric:
+            c = self.config
+            raise DeriveError(
+                f"{c.label} has no closed form, and numeric iteration needs numbers: got "
+                f"q0 = {q0_value}, sigma_w2 = {c.sigma_w2}, mlp_ratio = {c.mlp_ratio}, "
+                f"dropout = {c.dropout}"
+            )
         values = self._memo.setdefault(q0_value, [])
         if not values:
             values.append(float(q0_value) if self.direction == "forward" else 1.0)
@@ -280,7 +283,8 @@ class Recursion:
             "recurrence": latex(self.recurrence),
             "recurrence_text": text(self.recurrence.lhs) + " = " + text(self.recurrence.rhs),
             "closed_form": None if closed is None else latex(closed),
-            "closed_form_text": None if closed is None else f"{text(closed.lhs)} = {text(closed.rhs)}",
+            "closed_form_text": None if closed is None else (
+                f"{text(closed.lhs)} = {text(closed.rhs)}"),
             "reason": self.reason,
             "growth": self.growth,
             "value": str(profile[-1] if self.direction == "forward" else profile[0]),

@@ -137,7 +137,8 @@ def _backward_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol) -> 
         dk = sympy.Symbol("u_k")
         s_value = q(k - 1) + branch.forward(_x).xreplace({_x: q(k - 1)})
         steps.append(Step(dk, d(k) * c.gamma**2 / s_k,
-                          "$u_k$, the gradient's second moment at the sum before LayerNorm: its Jacobian scales by $\\gamma/\\sqrt{s_k}$, "
+                          "$u_k$, the gradient's second moment at the sum before LayerNorm, "
+                          "whose Jacobian scales by $\\gamma/\\sqrt{s_k}$, "
                           f"$s_k = q_{{k-1}} + E[F^2] = {latex(s_value)}$"))
     if c.norm == "pre":
         steps.append(Step(d(k - 1), dk * (1 + c.gamma**2 / q(k - 1) * G),
@@ -147,7 +148,8 @@ def _backward_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol) -> 
     else:
         steps.append(Step(d(k - 1), dk * (1 + G),
                           "backpropagate through the identity and the branch: "
-                          "$\\partial L/\\partial h_{k-1} = (I + J_k)^T \\partial L/\\partial h_k$; "
+                          "$\\partial L/\\partial h_{k-1} = "
+                          "(I + J_k)^T \\partial L/\\partial h_k$; "
                           "the cross term vanishes (gradient independence)"))
         s = _x
     for st in _branch_steps(recursion, branch, phi, s, derivative=True):

@@ -69,7 +69,8 @@ def _single_text(analysis: object, recursions: list, depth: int, q0: object) -> 
             "none: " + _plain(r.reason))
         rows = [("recurrence", _eq_text(r.recurrence)), ("closed form", closed),
                 ("growth", r.growth),
-                (f"at K = {depth}", f"{_value_name(r.direction, depth)} = {_text(r.at(depth, q0))}")]
+                (f"at K = {depth}",
+                 f"{_value_name(r.direction, depth)} = {_text(r.at(depth, q0))}")]
         lines += ["", heads[r.direction]]
         lines += [f"  {name:<12} {value}" for name, value in rows]
     return "\n".join(lines)
@@ -139,7 +140,8 @@ def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
 @click.option("--dropout", default="0", show_default=True, help="Dropout rate p in [0, 1).")
 @click.option("--gamma", default="1", show_default=True,
               help="LayerNorm gain: a number or a symbol name.")
-@click.option("--sigma-w2", default=None, help="Weight variance for every matrix (overrides --init).")
+@click.option("--sigma-w2", default=None,
+              help="Weight variance for every matrix (overrides --init).")
 @click.option("--negative-slope", default="1/100", show_default=True, help="leaky_relu slope.")
 @click.option("--q0", default="1", show_default=True, help="E[x^2]: a number or a symbol name.")
 @click.option("--depth", type=int, default=10, show_default=True, help="Depth K for the values.")
