@@ -139,6 +139,8 @@ def build(
     if pdf and "latex" not in chosen:
         raise DeriveError("--pdf needs the latex format (use --format latex or all)")
     folder = template_dir(templates)
+    if pdf and shutil.which("pdflatex") is None:
+        raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
     say = progress or (lambda message: None)
     root = Path(out)
     parent = root.resolve().parent
