@@ -162,7 +162,7 @@ def _paths(depth: int) -> Section:
 
 
 def _value(value: sympy.Expr) -> str:
-    return _m(value) if value.is_Rational else f"{float(value):.4g}"
+    return _m(value) if value.is_Integer else f"{float(value):.4g}"
 
 
 def _variance() -> tuple[Section, dict[str, Any]]:
