@@ -45,7 +45,8 @@ class _Operator(sympy.Function):
 
     def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: str | None = None) -> str:
         args = ", ".join(printer._print(a) for a in self.args)
-        name = self.name if "'" in self.name else rf"\operatorname{{{self.name}}}"
+        plain = "'" in self.name or len(self.name) == 1
+        name = self.name if plain else rf"\operatorname{{{self.name}}}"
         out = rf"{name}\left({args}\right)"
         return out if exp is None else rf"{out}^{{{exp}}}"
 

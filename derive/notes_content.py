@@ -90,8 +90,8 @@ def _concepts() -> list[Section]:
     rb, ln, pp = residual_block(), layer_norm(), pre_vs_post()
     return [
         Section("residual-block", "Residual block", (
-            "A residual block adds a branch to an identity (skip) path; stacking blocks "
-            "gives the gradient paths of [[Gradient paths]].",), (rb,),
+            "A residual block adds a branch to an identity (skip) path; a stack of blocks "
+            "sums its gradient over [[Gradient paths|gradient paths]].",), (rb,),
             links=("Gradient paths", "Pre vs post norm"),
             cards=(_card("residual-block/definition", "Residual block with dropout?", rb.steps[0]),
                    _card("residual-block/dropout", "Second moment after inverted dropout?",
@@ -99,7 +99,8 @@ def _concepts() -> list[Section]:
                    _card("residual-block/derivative", "Derivative of a residual block?",
                          rb.result))),
         Section("layer-norm", "Layer norm", (
-            "Layer normalization fixes the scale of its output, used in [[Pre vs post norm]].",),
+            "Layer normalization fixes the scale of its output, whatever its input's; where "
+            "it sits is the subject of [[Pre vs post norm|pre- against post-norm]].",),
             (ln,), links=("Pre vs post norm",),
             cards=(_card("layer-norm/definition", "Layer norm of unit $i$?", ln.steps[2]),
                    _card("layer-norm/moment", "Second moment of layer norm output ($\\beta = 0$)?",

@@ -132,7 +132,7 @@ def environment(kind: str, templates: str | Path | None = None) -> jinja2.Enviro
     env.filters.update(
         tex=tex_prose, md=md_prose, txt=text_prose, tex_lines=tex_lines, md_math=md_math,
         anchor=anchor, wikilink=lambda title: f"[[{title}]]",
-        wikilinks_tex=unlink, wikilinks_md=unlink, cell=lambda cell: cell.replace("|", r"\|"),
+        wikilinks_tex=unlink, wikilinks_md=md_links, cell=lambda cell: cell.replace("|", r"\|"),
     )
     return env
 
@@ -148,6 +148,7 @@ def _split_math(prose: str) -> list[tuple[bool, str]]:
 _TEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "/": r"\slash{}",
 }
 
 
@@ -291,6 +292,16 @@ def unlink(prose: str) -> str:
     'see Layer norm'
     """
     return re.sub(r"\[\[([^\]|]*)(?:\|([^\]]*))?\]\]", lambda m: m[2] or m[1], prose)
+
+
+def md_links(prose: str) -> str:
+    """Prose with Obsidian ``[[Title|text]]`` links turned into Markdown links to anchors.
+
+    >>> md_links("see [[Layer norm|layer norms]]")
+    'see [layer norms](#layer-norm)'
+    """
+    return re.sub(r"\[\[([^\]|]*)(?:\|([^\]]*))?\]\]",
+                  lambda m: f"[{m[2] or m[1]}](#{anchor(m[1])})", prose)
 
 
 def anchor(key: str) -> str:
