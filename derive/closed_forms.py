@@ -64,6 +64,26 @@ def solve_affine(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     """
     if a == 0:
         return sympy.Piecewise((q0, sympy.Eq(K, 0)), (b, True))
+    if a != 1 and a.is_number and b.is_number:
+        return _solve_numeric(a, b)
+    return solve_affine_by_shape(a, b)
+
+
+@lru_cache(maxsize=1024)
+def _solve_numeric(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """``rsolve`` on a recursion with numeric coefficients: fast for a single call."""
+    solution = sympy.rsolve(q(k) - a * q(k - 1) - b, q(k), {q(0): q0})
+    if solution is None:  # pragma: no cover (SymPy solves affine recursions)
+        return solve_affine_by_shape(a, b)
+    return sympy.powsimp(sympy.expand(solution.xreplace({k: K})))
+
+
+def solve_affine_by_shape(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """The cached general solution of ``q_k = a q_{k-1} + b`` with ``a``, ``b`` substituted.
+
+    >>> solve_affine_by_shape(sympy.Symbol("c", positive=True), sympy.Integer(0))
+    c**K*q_0
+    """
     if a == 1:
         return sympy.expand(_affine_shape(True).xreplace({_b: b}))
     general = _affine_shape(False).xreplace({_a: a, _b: b})

@@ -1,0 +1,90 @@
+"""Speed of the variance derivation: the full grid, the command line, and the shape cache.
+
+Run: ``python3 bench/bench_variance.py``. Prints a Markdown table. Each grid
+measurement runs in a fresh interpreter (cold caches, imports included), and
+the compared variants run side by side in the same invocation.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+
+GRID = """
+import time
+t0 = time.perf_counter()
+from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.variance import variance
+for init in INITS:
+    for act in ACTIVATIONS:
+        for norm in NORMS:
+            for branch in BRANCHES:
+                a = variance(init, act, norm, branch)
+                for r in (a.forward, a.backward):
+                    r.closed_form, r.growth, r.at(50)
+print(time.perf_counter() - t0)
+"""
+
+SHAPES = """
+import time, sympy
+from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS, k, q, q0
+from derive.variance import variance, _x
+from derive import closed_forms
+pairs = []
+for init in INITS:
+    for act in ("linear", "relu", "leaky_relu"):
+        for norm in ("none", "pre"):
+            for branch in BRANCHES:
+                step = variance(init, act, norm, branch).forward.step
+                pairs.append(closed_forms.affine_coefficients(step, _x))
+t0 = time.perf_counter()
+for a, b in pairs:
+    sympy.rsolve(q(k) - a * q(k - 1) - b, q(k), {q(0): q0})
+t1 = time.perf_counter()
+for a, b in pairs:
+    closed_forms.solve_affine(a, b)
+t2 = time.perf_counter()
+print(len(pairs), t1 - t0, t2 - t1)
+"""
+
+
+def _python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def _wall(args: list[str], repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "derive", *args], capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    """Run the measurements and print one Markdown table."""
+    rows = []
+    grid = [float(_python(GRID)) for _ in range(2)]
+    rows.append(("full grid: 90 configurations x 2 directions, closed forms, growth, "
+                 "values at K = 50 (cold, fresh process)", f"{min(grid):.2f} s", "< 10 s"))
+    for args in (["variance"],
+                 ["variance", "--init", "he", "--activation", "gelu", "--norm", "pre"],
+                 ["variance", "--activation", "tanh", "--depth", "50"],
+                 ["variance", "--init", "he", "--compare"]):
+        rows.append((f"`derive {' '.join(args)}` wall, start-up included (median of 3)",
+                     f"{_wall(args):.2f} s", "< 2 s"))
+    count, direct, cached = _python(SHAPES).split()
+    rows.append((f"rsolve on each of {count} affine recursions", f"{float(direct):.3f} s", ""))
+    rows.append((f"shape solved once, coefficients substituted ({count} recursions)",
+                 f"{float(cached):.3f} s", f"{float(direct) / float(cached):.0f}x faster"))
+    print("| measurement | result | target / ratio |")
+    print("|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
