@@ -406,3 +406,12 @@ def test_fixed_math_is_stable(text: str) -> None:
         return
     assert fix_math(fixed) == fixed
     assert "$" not in plugin_math(fixed)  # the plugin converts every formula
+
+
+def test_id_lines_without_comments_are_kept_verbatim() -> None:
+    # the plugin's "ID Comments" setting off writes a bare "ID: n" line
+    text = note(["paths/count"]).replace("END\n", "ID: 1566052191670\nEND\n")
+    assert parse_plugin_notes(text)[0].note_id == 1566052191670
+    merged = merge_note(text, note(["paths/count", "variance/pre"]))
+    assert "Tags: derive paths\nID: 1566052191670\nEND\n" in merged.text
+    assert merge_note(text, note(["paths/count"])).text == text

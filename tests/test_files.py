@@ -286,3 +286,10 @@ def test_cli_reports_a_conflict_in_one_line(
     assert lines[0].startswith("derive: error: refusing to overwrite") and "--force" in lines[0]
     assert (out / "a.md").read_text() == "my own notes\n"
     sys.modules.pop("derive_files_probe", None)
+
+
+def test_manifest_is_not_rewritten_when_nothing_changed(tmp_path: Path) -> None:
+    write_files(tmp_path, {"a.md": "a\n"})
+    os.utime(tmp_path / MANIFEST, ns=(1_000_000_000, 1_000_000_000))
+    write_files(tmp_path, {"a.md": "a\n"})
+    assert (tmp_path / MANIFEST).stat().st_mtime_ns == 1_000_000_000
