@@ -36,6 +36,7 @@ _PLUS_WIDTH = 1.6
 LOW_BITS = 10
 #: Numbers with more digits than this are written in scientific notation.
 MAX_DIGITS = 4300
+_LIMIT = 10**MAX_DIGITS
 
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
@@ -238,7 +239,7 @@ def format_int(value: int, digits: int = 6) -> str:
     """
     if value < 0:
         raise DeriveError(f"format_int needs a nonnegative integer, got {value!r}")
-    if value.bit_length() < 3.3 * MAX_DIGITS:
+    if value < _LIMIT:
         return str(value)
     shift = value.bit_length() - 64
     return format_log10(math.log10(value >> shift) + shift * math.log10(2), digits)
@@ -263,7 +264,7 @@ def format_power_of_two(exponent: int) -> str:
     >>> format_power_of_two(3), format_power_of_two(100000)
     ('8', '2^100000')
     """
-    if exponent < 3.3 * MAX_DIGITS:
+    if exponent < 3.3 * MAX_DIGITS and 2**exponent < _LIMIT:
         return str(2**exponent)
     return f"2^{exponent}"
 
@@ -271,28 +272,30 @@ def format_power_of_two(exponent: int) -> str:
 def binomial_row(m: int, digits: int = 6) -> Iterator[str]:
     """Stream C(m, 0), ..., C(m, m) as text (scientific past MAX_DIGITS digits).
 
-    Exact decimal arithmetic: each entry follows from the previous one by
-    C(m, L+1) = C(m, L) (m - L) / (L + 1), so no big binary-to-decimal
-    conversion is needed.
+    Exact decimal arithmetic, C(m, L+1) = C(m, L) (m - L) / (L + 1), while the
+    numbers are short enough to print in full (no quadratic binary-to-decimal
+    conversion); binary integers past that; the second half mirrors the first.
 
     >>> list(binomial_row(4))
     ['1', '4', '6', '4', '1']
     """
     context = decimal.Context(
-        prec=int(m * 0.30103) + 30,
-        Emax=decimal.MAX_EMAX,
-        traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation],
+        prec=MAX_DIGITS + 30, traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation]
     )
-    short = decimal.Context(prec=digits, Emax=decimal.MAX_EMAX)
-    value = decimal.Decimal(1)
-    for length in range(m + 1):
-        if value.adjusted() < MAX_DIGITS:
-            yield str(value)
-        else:
-            mantissa, _, exponent = format(short.plus(value), "e").partition("e")
-            yield f"{mantissa}e{int(exponent)}"
-        if length < m:
+    value: decimal.Decimal | int = decimal.Decimal(1)
+    first_half: list[str] = []
+    for length in range(m // 2 + 1):
+        if isinstance(value, decimal.Decimal) and value.adjusted() >= MAX_DIGITS:
+            value = int(value)
+        shown = str(value) if isinstance(value, decimal.Decimal) else format_int(value, digits)
+        first_half.append(shown)
+        yield shown
+        if isinstance(value, decimal.Decimal):
             value = context.divide(context.multiply(value, m - length), length + 1)
+        else:
+            value = value * (m - length) // (length + 1)
+    for length in range(m // 2 + 1, m + 1):
+        yield first_half[m - length]
 
 
 def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> Iterator[str]:
