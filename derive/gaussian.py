@@ -25,6 +25,7 @@ import sympy
 from derive.derivation import Derivation, Step
 from derive.errors import DeriveError, choice_error
 from derive.model import ACTIVATIONS, exact
+from derive.printing import latex
 
 #: The default negative slope of leaky_relu (as in PyTorch).
 DEFAULT_SLOPE = sympy.Rational(1, 100)
@@ -73,7 +74,8 @@ class Activation(sympy.Function):
 
     def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: object = None) -> str:
         base, prime = self._parts()
-        head = r"\tanh" if base == "tanh" else rf"\operatorname{{{base}}}"
+        escaped = base.replace("_", r"\_")
+        head = r"\tanh" if base == "tanh" else rf"\operatorname{{{escaped}}}"
         out = rf"{head}{prime}\left({printer._print(self.args[1])}\right)"
         return f"{out}^{{{exp}}}" if exp is not None else out
 
@@ -299,7 +301,7 @@ def _derivation_steps(activation: str, derivative: bool) -> tuple[Step, ...]:
     lhs = Expectation(_activation("tanh", derivative) ** 2)
     body = (1 - sympy.tanh(s * u) ** 2) ** 2 if derivative else sympy.tanh(s * u) ** 2
     return (
-        Step(lhs, Expectation(body), "$z = s u$ with $u \\sim N(0, 1)$"),
+        Step(lhs, Expectation(body), "$z = s u$ with $u \\sim \\mathcal{N}(0, 1)$"),
         Step(lhs, moment(s**2), "no closed form: evaluated by numerical quadrature"),
     )
 
@@ -355,29 +357,63 @@ def gaussian_moment(
     return _moment(name, variance, flag, slope)
 
 
+#: How each activation is named in titles.
+_NAMES = {"linear": "linear", "relu": "ReLU", "leaky_relu": "leaky ReLU", "tanh": "tanh",
+          "gelu": "GELU"}
+
+_STEIN = (
+    "Stein's lemma: for $u \\sim \\mathcal{N}(0, 1)$ and differentiable $g$ with "
+    "$\\mathbb{E}|g'(u)| < \\infty$, $\\mathbb{E}[u g(u)] = \\mathbb{E}[g'(u)]$ "
+    "(integrate by parts, using $\\varphi'(u) = -u \\varphi(u)$)."
+)
+
+
+def _value_note(activation: str, derivative: bool) -> str:
+    """The result at s^2 = 1, exactly where it is exact, and to 10 digits."""
+    value = _moment(activation, sympy.Integer(1), derivative, DEFAULT_SLOPE)
+    number = sympy.N(value, 10)
+    where = "$s^2 = 1$" + (" and $a = 1/100$" if activation == "leaky_relu" else "")
+    if isinstance(value, (TanhMoment, TanhDerivativeMoment)):
+        return f"At {where}: ${latex(value)} \\approx {number}$."
+    if value.is_Rational:
+        return f"At {where}: ${latex(value)}$."
+    return f"At {where}: ${latex(value)} \\approx {number}$."
+
+
+@functools.cache
 def moment_derivation(activation: str, derivative: bool = False) -> Derivation:
     """The derivation of E[phi(z)^2] (or E[phi'(z)^2]) as a :class:`Derivation`.
 
     >>> d = moment_derivation("relu")
     >>> d.key, d.result.rhs
     ('gaussian/relu/forward', s**2/2)
+    >>> d.notes
+    ('At $s^2 = 1$: $\\\\frac{1}{2}$.',)
     """
     name = _check_activation(activation)
     flag = _check_derivative(derivative)
     steps = _derivation_steps(name, flag)
     what = "derivative" if flag else "output"
-    assumptions = ["$z \\sim N(0, s^2)$ with $s > 0$"]
+    assumptions = ["$z \\sim \\mathcal{N}(0, s^2)$ with $s > 0$"]
+    notes = [_value_note(name, flag)]
     if name == "gelu":
         assumptions.append(
             "$\\Phi$ and $\\varphi$ are the standard normal CDF and density; "
-            "$u \\sim N(0, 1)$ and $z = s u$"
+            "$u \\sim \\mathcal{N}(0, 1)$ and $z = s u$"
         )
+        notes.insert(0, _STEIN)
     if name == "leaky_relu":
         assumptions.append("$a \\ge 0$ is the negative slope")
+    if name == "tanh":
+        notes.append(
+            "Evaluated by numerical quadrature: an exp-sinh rule at machine precision, "
+            f"else mpmath with {TANH_GUARD_DIGITS} guard digits."
+        )
     return Derivation(
-        title=f"Second moment of the {name} {what} under a Gaussian input",
+        title=f"Second moment of the {_NAMES[name]} {what} under a Gaussian input",
         key=f"gaussian/{name}/{'backward' if flag else 'forward'}",
         assumptions=tuple(assumptions),
         steps=steps,
         result=steps[-1],
+        notes=tuple(notes),
     )

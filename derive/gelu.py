@@ -106,7 +106,7 @@ def gaussian_integral(body: sympy.Expr, var: sympy.Symbol = u) -> sympy.Expr:
     return sympy.simplify(value)
 
 
-def _cancel_integrand(integral: sympy.Integral) -> sympy.Integral:
+def _factor_integrand(integral: sympy.Integral) -> sympy.Integral:
     return sympy.Integral(sympy.factor(integral.function), *integral.limits)
 
 
@@ -114,50 +114,59 @@ def _cancel_integrand(integral: sympy.Integral) -> sympy.Integral:
 def lemmas() -> tuple[Step, ...]:
     """The Gaussian lemmas the gelu moments rest on, each derived by SymPy.
 
-    Their right-hand sides are closed forms in s; in order: E[phi(su)^2],
-    E[u^2 phi(su)^2], E[u Phi(su) phi(su)], dE[Phi(su)^2]/ds, E[Phi(su)^2].
+    In order: E[phi(su)^2]; E[u Phi(su) phi(su)] (Stein's equation, then solved);
+    dE[Phi(su)^2]/ds (under the integral, then in closed form); E[Phi(su)^2]
+    (as an integral in s, after a change of variables, then in closed form);
+    E[u^2 phi(su)^2]. The last step for each expectation holds its closed form.
 
-    >>> lemmas()[-1].rhs
+    >>> lemmas()[-2].rhs
     atan(sqrt(2*s**2 + 1))/pi
     """
-    pdf2 = gaussian_integral(NormalPDF(s * u) ** 2)
-    u2pdf2 = gaussian_integral(u**2 * NormalPDF(s * u) ** 2)
+    pdf2_e = Expectation(NormalPDF(s * u) ** 2)
+    pdf2 = gaussian_integral(pdf2_e.args[0])
     # Stein's lemma on g = Phi(su) phi(su): a linear equation for E[u Phi phi].
     cross = Expectation(u * Phi(s * u) * NormalPDF(s * u))
-    rhs = stein(Phi(s * u) * NormalPDF(s * u))
-    (solved,) = sympy.solve(sympy.Eq(cross, rhs), cross)
-    cross_value = sympy.simplify(solved.subs(Expectation(NormalPDF(s * u) ** 2), pdf2))
-    # d/ds E[Phi(su)^2] = E[d/ds Phi(su)^2] = 2 E[u Phi(su) phi(su)].
+    equation = stein(Phi(s * u) * NormalPDF(s * u))
+    (solved,) = sympy.solve(sympy.Eq(cross, equation), cross)
+    solved = sympy.factor(solved)
+    # d/ds E[Phi(su)^2] = E[d/ds Phi(su)^2] = 2 s E[u Phi(su) phi(su)] / s ...
+    under = expectation(sympy.diff(Phi(s * u) ** 2, s))
+    slope = sympy.factor(under.subs(cross, solved).subs(pdf2_e, pdf2))
+    # ... integrated from s = 0, where Phi(0)^2 = 1/4
     t = sympy.Symbol("t", positive=True)
-    slope = expectation(sympy.diff(Phi(s * u) ** 2, s)).subs(cross, cross_value)
     at_zero = Phi(0).rewrite(sympy.erf) ** 2
-    integral = at_zero + sympy.Integral(sympy.factor(slope.subs(s, t)), (t, 0, s))
+    integral = at_zero + sympy.Integral(slope.subs(s, t), (t, 0, s))
     # the change of variables w = sqrt(1 + 2 t^2) makes the integrand rational
     w = sympy.Symbol("w", positive=True)
     rational = integral.replace(
         lambda e: isinstance(e, sympy.Integral),
-        lambda e: _cancel_integrand(e.transform(t, sympy.sqrt((w**2 - 1) / 2))),
+        lambda e: _factor_integrand(e.transform(t, sympy.sqrt((w**2 - 1) / 2))),
     )
     phi2 = sympy.simplify(rational.doit())
     phi2_e = Expectation(Phi(s * u) ** 2)
+    u2pdf2_e = Expectation(u**2 * NormalPDF(s * u) ** 2)
+    slope_e = sympy.Derivative(phi2_e, s)
     return (
-        Step(Expectation(NormalPDF(s * u) ** 2), pdf2, "a Gaussian integral"),
-        Step(Expectation(u**2 * NormalPDF(s * u) ** 2), u2pdf2, "a Gaussian integral"),
-        Step(cross, sympy.simplify(solved), "Stein's lemma on $g(u) = \\Phi(su)\\varphi(su)$, "
-             "using $\\varphi'(x) = -x \\varphi(x)$, solved for the unknown expectation"),
-        Step(sympy.Derivative(phi2_e, s), slope, "differentiate under the integral sign"),
+        Step(pdf2_e, pdf2, "a Gaussian integral (SymPy)"),
+        Step(cross, equation, "Stein's lemma with $g(u) = \\Phi(su)\\varphi(su)$, "
+             "using $\\Phi' = \\varphi$ and $\\varphi'(x) = -x \\varphi(x)$"),
+        Step(cross, solved, "solve the linear equation for the unknown expectation"),
+        Step(slope_e, under, "differentiate under the integral sign"),
+        Step(slope_e, slope, "the solved equation and $\\mathbb{E}[\\varphi(su)^2]$ above"),
         Step(phi2_e, integral, "integrate in $s$ from $\\Phi(0)^2 = 1/4$ at $s = 0$"),
         Step(phi2_e, rational, "change of variables $w = \\sqrt{1 + 2 t^2}$"),
         Step(phi2_e, phi2, "a rational integral (SymPy)"),
+        Step(u2pdf2_e, gaussian_integral(u2pdf2_e.args[0]), "a Gaussian integral (SymPy)"),
     )
 
 
 def _known() -> dict[sympy.Expr, sympy.Expr]:
-    """Expectation placeholder -> closed form, from :func:`lemmas`."""
-    pdf2, u2pdf2, cross, *_, phi2 = lemmas()
-    cross_value = sympy.simplify(cross.rhs.subs(pdf2.lhs, pdf2.rhs))
-    return {pdf2.lhs: pdf2.rhs, u2pdf2.lhs: u2pdf2.rhs, cross.lhs: cross_value,
-            phi2.lhs: phi2.rhs}
+    """Expectation placeholder -> closed form, from :func:`lemmas` (last step wins)."""
+    known: dict[sympy.Expr, sympy.Expr] = {}
+    for step in lemmas():
+        if isinstance(step.lhs, Expectation):
+            known[step.lhs] = step.rhs
+    return {lhs: sympy.simplify(rhs.subs(known)) for lhs, rhs in known.items()}
 
 
 def _tidy(expr: sympy.Expr) -> sympy.Expr:
@@ -178,24 +187,23 @@ def gelu_steps(derivative: bool) -> tuple[Step, ...]:
     gelu = z * Phi(z)
     body = sympy.diff(gelu, z) if derivative else gelu
     lhs = Expectation(_activation("gelu", derivative) ** 2)
-    scaled = sympy.expand(body.subs(z, s * u) ** 2)
+    scaled = expectation(body.subs(z, s * u) ** 2)
+    definition = "$\\operatorname{gelu}(z) = z \\Phi(z)$"
     steps = [
-        Step(lhs, Expectation(body**2),
-             "$\\operatorname{gelu}(z) = z \\Phi(z)$" + (", differentiated" if derivative else "")),
-        Step(lhs, expectation(scaled), "$z = s u$ with $u \\sim N(0, 1)$, and linearity"),
+        Step(lhs, Expectation(body**2), definition + (", differentiated" if derivative else "")),
+        Step(lhs, scaled, "$z = s u$ with $u \\sim \\mathcal{N}(0, 1)$, and linearity"),
     ]
-    known = _known()
+    current = scaled
     if not derivative:
         inner = Expectation(u**2 * Phi(s * u) ** 2)
         unrolled = stein(u * Phi(s * u) ** 2)
-        steps.append(Step(inner, unrolled, "Stein's lemma $E[u g(u)] = E[g'(u)]$ with "
-                          "$g(u) = u \\Phi(su)^2$"))
-        current = steps[1].rhs.subs(inner, unrolled)
-    else:
-        current = steps[1].rhs
-    lemma_steps = lemmas()
-    steps.extend(lemma_steps)
-    value = current.subs(known)
+        reason = "Stein's lemma with $g(u) = u \\Phi(su)^2$"
+        steps.append(Step(inner, unrolled, reason))
+        current = current.subs(inner, unrolled)
+    # every lemma but E[u^2 phi(su)^2], which only the derivative needs
+    only_derivative = Expectation(u**2 * NormalPDF(s * u) ** 2)
+    steps.extend(step for step in lemmas() if derivative or step.lhs != only_derivative)
+    value = current.subs(_known())
     steps.append(Step(lhs, value, "substitute the lemmas"))
     steps.append(Step(lhs, _tidy(value), "simplify"))
     return tuple(steps)
