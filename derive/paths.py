@@ -255,8 +255,10 @@ class PathSum:
         >>> import sympy
         >>> s = PathSum(3)
         >>> from derive.model import jacobian
-        >>> s.factored.args == (1 + jacobian(3), 1 + jacobian(2)), sympy.expand(s.factored) == s.expr
-        (True, True)
+        >>> s.factored.args == (1 + jacobian(3), 1 + jacobian(2))
+        True
+        >>> sympy.expand(s.factored) == s.expr
+        True
         """
         import sympy
 
