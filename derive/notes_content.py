@@ -84,11 +84,12 @@ def _card(key: str, front: str, step: Step | sympy.Expr) -> Card:
     return Card(key, front, back)
 
 
-def _concepts() -> list[Section]:
+@functools.cache
+def _concepts() -> tuple[Section, ...]:
     from derive.concepts import layer_norm, pre_vs_post, residual_block
 
     rb, ln, pp = residual_block(), layer_norm(), pre_vs_post()
-    return [
+    return (
         Section("residual-block", "Residual block", (
             "A residual block adds a branch to an identity (skip) path; a stack of blocks "
             "sums its gradient over [[Gradient paths|gradient paths]].",), (rb,),
@@ -119,7 +120,7 @@ def _concepts() -> list[Section]:
                          pp.steps[4]),
                    _card("pre-vs-post-norm/gradient", "Gradient ratio with pre-norm?",
                          pp.result))),
-    ]
+    )
 
 
 def _paths(depth: int) -> Section:
@@ -166,6 +167,7 @@ def _value(value: sympy.Expr) -> str:
     return _m(value) if value.is_Integer else f"{float(value):.4g}"
 
 
+@functools.cache
 def _variance() -> tuple[Section, dict[str, Any]]:
     from derive.model import NORMS
     from derive.simulate import simulate
@@ -259,15 +261,21 @@ def figures(depth: int) -> dict[str, dict[str, bytes]]:
     ['moments-he-relu', 'moments-xavier-relu', 'path-lengths']
     """
     from derive.paths import path_lengths
-    from derive.plots import moments_figure, path_length_figure
+    from derive.plots import path_length_figure
 
-    images = {}
-    for init, (derived, measured) in content(depth).profiles.items():
-        images[f"moments-{init}-relu"] = moments_figure(
-            derived, f"{init} initialization, ReLU", measured)
+    images = dict(_moment_figures())
     images["path-lengths"] = path_length_figure(
         dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks")
     return images
+
+
+@functools.cache
+def _moment_figures() -> tuple[tuple[str, dict[str, bytes]], ...]:
+    from derive.plots import moments_figure
+
+    return tuple(
+        (f"moments-{init}-relu", moments_figure(derived, f"{init} initialization, ReLU", measured))
+        for init, (derived, measured) in _variance()[1].items())
 
 
 def obsidian_notes(data: Content, templates: Path | None = None) -> dict[str, str]:
