@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,31 +116,34 @@ def numeric(config: VarianceConfig, width: int) -> _Numeric:
 
 
 class Draws:
-    """The random arrays of one experiment, drawn on first use and kept.
+    """The random arrays of networks ``first .. first + count - 1``, drawn on first use.
 
-    ``seeds`` independent networks of ``depth`` blocks, ``width`` units and
-    ``batch`` inputs each; the arrays are standard normals (uniforms for
-    dropout), scaled by each configuration as it runs.
+    Each network has ``depth`` blocks of ``width`` units and sees ``batch``
+    inputs; the arrays are standard normals (uniforms for dropout), scaled by
+    each configuration as it runs, and stacked along a networks axis.
 
-    >>> a, b = Draws(2, 8, 3, 4, seed=1), Draws(2, 8, 3, 4, seed=1)
+    >>> a, b = Draws(2, 8, 4, seed=1, count=3), Draws(2, 8, 4, seed=1, count=3)
     >>> bool((a.weights(_SECOND, 8, 8) == b.weights(_SECOND, 8, 8)).all())
     True
     >>> a.weights(_SECOND, 8, 8).shape
     (2, 3, 8, 8)
     """
 
-    def __init__(self, depth: int, width: int, seeds: int, batch: int, seed: int = 0) -> None:
+    def __init__(
+        self, depth: int, width: int, batch: int, *, seed: int = 0, first: int = 0, count: int = 1
+    ) -> None:
         self.depth = _count(depth, "depth", 1)
         self.width = _count(width, "width", 2)
-        self.seeds = _count(seeds, "seeds", 1)
         self.batch = _count(batch, "batch", 1)
         self.seed = _count(seed, "seed", 0)
+        self.networks = range(_count(first, "first", 0), first + _count(count, "count", 1))
         self._arrays: dict[tuple[int, int, int], np.ndarray] = {}
 
     def _rngs(self, kind: int, rows: int, cols: int) -> list[np.random.Generator]:
+        key = (kind, rows, cols)
         return [
-            np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(kind, rows, cols, s)))
-            for s in range(self.seeds)
+            np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(*key, s)))
+            for s in self.networks
         ]
 
     def _get(self, kind: int, rows: int, cols: int) -> np.ndarray:
@@ -158,19 +162,19 @@ class Draws:
         return self._arrays[key]
 
     def inputs(self) -> np.ndarray:
-        """Standard normal inputs, shape (seeds, batch, width)."""
+        """Standard normal inputs, shape (networks, batch, width)."""
         return self._get(_INPUT, 0, self.width)
 
     def upstream(self) -> np.ndarray:
-        """The vector g of L = <g, h_K>, standard normal, shape (seeds, batch, width)."""
+        """The vector g of L = <g, h_K>, standard normal, shape (networks, batch, width)."""
         return self._get(_UPSTREAM, 0, self.width)
 
     def weights(self, kind: int, rows: int, cols: int) -> np.ndarray:
-        """Standard normal weights, shape (depth, seeds, rows, cols)."""
+        """Standard normal weights, shape (depth, networks, rows, cols)."""
         return self._get(kind, rows, cols)
 
     def uniforms(self) -> np.ndarray:
-        """Uniforms on [0, 1) for dropout masks, shape (depth, seeds, batch, width)."""
+        """Uniforms on [0, 1) for dropout masks, shape (depth, networks, batch, width)."""
         return self._get(_DROPOUT, 0, self.width)
 
 
@@ -199,7 +203,9 @@ def _norm(x: np.ndarray, gamma: float) -> tuple[np.ndarray, tuple[np.ndarray, np
     return gamma * y, (y, std)
 
 
-def _norm_backward(grad: np.ndarray, cache: tuple[np.ndarray, np.ndarray], gamma: float) -> np.ndarray:
+def _norm_backward(
+    grad: np.ndarray, cache: tuple[np.ndarray, np.ndarray], gamma: float
+) -> np.ndarray:
     """The gradient at LayerNorm's input, given the gradient at its output."""
     y, std = cache
     gy = gamma * grad
@@ -208,15 +214,13 @@ def _norm_backward(grad: np.ndarray, cache: tuple[np.ndarray, np.ndarray], gamma
     return (gy - mean - y * along) / std
 
 
-def run(config: VarianceConfig, draws: Draws, q0: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Measured (forward, backward) profiles of ``config`` on ``draws``.
+def sums(config: VarianceConfig, draws: Draws, q0: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of h_k^2 and of (dL/dh_k)^2 for k = 0..K over the units, inputs and
+    networks of ``draws``: the measurement before it is normalized.
 
-    forward[k] = mean h_k^2 for k = 0..K; backward[k] = mean (dL/dh_k)^2 over
-    the measured mean (dL/dh_K)^2. Means run over units, batch and seeds.
-
-    >>> forward, backward = run(VarianceConfig(init="he", activation="relu"), Draws(3, 64, 2, 16))
-    >>> forward.shape, float(backward[-1])
-    ((4,), 1.0)
+    >>> forward, backward = sums(VarianceConfig(init="he"), Draws(3, 64, 16, count=2))
+    >>> forward.shape, backward.shape
+    ((4,), (4,))
     """
     p = numeric(config, draws.width)
     width, hidden, mlp = draws.width, p.hidden, p.branch == "mlp"
@@ -224,37 +228,84 @@ def run(config: VarianceConfig, draws: Draws, q0: float = 1.0) -> tuple[np.ndarr
     first = draws.weights(_FIRST, width, hidden) if mlp else None
     uniforms = draws.uniforms() if p.dropout > 0 else None
     keep = 1.0 / (1.0 - p.dropout)
+    forward, backward = np.zeros(draws.depth + 1), np.zeros(draws.depth + 1)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         h = draws.inputs() * math.sqrt(q0)
-        forward = [float(np.mean(h * h))]
+        forward[0] = np.sum(h * h)
         caches = []
         for block in range(draws.depth):
             x = h
             a, norm_in = _norm(x, p.gamma) if p.norm == "pre" else (x, None)
-            z = (a @ first[block]) * p.sigma_first if mlp else a
+            z = (a @ first[block]) * p.sigma_first if first is not None else a
             u, dphi = _activation(p.activation, z, p.slope)
             f = (u @ second[block]) * p.sigma_second
             mask = None if uniforms is None else (uniforms[block] >= p.dropout) * keep
             if mask is not None:
                 f = f * mask
             h, norm_out = _norm(x + f, p.gamma) if p.norm == "post" else (x + f, None)
-            forward.append(float(np.mean(h * h)))
+            forward[block + 1] = np.sum(h * h)
             caches.append((norm_in, dphi, mask, norm_out))
         grad = draws.upstream()
-        backward = [float(np.mean(grad * grad))]
+        backward[-1] = np.sum(grad * grad)
         for block in reversed(range(draws.depth)):
             norm_in, dphi, mask, norm_out = caches[block]
             if norm_out is not None:
                 grad = _norm_backward(grad, norm_out, p.gamma)
             grad_f = grad if mask is None else grad * mask
-            grad_z = (grad_f @ second[block].swapaxes(-1, -2)) * (p.sigma_second * dphi)
-            grad_a = (grad_z @ first[block].swapaxes(-1, -2)) * p.sigma_first if mlp else grad_z
+            grad_a = (grad_f @ second[block].swapaxes(-1, -2)) * (p.sigma_second * dphi)
+            if first is not None:
+                grad_a = (grad_a @ first[block].swapaxes(-1, -2)) * p.sigma_first
             if norm_in is not None:
                 grad_a = _norm_backward(grad_a, norm_in, p.gamma)
             grad = grad + grad_a
-            backward.append(float(np.mean(grad * grad)))
-    backward_profile = np.array(backward[::-1]) / backward[0]
-    return np.array(forward), backward_profile
+            backward[block] = np.sum(grad * grad)
+    return forward, backward
+
+
+#: Networks run side by side (stacked along the first axis) in one batch of draws.
+CHUNK = 4
+
+
+def measure(
+    configs: Sequence[VarianceConfig],
+    *,
+    depth: int,
+    width: int,
+    seeds: int,
+    batch: int,
+    q0: float = 1.0,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Measured (forward, backward) profiles of each configuration.
+
+    forward[k] is the mean of h_k^2 (k = 0..K); backward[k] is the mean of
+    (dL/dh_k)^2 divided by the measured mean of (dL/dh_K)^2. Means run over
+    units, inputs and ``seeds`` networks, which are drawn ``CHUNK`` at a time and
+    shared by all configurations (only the weights' scales differ). ``progress``
+    is called with 1 after each configuration on each chunk.
+
+    >>> [(f, b)] = measure([VarianceConfig(init="he")], depth=2, width=128, seeds=2, batch=16)
+    >>> [round(v) for v in f], [round(v) for v in b]
+    ([1, 2, 4], [4, 2, 1])
+    """
+    configs = list(configs)
+    seeds = _count(seeds, "seeds", 1)
+    q0 = _positive(q0, "q0")
+    for config in configs:
+        numeric(config, width)
+    totals = [(np.zeros(depth + 1), np.zeros(depth + 1)) for _ in configs]
+    for first in range(0, seeds, CHUNK):
+        draws = Draws(depth, width, batch, seed=seed, first=first, count=min(CHUNK, seeds - first))
+        for config, (forward, backward) in zip(configs, totals, strict=True):
+            f, b = sums(config, draws, q0)
+            forward += f
+            backward += b
+            if progress is not None:
+                progress(1)
+    count = seeds * _count(batch, "batch", 1) * width
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [(forward / count, backward / backward[-1]) for forward, backward in totals]
 
 
 def _positive(value: object, name: str) -> float:
@@ -286,8 +337,8 @@ def simulate(
     He initialization with ReLU doubles E[h_k^2] per block (UDL 11.3):
 
     >>> sim = simulate("he", "relu", depth=3, width=256, seeds=2, batch=32)
-    >>> [round(v, 1) for v in sim.forward]
-    [1.0, 2.0, 4.0, 8.0]
+    >>> [round(v) for v in sim.forward]
+    [1, 2, 4, 8]
     >>> simulate(gamma="gamma")
     Traceback (most recent call last):
     ...
@@ -304,18 +355,19 @@ def simulate(
         sigma_w2=sigma_w2,
         negative_slope=negative_slope,
     )
-    q0 = _positive(q0, "q0")
-    numeric(config, width)
-    draws = Draws(depth, width, seeds, batch, seed)
-    forward, backward = run(config, draws, q0)
+    depth, width = _count(depth, "depth", 1), _count(width, "width", 2)
+    batch, seed = _count(batch, "batch", 1), _count(seed, "seed", 0)
+    [(forward, backward)] = measure(
+        [config], depth=depth, width=width, seeds=seeds, batch=batch, q0=q0, seed=seed
+    )
     return Simulation(
         config=config,
-        depth=draws.depth,
-        width=draws.width,
-        seeds=draws.seeds,
-        batch=draws.batch,
-        q0=q0,
-        seed=draws.seed,
+        depth=depth,
+        width=width,
+        seeds=seeds,
+        batch=batch,
+        q0=float(q0),
+        seed=seed,
         forward=tuple(forward.tolist()),
         backward=tuple(backward.tolist()),
     )
