@@ -231,5 +231,5 @@ def test_bad_depth_and_q0_raise() -> None:
         rec.profile(2.5)
     with pytest.raises(DeriveError, match="q0 must be > 0"):
         rec.at(3, q0=-1)
-    with pytest.raises(DeriveError, match="numeric iteration needs numeric"):
+    with pytest.raises(DeriveError, match="numeric iteration needs numbers"):
         variance("he", "tanh", sigma_w2="s").forward.at(3)
