@@ -1,19 +1,11 @@
 """Gaussian moments of activations: E[phi(z)^2] and E[phi'(z)^2] for z ~ N(0, s^2).
 
-The variance recursions need, for each activation phi, the second moment of
-phi(z) (forward pass) and of phi'(z) (backward pass) when z is a centred
-Gaussian of variance s^2. They are derived here, not typed in:
-
-- linear, relu, leaky_relu: SymPy integrates the Gaussian density over the
-  half-lines where phi is linear;
-- gelu (phi(z) = z Phi(z), Phi the standard normal CDF): a chain of Stein's
-  lemma and Gaussian integrals, in :mod:`derive.gelu`;
-- tanh: no closed form; the moment is the unevaluated function
-  :class:`TanhMoment` (or :class:`TanhDerivativeMoment`), evaluated by
-  quadrature when its argument is a number.
-
-Derivations are cached, so repeated calls are cheap; nothing heavy runs at
-import time.
+The variance recursions need these for the forward and the backward pass. They
+are derived, not typed in: linear, relu and leaky_relu by SymPy integrating the
+density over the half-lines where phi is linear; gelu (z Phi(z)) by Stein's
+lemma and Gaussian integrals in :mod:`derive.gelu`; tanh has no closed form and
+stays the unevaluated :class:`TanhMoment` (:class:`TanhDerivativeMoment`),
+evaluated by quadrature at numbers. Derivations are cached and none runs at import.
 """
 
 from __future__ import annotations
@@ -91,11 +83,9 @@ TANH_GUARD_DIGITS = 10
 #: Largest precision in bits served by the machine-precision rule (SymPy asks for
 #: 53 + 4 guard bits when it evaluates to 15 digits, as ``float`` and ``N`` do).
 TANH_FAST_MAX_PREC = 60
-#: Step of the double-exponential (exp-sinh) rule used for machine precision.
+#: Step of that double-exponential (exp-sinh) rule, and the relative agreement of its
+#: step-h and step-h/2 sums it needs (its error squares when the step halves).
 TANH_DE_STEP = 1 / 64
-#: Accept the fast rule when its step-h and step-h/2 sums agree to this relative tolerance
-#: (the error of the rule squares when the step halves, so the h/2 sum is then exact
-#: to machine precision).
 TANH_DE_AGREEMENT = 1e-8
 
 
@@ -231,18 +221,16 @@ def _check_derivative(derivative: object) -> bool:
 
 
 def _check_variance(s2: object) -> sympy.Expr:
-    """The variance as a SymPy expression; numbers must be real and > 0."""
+    """The variance as a SymPy expression; numbers must be real, finite and > 0."""
+    error = DeriveError(f"s2 must be a positive number or expression, got {s2!r}")
     try:
-        value = exact(s2, "s2") if not isinstance(s2, sympy.Basic) else s2
+        value = s2 if isinstance(s2, sympy.Basic) else exact(s2, "s2")
     except DeriveError:
-        raise DeriveError(f"s2 must be a positive number or expression, got {s2!r}") from None
-    if not isinstance(value, sympy.Expr):
-        raise DeriveError(f"s2 must be a positive number or expression, got {s2!r}")
-    if value.is_number:
-        if value.is_extended_real is not True or not value > 0 or value.is_finite is False:
-            raise DeriveError(f"s2 must be a positive number or expression, got {s2!r}")
-    elif value.is_nonpositive or value.is_extended_real is False:
-        raise DeriveError(f"s2 must be a positive number or expression, got {s2!r}")
+        raise error from None
+    if not isinstance(value, sympy.Expr) or value.is_nonpositive or value.is_finite is False:
+        raise error
+    if value.is_extended_real is False or (value.is_number and not value.is_positive):
+        raise error
     return value
 
 
@@ -258,34 +246,25 @@ def _density(var: sympy.Symbol, std: sympy.Expr) -> sympy.Expr:
     return sympy.exp(-(var**2) / (2 * std**2)) / (std * sympy.sqrt(2 * sympy.pi))
 
 
-#: activation -> (pieces of phi on z >= 0 and z < 0), each phi(z) or phi'(z)
-def _pieces(activation: str, derivative: bool) -> tuple[sympy.Expr, sympy.Expr]:
-    if activation == "linear":
-        return (1, 1) if derivative else (z, z)
-    if activation == "relu":
-        return (1, 0) if derivative else (z, 0)
-    return (1, a) if derivative else (z, a * z)
+#: activation -> phi (or phi') on z > 0 and on z < 0
+_PIECES = {"linear": ((z, z), (1, 1)), "relu": ((z, 0), (1, 0)),
+           "leaky_relu": ((z, a * z), (1, a))}
 
 
 @functools.cache
 def _piecewise_linear(activation: str, derivative: bool) -> tuple[Step, ...]:
     """Steps for linear, relu and leaky_relu: integrate over the two half-lines."""
-    pos, neg = _pieces(activation, derivative)
+    pos, neg = _PIECES[activation][derivative]
     p = _density(z, s)
     integral = sympy.Integral(pos**2 * p, (z, 0, sympy.oo)) + sympy.Integral(
         neg**2 * p, (z, -sympy.oo, 0)
     )
     value = sympy.factor(sympy.simplify(integral.doit()))
     lhs = Expectation(_activation(activation, derivative) ** 2)
-    where = "its derivative is" if derivative else "it is"
-    reason = {
-        "linear": f"{where} ${sympy.latex(pos)}$ on the whole line",
-        "relu": f"{where} ${sympy.latex(pos)}$ for $z > 0$ and $0$ for $z < 0$",
-        "leaky_relu": f"{where} ${sympy.latex(pos)}$ for $z > 0$ and "
-        f"${sympy.latex(neg)}$ for $z < 0$",
-    }[activation]
+    what = "its derivative" if derivative else "the activation"
+    reason = f"{what} is ${latex(pos)}$ for $z > 0$ and ${latex(neg)}$ for $z < 0$"
     return (
-        Step(lhs, integral, f"split the line where the activation changes: {reason}"),
+        Step(lhs, integral, f"integrate over the half-lines: {reason}"),
         Step(lhs, value, "Gaussian integrals over the half-lines (SymPy)"),
     )
 
