@@ -84,6 +84,17 @@ class Mean(_Operator):
         return f"E[{printer._print(self.args[0])}]"
 
 
+class UnitMean(_Operator):
+    """The average over the n units, (1/n) sum_i of its argument (display only)."""
+
+    def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: str | None = None) -> str:
+        body = printer._print(self.args[0])
+        return rf"\frac{{1}}{{n}} \sum_{{i=1}}^{{n}} {body}"
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        return f"(1/n)·Σᵢ {printer._print(self.args[0])}"
+
+
 class FPrime(_Operator):
     """The derivative of the branch, F'."""
 
@@ -182,31 +193,31 @@ def layer_norm() -> Derivation:
     mean_def = sympy.Sum(xi, (i, 1, width)) / width
     var_def = sympy.Sum((xi - mu) ** 2, (i, 1, width)) / width
     ln_i = gamma * (xi - mu) / sigma + beta
-    y = sympy.IndexedBase("y")
     # Mean of the outputs: linearity of the sum, then the definition of mu.
     out_mean = sympy.expand(sympy.Sum(ln_i, (i, 1, width)).doit() / width)
-    centred = sympy.expand(sympy.Sum(xi - mu, (i, 1, width)).doit())
-    centred = centred.replace(
-        lambda e: isinstance(e, sympy.Sum), lambda e: sympy.Sum(*e.args).doit()
-    )
     out_mean = sympy.simplify(out_mean.subs(mu, mean_def).doit())
     # Second moment of the outputs (beta = 0): pull constants out, use sigma^2.
     moment = sympy.factor_terms(sympy.Sum((ln_i - beta) ** 2, (i, 1, width)) / width)
-    moment = moment.subs(sympy.Sum((xi - mu) ** 2, (i, 1, width)), width * sigma**2)
+    moment = moment.subs(var_def * width, width * sigma**2)
     # Scale invariance: x -> a x scales mu and sigma by a.
     scaled = gamma * (scale * xi - scale * mu) / (scale * sigma) + beta
     if sympy.simplify(scaled - ln_i) != 0:  # pragma: no cover (a SymPy regression)
         raise AssertionError("layer norm is not scale invariant")
+    # Shown with x_i, y_i and an averaging operator; computed above with Sum and Indexed.
+    shown = {xi: sympy.Symbol("x_i", real=True)}
+    y_i = sympy.Symbol("y_i", real=True)
     steps = (
-        Step(mu, mean_def, "mean over the $n$ units of one example"),
-        Step(sigma**2, var_def, "variance over the same units"),
-        Step(y[i], ln_i,
+        Step(mu, UnitMean((mean_def * width).function.xreplace(shown)),
+             "mean over the $n$ units of one example"),
+        Step(sigma**2, UnitMean(((xi - mu) ** 2).xreplace(shown)),
+             "variance over the same units"),
+        Step(y_i, ln_i.xreplace(shown),
              "normalize, then apply the learned gain $\\gamma$ and shift $\\beta$"),
-        Step(sympy.Sum(y[i], (i, 1, width)) / width, out_mean,
+        Step(UnitMean(y_i), out_mean,
              "average the outputs: the centred inputs sum to zero"),
-        Step(sympy.Sum(y[i] ** 2, (i, 1, width)) / width, moment,
+        Step(UnitMean(y_i**2), moment,
              "second moment of the outputs with $\\beta = 0$: pull out $\\gamma^2/\\sigma^2$"),
-        Step(scaled, ln_i,
+        Step(scaled.xreplace(shown), ln_i.xreplace(shown),
              "rescale the input $x \\to a x$ ($a > 0$): $\\mu$ and $\\sigma$ scale by $a$, "
              "the output does not change"),
     )
