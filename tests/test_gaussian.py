@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -348,3 +349,31 @@ def test_repeated_calls_are_cached() -> None:
     for _ in range(5):
         gaussian_moment("gelu", q(k - 1))
     assert _moment.cache_info().hits == before + 5
+
+
+def test_plain_python_numbers_are_exact() -> None:
+    assert gaussian_moment("relu", 0.5) == sympy.Rational(1, 4)
+    assert gaussian_moment("leaky_relu", "3/2", negative_slope=0.1) == sympy.Rational(303, 400)
+    assert isinstance(gaussian_moment("tanh", 0.5), TanhMoment)
+    assert isinstance(gaussian_moment("tanh", sympy.Float(0.5)), sympy.Float)
+
+
+def test_same_output_in_fresh_processes() -> None:
+    code = (
+        "from derive.gaussian import moment_derivation as m\n"
+        "from derive.model import ACTIVATIONS\n"
+        "for a in ACTIVATIONS:\n"
+        "    for flag in (False, True):\n"
+        "        d = m(a, flag)\n"
+        "        print(d.key, d.title, d.assumptions, d.notes)\n"
+        "        for st in d:\n"
+        "            print(st.latex(), '|', st.text(), '|', st.reason)\n"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONHASHSEED": seed})
+        for seed in ("1", "2")
+    ]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") > 40
