@@ -61,7 +61,7 @@ def _block(recursion: Recursion, phi: sympy.Symbol) -> Step:
     branch = _branch_output(recursion, phi)
     body = h(k - 1) + branch
     shape = "$W \\phi(h)$ (activation first, UDL 11.2.1)" if c.branch == "single" else (
-        f"$W_2 \\phi(W_1 h)$ with hidden width ${latex(c.mlp_ratio)} n$"
+        f"$W_2 \\phi(W_1 h)$ with hidden width ${latex(c.mlp_ratio * sympy.Symbol('n'))}$"
     )
     where = {"none": "no normalization", "pre": "LayerNorm before the branch",
              "post": "LayerNorm after the sum"}[c.norm]

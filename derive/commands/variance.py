@@ -131,24 +131,31 @@ def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
 @click.command(epilog=EPILOG)
 @click.option("--init", type=click.Choice(INITS), default="xavier", show_default=True,
               help="Weight initialization (variance 2/(fan_in+fan_out), 2/fan_in, 1/fan_in).")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True)
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True,
+              help="phi; gelu is exact: z Phi(z).")
 @click.option("--norm", type=click.Choice(NORMS), default="none", show_default=True,
               help="LayerNorm placement: none, pre (before the branch), post (after the sum).")
 @click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
               help="single: W phi(h); mlp: W2 phi(W1 h).")
-@click.option("--mlp-ratio", default="1", show_default=True, help="Hidden width / n (mlp).")
-@click.option("--dropout", default="0", show_default=True, help="Dropout rate p in [0, 1).")
-@click.option("--gamma", default="1", show_default=True,
+@click.option("--mlp-ratio", default="1", show_default=True, metavar="R",
+              help="Hidden width / n (mlp).")
+@click.option("--dropout", default="0", show_default=True, metavar="P",
+              help="Dropout rate p in [0, 1).")
+@click.option("--gamma", default="1", show_default=True, metavar="G",
               help="LayerNorm gain: a number or a symbol name.")
-@click.option("--sigma-w2", default=None,
+@click.option("--sigma-w2", default=None, metavar="S",
               help="Weight variance for every matrix (overrides --init).")
-@click.option("--negative-slope", default="1/100", show_default=True, help="leaky_relu slope.")
-@click.option("--q0", default="1", show_default=True, help="E[x^2]: a number or a symbol name.")
-@click.option("--depth", type=int, default=10, show_default=True, help="Depth K for the values.")
+@click.option("--negative-slope", default="1/100", show_default=True, metavar="A",
+              help="leaky_relu slope.")
+@click.option("--q0", default="1", show_default=True, metavar="Q0",
+              help="E[x^2]: a number or a symbol name.")
+@click.option("--depth", type=int, default=10, show_default=True, metavar="K",
+              help="Depth K for the values.")
 @click.option("--direction", type=click.Choice(("forward", "backward", "both")), default="both",
-              show_default=True)
+              show_default=True, help="forward q_k, backward d_k (gradients), or both.")
 @click.option("--format", "fmt", type=click.Choice(("text", "latex", "markdown", "json")),
-              default="text", show_default=True)
+              default="text", show_default=True,
+              help="json carries the LaTeX formulas and the profile q_0..q_K, d_k/d_K.")
 @click.option("--compare", is_flag=True, help="One table of every norm placement, both directions.")
 def variance(init: str, activation: str, norm: str, branch: str, mlp_ratio: str, dropout: str,
              gamma: str, sigma_w2: str | None, negative_slope: str, q0: str, depth: int,
