@@ -232,8 +232,12 @@ def _variance() -> tuple[Section, dict[str, Any]]:
         "variance", "Variance under initialization", (
             "Forward second moments $q_k = \\mathbb{E}[h_k^2]$ and backward $d_k$ through "
             "[[Residual block|residual blocks]] at initialization, without norm, pre-norm "
-            "and post-norm (see [[Pre vs post norm]]), derived step by step and checked against a "
-            "simulation of finite networks.",),
+            "and post-norm (see [[Pre vs post norm]]), derived step by step and checked "
+            "against a simulation of finite networks.",
+            "The table of closed forms covers the activations that are linear on half-lines "
+            "(linear, ReLU, leaky ReLU). Tanh and GELU have no closed form without "
+            "normalization; the variance command of derive iterates their recursions "
+            "numerically.",),
         tuple(derivations), tables=tables,
         figures=tuple(Figure(f"moments-{init}-relu",
                              f"Second moments against depth, {init} initialization, ReLU: "
