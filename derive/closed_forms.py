@@ -149,27 +149,59 @@ def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
     return value
 
 
+def _power_exponent(expr: sympy.Expr) -> sympy.Expr | None:
+    """The exponent p of ``expr ~ C K^p`` for a ratio of gammas and polynomials in K."""
+    exponent = sympy.Integer(0)
+    num, den = sympy.fraction(sympy.powsimp(expr))
+    for part, sign in ((num, 1), (den, -1)):
+        for factor in sympy.Mul.make_args(part):
+            base, power = factor.as_base_exp()
+            if not factor.has(K):
+                continue
+            if isinstance(base, sympy.gamma) and base.args[0].coeff(K) == 1 and power.is_Integer:
+                exponent += sign * power * (base.args[0] - K)
+            elif factor.is_polynomial(K):
+                exponent += sign * sympy.degree(factor, K)
+            else:
+                return None
+    return sympy.simplify(exponent)
+
+
+def _rate_law(rates: list[sympy.Expr]) -> str:
+    values = [sympy.N(r) if r.is_number else r for r in rates]
+    if all((r - 1).is_positive for r in values):
+        return "exponential"
+    if all((1 - r).is_positive and r.is_positive for r in values):
+        return "exponential decay"
+    if all(r == 1 for r in values):
+        return "constant"
+    return "exponential (rate depends on the parameters)"
+
+
 def growth(expr: sympy.Expr) -> str:
     """The growth law of a closed form in the depth ``K``, read off its shape.
 
     >>> growth(2**K * q0), growth(q0 + K / 2), growth(sympy.Integer(3))
     ('exponential', 'linear', 'constant')
+    >>> growth(sympy.gamma(K + sympy.Rational(5, 2)) / sympy.gamma(K + 1))
+    'power law, K^(3/2)'
     """
     if isinstance(expr, sympy.Piecewise):
         expr = expr.args[-1].expr
-    expr = sympy.expand(expr)
     if not expr.has(K):
         return "constant"
-    if expr.is_polynomial(K):
-        degree = sympy.Poly(expr, K).degree()
-        return "linear" if degree == 1 else f"polynomial (degree {degree})"
     if expr.has(sympy.gamma, sympy.RisingFactorial):
-        return "power law"
+        exponent = _power_exponent(expr)
+        if exponent is None:
+            return "power law"
+        if exponent.is_number and not exponent.is_Rational:
+            exponent = sympy.N(exponent, 3)
+        return f"power law, K^({exponent})" if exponent != 1 else "linear"
+    expanded = sympy.expand(expr)
+    if expanded.is_polynomial(K):
+        degree = sympy.Poly(expanded, K).degree()
+        return "linear" if degree == 1 else f"polynomial (degree {degree})"
     rates = [p.base for p in expr.atoms(sympy.Pow) if p.exp.has(K) and not p.base.has(K)]
     if rates:
-        if all((r - 1).is_positive for r in rates):
-            return "exponential"
-        if all((1 - r).is_positive and r.is_positive for r in rates):
-            return "exponential decay"
-        return "exponential (rate depends on the parameters)"
+        return _rate_law(rates)
     return "other"
