@@ -323,7 +323,12 @@ class VarianceAnalysis:
     backward: Recursion
 
     def _repr_latex_(self) -> str:
-        return self.forward._repr_latex_() + "\n" + self.backward._repr_latex_()
+        rows = []
+        for rec in (self.forward, self.backward):
+            rows.append(latex(rec.recurrence.lhs) + " &= " + latex(rec.recurrence.rhs))
+            if rec.closed_form is not None:
+                rows.append(latex(rec.closed_form.lhs) + " &= " + latex(rec.closed_form.rhs))
+        return "$\\begin{aligned}" + " \\\\ ".join(rows) + "\\end{aligned}$"
 
     def to_dict(self, depth: int = 10, q0: object = 1) -> dict[str, object]:
         """JSON-ready: configuration, both directions (LaTeX, growth, values).

@@ -203,6 +203,16 @@ def test_compare_rows_cover_every_norm_and_direction() -> None:
     assert [r["value"] for r in rows] == [16, 16, 5, 5, 1, 1]
 
 
+def test_power_law_exponent_matches_the_values() -> None:
+    # Independent of the read-off: the slope of log(d_0/d_K) against log K at large K.
+    rec = variance("he", "gelu", "pre").backward
+    growth = rec.growth
+    assert growth.startswith("power law, K^(")
+    exponent = float(growth.split("K^(")[1].rstrip(")"))
+    slope = math.log(float(rec.at(4000)) / float(rec.at(2000))) / math.log(2)
+    assert slope == pytest.approx(exponent, abs=0.01)
+
+
 def test_growth_without_closed_form_says_so() -> None:
     a = variance("he", "gelu")
     assert a.forward.closed_form is None and "from the iteration" in a.forward.growth
