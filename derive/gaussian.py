@@ -253,19 +253,22 @@ _PIECES = {"linear": ((z, z), (1, 1)), "relu": ((z, 0), (1, 0)),
 
 @functools.cache
 def _piecewise_linear(activation: str, derivative: bool) -> tuple[Step, ...]:
-    """Steps for linear, relu and leaky_relu: integrate over the two half-lines."""
+    """Steps for linear, relu and leaky_relu: integrate where the activation is linear."""
     pos, neg = _PIECES[activation][derivative]
     p = _density(z, s)
-    integral = sympy.Integral(pos**2 * p, (z, 0, sympy.oo)) + sympy.Integral(
-        neg**2 * p, (z, -sympy.oo, 0)
-    )
+    what = "its derivative" if derivative else "the activation"
+    if pos == neg:
+        integral = sympy.Integral(pos**2 * p, (z, -sympy.oo, sympy.oo))
+        reason = f"{what} is ${latex(pos)}$ on the whole line"
+    else:
+        halves = ((pos, (z, 0, sympy.oo)), (neg, (z, -sympy.oo, 0)))
+        integral = sympy.Add(*[sympy.Integral(f**2 * p, lim) for f, lim in halves if f != 0])
+        reason = f"{what} is ${latex(pos)}$ for $z > 0$ and ${latex(neg)}$ for $z < 0$"
     value = sympy.factor(sympy.simplify(integral.doit()))
     lhs = Expectation(_activation(activation, derivative) ** 2)
-    what = "its derivative" if derivative else "the activation"
-    reason = f"{what} is ${latex(pos)}$ for $z > 0$ and ${latex(neg)}$ for $z < 0$"
     return (
-        Step(lhs, integral, f"integrate over the half-lines: {reason}"),
-        Step(lhs, value, "Gaussian integrals over the half-lines (SymPy)"),
+        Step(lhs, integral, f"integrate against the Gaussian density: {reason}"),
+        Step(lhs, value, "Gaussian integrals (SymPy)"),
     )
 
 
@@ -332,13 +335,12 @@ def gaussian_moment(
     name = _check_activation(activation)
     flag = _check_derivative(derivative)
     variance = _check_variance(s2)
-    slope = _check_slope(negative_slope) if name == "leaky_relu" else DEFAULT_SLOPE
-    return _moment(name, variance, flag, slope)
+    slope = _check_slope(negative_slope)
+    return _moment(name, variance, flag, slope if name == "leaky_relu" else DEFAULT_SLOPE)
 
 
 #: How each activation is named in titles.
-_NAMES = {"linear": "linear", "relu": "ReLU", "leaky_relu": "leaky ReLU", "tanh": "tanh",
-          "gelu": "GELU"}
+_NAMES = {"relu": "ReLU", "leaky_relu": "leaky ReLU", "gelu": "GELU"}
 
 _STEIN = (
     "Stein's lemma: for $u \\sim \\mathcal{N}(0, 1)$ and differentiable $g$ with "
@@ -389,7 +391,7 @@ def moment_derivation(activation: str, derivative: bool = False) -> Derivation:
             f"else mpmath with {TANH_GUARD_DIGITS} guard digits."
         )
     return Derivation(
-        title=f"Second moment of the {_NAMES[name]} {what} under a Gaussian input",
+        title=f"Second moment of the {_NAMES.get(name, name)} {what} under a Gaussian input",
         key=f"gaussian/{name}/{'backward' if flag else 'forward'}",
         assumptions=tuple(assumptions),
         steps=steps,

@@ -315,6 +315,7 @@ def test_tanh_unevaluated_and_printing() -> None:
         (("relu", 1), {"derivative": "yes"}, "derivative must be True or False"),
         (("leaky_relu", 1), {"negative_slope": -0.5}, "negative_slope must be"),
         (("leaky_relu", 1), {"negative_slope": "?"}, "negative_slope must be"),
+        (("relu", 1), {"negative_slope": -1}, "negative_slope must be"),
     ],
 )
 def test_bad_input(args: tuple, kwargs: dict, message: str) -> None:
