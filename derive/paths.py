@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -417,3 +418,32 @@ def _derivation(s: PathSum) -> Derivation:
             "of relatively shallow networks).",
         ),
     )
+
+
+def paths(
+    depth: int, wrt: int | str = 1, *, notation: str = "udl", force: bool = False
+) -> PathSum:
+    """The path expansion of dy/df_wrt (or dy/dx): a lazy :class:`PathSum`.
+
+    ``wrt`` is a block index 1..depth or ``"x"``. Nothing is enumerated until
+    the terms are used; enumerating more than MAX_TERMS (2^22) terms raises
+    DeriveError unless ``force=True``. ``notation`` ("udl" or "jacobian") is
+    what LaTeX display and the derivation use.
+
+    >>> p = paths(4)
+    >>> p.count, p.terms[-1], next(iter(paths(60, force=True)))
+    (8, (4, 3, 2), ())
+    """
+    return PathSum(depth, wrt, notation, force)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`paths` (the package exports both under one name)."""
+
+    def __call__(
+        self, depth: int, wrt: int | str = 1, *, notation: str = "udl", force: bool = False
+    ) -> PathSum:
+        return paths(depth, wrt, notation=notation, force=force)
+
+
+sys.modules[__name__].__class__ = _CallableModule
