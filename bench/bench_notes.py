@@ -2,13 +2,15 @@
 
 Run: ``python3 bench/bench_notes.py [--repeat 3]``. The runs of every command
 are interleaved, so a noisy shared machine slows them alike; the table gives
-the median and the ratio to ``derive --help`` (interpreter and start-up).
+the median wall time, the CPU time of the child (user + system, less
+sensitive to load) and the ratio to ``derive --help`` (interpreter and start-up).
 The budget for ``derive notes --format all`` (no --pdf) is 15 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,20 +41,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="derive-bench-") as tmp:
         commands = _commands(Path(tmp))
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.repeat):
             for name, command in commands.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
                 subprocess.run(command, check=True, capture_output=True)
                 times[name].append(time.perf_counter() - start)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append(after.ru_utime + after.ru_stime
+                                 - before.ru_utime - before.ru_stime)
     base = statistics.median(times["derive --help"])
-    print(f"| command | median wall (s) of {args.repeat} | min (s) | ratio to --help | "
-          "within 15 s |")
-    print("| --- | ---: | ---: | ---: | --- |")
+    print(f"| command | median wall (s) of {args.repeat} | min wall (s) | median CPU (s) | "
+          "ratio to --help | within 15 s |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
     for name, values in times.items():
         median = statistics.median(values)
         verdict = ("yes" if max(values) < BUDGET else "no") if "all" in name else ""
-        print(f"| `{name}` | {median:.2f} | {min(values):.2f} | {median / base:.1f} | "
-              f"{verdict} |")
+        print(f"| `{name}` | {median:.2f} | {min(values):.2f} | "
+              f"{statistics.median(cpu[name]):.2f} | {median / base:.1f} | {verdict} |")
 
 
 if __name__ == "__main__":
