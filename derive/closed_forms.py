@@ -1,9 +1,14 @@
 """Closed forms of the variance recursions, solved once per shape and cached.
 
+Values are exact where the result is rational or symbolic, else floats at
+:data:`PRECISION` digits (:func:`finish`); recursions without a closed form are
+iterated with :func:`numeric_map`.
+
 Every forward recursion of the variance model has the shape
 ``q_k = a q_{k-1} + b`` (or no closed form at all); :func:`solve_affine`
-solves that shape once with ``rsolve`` for symbolic ``a`` and ``b`` and
-substitutes the coefficients. Every backward recursion is a product
+runs ``rsolve`` on it, cached by the coefficients when they are numbers, and
+for symbolic coefficients solves the shape once with symbolic ``a`` and ``b``
+and substitutes them. Every backward recursion is a product
 ``d_0/d_K = prod_{k=1}^{K} B_k``; :func:`solve_product` evaluates it with
 SymPy's ``product`` and simplifies the rising factorials it produces.
 :func:`growth` reads the growth law off a closed form.
@@ -11,11 +16,16 @@ SymPy's ``product`` and simplifies the rising factorials it produces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache, lru_cache
 
 import sympy
 
 from derive.model import K, k, q, q0
+
+#: Significant digits of numeric values: iterations without a closed form run in
+#: double precision, and irrational closed-form values are rounded to as many digits.
+PRECISION = 15
 
 _a = sympy.Symbol("a")
 _b = sympy.Symbol("b")
@@ -205,3 +215,48 @@ def growth(expr: sympy.Expr) -> str:
     if rates:
         return _rate_law(rates)
     return "other"
+
+
+def _is_exact(value: sympy.Expr) -> bool:
+    return bool(value.is_Rational or (value.free_symbols and not value.is_number))
+
+
+def _special(expr: sympy.Expr) -> list[sympy.Function]:
+    """Function applications defined outside SymPy (the tanh moments), evaluated by quadrature."""
+    return [
+        f for f in expr.atoms(sympy.Function)
+        if hasattr(f, "_eval_evalf") and not f.func.__module__.startswith("sympy")
+    ]
+
+
+def finish(value: sympy.Expr) -> sympy.Expr:
+    """Exact when rational or symbolic, else a float at PRECISION digits.
+
+    >>> finish(sympy.Rational(27, 8)), finish(q0 / 2), finish(sympy.sqrt(2))
+    (27/8, q_0/2, 1.41421356237310)
+    """
+    value = sympy.sympify(value)
+    if _is_exact(value):
+        return value
+    quadratures = {f: f._eval_evalf(53) for f in _special(value) if f.args[0].is_number}
+    return sympy.N(value.xreplace(quadratures), PRECISION)
+
+
+@lru_cache(maxsize=1024)
+def numeric_map(step: sympy.Expr, x: sympy.Symbol) -> Callable[[float], float]:
+    """``step`` as a function of ``x`` in double precision.
+
+    Functions without a closed form (the tanh moments) are evaluated through
+    their own ``_eval_evalf`` at 53 bits.
+
+    >>> x = sympy.Symbol("x")
+    >>> numeric_map(x + sympy.atan(x), x)(1.0)
+    1.7853981633974483
+    """
+    special = {
+        f.func.__name__: (
+            lambda value, cls=f.func: float(cls(sympy.Float(value), evaluate=False)._eval_evalf(53))
+        )
+        for f in _special(step)
+    }
+    return sympy.lambdify(x, step, modules=[special, "math"])

@@ -19,21 +19,17 @@ from __future__ import annotations
 import math
 import sys
 import types
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache
 
 import sympy
 
 from derive import closed_forms
+from derive.closed_forms import PRECISION, finish, numeric_map
 from derive.derivation import Derivation
 from derive.errors import DeriveError
 from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, n, q, q0
 from derive.printing import latex, text
-
-#: Significant digits of numeric values: iterations without a closed form run in
-#: double precision, and irrational closed-form values are rounded to as many digits.
-PRECISION = 15
 
 #: The branch input's second moment, a positive placeholder for q_{k-1}.
 _x = sympy.Symbol("x", positive=True)
@@ -88,27 +84,6 @@ class Branch:
     def backward(self, s: sympy.Expr) -> sympy.Expr:
         """Gradient gain of the branch, E[(dF/dh)^T g]^2 / E[g^2], at input moment s."""
         return self.drop * self.hidden_gain * self.out_gain * self.moment(s, derivative=True)
-
-
-def _is_exact(value: sympy.Expr) -> bool:
-    return bool(value.is_Rational or (value.free_symbols and not value.is_number))
-
-
-def _special(expr: sympy.Expr) -> list[sympy.Function]:
-    """Function applications defined outside SymPy (the tanh moments), evaluated by quadrature."""
-    return [
-        f for f in expr.atoms(sympy.Function)
-        if hasattr(f, "_eval_evalf") and not f.func.__module__.startswith("sympy")
-    ]
-
-
-def _finish(value: sympy.Expr) -> sympy.Expr:
-    """Exact when rational or symbolic, else a float at PRECISION digits."""
-    value = sympy.sympify(value)
-    if _is_exact(value):
-        return value
-    quadratures = {f: f._eval_evalf(53) for f in _special(value) if f.args[0].is_number}
-    return sympy.N(value.xreplace(quadratures), PRECISION)
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,7 +195,7 @@ class Recursion:
         if not values:
             values.append(float(q0_value) if self.direction == "forward" else 1.0)
         if len(values) <= depth:
-            step = _numeric(self.step)
+            step = numeric_map(self.step, _x)
             if self.direction == "forward":
                 while len(values) <= depth:
                     values.append(step(values[-1]))
@@ -242,8 +217,8 @@ class Recursion:
         """
         depth, q0_value = self._check(depth, q0)
         if self.closed_form is not None:
-            return _finish(closed_forms.evaluate(self.closed_form.rhs, depth, q0_value))
-        return _finish(self._iterate(depth, q0_value)[-1])
+            return finish(closed_forms.evaluate(self.closed_form.rhs, depth, q0_value))
+        return finish(self._iterate(depth, q0_value)[-1])
 
     def profile(self, depth: int, q0: object = 1) -> list[sympy.Expr]:
         """The depth + 1 values: q_0..q_K (forward) or d_k/d_K for k = 0..K (backward).
@@ -259,7 +234,7 @@ class Recursion:
             values = self._iterate(depth, q0_value)
         if self.direction == "backward":
             values = [sympy.cancel(values[-1] / v) for v in values]
-        return [_finish(v) for v in values]
+        return [finish(v) for v in values]
 
     @cached_property
     def derivation(self) -> Derivation:
@@ -275,7 +250,11 @@ class Recursion:
         return "$\\begin{aligned}" + " \\\\ ".join(rows) + "\\end{aligned}$"
 
     def to_dict(self, depth: int = 10, q0: object = 1) -> dict[str, object]:
-        """JSON-ready summary: LaTeX and text formulas, growth, value and profile."""
+        """JSON-ready summary: LaTeX and text formulas, growth, value and profile.
+
+        >>> variance("he", "relu", "pre").forward.to_dict(2)["closed_form"]
+        'q_{K} = K + q_{0}'
+        """
         closed = self.closed_form
         profile = self.profile(depth, q0)
         numeric = all(v.is_number for v in profile)
@@ -291,22 +270,6 @@ class Recursion:
             "profile": [str(v) for v in profile],
             "profile_float": [float(v) for v in profile] if numeric else None,
         }
-
-
-@lru_cache(maxsize=1024)
-def _numeric(step: sympy.Expr) -> Callable[[float], float]:
-    """``step`` as a function of ``x`` in double precision.
-
-    Functions without a closed form (the tanh moments) are evaluated through
-    their own ``_eval_evalf`` at 53 bits.
-    """
-    special = {
-        f.func.__name__: (
-            lambda value, cls=f.func: float(cls(sympy.Float(value), evaluate=False)._eval_evalf(53))
-        )
-        for f in _special(step)
-    }
-    return sympy.lambdify(_x, step, modules=[special, "math"])
 
 
 @dataclass(frozen=True, eq=False)
