@@ -11,6 +11,12 @@ dy/dx = (I + J_N) ... (I + J_1) has 2^N. Terms come in the book's order
 later blocks, block j+1 the lowest bit. Counts and lengths never enumerate;
 enumeration streams, and refuses more than MAX_TERMS terms unless forced.
 SymPy is imported only by the members that build SymPy values.
+
+The module is callable as :func:`paths` (``derive.paths`` names both):
+
+>>> import derive
+>>> derive.paths(4).terms[:4], derive.count_paths(100_000).bit_length()
+(((), (2,), (3,), (3, 2)), 100000)
 """
 
 from __future__ import annotations
