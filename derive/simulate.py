@@ -371,3 +371,149 @@ def simulate(
         forward=tuple(forward.tolist()),
         backward=tuple(backward.tolist()),
     )
+
+
+DIRECTIONS = ("forward", "backward")
+
+#: A prediction: (config, depth, q0, width) -> (q_0..q_K, d_k/d_K for k = 0..K).
+Prediction = Callable[[VarianceConfig, int, float, int], tuple[Sequence[float], Sequence[float]]]
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One comparison of a derived value with its measurement.
+
+    ``direction`` is forward (q_k) or backward (d_k / d_K); ``error`` is
+    ``|measured - derived| / |derived|`` and ``ok`` is ``error <= tolerance``.
+    """
+
+    label: str
+    direction: str
+    k: int
+    derived: float
+    measured: float
+    error: float
+    tolerance: float
+    ok: bool
+
+
+def derived(
+    config: VarianceConfig, depth: int, q0: float = 1.0, width: int = 512
+) -> tuple[list[float], list[float]]:
+    """The derived profiles of :func:`derive.variance` as floats, for ``width`` units.
+
+    An explicit ``sigma_w2`` enters the mean field as ``n * sigma_w2``; it is
+    passed on as ``c / n`` with ``c = width * sigma_w2`` so that n cancels.
+
+    >>> derived(VarianceConfig(init="he", norm="pre"), 3)
+    ([1.0, 2.0, 3.0, 4.0], [4.0, 2.0, 1.3333333333333333, 1.0])
+    """
+    from derive.model import n
+    from derive.variance import variance
+
+    sigma_w2 = None if config.sigma_w2 is None else config.sigma_w2 * width / n
+    analysis = variance(
+        config.init,
+        config.activation,
+        config.norm,
+        config.branch,
+        mlp_ratio=config.mlp_ratio,
+        dropout=config.dropout,
+        gamma=config.gamma,
+        sigma_w2=sigma_w2,
+        negative_slope=config.negative_slope,
+    )
+    forward = [float(v) for v in analysis.forward.profile(depth, q0=sympy.nsimplify(q0))]
+    backward = [float(v) for v in analysis.backward.profile(depth, q0=sympy.nsimplify(q0))]
+    return forward, backward
+
+
+def grid(
+    inits: Sequence[str] = (),
+    activations: Sequence[str] = (),
+    norms: Sequence[str] = (),
+    branches: Sequence[str] = (),
+    **options: object,
+) -> list[VarianceConfig]:
+    """Every configuration of init x activation x norm x branch (empty: all choices).
+
+    >>> len(grid()), grid(["he"], ["relu"], ["pre"])[1].label
+    (90, 'he/relu/pre/mlp')
+    """
+    from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
+
+    return [
+        VarianceConfig(init=i, activation=a, norm=m, branch=b, **options)  # type: ignore[arg-type]
+        for i in inits or INITS
+        for a in activations or ACTIVATIONS
+        for m in norms or NORMS
+        for b in branches or BRANCHES
+    ]
+
+
+def steps(configs: int, seeds: int) -> int:
+    """How many times :func:`compare` reports progress for ``configs`` configurations.
+
+    >>> steps(90, 16)
+    450
+    """
+    return configs * (-(-seeds // CHUNK) + 1)
+
+
+def _row(label: str, direction: str, k: int, want: float, got: float, tol: float) -> CheckRow:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = abs(got - want) / abs(want) if want != 0 else abs(got - want)
+    if not math.isfinite(error):
+        error = math.inf
+    return CheckRow(label, direction, k, want, got, error, tol, error <= tol)
+
+
+def compare(
+    configs: Sequence[VarianceConfig],
+    depth: int = 8,
+    width: int = 512,
+    seeds: int = 16,
+    *,
+    batch: int = 16,
+    q0: float = 1.0,
+    tolerance: float = 0.1,
+    seed: int = 0,
+    predict: Prediction | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[CheckRow]:
+    """Compare derived profiles with simulated networks at every block.
+
+    Rows per configuration: forward q_k for k = 1..K, then backward d_k / d_K
+    for k = K-1..0, so each direction ends with its final-depth row.
+    ``predict`` defaults to :func:`derived`; ``progress`` is called with 1 per
+    step (see :func:`steps`).
+
+    >>> rows = compare(grid(["he"], ["relu"], ["none"], ["single"]), 3, 256, 4)
+    >>> [(r.direction, r.k, r.derived, r.ok) for r in rows if r.k in (0, 3)]
+    [('forward', 3, 8.0, True), ('backward', 0, 8.0, True)]
+    """
+    configs = list(configs)
+    depth, width = _count(depth, "depth", 1), _count(width, "width", 2)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or tolerance <= 0:
+        raise DeriveError(f"tolerance must be a number > 0, got {tolerance!r}")
+    q0 = _positive(q0, "q0")
+    predict = predict or derived
+    predictions = []
+    for config in configs:
+        numeric(config, width)
+        predictions.append(predict(config, depth, q0, width))
+        if progress is not None:
+            progress(1)
+    measured = measure(
+        configs, depth=depth, width=width, seeds=seeds, batch=batch, q0=q0, seed=seed,
+        progress=progress,
+    )
+    rows = []
+    for config, (want_f, want_b), (got_f, got_b) in zip(
+        configs, predictions, measured, strict=True
+    ):
+        for k in range(1, depth + 1):
+            rows.append(_row(config.label, "forward", k, want_f[k], got_f[k], tolerance))
+        for k in reversed(range(depth)):
+            rows.append(_row(config.label, "backward", k, want_b[k], got_b[k], tolerance))
+    return rows

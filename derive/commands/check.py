@@ -1,0 +1,166 @@
+"""``derive check``: compare the derived variance profiles with simulated networks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.simulate import CheckRow
+
+# The same names as derive.model (kept literal so that --help does not import SymPy).
+INITS = ("xavier", "he", "lecun")
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu")
+NORMS = ("none", "pre", "post")
+BRANCHES = ("single", "mlp")
+
+EPILOG = """\b
+Examples:
+  derive check                                 the whole grid, 90 configurations
+  derive check --init he --activation relu     one init and activation, every norm and branch
+  derive check --norm pre --blocks             every block, not only the final depth
+  derive check --branch mlp --mlp-ratio 4 --dropout 0.1 --format json
+
+\b
+Exit status: 0 when every block agrees within the tolerance, 1 when some
+block does not, 2 on bad input.
+"""
+
+HEADER = ("configuration", "direction", "k", "derived", "measured", "rel. error", "ok")
+
+
+def _shown(rows: list[CheckRow], every: bool) -> list[CheckRow]:
+    """Every row, or the final-depth row of each configuration and direction plus failures."""
+    if every:
+        return rows
+    last = {(r.label, r.direction): i for i, r in enumerate(rows)}
+    keep = set(last.values())
+    return [r for i, r in enumerate(rows) if i in keep or not r.ok]
+
+
+def _cells(r: CheckRow) -> tuple[str, ...]:
+    error = f"{100 * r.error:.2f}%"
+    return (r.label, r.direction, str(r.k), f"{r.derived:.6g}", f"{r.measured:.6g}", error,
+            "ok" if r.ok else "FAIL")
+
+
+def _table(rows: list[CheckRow]) -> str:
+    body = [HEADER, *(_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in body) for i in range(len(HEADER))]
+    right = {2, 3, 4, 5}
+    lines = []
+    for line in body:
+        pairs = enumerate(zip(line, widths, strict=True))
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _number(value: float) -> float | None:
+    return float(f"{value:.10g}") if value == value and abs(value) != float("inf") else None
+
+
+@click.command(epilog=EPILOG)
+@click.option("--init", "inits", multiple=True, type=click.Choice(INITS),
+              help="Initialization (repeat for several; default all).")
+@click.option("--activation", "activations", multiple=True, type=click.Choice(ACTIVATIONS),
+              help="Activation (repeat for several; default all).")
+@click.option("--norm", "norms", multiple=True, type=click.Choice(NORMS),
+              help="LayerNorm placement (repeat for several; default all).")
+@click.option("--branch", "branches", multiple=True, type=click.Choice(BRANCHES),
+              help="Residual branch (repeat for several; default all).")
+@click.option("--all", "everything", is_flag=True,
+              help="Check the whole grid (the default when no choice above is given).")
+@click.option("--depth", "-K", type=int, default=8, show_default=True, help="Blocks K.")
+@click.option("--width", "-n", type=int, default=512, show_default=True, help="Units per layer.")
+@click.option("--seeds", type=int, default=16, show_default=True,
+              help="Independent networks per configuration.")
+@click.option("--batch", type=int, default=16, show_default=True, help="Inputs per network.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of all draws.")
+@click.option("--q0", type=float, default=1.0, show_default=True, help="E[x^2] of the inputs.")
+@click.option("--mlp-ratio", default="1", show_default=True, help="Hidden width / width (mlp).")
+@click.option("--dropout", default="0", show_default=True, help="Dropout probability p.")
+@click.option("--gamma", default="1", show_default=True, help="LayerNorm gain.")
+@click.option("--sigma-w2", default=None, help="Weight variance for every matrix (replaces init).")
+@click.option("--negative-slope", default="1/100", show_default=True, help="leaky_relu slope.")
+@click.option("--tolerance", "-t", type=float, default=0.1, show_default=True,
+              help="Largest relative error accepted at any block.")
+@click.option("--blocks", is_flag=True, help="Show every block, not only the final depth.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def check(
+    inits: tuple[str, ...],
+    activations: tuple[str, ...],
+    norms: tuple[str, ...],
+    branches: tuple[str, ...],
+    everything: bool,
+    depth: int,
+    width: int,
+    seeds: int,
+    batch: int,
+    seed: int,
+    q0: float,
+    mlp_ratio: str,
+    dropout: str,
+    gamma: str,
+    sigma_w2: str | None,
+    negative_slope: str,
+    tolerance: float,
+    blocks: bool,
+    fmt: str,
+) -> None:
+    """Compare the derived variance profiles with simulated finite networks.
+
+    Builds real networks in NumPy for each configuration (init x activation x
+    norm x branch), measures E[h_k^2] and the backpropagated E[(dL/dh_k)^2]
+    at every block, and compares them with the derivation of `derive variance`.
+    """
+    from derive.simulate import compare, grid, steps
+
+    if everything and (inits or activations or norms or branches):
+        raise click.UsageError(
+            "--all checks the whole grid: drop --init, --activation, --norm and --branch"
+        )
+    configs = grid(
+        inits, activations, norms, branches,
+        mlp_ratio=mlp_ratio, dropout=dropout, gamma=gamma, sigma_w2=sigma_w2,
+        negative_slope=negative_slope,
+    )
+    settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
+                "q0": q0, "tolerance": tolerance}
+    total = steps(len(configs), max(seeds, 1))
+    if sys.stderr.isatty():
+        with click.progressbar(length=total, label="Checking", file=sys.stderr) as bar:
+            rows = compare(configs, **settings, progress=bar.update)
+    else:
+        rows = compare(configs, **settings)
+    failed = [r for r in rows if not r.ok]
+    if fmt == "json":
+        document = {
+            "settings": settings,
+            "ok": not failed,
+            "rows": [
+                {"configuration": r.label, "direction": r.direction, "k": r.k,
+                 "derived": _number(r.derived), "measured": _number(r.measured),
+                 "error": _number(r.error), "tolerance": r.tolerance, "ok": r.ok}
+                for r in _shown(rows, blocks)
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(_table(_shown(rows, blocks)))
+        worst = max(rows, key=lambda r: r.error)
+        click.echo(
+            f"\n{len(configs)} configurations, {len(rows)} blocks compared "
+            f"(depth {depth}, width {width}, {seeds} networks of {batch} inputs); "
+            f"largest relative error {100 * worst.error:.2f}% ({worst.label} {worst.direction} "
+            f"k={worst.k}); "
+            + ("all within " if not failed else f"{len(failed)} outside ")
+            + f"{100 * tolerance:g}%"
+        )
+    if failed:
+        raise click.exceptions.Exit(1)
