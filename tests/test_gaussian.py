@@ -10,6 +10,8 @@ import sys
 import mpmath
 import pytest
 import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate, special
 
 from derive.errors import DeriveError
@@ -133,7 +135,7 @@ def test_known_values() -> None:
         ref = mpmath.quad(lambda x: (x * mpmath.ncdf(x)) ** 2 * mpmath.npdf(x),
                           [-mpmath.inf, 0, mpmath.inf])
         assert abs(sympy.N(value, 30) - sympy.Float(str(ref), 30)) < 1e-27
-    phi2 = [st.rhs for st in lemmas() if st.lhs == Expectation(Phi(s * u) ** 2)][-1]
+    phi2 = [step.rhs for step in lemmas() if step.lhs == Expectation(Phi(s * u) ** 2)][-1]
     assert phi2.subs(s, 1) == sympy.Rational(1, 3)
 
 
@@ -188,7 +190,7 @@ def test_phi_squared_matches_arcsin_form(s_value: float) -> None:
     # Wikipedia, "List of integrals of Gaussian functions": int Phi(b x)^2 phi(x) dx
     # = 1/2 - 2 T(0, 1/sqrt(1 + 2 b^2)) with Owen's T(0, c) = arctan(c) / (2 pi);
     # equivalently 1/4 + arcsin(b^2 / (1 + b^2)) / (2 pi).
-    (phi2,) = [st.rhs for st in lemmas() if st.lhs == Expectation(Phi(s * u) ** 2)][-1:]
+    (phi2,) = [step.rhs for step in lemmas() if step.lhs == Expectation(Phi(s * u) ** 2)][-1:]
     ours = float(phi2.subs(s, s_value))
     known = 0.25 + math.asin(s_value**2 / (1 + s_value**2)) / (2 * math.pi)
     owen = 0.5 - math.atan(1 / math.sqrt(1 + 2 * s_value**2)) / math.pi
@@ -377,3 +379,17 @@ def test_same_output_in_fresh_processes() -> None:
     outputs = [run.communicate(timeout=120)[0] for run in runs]
     assert all(run.returncode == 0 for run in runs)
     assert outputs[0] == outputs[1] and outputs[0].count("\n") > 30
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    variance=st.floats(min_value=1e-3, max_value=1e3),
+    activation=st.sampled_from(("gelu", "tanh")),
+    derivative=st.booleans(),
+)
+def test_smooth_moments_at_random_variances(variance: float, activation: str,
+                                            derivative: bool) -> None:
+    f, df = _phi(activation)
+    g = df if derivative else f
+    value = gaussian_moment(activation, sympy.Float(variance, 30), derivative=derivative)
+    _close(float(value), _quad_std(lambda x: g(x) ** 2, variance), 1e-9)
