@@ -295,7 +295,7 @@ def _moment_in_s(activation: str, derivative: bool) -> sympy.Expr:
 
 
 #: The variance s^2 as one positive symbol, for fast substitution.
-_v = sympy.Symbol("v", positive=True)
+_v = sympy.Dummy("v", positive=True)
 
 
 @functools.cache
@@ -352,16 +352,12 @@ _STEIN = (
 def _value_note(activation: str, derivative: bool) -> str:
     """The result at s^2 = 1, exactly where it is exact, and to 10 digits."""
     value = _moment(activation, sympy.Integer(1), derivative, DEFAULT_SLOPE)
-    number = sympy.N(value, 10)
     where = "$s^2 = 1$" + (" and $a = 1/100$" if activation == "leaky_relu" else "")
-    if isinstance(value, (TanhMoment, TanhDerivativeMoment)):
-        return f"At {where}: ${latex(value)} \\approx {number}$."
     if value.is_Rational:
         return f"At {where}: ${latex(value)}$."
-    return f"At {where}: ${latex(value)} \\approx {number}$."
+    return f"At {where}: ${latex(value)} \\approx {sympy.N(value, 10)}$."
 
 
-@functools.cache
 def moment_derivation(activation: str, derivative: bool = False) -> Derivation:
     """The derivation of E[phi(z)^2] (or E[phi'(z)^2]) as a :class:`Derivation`.
 
@@ -371,8 +367,11 @@ def moment_derivation(activation: str, derivative: bool = False) -> Derivation:
     >>> d.notes
     ('At $s^2 = 1$: $\\\\frac{1}{2}$.',)
     """
-    name = _check_activation(activation)
-    flag = _check_derivative(derivative)
+    return _moment_derivation(_check_activation(activation), _check_derivative(derivative))
+
+
+@functools.cache
+def _moment_derivation(name: str, flag: bool) -> Derivation:
     steps = _derivation_steps(name, flag)
     what = "derivative" if flag else "output"
     assumptions = ["$z \\sim \\mathcal{N}(0, s^2)$ with $s > 0$"]

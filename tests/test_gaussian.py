@@ -328,6 +328,10 @@ def test_bad_input(args: tuple, kwargs: dict, message: str) -> None:
 def test_bad_input_derivation_and_tanh() -> None:
     with pytest.raises(DeriveError, match="unknown activation 'elu'"):
         moment_derivation("elu")
+    with pytest.raises(DeriveError, match=r"unknown activation \['relu'\]"):
+        moment_derivation(["relu"])
+    with pytest.raises(DeriveError, match="derivative must be True or False"):
+        moment_derivation("relu", [True])
     with pytest.raises(DeriveError, match="variance"):
         TanhMoment(-1)
     with pytest.raises(ValueError, match="choose one of linear, relu"):
