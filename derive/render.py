@@ -185,6 +185,8 @@ _TEXT_MACROS = {
     r"\quad": " ", r"\,": " ", r"\ll": "≪", r"\gg": "≫", r"\propto": "∝", r"\times": "×",
     r"\sum": "Σ", r"\prod": "Π", r"\partial": "∂", r"\neq": "≠", r"\in": "∈",
     r"\mathcal{N}": "N", r"\left": "", r"\right": "", r"\ldots": "…", r"\dots": "…",
+    r"\cdots": "⋯", r"\langle": "⟨", r"\rangle": "⟩", r"\mapsto": "↦", r"\bar": "",
+    r"\hat": "", r"\;": " ", r"\!": "", r"\lvert": "|", r"\rvert": "|",
 }
 _GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "mu", "sigma", "phi", "Phi", "pi",
           "rho", "tau", "lambda")
