@@ -185,8 +185,8 @@ _TEXT_MACROS = {
     r"\quad": " ", r"\,": " ", r"\ll": "≪", r"\gg": "≫", r"\propto": "∝", r"\times": "×",
     r"\sum": "Σ", r"\prod": "Π", r"\partial": "∂", r"\neq": "≠", r"\in": "∈",
     r"\mathcal{N}": "N", r"\left": "", r"\right": "", r"\ldots": "…", r"\dots": "…",
-    r"\cdots": "⋯", r"\langle": "⟨", r"\rangle": "⟩", r"\mapsto": "↦", r"\bar": "",
-    r"\hat": "", r"\;": " ", r"\!": "", r"\lvert": "|", r"\rvert": "|",
+    r"\cdots": "⋯", r"\langle": "⟨", r"\rangle": "⟩", r"\mapsto": "↦", r"\hat": "",
+    r"\;": " ", r"\!": "", r"\lvert": "|", r"\rvert": "|",
 }
 _GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "mu", "sigma", "phi", "Phi", "pi",
           "rho", "tau", "lambda")
@@ -203,6 +203,7 @@ def text_prose(prose: str) -> str:
 
     def math(src: str) -> str:
         src = re.sub(r"\\(?:text|mathrm|operatorname|mathbf)\{([^{}]*)\}", r"\1", src)
+        src = re.sub(r"\\bar\s*\{?(\w)\}?", "\\1\u0304", src)
         for macro in sorted(_TEXT_MACROS, key=len, reverse=True):
             src = re.sub(re.escape(macro) + r"(?![A-Za-z])", _TEXT_MACROS[macro], src)
         for name, uni in zip(_GREEK, _GREEK_CHARS, strict=True):
