@@ -102,11 +102,20 @@ def gaussian_integral(body: sympy.Expr, var: sympy.Symbol = u) -> sympy.Expr:
     1/(2*pi*sqrt(2*s**2 + 1))
     """
     density = NormalPDF(var).rewrite(sympy.exp)
-    integrand = sympy.expand(body.rewrite(sympy.exp) * density)
+    integrand = sympy.powsimp(sympy.expand(body.rewrite(sympy.exp) * density))
+    # exp(-k u^2) with k a positive symbol: SymPy integrates it at once, then k -> its value
+    rate, exponents = sympy.Dummy("k", positive=True), integrand.atoms(sympy.exp)
+    value_of_rate = {}
+    if len(exponents) == 1:
+        (power,) = exponents
+        k_value = sympy.cancel(-power.args[0] / var**2)
+        if not k_value.has(var) and k_value.is_positive:
+            integrand = integrand.xreplace({power: sympy.exp(-rate * var**2)})
+            value_of_rate = {rate: k_value}
     value = sympy.integrate(integrand, (var, -sympy.oo, sympy.oo), conds="none")
     if value.has(sympy.Integral):  # pragma: no cover (SymPy found no closed form)
         raise ArithmeticError(f"no closed form found for E[{body}]")
-    return sympy.simplify(value)
+    return sympy.simplify(value.subs(value_of_rate))
 
 
 def _factor_integrand(integral: sympy.Integral) -> sympy.Integral:
