@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NOTATIONS = ("udl", "jacobian")
 #: Estimated widths (in em, display style) used to break long sums over lines.
-LINE_WIDTH = 24.0
+LINE_WIDTH = 32.0
 _PLUS_WIDTH = 1.6
 #: The text streamer builds the terms of this many low blocks once (1024 a chunk).
 LOW_BITS = 10

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
+import subprocess
 from collections import Counter
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import sympy
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -313,3 +316,33 @@ def test_same_inputs_same_output() -> None:
     first = derive.paths(7, 2).text(), derive.paths(7, 2).latex_lines()
     second = derive.paths(7, 2).text(), derive.paths(7, 2).latex_lines()
     assert first == second
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_latex_lines_fit_an_article_page(tmp_path) -> None:
+    """pdflatex reports no overfull line for the broken sums (article, 10pt)."""
+    from derive.commands.paths import paths as command
+
+    cases = [(4, 1), (6, "x"), (9, 1), (16, 13), (40, 37), (99, 96)]
+    body = [
+        "\\begin{align*}\n" + " \\\\\n".join(derive.paths(n, w, notation=nt).latex_lines())
+        + "\n\\end{align*}"
+        for nt in ("udl", "jacobian") for n, w in cases
+    ]
+    runner = CliRunner()
+    body.append(runner.invoke(command, ["--depth", "7", "--format", "latex"]).output)
+    tex = tmp_path / "paths.tex"
+    tex.write_text("\\documentclass{article}\n\\usepackage{amsmath}\n\\begin{document}\n"
+                   + "\n".join(body) + "\n\\end{document}\n", encoding="utf-8")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "paths.log").read_text(encoding="utf-8", errors="replace")
+    assert done.returncode == 0, log[-2000:]
+    assert "Overfull \\hbox" not in log
+    wide = "\n".join(derive.paths(9, 1).latex_lines(width=80))  # the check can fail
+    tex.write_text(tex.read_text().replace("\\end{document}",
+                                           f"\\begin{{align*}}\n{wide}\n\\end{{align*}}\n"
+                                           "\\end{document}"), encoding="utf-8")
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", tex.name], cwd=tmp_path,
+                   capture_output=True, text=True, timeout=120)
+    assert "Overfull \\hbox" in (tmp_path / "paths.log").read_text(errors="replace")

@@ -68,13 +68,21 @@ def test_json_wrt_x(capsysbinary) -> None:
 def test_latex_is_an_align_broken_over_lines(capsysbinary) -> None:
     _, out, _ = run(capsysbinary, "--depth", "6", "--format", "latex")
     lines = out.splitlines()
-    assert lines[0].startswith("% 32 terms") and lines[1] == "\\begin{align*}"
-    assert lines[-1] == "\\end{align*}"
-    rows = lines[2:-1]
+    assert lines[0].startswith("% 32 terms") and lines[1:3] == ["{\\allowdisplaybreaks",
+                                                                "\\begin{align*}"]
+    assert lines[-2:] == ["\\end{align*}", "}"]
+    rows = lines[3:-2]
     assert len(rows) > 3 and rows[0].startswith(gradient_latex(1) + " &= I + ")
     assert all(r.endswith(" \\\\") for r in rows[:-1]) and all(r.startswith("&") for r in rows[1:])
     body = " ".join(r.removesuffix(" \\\\") for r in rows)
     assert body.count("\\frac{\\partial f_") == sum(len(t) for t in iter_terms(6))
+
+
+def test_short_latex_is_a_bare_align(capsysbinary) -> None:
+    _, out, _ = run(capsysbinary, "--depth", "3", "--format", "latex", "--notation", "jacobian")
+    assert out == ("% 4 terms (2^2), one path per subset of blocks 2..3\n\\begin{align*}\n"
+                   "\\frac{\\partial y}{\\partial f_{1}} &= I + J_{2} + J_{3} + J_{3} J_{2}\n"
+                   "\\end{align*}\n")
 
 
 def test_markdown_is_display_math(capsysbinary) -> None:

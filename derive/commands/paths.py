@@ -139,9 +139,11 @@ def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
         return
     rows = nt.iter_latex_lines(iter_terms(depth, wrt), wrt, notation)
     if fmt == "latex":
-        yield f"% {_summary(depth, wrt)}\n\\begin{{align*}}\n"
+        long = depth - (0 if wrt == "x" else wrt) > 4  # more than 16 terms: may span pages
+        yield f"% {_summary(depth, wrt)}\n" + ("{\\allowdisplaybreaks\n" if long else "")
+        yield "\\begin{align*}\n"
         yield from _joined(rows)
-        yield "\n\\end{align*}\n"
+        yield "\n\\end{align*}\n" + ("}\n" if long else "")
     else:
         yield "$$\n\\begin{aligned}\n"
         yield from _joined(rows)
