@@ -178,7 +178,7 @@ def _power_exponent(expr: sympy.Expr) -> sympy.Expr | None:
 
 
 def _rate_law(rates: list[sympy.Expr]) -> str:
-    values = [sympy.N(r) if r.is_number else r for r in rates]
+    values = [finish(r) if r.is_number else r for r in rates]
     if all((r - 1).is_positive for r in values):
         return "exponential"
     if all((1 - r).is_positive and r.is_positive for r in values):
@@ -200,21 +200,43 @@ def growth(expr: sympy.Expr) -> str:
         expr = expr.args[-1].expr
     if not expr.has(K):
         return "constant"
+    masked, back = mask(expr)
     if expr.has(sympy.gamma, sympy.RisingFactorial):
-        exponent = _power_exponent(expr)
+        exponent = _power_exponent(masked)
         if exponent is None:
             return "power law"
+        exponent = exponent.xreplace(back)
         if exponent.is_number and not exponent.is_Rational:
-            exponent = sympy.N(exponent, 3)
+            exponent = sympy.N(finish(exponent), 3)
         return f"power law, K^({exponent})" if exponent != 1 else "linear"
     expanded = sympy.expand(expr)
     if expanded.is_polynomial(K):
         degree = sympy.Poly(expanded, K).degree()
         return "linear" if degree == 1 else f"polynomial (degree {degree})"
-    rates = [p.base for p in expr.atoms(sympy.Pow) if p.exp.has(K) and not p.base.has(K)]
+    rates = [p.base.xreplace(back) for p in masked.atoms(sympy.Pow)
+             if p.exp.has(K) and not p.base.has(K)]
     if rates:
         return _rate_law(rates)
     return "other"
+
+
+def mask(expr: sympy.Expr, keep: sympy.Symbol | None = None
+         ) -> tuple[sympy.Expr, dict[sympy.Symbol, sympy.Expr]]:
+    """Replace the unevaluated moments (free of ``keep``) by positive symbols.
+
+    SymPy's simplifiers query signs, which would evaluate each moment by
+    quadrature; masked, they are plain positive symbols. Returns the masked
+    expression and the map back.
+
+    >>> from derive.gaussian import TanhMoment
+    >>> masked, back = mask(1 + TanhMoment(2))
+    >>> masked, back[sympy.Symbol("_m0", positive=True)] == TanhMoment(2)
+    (_m0 + 1, True)
+    """
+    found = sorted((f for f in _special(expr) if keep is None or not f.has(keep)),
+                   key=sympy.default_sort_key)
+    names = {f: sympy.Symbol(f"_m{i}", positive=True) for i, f in enumerate(found)}
+    return expr.xreplace(names), {v: f for f, v in names.items()}
 
 
 def _is_exact(value: sympy.Expr) -> bool:

@@ -114,17 +114,19 @@ class Recursion:
 
     @cached_property
     def _solution(self) -> tuple[sympy.Expr | None, str | None]:
+        # The unevaluated moments are masked as positive symbols while SymPy solves.
         if self.direction == "forward":
-            coefficients = closed_forms.affine_coefficients(self.step, _x)
+            step, back = closed_forms.mask(self.step, keep=_x)
+            coefficients = closed_forms.affine_coefficients(step, _x)
             if coefficients is None:
                 return None, (
                     f"the map $q_{{k-1}} \\mapsto q_k$ is not affine in $q_{{k-1}}$ for "
                     f"{self.config.activation} without normalization, so no closed form "
                     f"is derived; the recursion is iterated numerically ({PRECISION} digits)"
                 )
-            return closed_forms.solve_affine(*coefficients), None
+            return closed_forms.solve_affine(*coefficients).xreplace(back), None
         if not self.step.has(_x):
-            return closed_forms.solve_product(self.step), None
+            return _product(self.step), None
         assert self.forward_part is not None
         forward = self.forward_part.closed_form
         if forward is None:
@@ -135,12 +137,12 @@ class Recursion:
         q_closed = forward.rhs
         if isinstance(q_closed, sympy.Piecewise):  # q_0 at K = 0, the last branch after
             first = self.step.xreplace({_x: q0})
-            later = self.step.xreplace({_x: q_closed.args[-1].expr.xreplace({K: k - 1})})
-            rest = closed_forms.solve_product(closed_forms.tidy(later), 2)
-            body = closed_forms.tidy(first * rest)
+            rest = _product(self.step.xreplace({_x: q_closed.args[-1].expr.xreplace({K: k - 1})}),
+                            start=2)
+            body, back = closed_forms.mask(first * rest)
+            body = closed_forms.tidy(body).xreplace(back)
             return sympy.Piecewise((sympy.Integer(1), sympy.Eq(K, 0)), (body, True)), None
-        factor = closed_forms.tidy(self.step.xreplace({_x: q_closed.xreplace({K: k - 1})}))
-        return closed_forms.solve_product(factor), None
+        return _product(self.step.xreplace({_x: q_closed.xreplace({K: k - 1})})), None
 
     @property
     def closed_form(self) -> sympy.Eq | None:
@@ -391,6 +393,12 @@ def compare(
                 "value": recursion.at(depth, q0),
             })
     return rows
+
+
+def _product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:
+    """prod_{k=start}^{K} factor, solved with the moments masked."""
+    masked, back = closed_forms.mask(factor)
+    return closed_forms.solve_product(closed_forms.tidy(masked), start).xreplace(back)
 
 
 class _CallableModule(types.ModuleType):
