@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import sympy
 
+from derive.closed_forms import mask
 from derive.derivation import Derivation, Step
 from derive.gaussian import Activation, Expectation
 from derive.model import K, d, k, q, q0
@@ -182,7 +183,8 @@ def _check(recursion: Recursion) -> Step | None:
         ratio = sol.xreplace({K: k}) / sol.xreplace({K: k - 1})
         lhs = sympy.Add(ratio, -factor, evaluate=False)
         what = "$(d_0/d_k)/(d_0/d_{k-1})$ minus the factor of block $k$"
-    residual = sympy.simplify(sympy.gammasimp(sympy.expand_func(lhs.doit())))
+    masked, back = mask(lhs.doit())
+    residual = sympy.simplify(sympy.gammasimp(sympy.expand_func(masked))).xreplace(back)
     where = "for $k \\ge 1$" if first == 1 else "for $k \\ge 2$"
     return Step(lhs, residual, f"check: {what} simplifies to zero {where}")
 
