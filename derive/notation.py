@@ -19,6 +19,7 @@ This module imports no SymPy, so the command line streams text fast.
 from __future__ import annotations
 
 import decimal
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -198,10 +199,15 @@ def iter_latex_lines(
     &\quad + J_{3} J_{2}
     """
     check_notation(notation)
+    widths: dict[int, float] = {}
+    pieces: dict[tuple[int, int | str], str] = {}
     row, used, empty = f"{gradient_latex(wrt)} &= ", 0.0, True
     for index, term in enumerate(terms):
-        factors = list(pairs(term, wrt))
-        need = sum(_factor_width(a, notation) for a, _ in factors) if factors else 0.8
+        factors = [*itertools.pairwise(term), (term[-1], wrt)] if term else []
+        for a, _ in factors:
+            if a not in widths:
+                widths[a] = _factor_width(a, notation)
+        need = sum(widths[a] for a in term) if term else 0.8
         if index:
             if not empty and used + _PLUS_WIDTH + need > width:
                 yield row
@@ -210,12 +216,19 @@ def iter_latex_lines(
             used, empty = used + _PLUS_WIDTH, False
         if not factors:
             row, used, empty = row + "I", used + need, False
-        for i, (a, b) in enumerate(factors):
-            w = _factor_width(a, notation)
+        elif used + need <= width:  # the whole term fits on this row
+            for pair in factors:
+                if pair not in pieces:
+                    pieces[pair] = factor_latex(*pair, notation)
+            row += " ".join([pieces[pair] for pair in factors])
+            used, empty = used + need, False
+            continue
+        for i, pair in enumerate(factors):
+            w = widths[pair[0]]
             if i and used + w > width:
                 yield row
                 row, used, empty = "&\\qquad ", 0.0, True
-            row += ("" if empty or not i else " ") + factor_latex(a, b, notation)
+            row += ("" if empty or not i else " ") + factor_latex(*pair, notation)
             used, empty = used + w, False
     yield row
 

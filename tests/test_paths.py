@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import derive
 from derive.errors import DeriveError
 from derive.model import jacobian
+from derive.notation import latex_lines
 from derive.paths import MAX_TERMS, PathSum, count_paths, iter_terms, path_lengths
 
 DIM = 2
@@ -328,6 +329,11 @@ def test_latex_lines_fit_an_article_page(tmp_path) -> None:
         "\\begin{align*}\n" + " \\\\\n".join(derive.paths(n, w, notation=nt).latex_lines())
         + "\n\\end{align*}"
         for nt in ("udl", "jacobian") for n, w in cases
+    ]
+    body += [  # one term longer than a row: it continues on the next rows
+        "\\begin{align*}\n" + " \\\\\n".join(latex_lines([(), tuple(range(30, 1, -1))], 1, nt))
+        + "\n\\end{align*}"
+        for nt in ("udl", "jacobian")
     ]
     runner = CliRunner()
     body.append(runner.invoke(command, ["--depth", "7", "--format", "latex"]).output)
