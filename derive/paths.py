@@ -316,7 +316,14 @@ class PathSum:
         return self.short_latex()
 
     def _repr_latex_(self) -> str:
-        """Jupyter display: dy/df_j = the sum (abbreviated past 64 terms)."""
+        """Jupyter display: dy/df_j = the sum over aligned rows (one abbreviated line past 64).
+
+        >>> PathSum(2, notation="jacobian")._repr_latex_()
+        '$\\\\begin{aligned}\\n\\\\frac{\\\\partial y}{\\\\partial f_{1}} &= I + J_{2}\\n\\\\end{aligned}$'
+        """  # noqa: E501
+        if self.count <= 64:
+            rows = " \\\\\n".join(self.latex_lines())
+            return f"$\\begin{{aligned}}\n{rows}\n\\end{{aligned}}$"
         return f"$\\displaystyle {_nt.gradient_latex(self.wrt)} = {self.short_latex()}$"
 
     @property

@@ -287,9 +287,13 @@ def test_unknown_notation() -> None:
 def test_sympy_and_jupyter_display() -> None:
     paths = derive.paths(3, notation="jacobian")
     assert sympy.latex(paths) == "I + J_{2} + J_{3} + J_{3} J_{2}"
-    assert paths._repr_latex_().startswith("$\\displaystyle \\frac{\\partial y}{\\partial f_{1}} =")
+    assert paths._repr_latex_() == (
+        "$\\begin{aligned}\n\\frac{\\partial y}{\\partial f_{1}} &= I + J_{2} + J_{3} + J_{3} J_{2}"
+        "\n\\end{aligned}$"
+    )
     big = derive.paths(40)
     assert "\\cdots" in sympy.latex(big) and len(big._repr_latex_()) < 2000
+    assert big._repr_latex_().startswith("$\\displaystyle \\frac{\\partial y}{\\partial f_{1}} = I")
 
 
 def test_jacobian_symbols_are_the_models() -> None:
