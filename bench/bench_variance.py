@@ -7,6 +7,7 @@ the compared variants run side by side in the same invocation.
 
 from __future__ import annotations
 
+import resource
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 GRID = """
 import time
 t0 = time.perf_counter()
+c0 = time.process_time()
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.variance import variance
 for init in INITS:
@@ -24,7 +26,7 @@ for init in INITS:
                 a = variance(init, act, norm, branch)
                 for r in (a.forward, a.backward):
                     r.closed_form, r.growth, r.at(50)
-print(time.perf_counter() - t0)
+print(time.perf_counter() - t0, time.process_time() - c0)
 """
 
 SHAPES = """
@@ -59,27 +61,33 @@ def _python(code: str) -> str:
     return out.stdout.strip()
 
 
-def _wall(args: list[str], repeat: int = 3) -> float:
-    times = []
+def _wall(args: list[str], repeat: int = 3) -> tuple[float, float]:
+    """Median wall time and CPU time (user + sys) of ``derive ARGS`` in a fresh process."""
+    walls, cpus = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "derive", *args], capture_output=True, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
     """Run the measurements and print one Markdown table."""
     rows = []
-    grid = [float(_python(GRID)) for _ in range(2)]
+    grid = min(tuple(float(v) for v in _python(GRID).split()) for _ in range(2))
     rows.append(("full grid: 90 configurations x 2 directions, closed forms, growth, "
-                 "values at K = 50 (cold, fresh process)", f"{min(grid):.2f} s", "< 10 s"))
+                 "values at K = 50 (cold, fresh process, imports included, best of 2)",
+                 f"{grid[0]:.2f} s wall, {grid[1]:.2f} s CPU", "< 10 s"))
     for args in (["variance"],
                  ["variance", "--init", "he", "--activation", "gelu", "--norm", "pre"],
                  ["variance", "--activation", "tanh", "--depth", "50"],
                  ["variance", "--init", "he", "--compare"]):
-        rows.append((f"`derive {' '.join(args)}` wall, start-up included (median of 3)",
-                     f"{_wall(args):.2f} s", "< 2 s"))
+        wall, cpu = _wall(args)
+        rows.append((f"`derive {' '.join(args)}`, start-up included (median of 3)",
+                     f"{wall:.2f} s wall, {cpu:.2f} s CPU", "< 2 s"))
     count, direct, shape, shipped = _python(SHAPES).split()
     direct_s = float(direct)
     rows.append((f"rsolve on each of {count} affine forward recursions (no cache)",
