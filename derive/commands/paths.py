@@ -6,6 +6,7 @@ memory; counts and lengths never enumerate. Imports no SymPy.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -131,10 +132,9 @@ def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
     if fmt == "json":
         yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}, "notation": "{notation}", '
                f'"count": {1 << (depth - (0 if wrt == "x" else wrt))}, "terms": [')
-        yield from _chunked(json.dumps(list(t)) for t in iter_terms(depth, wrt))
+        yield from _chunked(str(list(t)) for t in iter_terms(depth, wrt))  # JSON arrays
         yield f'], "latex": "{json.dumps(nt.gradient_latex(wrt))[1:-1]} = '
-        yield from _chunked((json.dumps(nt.term_latex(t, wrt, notation))[1:-1]
-                             for t in iter_terms(depth, wrt)), " + ")
+        yield from _chunked(_latex_terms(depth, wrt, notation, escape=True), " + ")
         yield '"}\n'
         return
     rows = nt.iter_latex_lines(iter_terms(depth, wrt), wrt, notation)
@@ -148,6 +148,26 @@ def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
         yield "$$\n\\begin{aligned}\n"
         yield from _joined(rows)
         yield f"\n\\end{{aligned}}\n$$\n\n{_summary(depth, wrt)}.\n"
+
+
+def _latex_terms(depth: int, wrt: int | str, notation: str, escape: bool) -> Iterator[str]:
+    """Each term's LaTeX (JSON-escaped if ``escape``), from cached factor pieces."""
+    from derive.notation import factor_latex
+    from derive.paths import iter_terms
+
+    pieces: dict[tuple[int, int | str], str] = {}
+    for term in iter_terms(depth, wrt):
+        if not term:
+            yield "I"
+            continue
+        out = []
+        for pair in (*itertools.pairwise(term), (term[-1], wrt)):
+            piece = pieces.get(pair)
+            if piece is None:
+                piece = factor_latex(*pair, notation)
+                piece = pieces[pair] = json.dumps(piece)[1:-1] if escape else piece
+            out.append(piece)
+        yield " ".join(out)
 
 
 def _chunked(items: Iterable[str], separator: str = ", ", size: int = 4096) -> Iterator[str]:
