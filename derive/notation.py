@@ -56,6 +56,15 @@ def check_notation(notation: object) -> str:
     return str(notation)
 
 
+def subscript(index: int | str) -> str:
+    """Unicode subscript digits of a block index.
+
+    >>> subscript(12)
+    '₁₂'
+    """
+    return str(index).translate(_SUB)
+
+
 def _base_text(wrt: Wrt) -> str:
     return "x" if wrt == "x" else "f" + str(wrt).translate(_SUB)
 

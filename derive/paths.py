@@ -26,7 +26,7 @@ import sys
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from math import comb
 from typing import TYPE_CHECKING, Any
 
@@ -355,12 +355,24 @@ def _sum_forms(s: PathSum, notation: str) -> tuple[str, str]:
     return text, p.short_latex(EXPANDED_TERMS)
 
 
+@cache
+def _generic_counts() -> tuple[sympy.Expr, ...]:
+    """Derived once by SymPy: prod 2 = 2^(N-j), sum C(m, L) = 2^m, mean length m/2."""
+    import sympy
+
+    n_, j_, i_, m_, l_ = sympy.symbols("N j i m L", integer=True, positive=True)
+    count = sympy.product(2, (i_, j_ + 1, n_))
+    total = sympy.summation(sympy.binomial(m_, l_), (l_, 0, m_))
+    mean = sympy.simplify(sympy.summation(l_ * sympy.binomial(m_, l_), (l_, 0, m_)) / total)
+    return count, m_, l_, total, mean
+
+
 def _derivation(s: PathSum) -> Derivation:
     import sympy
 
     from derive.derivation import Derivation, Step
 
-    n_, j_, i_, m_, l_ = sympy.symbols("N j i m L", integer=True, positive=True)
+    count_n, m_, l_, total, mean = _generic_counts()
     h = sympy.Function("h")
     kk = sympy.Symbol("k", integer=True)
     m, j = len(s.blocks), 0 if s.wrt == "x" else s.wrt
@@ -377,8 +389,8 @@ def _derivation(s: PathSum) -> Derivation:
     ]
     if s.wrt != "x":
         steps.append(Step(
-            _nt.shown(f"∂h{_nt.factor_text(j, 0, 'jacobian')[1:]}/∂{_nt.gradient_text(j)[4:]}",
-                  f"\\frac{{\\partial h_{{{j}}}}}{{\\partial f_{{{j}}}}}"),
+            _nt.shown(f"∂h{_nt.subscript(j)}/∂f{_nt.subscript(j)}",
+                      f"\\frac{{\\partial h_{{{j}}}}}{{\\partial f_{{{j}}}}}"),
             identity, f"$h_{{{j}}} = h_{{{j - 1}}} + f_{{{j}}}(h_{{{j - 1}}})$: the output "
             f"of $f_{{{j}}}$ enters $h_{{{j}}}$ unchanged"))
     product_text, product_latex = _nt.product_forms(s.blocks)
@@ -396,7 +408,7 @@ def _derivation(s: PathSum) -> Derivation:
                           "the book's notation: $J_a$ reached from block $b$ is written "
                           "$\\partial f_a / \\partial f_b$"))
         jac_text, jac_latex = udl_text, udl_latex
-    count, count_n = _nt.shown("#paths", "\\#\\,\\text{paths}"), sympy.product(2, (i_, j_ + 1, n_))
+    count = _nt.shown("#paths", "\\#\\,\\text{paths}")
     value = sympy.Integer(s.count) if m <= 64 else sympy.Pow(2, m, evaluate=False)
     steps += [
         Step(count, count_n, "each of the $N - j$ factors contributes $I$ or $J_k$"),
@@ -404,11 +416,9 @@ def _derivation(s: PathSum) -> Derivation:
         Step(_nt.shown("#paths of length L", "\\#\\,\\text{paths with } L \\text{ factors}"),
              sympy.binomial(m_, l_),
              "a path through $L$ residual branches picks $L$ of the $m = N - j$ later blocks"),
-        Step(sympy.Sum(sympy.binomial(m_, l_), (l_, 0, m_)),
-             sympy.summation(sympy.binomial(m_, l_), (l_, 0, m_)),
+        Step(sympy.Sum(sympy.binomial(m_, l_), (l_, 0, m_)), total,
              "the lengths account for every path"),
-        Step(_nt.shown("mean length", "\\text{mean length}"),
-             sympy.simplify(sympy.summation(l_ * sympy.binomial(m_, l_), (l_, 0, m_)) / 2**m_),
+        Step(_nt.shown("mean length", "\\text{mean length}"), mean,
              f"most paths pass through about half of the $m = {m}$ later blocks"),
     ]
     return Derivation(

@@ -311,6 +311,10 @@ def test_derivation_steps() -> None:
     assert d.result.text() == "∂y/∂f₁ = " + " + ".join(EQ_11_6)
     assert "#paths = 8" in texts
     assert any(s.rhs == 2 ** sympy.Symbol("m", integer=True, positive=True) for s in d.steps)
+    general = next(st.rhs for st in d.steps if {str(x) for x in st.rhs.free_symbols} == {"N", "j"})
+    for depth, wrt in ((4, 1), (9, 3), (60, 7)):  # SymPy's product against count_paths
+        n_, j_ = sorted(general.free_symbols, key=str)
+        assert general.xreplace({n_: depth, j_: wrt}) == count_paths(depth, wrt)
     for step in d.steps:  # every step prints both ways
         assert step.latex() and step.text()
     big = derive.paths(200).derivation  # shows the product and counts, not 2^199 terms
