@@ -214,52 +214,119 @@ def _norm_backward(
     return (gy - mean - y * along) / std
 
 
-def sums(config: VarianceConfig, draws: Draws, q0: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of h_k^2 and of (dL/dh_k)^2 for k = 0..K over the units, inputs and
-    networks of ``draws``: the measurement before it is normalized.
+def _apply(arrays: list[np.ndarray], weights: np.ndarray) -> list[np.ndarray]:
+    """``a @ weights`` for each array, as one matrix product over their stacked rows."""
+    if len(arrays) == 1:
+        return [arrays[0] @ weights]
+    return np.split(np.concatenate(arrays, axis=1) @ weights, len(arrays), axis=1)
 
-    >>> forward, backward = sums(VarianceConfig(init="he"), Draws(3, 64, 16, count=2))
-    >>> forward.shape, backward.shape
-    ((4,), (4,))
-    """
-    p = numeric(config, draws.width)
-    width, hidden, mlp = draws.width, p.hidden, p.branch == "mlp"
-    second = draws.weights(_SECOND, hidden, width)
-    first = draws.weights(_FIRST, width, hidden) if mlp else None
-    uniforms = draws.uniforms() if p.dropout > 0 else None
-    keep = 1.0 / (1.0 - p.dropout)
-    forward, backward = np.zeros(draws.depth + 1), np.zeros(draws.depth + 1)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        h = draws.inputs() * math.sqrt(q0)
-        forward[0] = np.sum(h * h)
-        caches = []
-        for block in range(draws.depth):
-            x = h
-            a, norm_in = _norm(x, p.gamma) if p.norm == "pre" else (x, None)
-            z = (a @ first[block]) * p.sigma_first if first is not None else a
-            u, dphi = _activation(p.activation, z, p.slope)
-            f = (u @ second[block]) * p.sigma_second
-            mask = None if uniforms is None else (uniforms[block] >= p.dropout) * keep
-            if mask is not None:
-                f = f * mask
-            h, norm_out = _norm(x + f, p.gamma) if p.norm == "post" else (x + f, None)
-            forward[block + 1] = np.sum(h * h)
-            caches.append((norm_in, dphi, mask, norm_out))
-        grad = draws.upstream()
-        backward[-1] = np.sum(grad * grad)
-        for block in reversed(range(draws.depth)):
-            norm_in, dphi, mask, norm_out = caches[block]
+
+def _backward_of(weights: np.ndarray) -> np.ndarray:
+    return weights.swapaxes(-1, -2)
+
+
+def _run(
+    params: list[_Numeric],
+    draws: Draws,
+    x: np.ndarray,
+    record: list[tuple[list[np.ndarray], list[np.ndarray]]] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Forward and hand-written backward passes of several configurations on one
+    set of draws, block by block; the configurations sharing a weight matrix are
+    multiplied by it together. Returns the sums of h_k^2 and (dL/dh_k)^2."""
+    depth, count = draws.depth, len(params)
+    mlp = [i for i, p in enumerate(params) if p.branch == "mlp"]
+    sizes = {p.hidden for p in params}
+    first = {m: draws.weights(_FIRST, draws.width, m) for m in {params[i].hidden for i in mlp}}
+    second = {m: draws.weights(_SECOND, m, draws.width) for m in sizes}
+    uniforms = draws.uniforms() if any(p.dropout > 0 for p in params) else None
+    forward, backward = np.zeros((count, depth + 1)), np.zeros((count, depth + 1))
+    hs = [x] * count
+    forward[:, 0] = np.sum(x * x)
+    caches: list[list[tuple]] = [[] for _ in params]
+    trace = [([x], []) for _ in params] if record is not None else None
+
+    def grouped(values, table, scale, members, block, transpose=False):  # type: ignore[no-untyped-def]
+        for m, weights in table.items():
+            group = [i for i in members if params[i].hidden == m]
+            w = weights[block]
+            products = _apply([values[i] for i in group], _backward_of(w) if transpose else w)
+            for i, product in zip(group, products, strict=True):
+                values[i] = product * scale(i)
+
+    for block in range(depth):
+        xs, norm_in = hs, [None] * count
+        z = list(xs)
+        for i, p in enumerate(params):
+            if p.norm == "pre":
+                z[i], norm_in[i] = _norm(xs[i], p.gamma)
+        grouped(z, first, lambda i: params[i].sigma_first, mlp, block)
+        u, dphi = [], []
+        for i, p in enumerate(params):
+            value, slope = _activation(p.activation, z[i], p.slope)
+            u.append(value)
+            dphi.append(slope)
+        grouped(u, second, lambda i: params[i].sigma_second, range(count), block)
+        new = []
+        for i, p in enumerate(params):
+            mask = None
+            if p.dropout > 0 and uniforms is not None:
+                mask = (uniforms[block] >= p.dropout) * (1.0 / (1.0 - p.dropout))
+                u[i] = u[i] * mask
+            h, norm_out = _norm(xs[i] + u[i], p.gamma) if p.norm == "post" else (xs[i] + u[i], None)
+            new.append(h)
+            forward[i, block + 1] = np.sum(h * h)
+            caches[i].append((norm_in[i], dphi[i], mask, norm_out))
+            if trace is not None:
+                trace[i][0].append(h)
+        hs = new
+    grads = [draws.upstream()] * count
+    backward[:, depth] = np.sum(grads[0] * grads[0])
+    if trace is not None:
+        for i in range(count):
+            trace[i][1].append(grads[0])
+    for block in reversed(range(depth)):
+        through, branch = list(grads), list(grads)
+        for i, p in enumerate(params):
+            _, _, mask, norm_out = caches[i][block]
             if norm_out is not None:
-                grad = _norm_backward(grad, norm_out, p.gamma)
-            grad_f = grad if mask is None else grad * mask
-            grad_a = (grad_f @ second[block].swapaxes(-1, -2)) * (p.sigma_second * dphi)
-            if first is not None:
-                grad_a = (grad_a @ first[block].swapaxes(-1, -2)) * p.sigma_first
+                through[i] = _norm_backward(grads[i], norm_out, p.gamma)
+            branch[i] = through[i] if mask is None else through[i] * mask
+        grouped(branch, second, lambda i: params[i].sigma_second, range(count), block, True)
+        for i in range(count):
+            branch[i] = branch[i] * caches[i][block][1]
+        grouped(branch, first, lambda i: params[i].sigma_first, mlp, block, True)
+        for i, p in enumerate(params):
+            norm_in = caches[i][block][0]
             if norm_in is not None:
-                grad_a = _norm_backward(grad_a, norm_in, p.gamma)
-            grad = grad + grad_a
-            backward[block] = np.sum(grad * grad)
-    return forward, backward
+                branch[i] = _norm_backward(branch[i], norm_in, p.gamma)
+            grads[i] = through[i] + branch[i]
+            backward[i, block] = np.sum(grads[i] * grads[i])
+            if trace is not None:
+                trace[i][1].append(grads[i])
+    if record is not None and trace is not None:
+        record.extend((f, b[::-1]) for f, b in trace)
+    return list(zip(forward, backward, strict=True))
+
+
+def propagate(
+    config: VarianceConfig, draws: Draws, q0: float = 1.0, inputs: np.ndarray | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Activations h_0..h_K and gradients dL/dh_0..dL/dh_K of ``L = <g, h_K>``.
+
+    The inputs are ``sqrt(q0)`` times the standard normals of ``draws`` unless
+    ``inputs`` is given; the backward pass is written out by hand (LayerNorm,
+    dropout masks, activation derivatives) through the same weights and masks.
+
+    >>> hs, grads = propagate(VarianceConfig(init="he"), Draws(3, 8, 2, count=2))
+    >>> len(hs), hs[0].shape, bool((grads[-1] == Draws(3, 8, 2, count=2).upstream()).all())
+    (4, (2, 2, 8), True)
+    """
+    x = draws.inputs() * math.sqrt(q0) if inputs is None else inputs
+    record: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _run([numeric(config, draws.width)], draws, x, record)
+    return record[0]
 
 
 #: Networks run side by side (stacked along the first axis) in one batch of draws.
@@ -283,7 +350,7 @@ def measure(
     (dL/dh_k)^2 divided by the measured mean of (dL/dh_K)^2. Means run over
     units, inputs and ``seeds`` networks, which are drawn ``CHUNK`` at a time and
     shared by all configurations (only the weights' scales differ). ``progress``
-    is called with 1 after each configuration on each chunk.
+    is called with 1 after each chunk.
 
     >>> [(f, b)] = measure([VarianceConfig(init="he")], depth=2, width=128, seeds=2, batch=16)
     >>> [round(v) for v in f], [round(v) for v in b]
@@ -292,17 +359,17 @@ def measure(
     configs = list(configs)
     seeds = _count(seeds, "seeds", 1)
     q0 = _positive(q0, "q0")
-    for config in configs:
-        numeric(config, width)
+    params = [numeric(config, width) for config in configs]
     totals = [(np.zeros(depth + 1), np.zeros(depth + 1)) for _ in configs]
     for first in range(0, seeds, CHUNK):
         draws = Draws(depth, width, batch, seed=seed, first=first, count=min(CHUNK, seeds - first))
-        for config, (forward, backward) in zip(configs, totals, strict=True):
-            f, b = sums(config, draws, q0)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            results = _run(params, draws, draws.inputs() * math.sqrt(q0))
+        for (forward, backward), (f, b) in zip(totals, results, strict=True):
             forward += f
             backward += b
-            if progress is not None:
-                progress(1)
+        if progress is not None:
+            progress(1)
     count = seeds * _count(batch, "batch", 1) * width
     with np.errstate(invalid="ignore", divide="ignore"):
         return [(forward / count, backward / backward[-1]) for forward, backward in totals]
@@ -455,17 +522,17 @@ def steps(configs: int, seeds: int) -> int:
     """How many times :func:`compare` reports progress for ``configs`` configurations.
 
     >>> steps(90, 16)
-    450
+    94
     """
-    return configs * (-(-seeds // CHUNK) + 1)
+    return configs + -(-seeds // CHUNK)
 
 
 def _row(label: str, direction: str, k: int, want: float, got: float, tol: float) -> CheckRow:
     with np.errstate(invalid="ignore", divide="ignore"):
-        error = abs(got - want) / abs(want) if want != 0 else abs(got - want)
+        error = float(abs(got - want) / abs(want) if want != 0 else abs(got - want))
     if not math.isfinite(error):
         error = math.inf
-    return CheckRow(label, direction, k, want, got, error, tol, error <= tol)
+    return CheckRow(label, direction, k, float(want), float(got), float(error), tol, error <= tol)
 
 
 def compare(
