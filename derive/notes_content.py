@@ -69,6 +69,24 @@ def _sim() -> dict[str, int]:
     return dict(SIM)
 
 
+class _Shown(sympy.Symbol):
+    """A symbol with its own LaTeX and text (display only, e.g. ``#paths``)."""
+
+    def __new__(cls, tex: str, plain: str) -> _Shown:
+        obj = super().__new__(cls, plain, commutative=False)
+        obj._tex = tex
+        return obj
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, Any]]:
+        return (self._tex, self.name), {}
+
+    def _latex(self, printer: Any) -> str:
+        return self._tex
+
+    def _sympystr(self, printer: Any) -> str:
+        return self.name
+
+
 def _m(expr: object) -> str:
     """Inline math of an expression, for prose and table cells."""
     return f"${latex(expr)}$"
@@ -127,18 +145,23 @@ def _paths(depth: int) -> Section:
     from derive.paths import PathSum, count_paths, path_lengths
 
     blocks, length = sympy.Symbol("N", integer=True, positive=True), sympy.Symbol("L")
+    block = sympy.Symbol("k", integer=True, positive=True)
     total = sympy.summation(sympy.binomial(blocks, length), (length, 0, blocks))
-    whole = PathSum(depth, "x")
-    paths_x = sympy.Symbol(r"\#paths(x \to y)")
+    at_depth = total.subs(blocks, depth)
+    if at_depth != count_paths(depth, "x"):  # pragma: no cover (two derivations disagree)
+        raise AssertionError("the path count disagrees with derive.paths")
+    paths_x = _Shown(r"\#\,\text{paths}(x \to y)", "#paths(x → y)")
+    factors = sympy.Product(_Shown("I", "I") + _Shown("J_{k}", "Jₖ"), (block, 1, blocks))
     count = Derivation(
         "Input-to-output paths", "paths/input-output",
-        (f"{depth} residual blocks, $J_k$ the Jacobian of block $k$",),
-        (Step(sympy.Symbol(r"\partial y/\partial x"), whole.factored,
-              "chain rule: one factor (identity plus Jacobian) per block"),
+        ("$N$ residual blocks, $J_k$ the Jacobian of block $k$",),
+        (Step(_Shown(r"\partial y/\partial x", "∂y/∂x"), factors,
+              "chain rule: one factor (identity plus Jacobian) per block, later blocks on "
+              "the left"),
          Step(paths_x, sympy.Sum(sympy.binomial(blocks, length), (length, 0, blocks)),
               "choose which $L$ of the $N$ blocks the path passes through"),
          Step(paths_x, total, "binomial theorem (SymPy summation)"),
-         Step(paths_x.subs({}), sympy.Integer(count_paths(depth, "x")), f"at $N = {depth}$")),
+         Step(paths_x, at_depth, f"at $N = {depth}$")),
         Step(paths_x, total))
     grad = PathSum(depth, 1, notation="udl")
     lengths_x, lengths_1 = path_lengths(depth, "x"), path_lengths(depth, 1)
