@@ -44,21 +44,19 @@ def _affine_shape(additive: bool) -> sympy.Expr:
 def affine_coefficients(rhs: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr] | None:
     """``(a, b)`` when ``rhs`` is ``a x + b`` with ``a``, ``b`` free of ``x``, else None.
 
+    Read off by differentiation, so the coefficients keep their shape.
+
     >>> x = sympy.Symbol("x")
     >>> affine_coefficients(3 * x / 2, x), affine_coefficients(x + sympy.sqrt(x), x)
     ((3/2, 0), None)
     """
-    expanded = sympy.expand(rhs)
-    if not expanded.is_polynomial(x):
+    a = sympy.diff(rhs, x)
+    if a.has(x) or a.has(sympy.Derivative):
         return None
-    poly = sympy.Poly(expanded, x)
-    if poly.degree() > 1:
+    b = (rhs - a * x).subs(x, 0)
+    if b.has(x) or b.has(sympy.nan):
         return None
-    a = sympy.cancel(expanded.coeff(x, 1))
-    b = sympy.cancel(expanded.coeff(x, 0))
-    if a.has(x) or b.has(x):
-        return None
-    return a, b
+    return (sympy.cancel(a) if not a.atoms(sympy.Function) else a), b
 
 
 def solve_affine(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
@@ -95,7 +93,7 @@ def solve_affine_by_shape(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     c**K*q_0
     """
     if a == 1:
-        return sympy.expand(_affine_shape(True).xreplace({_b: b}))
+        return _affine_shape(True).xreplace({_b: b})
     general = _affine_shape(False).xreplace({_a: a, _b: b})
     if b == 0:
         return sympy.powsimp(sympy.cancel(sympy.together(general)))
@@ -208,7 +206,10 @@ def growth(expr: sympy.Expr) -> str:
         exponent = exponent.xreplace(back)
         if exponent.is_number and not exponent.is_Rational:
             exponent = sympy.N(finish(exponent), 3)
-        return f"power law, K^({exponent})" if exponent != 1 else "linear"
+        if exponent == 1:
+            return "linear"
+        shown = str(exponent)
+        return f"power law, K^({shown})" if len(shown) <= 40 else "power law"
     expanded = sympy.expand(expr)
     if expanded.is_polynomial(K):
         degree = sympy.Poly(expanded, K).degree()
