@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -57,15 +58,23 @@ def _phi(name: str, slope: float = 0.01):
     }[name]
 
 
-def _quad_std(f, variance: float) -> float:
-    """E[f(z)] for z ~ N(0, variance), by scipy.integrate.quad in u = z / s."""
+def _quad_std(f, variance: float, scale: float | None = None) -> float:
+    """E[f(z)] for z ~ N(0, variance), by scipy.integrate.quad in u = z / s.
+
+    The line is cut at 0, +-1, +-8 and, where f varies on a scale of 1/s in u
+    (``scale`` = s), at +-1/s, +-4/s and +-16/s.
+    """
     std = math.sqrt(variance)
+    scale = std if scale is None else scale
 
     def g(x: float) -> float:
         return f(std * x) * _pdf(x)
 
-    opts = {"epsabs": 0.0, "epsrel": 1e-13, "limit": 400}
-    pieces = [(-math.inf, -1.0), (-1.0, 0.0), (0.0, 1.0), (1.0, math.inf)]
+    cuts = {0.0, 1.0, 8.0} | {c / scale for c in (1.0, 4.0, 16.0) if c / scale < 8.0}
+    edges = sorted({-c for c in cuts} | cuts)
+    pieces = [(-math.inf, edges[0]), *itertools.pairwise(edges), (edges[-1], math.inf)]
+    rough = sum(abs(integrate.quad(g, lo, hi)[0]) for lo, hi in pieces)
+    opts = {"epsabs": 1e-14 * rough, "epsrel": 1e-13, "limit": 200}
     return sum(integrate.quad(g, lo, hi, **opts)[0] for lo, hi in pieces)
 
 
@@ -150,7 +159,7 @@ def _quad_u(body: sympy.Expr, s_value: float) -> float:
         modules=[{"Phi": special.ndtr, "NormalPDF": lambda x: math.exp(-x * x / 2)
                   / math.sqrt(2 * math.pi)}, "math"],
     )
-    return _quad_std(lambda x: float(f(x)), 1.0)
+    return _quad_std(lambda x: float(f(x)), 1.0, scale=max(s_value, 1.0))
 
 
 S_VALUES = (0.1, 0.7, 1.0, 2.0, 6.0)
