@@ -152,6 +152,15 @@ def test_missing_output_parent_and_template_are_named(capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_output_path_that_is_a_file_is_refused(capsys, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a folder\n")
+    code, err = _run(["notes", "--format", "markdown", "--depth", "2", "--out", str(target)],
+                     capsys)
+    assert code == 2 and "is a file" in err and err.count("\n") == 1
+    assert target.read_text() == "not a folder\n"
+
+
 def test_pdf_without_latex_on_path_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(notes_mod.shutil, "which", lambda name: None)
     code, err = _run(["notes", "--format", "latex", "--pdf", "--depth", "2",
