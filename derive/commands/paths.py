@@ -117,6 +117,8 @@ def _summary(depth: int, wrt: int | str) -> str:
     n = format_int(1 << m)
     if m == 0:
         return f"1 term (2^0): block {depth} is the last, only the identity path"
+    if m == 1:
+        return f"2 terms (2^1): the skip path and the branch of block {depth}"
     return f"{n} terms (2^{m}), one path per subset of blocks {j + 1}..{depth}"
 
 
