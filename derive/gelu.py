@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 
 import sympy
+from mpmath.libmp import prec_to_dps
 
 from derive.derivation import Step
 from derive.gaussian import Expectation, _activation, s, u, z
@@ -72,6 +73,44 @@ class NormalPDF(sympy.Function):
         return f"φ({printer._print(self.args[0])})"
 
 
+class Partial(sympy.Derivative):
+    """A derivative that prints as ``∂/∂s E[...]`` in text (LaTeX as SymPy's).
+
+    >>> from derive.printing import text
+    >>> text(Partial(Expectation(Phi(s * u) ** 2), s))
+    '∂/∂s E[Φ(s·u)²]'
+    """
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        variables = "".join(f"∂{printer._print(v)}" for v in self.variables)
+        return f"∂/{variables} {printer._print(self.expr)}"
+
+
+class Definite(sympy.Integral):
+    """A definite integral that prints as ``∫[a, b] f dx`` in text (LaTeX as SymPy's).
+
+    >>> from derive.printing import text
+    >>> t = sympy.Symbol("t")
+    >>> text(Definite(t**2, (t, 0, s))), Definite(t**2, (t, 0, s)).doit()
+    ('∫[0, s] t² dt', s**3/3)
+    >>> Definite(t**2, (t, 0, 1)).evalf(5)
+    0.33333
+    """
+
+    def _eval_evalf(self, prec: int) -> sympy.Expr:
+        plain = sympy.Integral(*self.args)
+        return plain.evalf(prec_to_dps(prec))
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        out = printer._print(self.function)
+        if isinstance(self.function, sympy.Add):
+            out = f"({out})"
+        for var, *bounds in self.limits:
+            where = f"[{', '.join(printer._print(b) for b in bounds)}] " if bounds else ""
+            out = f"∫{where}{out} d{printer._print(var)}"
+        return out
+
+
 def expectation(body: sympy.Expr, var: sympy.Symbol = u) -> sympy.Expr:
     """E[body] written out by linearity: sums split, factors free of ``var`` pulled out.
 
@@ -119,7 +158,7 @@ def gaussian_integral(body: sympy.Expr, var: sympy.Symbol = u) -> sympy.Expr:
 
 
 def _factor_integrand(integral: sympy.Integral) -> sympy.Integral:
-    return sympy.Integral(sympy.factor(integral.function), *integral.limits)
+    return Definite(sympy.factor(integral.function), *integral.limits)
 
 
 @functools.cache
@@ -147,7 +186,7 @@ def lemmas() -> tuple[Step, ...]:
     # ... integrated from s = 0, where Phi(0)^2 = 1/4
     t = sympy.Symbol("t", positive=True)
     at_zero = Phi(0).rewrite(sympy.erf) ** 2
-    integral = at_zero + sympy.Integral(slope.subs(s, t), (t, 0, s))
+    integral = at_zero + Definite(slope.subs(s, t), (t, 0, s))
     # the change of variables w = sqrt(1 + 2 t^2) makes the integrand rational
     w = sympy.Symbol("w", positive=True)
     rational = integral.replace(
@@ -157,7 +196,7 @@ def lemmas() -> tuple[Step, ...]:
     phi2 = sympy.simplify(rational.doit())
     phi2_e = Expectation(Phi(s * u) ** 2)
     u2pdf2_e = Expectation(u**2 * NormalPDF(s * u) ** 2)
-    slope_e = sympy.Derivative(phi2_e, s)
+    slope_e = Partial(phi2_e, s)
     return (
         Step(pdf2_e, pdf2, "a Gaussian integral (SymPy)"),
         Step(cross, equation, "Stein's lemma with $g(u) = \\Phi(su)\\varphi(su)$, "
