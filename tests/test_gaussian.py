@@ -406,3 +406,11 @@ def test_smooth_moments_at_random_variances(variance: float, activation: str,
     g = df if derivative else f
     value = gaussian_moment(activation, sympy.Float(variance, 30), derivative=derivative)
     _close(float(value), _quad_std(lambda x: g(x) ** 2, variance), 1e-9)
+
+
+def test_phi_squared_equals_arcsin_form_symbolically() -> None:
+    phi2 = [step.rhs for step in lemmas() if step.lhs == Expectation(Phi(s * u) ** 2)][-1]
+    arcsin_form = sympy.Rational(1, 4) + sympy.asin(s**2 / (1 + s**2)) / (2 * sympy.pi)
+    difference = phi2 - arcsin_form
+    assert sympy.simplify(sympy.diff(difference, s)) == 0
+    assert difference.subs(s, 0) == 0
