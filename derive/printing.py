@@ -90,6 +90,9 @@ class _Text(StrPrinter):
     def _print_Pi(self, expr):
         return "π"
 
+    def _print_gamma(self, expr):
+        return f"Γ({self._print(expr.args[0])})"
+
 
 def latex(expr: object) -> str:
     """LaTeX of a SymPy expression in the project's notation.
