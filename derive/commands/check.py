@@ -75,9 +75,9 @@ def _number(value: float) -> float | None:
               help="Residual branch (repeat for several; default all).")
 @click.option("--all", "everything", is_flag=True,
               help="Check the whole grid (the default when no choice above is given).")
-@click.option("--depth", "-K", type=int, default=8, show_default=True, help="Blocks K.")
+@click.option("--depth", "-K", type=int, default=6, show_default=True, help="Blocks K.")
 @click.option("--width", "-n", type=int, default=512, show_default=True, help="Units per layer.")
-@click.option("--seeds", type=int, default=16, show_default=True,
+@click.option("--seeds", type=int, default=32, show_default=True,
               help="Independent networks per configuration.")
 @click.option("--batch", type=int, default=16, show_default=True, help="Inputs per network.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of all draws.")
@@ -119,7 +119,7 @@ def check(
     norm x branch), measures E[h_k^2] and the backpropagated E[(dL/dh_k)^2]
     at every block, and compares them with the derivation of `derive variance`.
     """
-    from derive.simulate import compare, grid, steps
+    from derive.simulate import CHUNK, compare, grid
 
     if everything and (inits or activations or norms or branches):
         raise click.UsageError(
@@ -132,7 +132,7 @@ def check(
     )
     settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
                 "q0": q0, "tolerance": tolerance}
-    total = steps(len(configs), max(seeds, 1))
+    total = len(configs) + -(-max(seeds, 1) // CHUNK)
     if sys.stderr.isatty():
         with click.progressbar(length=total, label="Checking", file=sys.stderr) as bar:
             rows = compare(configs, **settings, progress=bar.update)
