@@ -1,18 +1,11 @@
 """NumPy Monte Carlo of finite-width residual networks, checked against the derivation.
 
-The networks follow the variance model of :mod:`derive.variance`: ``norm``
-places LayerNorm (none, pre, post; gain gamma, beta = 0), ``branch`` is
-``W phi(h)`` or ``W2 phi(W1 h)``, weights are zero-mean Gaussians with the
-variance of ``VarianceConfig.weight_variance``, biases are zero, and inverted
-dropout acts on the branch output. Measured: ``E[h_k^2]`` per unit (forward)
-and ``E[(dL/dh_k)^2] / E[(dL/dh_K)^2]`` for ``L = <g, h_K>`` (backward),
-backpropagated by hand through the same weights and dropout masks.
-
-Each random array has its own stream,
-``default_rng(SeedSequence(seed, spawn_key=(kind, rows, cols, network)))``, so
-configurations simulated together share their draws (common random numbers;
-only each matrix's scale differs) and are multiplied by a shared matrix in one
-product, while each configuration's numbers stay what they are when run alone.
+The networks are those of :mod:`derive.variance` (LayerNorm none/pre/post with gain
+gamma, branch ``W phi(h)`` or ``W2 phi(W1 h)``, Gaussian weights, zero biases,
+inverted dropout on the branch). Measured: ``E[h_k^2]`` per unit, and
+``E[(dL/dh_k)^2] / E[(dL/dh_K)^2]`` for ``L = <g, h_K>``, backpropagated by hand.
+Each random array has its own stream (``SeedSequence(seed, spawn_key=(kind, rows,
+cols, network))``): configurations run together share their draws and products.
 """
 
 from __future__ import annotations
@@ -28,11 +21,9 @@ import sympy
 from derive.errors import DeriveError
 from derive.model import VarianceConfig, check_depth
 
-#: Stream kinds of the random arrays (the first entry of each stream's spawn key).
 _INPUT, _UPSTREAM, _FIRST, _SECOND, _DROPOUT = range(5)
 #: Networks drawn and run side by side (stacked along the first axis).
 CHUNK = 4
-DIRECTIONS = ("forward", "backward")
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -130,7 +121,7 @@ class Draws:
     each of ``depth`` blocks and ``width`` units seeing ``batch`` inputs; drawn on first use.
 
     >>> a, b = Draws(2, 8, 4, seed=1, count=3), Draws(2, 8, 4, seed=1, count=3)
-    >>> a.weights(_SECOND, 8, 8).shape, bool((a.upstream() == b.upstream()).all())
+    >>> a.get(_SECOND, 8, 8).shape, bool((a.upstream() == b.upstream()).all())
     ((2, 3, 8, 8), True)
     """
 
@@ -142,15 +133,17 @@ class Draws:
         self.networks = range(_count(first, "first", 0), first + _count(count, "count", 1))
         self._arrays: dict[tuple[int, int, int], np.ndarray] = {}
 
-    def _get(self, kind: int, rows: int, cols: int) -> np.ndarray:
-        key = (kind, rows, cols)
+    def get(self, kind: int, rows: int = 0, cols: int = 0) -> np.ndarray:
+        """Normals (networks, batch, cols) for inputs and g, uniforms (depth, networks,
+        batch, cols) for dropout, normal weights (depth, networks, rows, cols)."""
+        key = (kind, rows, cols or self.width)
         if key not in self._arrays:
             rngs = [np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(*key, s)))
                     for s in self.networks]
             if kind in (_INPUT, _UPSTREAM):
-                array = np.stack([rng.standard_normal((self.batch, cols)) for rng in rngs])
+                array = np.stack([rng.standard_normal((self.batch, key[2])) for rng in rngs])
             elif kind == _DROPOUT:
-                shape = (self.depth, self.batch, cols)
+                shape = (self.depth, self.batch, key[2])
                 array = np.stack([rng.random(shape) for rng in rngs], axis=1)
             else:
                 shape = (self.depth, rows, cols)
@@ -160,19 +153,11 @@ class Draws:
 
     def inputs(self) -> np.ndarray:
         """Standard normal inputs, shape (networks, batch, width)."""
-        return self._get(_INPUT, 0, self.width)
+        return self.get(_INPUT)
 
     def upstream(self) -> np.ndarray:
         """g of L = <g, h_K>, standard normal, shape (networks, batch, width)."""
-        return self._get(_UPSTREAM, 0, self.width)
-
-    def weights(self, kind: int, rows: int, cols: int) -> np.ndarray:
-        """Standard normal weights, shape (depth, networks, rows, cols)."""
-        return self._get(kind, rows, cols)
-
-    def uniforms(self) -> np.ndarray:
-        """Uniforms on [0, 1) for dropout masks, shape (depth, networks, batch, width)."""
-        return self._get(_DROPOUT, 0, self.width)
+        return self.get(_UPSTREAM)
 
 
 def _activation(name: str, z: np.ndarray, slope: float) -> tuple[np.ndarray, np.ndarray]:
@@ -210,12 +195,12 @@ def _run(params: list[_Numeric], draws: Draws, x: np.ndarray, record: list | Non
     product. Returns per configuration the sums of h_k^2 and of (dL/dh_k)^2."""
     depth, count = draws.depth, len(params)
     mlp = [i for i, p in enumerate(params) if p.branch == "mlp"]
-    first = {m: draws.weights(_FIRST, draws.width, m) for m in {params[i].hidden for i in mlp}}
-    second = {m: draws.weights(_SECOND, m, draws.width) for m in {p.hidden for p in params}}
-    uniforms = draws.uniforms() if any(p.dropout > 0 for p in params) else None
+    first = {m: draws.get(_FIRST, draws.width, m) for m in {params[i].hidden for i in mlp}}
+    second = {m: draws.get(_SECOND, m, draws.width) for m in {p.hidden for p in params}}
+    uniforms = draws.get(_DROPOUT) if any(p.dropout > 0 for p in params) else None
     forward, backward = np.zeros((count, depth + 1)), np.zeros((count, depth + 1))
     caches: list[list[tuple]] = [[] for _ in params]
-    trace = [([x], []) for _ in params]
+    trace = [([x], []) for _ in params] if record is not None else []
 
     def multiply(values: list, table: dict, members: Sequence[int], block: int, back: bool) -> None:
         for m, weights in table.items():
@@ -245,11 +230,12 @@ def _run(params: list[_Numeric], draws: Draws, x: np.ndarray, record: list | Non
             hs[i] = h
             forward[i, block + 1] = np.sum(h * h)
             caches[i].append((pre[i][1], u_dphi[i][1], mask, post))
-            trace[i][0].append(h)
+            if trace:
+                trace[i][0].append(h)
     grads = [draws.upstream()] * count
     backward[:, depth] = np.sum(grads[0] * grads[0])
-    for i in range(count):
-        trace[i][1].append(grads[0])
+    for _, grads_ in trace:
+        grads_.append(grads[0])
     for block in reversed(range(depth)):
         through, branch = list(grads), list(grads)
         for i, p in enumerate(params):
@@ -267,7 +253,8 @@ def _run(params: list[_Numeric], draws: Draws, x: np.ndarray, record: list | Non
                 branch[i] = _norm_backward(branch[i], norm_in, p.gamma)
             grads[i] = through[i] + branch[i]
             backward[i, block] = np.sum(grads[i] * grads[i])
-            trace[i][1].append(grads[i])
+            if trace:
+                trace[i][1].append(grads[i])
     if record is not None:
         record.extend((hs_, grads_[::-1]) for hs_, grads_ in trace)
     return list(zip(forward, backward, strict=True))
@@ -306,11 +293,10 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     for first in range(0, seeds, CHUNK):
         draws = Draws(depth, width, batch, seed=seed, first=first, count=min(CHUNK, seeds - first))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for (forward, backward), (f, b) in zip(
-                totals, _run(params, draws, draws.inputs() * math.sqrt(q0)), strict=True
-            ):
-                forward += f
-                backward += b
+            results = _run(params, draws, draws.inputs() * math.sqrt(q0))
+        for (forward, backward), (f, b) in zip(totals, results, strict=True):
+            forward += f
+            backward += b
         if progress is not None:
             progress(1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -413,11 +399,8 @@ def compare(
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or tolerance <= 0:
         raise DeriveError(f"tolerance must be a number > 0, got {tolerance!r}")
     q0 = _positive(q0, "q0")
-    for config in configs:
-        numeric(config, width)
-    predict = predict or derived
-    predictions = []
-    for config in configs:
+    predict, predictions = predict or derived, []
+    for config in [c for c in configs if numeric(c, width)]:
         predictions.append(predict(config, depth, q0, width))
         if progress is not None:
             progress(1)
