@@ -22,8 +22,9 @@ from derive.errors import DeriveError
 from derive.model import VarianceConfig, check_depth
 
 _INPUT, _UPSTREAM, _FIRST, _SECOND, _DROPOUT = range(5)
-#: Networks drawn and run side by side (stacked along the first axis).
-CHUNK = 4
+#: Networks drawn and run side by side (stacked along the first axis), and how many
+#: configurations share their products at a time (bounds the memory the caches take).
+CHUNK, GROUP = 4, 30
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -292,8 +293,10 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     totals = [(np.zeros(depth + 1), np.zeros(depth + 1)) for _ in params]
     for first in range(0, seeds, CHUNK):
         draws = Draws(depth, width, batch, seed=seed, first=first, count=min(CHUNK, seeds - first))
+        x, results = draws.inputs() * math.sqrt(q0), []
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            results = _run(params, draws, draws.inputs() * math.sqrt(q0))
+            for start in range(0, len(params), GROUP):
+                results += _run(params[start : start + GROUP], draws, x)
         for (forward, backward), (f, b) in zip(totals, results, strict=True):
             forward += f
             backward += b
@@ -398,7 +401,7 @@ def compare(
     depth, width = _count(depth, "depth", 1), _count(width, "width", 2)
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or tolerance <= 0:
         raise DeriveError(f"tolerance must be a number > 0, got {tolerance!r}")
-    q0 = _positive(q0, "q0")
+    q0, _, _ = _positive(q0, "q0"), _count(seeds, "seeds", 1), _count(batch, "batch", 1)
     predict, predictions = predict or derived, []
     for config in [c for c in configs if numeric(c, width)]:
         predictions.append(predict(config, depth, q0, width))
