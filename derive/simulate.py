@@ -416,3 +416,9 @@ def compare(
         rows += [_row(c.label, "backward", k, want_b[k], got_b[k], tolerance)
                  for k in reversed(range(depth))]
     return rows
+
+
+# ``derive.simulate`` is this function (a lazy export); its companions hang on it too,
+# so that ``derive.simulate.compare(...)`` reads as the module would.
+for _companion in (compare, grid, derived, measure, CheckRow, Simulation):
+    setattr(simulate, _companion.__name__, _companion)
