@@ -80,8 +80,8 @@ def _count(value: object, name: str, minimum: int) -> int:
 
 
 def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise DeriveError(f"{name} must be a number > 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise DeriveError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -399,9 +399,8 @@ def compare(
     """
     configs = list(configs)
     depth, width = _count(depth, "depth", 1), _count(width, "width", 2)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or tolerance <= 0:
-        raise DeriveError(f"tolerance must be a number > 0, got {tolerance!r}")
-    q0, _, _ = _positive(q0, "q0"), _count(seeds, "seeds", 1), _count(batch, "batch", 1)
+    tolerance, q0 = _positive(tolerance, "tolerance"), _positive(q0, "q0")
+    _count(seeds, "seeds", 1), _count(batch, "batch", 1)
     predict, predictions = predict or derived, []
     for config in [c for c in configs if numeric(c, width)]:
         predictions.append(predict(config, depth, q0, width))

@@ -136,7 +136,7 @@ def test_explicit_weight_variance_enters_as_n_sigma2() -> None:
         ({"width": 1}, "width must be an integer >= 2"),
         ({"seeds": 0}, "seeds must be an integer >= 1"),
         ({"depth": 0}, "depth must be an integer >= 1"),
-        ({"q0": -1}, "q0 must be a number > 0"),
+        ({"q0": -1}, "q0 must be a finite number > 0"),
         ({"branch": "mlp", "mlp_ratio": "1/3", "width": 64}, "whole number of hidden units"),
         ({"init": "kaiming"}, "unknown init 'kaiming'"),
     ],
@@ -147,7 +147,7 @@ def test_bad_input_names_the_value(kwargs: dict, message: str) -> None:
 
 
 def test_bad_tolerance() -> None:
-    with pytest.raises(DeriveError, match="tolerance must be a number > 0"):
+    with pytest.raises(DeriveError, match="tolerance must be a finite number > 0"):
         compare(grid(["he"], ["relu"], ["none"], ["single"]), 2, 16, 1, tolerance=0)
 
 
@@ -196,7 +196,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
         (["--init", "kaiming"], "kaiming"),
         (["--gamma", "g", *SMALL], "gamma must be a number"),
         (["--all", "--init", "he"], "--all"),
-        (["--tolerance", "-1", *SMALL], "tolerance must be a number > 0"),
+        (["--tolerance", "-1", *SMALL], "tolerance must be a finite number > 0"),
+        (["--q0", "inf", *SMALL], "q0 must be a finite number > 0"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:

@@ -118,6 +118,8 @@ def check(
     Builds real networks in NumPy for each configuration (init x activation x
     norm x branch), measures E[h_k^2] and the backpropagated E[(dL/dh_k)^2]
     at every block, and compares them with the derivation of `derive variance`.
+    The table shows each configuration's final depth and any block outside the
+    tolerance (--blocks: every block).
     """
     from derive.simulate import CHUNK, compare, grid
 
