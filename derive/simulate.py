@@ -289,6 +289,7 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     ([1, 2, 4], [4, 2, 1])
     """
     seeds, q0 = _count(seeds, "seeds", 1), _positive(q0, "q0")
+    depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
     params = [numeric(config, width) for config in configs]
     totals = [(np.zeros(depth + 1), np.zeros(depth + 1)) for _ in params]
     for first in range(0, seeds, CHUNK):
