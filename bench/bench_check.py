@@ -49,7 +49,7 @@ def main() -> None:
             seconds, code = cli_run(threads)
             rows.append((f"`derive check` (90 configurations), {name}", seconds, f"exit {code}"))
 
-    from derive.simulate import derived, grid, measure
+    from derive.simulation import derived, grid, measure
 
     configs = grid()
     depth = DEFAULTS["depth"]

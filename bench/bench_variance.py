@@ -18,7 +18,7 @@ import time
 t0 = time.perf_counter()
 c0 = time.process_time()
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.variance import variance
+from derive.variance_analysis import variance
 for init in INITS:
     for act in ACTIVATIONS:
         for norm in NORMS:
@@ -32,7 +32,7 @@ print(time.perf_counter() - t0, time.process_time() - c0)
 SHAPES = """
 import time, sympy
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS, k, q, q0
-from derive.variance import variance, _x
+from derive.variance_analysis import variance, _x
 from derive import closed_forms
 pairs = []
 for init in INITS:

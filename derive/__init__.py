@@ -20,17 +20,17 @@ _EXPORTS = {
     "Step": "derive.derivation",
     "Derivation": "derive.derivation",
     "VarianceConfig": "derive.model",
-    "PathSum": "derive.paths",
-    "paths": "derive.paths",
-    "count_paths": "derive.paths",
-    "path_lengths": "derive.paths",
+    "PathSum": "derive.pathsum",
+    "paths": "derive.pathsum",
+    "count_paths": "derive.pathsum",
+    "path_lengths": "derive.pathsum",
     "gaussian_moment": "derive.gaussian",
-    "variance": "derive.variance",
-    "VarianceAnalysis": "derive.variance",
-    "Recursion": "derive.variance",
-    "simulate": "derive.simulate",
-    "render": "derive.render",
-    "notes": "derive.notes",
+    "variance": "derive.variance_analysis",
+    "VarianceAnalysis": "derive.variance_analysis",
+    "Recursion": "derive.variance_analysis",
+    "simulate": "derive.simulation",
+    "render": "derive.rendering",
+    "notes": "derive.notes_writer",
 }
 
 __all__ = [
@@ -56,11 +56,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.errors import DeriveError
     from derive.gaussian import gaussian_moment
     from derive.model import VarianceConfig
-    from derive.notes import notes
-    from derive.paths import PathSum, count_paths, path_lengths, paths
-    from derive.render import render
-    from derive.simulate import simulate
-    from derive.variance import Recursion, VarianceAnalysis, variance
+    from derive.notes_writer import notes
+    from derive.pathsum import PathSum, count_paths, path_lengths, paths
+    from derive.rendering import render
+    from derive.simulation import simulate
+    from derive.variance_analysis import Recursion, VarianceAnalysis, variance
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,8 @@
 """What the study notes hold: sections of derivations, tables, figures and Anki cards.
 
 Everything here comes out of the derivations (:mod:`derive.concepts`,
-:mod:`derive.paths`, :mod:`derive.variance`) and the simulation
-(:mod:`derive.simulate`); the templates only lay it out.
+:mod:`derive.pathsum`, :mod:`derive.variance_analysis`) and the simulation
+(:mod:`derive.simulation`); the templates only lay it out.
 
 >>> data = content(2)
 >>> [s.key for s in data.sections]
@@ -21,7 +21,7 @@ import sympy
 from derive.anki import Card
 from derive.derivation import Derivation, Step
 from derive.printing import latex
-from derive.render import Figure, Table
+from derive.rendering import Figure, Table
 
 #: Activations whose closed forms are compact enough for the summary table.
 TABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu")
@@ -64,7 +64,7 @@ class Content:
 
 
 def _sim() -> dict[str, int]:
-    from derive.notes import SIM
+    from derive.notes_writer import SIM
 
     return dict(SIM)
 
@@ -142,7 +142,7 @@ def _concepts() -> tuple[Section, ...]:
 
 
 def _paths(depth: int) -> Section:
-    from derive.paths import PathSum, count_paths, path_lengths
+    from derive.pathsum import PathSum, count_paths, path_lengths
 
     blocks, length = sympy.Symbol("N", integer=True, positive=True), sympy.Symbol("L")
     block = sympy.Symbol("k", integer=True, positive=True)
@@ -193,8 +193,8 @@ def _value(value: sympy.Expr) -> str:
 @functools.cache
 def _variance() -> tuple[Section, dict[str, Any]]:
     from derive.model import NORMS
-    from derive.simulate import simulate
-    from derive.variance import variance
+    from derive.simulation import simulate
+    from derive.variance_analysis import variance
 
     sim = _sim()
     derivations: list[Derivation] = []
@@ -230,7 +230,7 @@ def _variance() -> tuple[Section, dict[str, Any]]:
                 ("backward", a.backward.at(sim["depth"]), run.backward[0]),
             ):
                 error = abs(got - float(derived)) / abs(float(derived))
-                from derive.notes import TOLERANCE
+                from derive.notes_writer import TOLERANCE
 
                 sim_rows.append((f"{init}, ReLU, {norm}", direction, str(sim["depth"]),
                                  _value(derived), f"{got:.4g}", f"{error:.1%}",
@@ -239,7 +239,7 @@ def _variance() -> tuple[Section, dict[str, Any]]:
             {n: (variance(init, "relu", n).forward.profile(sim["depth"]),
                  variance(init, "relu", n).backward.profile(sim["depth"])) for n in NORMS},
             measured)
-    from derive.notes import TOLERANCE
+    from derive.notes_writer import TOLERANCE
 
     tables = (
         Table("Closed forms ($K \\ge 1$), $q_0 = \\mathbb{E}[x^2]$, one linear layer and the "
@@ -287,7 +287,7 @@ def figures(depth: int) -> dict[str, dict[str, bytes]]:
     >>> sorted(figures(2))
     ['moments-he-relu', 'moments-xavier-relu', 'path-lengths']
     """
-    from derive.paths import path_lengths
+    from derive.pathsum import path_lengths
     from derive.plots import path_length_figure
 
     images = dict(_moment_figures())
@@ -313,7 +313,7 @@ def obsidian_notes(data: Content, templates: Path | None = None) -> dict[str, st
     ('Gradient paths', True)
     """
     from derive.regions import cards_region, region
-    from derive.render import render_template
+    from derive.rendering import render_template
 
     out = {}
     for section in data.sections:

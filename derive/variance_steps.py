@@ -1,6 +1,6 @@
 """The written derivation of a variance recursion: assumptions, steps, result.
 
-:func:`build_derivation` turns a :class:`derive.variance.Recursion` into a
+:func:`build_derivation` turns a :class:`derive.variance_analysis.Recursion` into a
 :class:`derive.derivation.Derivation`: the block equation, the second moment
 of the sum, the vanishing cross term, the branch moment, the Gaussian moment,
 the recurrence, its solution, and the check that the solution satisfies the
@@ -20,7 +20,7 @@ from derive.model import K, d, k, q, q0
 from derive.printing import latex
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.variance import Branch, Recursion
+    from derive.variance_analysis import Branch, Recursion
 
 h = sympy.Function("h")
 LN = sympy.Function("LN")
@@ -74,7 +74,7 @@ def _branch_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol,
                   s: sympy.Expr, derivative: bool) -> list[Step]:
     c = recursion.config
     steps = []
-    from derive.variance import _x
+    from derive.variance_analysis import _x
 
     t = sympy.expand(branch.hidden_gain * s)
     t_text = latex(t.xreplace({_x: q(k - 1)}))
@@ -104,7 +104,7 @@ def _branch_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol,
 
 
 def _forward_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol) -> list[Step]:
-    from derive.variance import _x
+    from derive.variance_analysis import _x
 
     c = recursion.config
     F = _branch_output(recursion, phi)
@@ -127,7 +127,7 @@ def _forward_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol) -> l
 
 
 def _backward_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol) -> list[Step]:
-    from derive.variance import _x
+    from derive.variance_analysis import _x
 
     c = recursion.config
     steps = [_block(recursion, phi)]
@@ -160,7 +160,7 @@ def _backward_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol) -> 
 
 def _check(recursion: Recursion) -> Step | None:
     """Substitute the closed form back into the recurrence: the residual simplifies to 0."""
-    from derive.variance import _x
+    from derive.variance_analysis import _x
 
     closed = recursion.closed_form
     if closed is None:
@@ -192,12 +192,12 @@ def _check(recursion: Recursion) -> Step | None:
 def build_derivation(recursion: Recursion) -> Derivation:
     """The Derivation of one recursion (forward or backward), in the project's notation.
 
-    >>> from derive.variance import variance
+    >>> from derive.variance_analysis import variance
     >>> der = variance("he", "relu").forward.derivation
     >>> der.key, der.result.text()
     ('variance/he/relu/none/single/forward', 'q_K = 2ᴷ·q₀')
     """
-    from derive.variance import Branch
+    from derive.variance_analysis import Branch
 
     c = recursion.config
     branch = Branch.of(c)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 import re
@@ -14,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import derive.notes_writer as notes_mod
 from derive.cli import main
 from derive.errors import DeriveError
 
-notes_mod = importlib.import_module("derive.notes")
 ROOT = Path(__file__).resolve().parents[1]
 NOTE_NAMES = ("Gradient paths", "Layer norm", "Pre vs post norm", "Residual block",
               "Variance under initialization")
@@ -203,7 +202,7 @@ def test_wheel_install_ships_the_templates(tmp_path):
          "--quiet", "--target", str(target), str(ROOT)], capture_output=True, text=True)
     if build.returncode != 0:
         pytest.skip("cannot build the wheel here: " + build.stderr.strip().splitlines()[-1])
-    code = "import derive.render as r; print(r.template_dir())"
+    code = "import derive.rendering as r; print(r.template_dir())"
     env = dict(os.environ, PYTHONPATH=str(target))
     found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True,
                            capture_output=True, text=True).stdout.strip()

@@ -26,7 +26,7 @@ import derive
 from derive.errors import DeriveError
 from derive.model import jacobian
 from derive.notation import latex_lines
-from derive.paths import MAX_TERMS, PathSum, count_paths, iter_terms, path_lengths
+from derive.pathsum import MAX_TERMS, PathSum, count_paths, iter_terms, path_lengths
 
 DIM = 2
 _H = sympy.symbols(f"h0:{DIM}")

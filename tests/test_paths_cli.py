@@ -12,7 +12,7 @@ import pytest
 
 from derive.cli import main
 from derive.notation import gradient_latex, term_latex
-from derive.paths import iter_terms
+from derive.pathsum import iter_terms
 
 # Prince, Understanding Deep Learning, eq. 11.6 (later blocks on the left).
 EQ_11_6 = (
@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_and_exit_code_2(capsysbinary, args, message) -> N
 
 
 def test_force_lifts_the_limit(capsysbinary, monkeypatch) -> None:
-    monkeypatch.setattr("derive.paths.MAX_TERMS", 4)
+    monkeypatch.setattr("derive.pathsum.MAX_TERMS", 4)
     code, _, err = run(capsysbinary, "--depth", "4", "--notation", "jacobian")
     assert code == 2 and "--force" in err
     code, out, _ = run(capsysbinary, "--depth", "4", "--notation", "jacobian", "--force")

@@ -31,3 +31,17 @@ def test_public_names_match_their_exports() -> None:
     import derive
 
     assert sorted(derive.__all__) == sorted(derive._EXPORTS)
+
+
+def test_public_functions_are_not_shadowed_by_modules() -> None:
+    import importlib
+    import pkgutil
+
+    import derive
+
+    for info in pkgutil.walk_packages(derive.__path__, prefix="derive."):
+        if info.name != "derive.__main__":
+            importlib.import_module(info.name)
+    for name in ("paths", "count_paths", "path_lengths", "variance", "simulate", "render", "notes"):
+        assert callable(getattr(derive, name)), name
+        assert not isinstance(getattr(derive, name), type(derive)), f"derive.{name} is a module"

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 
 import numpy as np
 import pytest
 import sympy
 
+import derive.rendering as render
 from derive import concepts, plots
 from derive.derivation import Derivation, Step
 from derive.errors import DeriveError
 from derive.model import K, d, k, q, q0
 
-#: The module (``derive.render`` the attribute is the function of the same name).
-render = importlib.import_module("derive.render")
 x = sympy.Symbol("x")
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import derive.simulate as simulate_module
+import derive.simulation as simulate_module
 from derive.cli import cli
 from derive.errors import DeriveError
 from derive.model import ACTIVATIONS, BRANCHES, NORMS, VarianceConfig
-from derive.simulate import Draws, compare, derived, grid, measure, propagate, simulate
+from derive.simulation import Draws, compare, derived, grid, measure, propagate, simulate
 
 #: The grid's test settings: every block of all 90 configurations within TOLERANCE.
 GRID = {"depth": 4, "width": 512, "seeds": 32, "batch": 8, "tolerance": 0.1}

@@ -10,7 +10,7 @@ from scipy import integrate, stats
 import derive
 from derive.errors import DeriveError
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS, K, d, k, q, q0
-from derive.variance import Recursion, VarianceAnalysis, compare, variance
+from derive.variance_analysis import Recursion, VarianceAnalysis, compare, variance
 
 GRID = list(itertools.product(INITS, ACTIVATIONS, NORMS, BRANCHES))
 g = sympy.Symbol("g", positive=True)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from derive.commands import variance as command
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.variance import variance
+from derive.variance_analysis import variance
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

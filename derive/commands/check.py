@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.simulate import CheckRow
+    from derive.simulation import CheckRow
 
 # The same names as derive.model (kept literal so that --help does not import SymPy).
 INITS = ("xavier", "he", "lecun")
@@ -121,7 +121,7 @@ def check(
     The table shows each configuration's final depth and any block outside the
     tolerance (--blocks: every block).
     """
-    from derive.simulate import CHUNK, compare, grid
+    from derive.simulation import CHUNK, compare, grid
 
     if everything and (inits or activations or norms or branches):
         raise click.UsageError(

@@ -24,7 +24,7 @@ FORMAT_CHOICES = ("latex", "markdown", "obsidian", "anki", "all")
 def notes(fmt: str, out: str, depth: int, pdf: bool, templates: str | None,
           force: bool) -> None:
     """Write study notes built from the derivations under DIR (default output/)."""
-    from derive.notes import build
+    from derive.notes_writer import build
 
     start = time.perf_counter()
     result = build(out, fmt, depth, templates, pdf, force,

@@ -125,7 +125,7 @@ def _summary(depth: int, wrt: int | str) -> str:
 def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
     """The expanded sum in ``fmt``, streamed."""
     from derive import notation as nt
-    from derive.paths import iter_terms
+    from derive.pathsum import iter_terms
 
     if fmt == "text":
         yield from nt.iter_text_chunks(depth, wrt, notation)
@@ -155,7 +155,7 @@ def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
 def _latex_terms(depth: int, wrt: int | str, notation: str, escape: bool) -> Iterator[str]:
     """Each term's LaTeX (JSON-escaped if ``escape``), from cached factor pieces."""
     from derive.notation import factor_latex
-    from derive.paths import iter_terms
+    from derive.pathsum import iter_terms
 
     pieces: dict[tuple[int, int | str], str] = {}
     for term in iter_terms(depth, wrt):
@@ -222,7 +222,7 @@ def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, 
     Output streams; --count and --lengths never enumerate.
     """
     from derive.errors import DeriveError
-    from derive.paths import MAX_TERMS, check_path_args
+    from derive.pathsum import MAX_TERMS, check_path_args
 
     depth = _parse_depth(depth_text)
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))

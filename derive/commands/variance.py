@@ -169,8 +169,8 @@ def variance(init: str, activation: str, norm: str, branch: str, mlp_ratio: str,
     import json
 
     from derive.model import check_depth, exact
-    from derive.variance import compare as compare_rows
-    from derive.variance import variance as analyse
+    from derive.variance_analysis import compare as compare_rows
+    from derive.variance_analysis import variance as analyse
 
     options = {"mlp_ratio": exact(mlp_ratio, "mlp_ratio"), "dropout": exact(dropout, "dropout"),
                "gamma": exact(gamma, "gamma"), "negative_slope": exact(negative_slope,

@@ -2,7 +2,7 @@
 
 :func:`notes` gathers the derivations (concepts, gradient paths, variance),
 the tables and figures made from them and a small simulation beside them,
-renders each format with the templates of :mod:`derive.render`, and writes
+renders each format with the templates of :mod:`derive.rendering`, and writes
 the whole set at once with :func:`derive.files.write_files` (atomic, never
 over a file the user edited unless ``force``). Obsidian notes are merged with
 the notes on disk (:func:`derive.regions.merge_note`), so the user's text and
@@ -130,7 +130,7 @@ def build(
     from derive import files as files_mod
     from derive.model import check_depth
     from derive.notes_content import content, figures, obsidian_notes
-    from derive.render import render_template, template_dir
+    from derive.rendering import render_template, template_dir
 
     chosen = check_formats(formats)
     depth = check_depth(depth)

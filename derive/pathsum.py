@@ -12,8 +12,6 @@ later blocks, block j+1 the lowest bit. Counts and lengths never enumerate;
 enumeration streams, and refuses more than MAX_TERMS terms unless forced.
 SymPy is imported only by the members that build SymPy values.
 
-The module is callable as :func:`paths` (``derive.paths`` names both):
-
 >>> import derive
 >>> derive.paths(4).terms[:4], derive.count_paths(100_000).bit_length()
 (((), (2,), (3,), (3, 2)), 100000)
@@ -23,7 +21,6 @@ from __future__ import annotations
 
 import numbers
 import sys
-import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -459,14 +456,3 @@ def paths(
     """
     return PathSum(depth, wrt, notation, force)
 
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`paths` (the package exports both under one name)."""
-
-    def __call__(
-        self, depth: int, wrt: int | str = 1, *, notation: str = "udl", force: bool = False
-    ) -> PathSum:
-        return paths(depth, wrt, notation=notation, force=force)
-
-
-sys.modules[__name__].__class__ = _CallableModule

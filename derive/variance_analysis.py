@@ -6,10 +6,7 @@ dropout, LayerNorm) and then solved: closed forms come from
 :mod:`derive.closed_forms` (``rsolve`` and ``product``), and where none
 exists the map is iterated numerically at :data:`PRECISION` digits.
 
-The module itself is callable (``derive.variance(...)`` is :func:`variance`
-even after ``import derive.variance`` has bound the name to this module):
-
->>> import derive.variance
+>>> import derive
 >>> derive.variance("he", "relu").forward.at(4)
 16
 """
@@ -17,8 +14,6 @@ even after ``import derive.variance`` has bound the name to this module):
 from __future__ import annotations
 
 import math
-import sys
-import types
 from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache
 
@@ -400,12 +395,3 @@ def _product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:
     masked, back = closed_forms.mask(factor)
     return closed_forms.solve_product(closed_forms.tidy(masked), start).xreplace(back)
 
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`variance` (the package exports both under one name)."""
-
-    def __call__(self, *args: object, **kwargs: object) -> VarianceAnalysis:
-        return variance(*args, **kwargs)  # type: ignore[arg-type]
-
-
-sys.modules[__name__].__class__ = _CallableModule

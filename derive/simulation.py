@@ -1,6 +1,6 @@
 """NumPy Monte Carlo of finite-width residual networks, checked against the derivation.
 
-The networks are those of :mod:`derive.variance` (LayerNorm none/pre/post with gain
+The networks are those of :mod:`derive.variance_analysis` (LayerNorm none/pre/post with gain
 gamma, branch ``W phi(h)`` or ``W2 phi(W1 h)``, Gaussian weights, zero biases,
 inverted dropout on the branch). Measured: ``E[h_k^2]`` per unit, and
 ``E[(dL/dh_k)^2] / E[(dL/dh_K)^2]`` for ``L = <g, h_K>``, backpropagated by hand.
@@ -347,7 +347,7 @@ def derived(config: VarianceConfig, depth: int, q0: float = 1.0, width: int = 51
     ([1.0, 2.0, 3.0, 4.0], [4.0, 2.0, 1.3333333333333333, 1.0])
     """
     from derive.model import n
-    from derive.variance import variance
+    from derive.variance_analysis import variance
 
     c = config
     sigma_w2 = None if c.sigma_w2 is None else c.sigma_w2 * width / n
@@ -417,8 +417,3 @@ def compare(
                  for k in reversed(range(depth))]
     return rows
 
-
-# ``derive.simulate`` is this function (a lazy export); its companions hang on it too,
-# so that ``derive.simulate.compare(...)`` reads as the module would.
-for _companion in (compare, grid, derived, measure, CheckRow, Simulation):
-    setattr(simulate, _companion.__name__, _companion)
