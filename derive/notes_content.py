@@ -25,6 +25,10 @@ from derive.rendering import Figure, Table
 
 #: Activations whose closed forms are compact enough for the summary table.
 TABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu")
+#: The depth at which the table of every activation gives values.
+TABLE_DEPTH = 10
+#: Said of a growth read off the iterated recursion rather than a closed form.
+ITERATED = " (from the iteration, no closed form)"
 INITS = ("xavier", "he")
 
 
@@ -219,6 +223,18 @@ def _variance() -> tuple[Section, dict[str, Any]]:
                                     _m(_late(f.rhs)) if f is not None else a.forward.growth,
                                     _m(_late(b.rhs)) if b is not None else a.backward.growth,
                                     a.forward.growth))
+    from derive.model import ACTIVATIONS
+
+    every_rows = []
+    for activation in ACTIVATIONS:
+        for init in INITS:
+            for norm in NORMS:
+                a = variance(init, activation, norm)
+                every_rows.append((
+                    activation.replace("_", " "), init, norm,
+                    a.forward.growth.replace(ITERATED, " †"),
+                    a.backward.growth.replace(ITERATED, " †"),
+                    _value(a.forward.at(TABLE_DEPTH)), _value(a.backward.at(TABLE_DEPTH))))
     for init in INITS:
         measured = {}
         for norm in NORMS:
@@ -246,6 +262,11 @@ def _variance() -> tuple[Section, dict[str, Any]]:
               "activation per branch",
               ("activation", "init", "norm", "$q_K$", "$d_0/d_K$", "growth"),
               tuple(closed_rows)),
+        Table(f"Every activation: growth with depth and values at $K = {TABLE_DEPTH}$, "
+              "$q_0 = 1$ († read off the iterated recursion: no closed form exists)",
+              ("activation", "init", "norm", "$q_K$ grows", "$d_0/d_K$ grows",
+               f"$q_{{{TABLE_DEPTH}}}$", f"$d_0/d_{{{TABLE_DEPTH}}}$"),
+              tuple(every_rows)),
         Table(f"Derived against simulated (width {sim['width']}, {sim['seeds']} seeds, "
               f"batch {sim['batch']}, $q_0 = 1$); agreement within {TOLERANCE:.0%}",
               ("network", "direction", "$K$", "derived", "simulated", "error", "agrees"),
@@ -259,8 +280,8 @@ def _variance() -> tuple[Section, dict[str, Any]]:
             "against a simulation of finite networks.",
             "The table of closed forms covers the activations that are linear on half-lines "
             "(linear, ReLU, leaky ReLU). Tanh and GELU have no closed form without "
-            "normalization; the variance command of derive iterates their recursions "
-            "numerically.",),
+            "normalization: their recursions are iterated numerically, and the table of "
+            "every activation gives their growth and values.",),
         tuple(derivations), tables=tables,
         figures=tuple(Figure(f"moments-{init}-relu",
                              f"Second moments against depth, {init} initialization, ReLU: "
