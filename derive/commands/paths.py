@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -226,7 +227,7 @@ def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, 
 
     depth = _parse_depth(depth_text)
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
-    stream = click.get_binary_stream("stdout")
+    stream = sys.stdout.buffer
     if count or lengths:
         _write(stream, _stats(depth, wrt, fmt, count, lengths))
         return
