@@ -30,10 +30,13 @@ def notes(fmt: str, out: str, depth: int, pdf: bool, templates: str | None,
     result = build(out, fmt, depth, templates, pdf, force,
                    progress=lambda message: click.echo(f"derive: {message} ...", err=True))
     unchanged = len(result.files) - len(result.written)
-    click.echo(f"wrote {len(result.written)} files under {out} ({unchanged} unchanged) "
+    click.echo(f"wrote {len(result.written)} file{'' if len(result.written) == 1 else 's'} under {out} ({unchanged} unchanged) "
                f"in {time.perf_counter() - start:.1f} s")
     for path in result.written:
         click.echo(f"  {path}")
     if result.orphaned:
-        click.echo(f"{len(result.orphaned)} cards are no longer generated but keep their Anki "
-                   "IDs (region orphaned-cards): " + ", ".join(result.orphaned))
+        many = len(result.orphaned) != 1
+        click.echo(f"{len(result.orphaned)} card{'s' if many else ''} "
+                   f"{'are' if many else 'is'} no longer generated but "
+                   f"keep{'' if many else 's'} {'their' if many else 'its'} Anki "
+                   "ID (region orphaned-cards): " + ", ".join(result.orphaned))
