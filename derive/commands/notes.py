@@ -30,7 +30,8 @@ def notes(fmt: str, out: str, depth: int, pdf: bool, templates: str | None,
     result = build(out, fmt, depth, templates, pdf, force,
                    progress=lambda message: click.echo(f"derive: {message} ...", err=True))
     unchanged = len(result.files) - len(result.written)
-    click.echo(f"wrote {len(result.written)} file{'' if len(result.written) == 1 else 's'} under {out} ({unchanged} unchanged) "
+    plural = "" if len(result.written) == 1 else "s"
+    click.echo(f"wrote {len(result.written)} file{plural} under {out} ({unchanged} unchanged) "
                f"in {time.perf_counter() - start:.1f} s")
     for path in result.written:
         click.echo(f"  {path}")
