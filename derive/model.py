@@ -13,12 +13,8 @@ from dataclasses import dataclass
 
 import sympy
 
+from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.errors import DeriveError, choice_error
-
-INITS = ("xavier", "he", "lecun")
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu")
-NORMS = ("none", "pre", "post")
-BRANCHES = ("single", "mlp")
 
 #: Symbolic block index k, symbolic depth K, width n.
 k = sympy.Symbol("k", integer=True)

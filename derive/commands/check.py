@@ -11,11 +11,7 @@ import click
 if TYPE_CHECKING:  # pragma: no cover
     from derive.simulation import CheckRow
 
-# The same names as derive.model (kept literal so that --help does not import SymPy).
-INITS = ("xavier", "he", "lecun")
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu")
-NORMS = ("none", "pre", "post")
-BRANCHES = ("single", "mlp")
+from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 
 EPILOG = """\b
 Examples:

@@ -6,11 +6,7 @@ import re
 
 import click
 
-# The same names as derive.model (kept literal so that --help does not import SymPy).
-INITS = ("xavier", "he", "lecun")
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu")
-NORMS = ("none", "pre", "post")
-BRANCHES = ("single", "mlp")
+from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 
 EPILOG = """\b
 Examples:
