@@ -79,10 +79,24 @@ class _Text(StrPrinter):
         base, exp = expr.as_base_exp()
         if exp == sympy.S.Half:
             return f"√({self._print(base)})"
-        if (exp.is_Integer and exp.is_positive) or exp.is_Symbol:
+        if (exp.is_Integer and exp.is_positive) or exp.is_Symbol or exp.is_Add:
             b = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"])
             return b + superscript(self._print(exp))
         return super()._print_Pow(expr, rational)
+
+    def _print_binomial(self, expr):
+        return f"C({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
+    def _bounds(self, limits) -> str:
+        return " ".join(
+            f"{symbol}={self._print(low)}..{self._print(high)}" for symbol, low, high in limits
+        )
+
+    def _print_Sum(self, expr):
+        return f"Σ[{self._bounds(expr.limits)}] {self._print(expr.function)}"
+
+    def _print_Product(self, expr):
+        return f"∏[{self._bounds(expr.limits)}] {self._print(expr.function)}"
 
     def _print_Mul(self, expr):
         return re.sub(r"(?<!\*)\*(?!\*)", "·", super()._print_Mul(expr))
@@ -112,5 +126,8 @@ def text(expr: object) -> str:
     >>> q, K = sympy.Function("q"), sympy.Symbol("K")
     >>> text(2**K * q(0))
     '2ᴷ·q₀'
+    >>> m, L = sympy.symbols("m L")
+    >>> text(sympy.Sum(sympy.binomial(m, L), (L, 0, m)))
+    'Σ[L=0..m] C(m, L)'
     """
     return _Text().doprint(sympy.sympify(expr))
