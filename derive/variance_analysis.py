@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cache, cached_property, lru_cache
+from functools import cached_property, lru_cache
 
 import sympy
 
@@ -23,18 +23,12 @@ from derive import closed_forms
 from derive.closed_forms import PRECISION, finish, numeric_map
 from derive.derivation import Derivation
 from derive.errors import DeriveError
+from derive.gaussian import gaussian_moment
 from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, n, q, q0
 from derive.printing import latex, text
 
 #: The branch input's second moment, a positive placeholder for q_{k-1}.
 _x = sympy.Symbol("x", positive=True)
-
-
-@cache
-def _moment(activation: str, s2: sympy.Expr, derivative: bool, slope: sympy.Expr) -> sympy.Expr:
-    from derive.gaussian import gaussian_moment
-
-    return gaussian_moment(activation, s2, derivative=derivative, negative_slope=slope)
 
 
 @dataclass(frozen=True)
@@ -70,7 +64,10 @@ class Branch:
     def moment(self, s: sympy.Expr, derivative: bool = False) -> sympy.Expr:
         """E[phi(z)^2] (or E[phi'(z)^2]) with z ~ N(0, hidden_gain * s)."""
         c = self.config
-        return _moment(c.activation, self.hidden_gain * s, derivative, c.negative_slope)
+        gain = self.hidden_gain * s
+        return gaussian_moment(
+            c.activation, gain, derivative=derivative, negative_slope=c.negative_slope
+        )
 
     def forward(self, s: sympy.Expr) -> sympy.Expr:
         """E[Dropout(F(h))^2] when E[h^2] = s."""
