@@ -34,10 +34,6 @@ from pathlib import Path
 from derive.errors import DeriveError, choice_error
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
-#: The simulation shown beside the derived values: small, so the notes stay fast.
-SIM = {"depth": 6, "width": 256, "seeds": 4, "batch": 8}
-#: Relative error within which a simulated value counts as agreeing (finite width).
-TOLERANCE = 0.15
 
 
 @dataclass(frozen=True)
