@@ -32,7 +32,7 @@ print(time.perf_counter() - t0, time.process_time() - c0)
 SHAPES = """
 import time, sympy
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS, k, q, q0
-from derive.variance_analysis import variance, _x
+from derive.variance_analysis import variance, Q_PREV
 from derive import closed_forms
 pairs = []
 for init in INITS:
@@ -40,7 +40,7 @@ for init in INITS:
         for norm in ("none", "pre"):
             for branch in BRANCHES:
                 step = variance(init, act, norm, branch).forward.step
-                pairs.append(closed_forms.affine_coefficients(step, _x))
+                pairs.append(closed_forms.affine_coefficients(step, Q_PREV))
 sympy.rsolve(q(k) - 2 * q(k - 1), q(k), {q(0): q0})  # rsolve's own first-call set-up
 t0 = time.perf_counter()
 for a, b in pairs:

@@ -265,9 +265,27 @@ def finish(value: sympy.Expr) -> sympy.Expr:
     return sympy.N(value.xreplace(quadratures), PRECISION)
 
 
+def exact_value(value: sympy.Expr) -> sympy.Expr:
+    """An exact value kept exact, in a short form; a float where a moment is only known by
+    quadrature (:func:`finish`).
+
+    >>> exact_value((10 * sympy.sqrt(3) + 23 * sympy.pi) / (3 * sympy.pi))
+    10*sqrt(3)/(3*pi) + 23/3
+    """
+    value = sympy.sympify(value)
+    if _is_exact(value):
+        return value
+    if _special(value) or not value.is_number:
+        return finish(value)
+    if value.has(sympy.gamma):
+        return value
+    return sympy.expand(value)
+
+
 @lru_cache(maxsize=1024)
-def numeric_map(step: sympy.Expr, x: sympy.Symbol) -> Callable[[float], float]:
-    """``step`` as a function of ``x`` in double precision.
+def numeric_map(step: sympy.Expr, x: sympy.Symbol | tuple[sympy.Symbol, ...]
+                ) -> Callable[..., float]:
+    """``step`` as a function of ``x`` (a symbol or a tuple of them) in double precision.
 
     Functions without a closed form (the tanh moments) are evaluated through
     their own ``_eval_evalf`` at 53 bits.

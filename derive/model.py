@@ -9,12 +9,16 @@ are sequence functions of the block index, so that ``rsolve`` can solve them.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import sympy
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.errors import DeriveError, choice_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.blocks.block import Block
 
 #: Symbolic block index k, symbolic depth K, width n.
 k = sympy.Symbol("k", integer=True)
@@ -77,10 +81,6 @@ def exact(value: object, name: str) -> sympy.Expr:
     raise DeriveError(f"{name} must be a number or a symbol name, got {value!r}")
 
 
-def _is_negative_or_zero(value: sympy.Expr) -> bool:
-    return bool(value.is_number and value <= 0)
-
-
 @dataclass(frozen=True)
 class VarianceConfig:
     """One residual stack at initialization: what the variance derivation takes.
@@ -99,6 +99,8 @@ class VarianceConfig:
 
     init: str = "xavier"
     activation: str = "relu"
+    #: The block: a preset name (``none``, ``pre``, ``post`` or one of the literature's),
+    #: an expression such as ``x + F(LN(x))``, or a Block; stored as the block's name.
     norm: str = "none"
     branch: str = "single"
     mlp_ratio: sympy.Expr = sympy.Integer(1)
@@ -106,40 +108,32 @@ class VarianceConfig:
     gamma: sympy.Expr = sympy.Integer(1)
     sigma_w2: sympy.Expr | None = None
     negative_slope: sympy.Expr = sympy.Rational(1, 100)
+    #: The block, when given as such (else parsed from ``norm``).
+    block: Block = field(default=None, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        from derive.blocks.block import block as parse_block
+        from derive.parameters import checked
+
         for what, value, allowed in (
             ("init", self.init, INITS),
             ("activation", self.activation, ACTIVATIONS),
-            ("norm", self.norm, NORMS),
             ("branch", self.branch, BRANCHES),
         ):
             if value not in allowed:
                 raise choice_error(what, value, allowed)
         set_ = object.__setattr__
-        set_(self, "mlp_ratio", exact(self.mlp_ratio, "mlp_ratio"))
-        set_(self, "dropout", exact(self.dropout, "dropout"))
-        set_(self, "gamma", exact(self.gamma, "gamma"))
-        set_(self, "negative_slope", exact(self.negative_slope, "negative_slope"))
-        if self.sigma_w2 is not None:
-            set_(self, "sigma_w2", exact(self.sigma_w2, "sigma_w2"))
-            if _is_negative_or_zero(self.sigma_w2):
-                raise DeriveError(f"sigma_w2 must be > 0, got {self.sigma_w2}")
-        if _is_negative_or_zero(self.mlp_ratio):
-            raise DeriveError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        if _is_negative_or_zero(self.gamma):
-            raise DeriveError(f"gamma must be > 0, got {self.gamma}")
-        p = self.dropout
-        if p.is_number and not (0 <= p < 1):
-            raise DeriveError(f"dropout must be in [0, 1), got {p}")
-        a = self.negative_slope
-        if a.is_number and a < 0:
-            raise DeriveError(f"negative_slope must be >= 0, got {a}")
+        the_block = parse_block(self.norm if self.block is None else self.block)
+        set_(self, "block", the_block)
+        set_(self, "norm", the_block.text if the_block.name not in NORMS else the_block.name)
+        for name in ("mlp_ratio", "dropout", "gamma", "negative_slope", "sigma_w2"):
+            if getattr(self, name) is not None:
+                set_(self, name, checked(name, getattr(self, name)))
 
     @property
     def label(self) -> str:
         """A short stable name, e.g. ``he/relu/pre/single``."""
-        return f"{self.init}/{self.activation}/{self.norm}/{self.branch}"
+        return f"{self.init}/{self.activation}/{self.block.name}/{self.branch}"
 
     def weight_variance(self, fan_in: sympy.Expr, fan_out: sympy.Expr) -> sympy.Expr:
         """Variance of one weight matrix's entries, from ``init`` (or ``sigma_w2``).

@@ -1,33 +1,37 @@
 """NumPy Monte Carlo of finite-width residual networks, checked against the derivation.
 
-The networks are those of :mod:`derive.variance_analysis` (LayerNorm none/pre/post with gain
-gamma, branch ``W phi(h)`` or ``W2 phi(W1 h)``, Gaussian weights, zero biases,
-inverted dropout on the branch). Measured: ``E[h_k^2]`` per unit, and
+A network stacks K copies of a block, each with its own weights; the block's tree is
+run by its primitives' own NumPy ops and hand-written backward passes
+(:mod:`derive.blocks.primitives`). Measured: ``E[h_k^2]`` per unit, and
 ``E[(dL/dh_k)^2] / E[(dL/dh_K)^2]`` for ``L = <g, h_K>``, backpropagated by hand.
-Each random array has its own stream (``SeedSequence(seed, spawn_key=(kind, rows,
-cols, network))``): configurations run together share their draws and products.
+Each random array has its own stream (``SeedSequence(seed, spawn_key=(kind, key,
+rows, cols, block, network))``), so configurations share their draws. BatchNorm's
+statistics need a real batch: a block with BN runs its inputs in fewer networks of
+larger batches (:func:`batching`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import sympy
 
+from derive.blocks.nodes import STD_X, Node
 from derive.errors import DeriveError
 from derive.model import VarianceConfig, check_depth
+from derive.model import n as _n
 
-_INPUT, _UPSTREAM, _FIRST, _SECOND, _DROPOUT = range(5)
-#: Networks drawn and run side by side (stacked along the first axis), and how many
-#: configurations share their products at a time (bounds the memory the caches take).
-CHUNK, GROUP = 4, 30
+_INPUT, _UPSTREAM, _WEIGHT, _DROPOUT = range(4)
+#: Networks drawn and run side by side (stacked along the first axis).
+CHUNK = 4
+#: A block with BatchNorm runs its inputs in at most this many networks per chunk.
+BN_NETWORKS = 4
 
-_erf = np.frompyfunc(math.erf, 1, 1)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 #: A prediction: (config, depth, q0, width) -> (q_0..q_K, d_k/d_K for k = 0..K).
 Prediction = Callable[[VarianceConfig, int, float, int], tuple[Sequence[float], Sequence[float]]]
 
@@ -62,19 +66,6 @@ class CheckRow:
     ok: bool
 
 
-@dataclass(frozen=True)
-class _Numeric:
-    activation: str
-    norm: str
-    branch: str
-    hidden: int
-    sigma_first: float
-    sigma_second: float
-    dropout: float
-    gamma: float
-    slope: float
-
-
 def _count(value: object, name: str, minimum: int) -> int:
     return check_depth(value, minimum=minimum, name=name)
 
@@ -91,30 +82,43 @@ def _number(value: sympy.Expr, name: str) -> float:
     return float(value)
 
 
-def numeric(config: VarianceConfig, width: int) -> _Numeric:
-    """The numbers a network of ``width`` units needs, or a DeriveError naming the value.
+def numeric(config: VarianceConfig, width: int) -> VarianceConfig:
+    """``config`` checked for simulation at ``width``: every value a number, every
+    hidden width whole; or a DeriveError naming the value.
 
-    >>> numeric(VarianceConfig(init="he", branch="mlp", mlp_ratio=2), 64).hidden
-    128
+    >>> numeric(VarianceConfig(init="he", branch="mlp", mlp_ratio=2), 64).label
+    'he/relu/none/mlp'
     >>> numeric(VarianceConfig(gamma="gamma"), 64)
     Traceback (most recent call last):
     ...
     derive.errors.DeriveError: gamma must be a number to simulate a network, got gamma
     """
-    width, mlp = _count(width, "width", 2), config.branch == "mlp"
+    width = _count(width, "width", 2)
+    for name in ("mlp_ratio", "dropout", "gamma", "negative_slope"):
+        _number(getattr(config, name), name)
+    if config.sigma_w2 is not None:
+        _number(config.sigma_w2, "sigma_w2")
+    symbols = config.block.symbols
+    if symbols:
+        names = ", ".join(s.name for s in symbols)
+        raise DeriveError(f"the block {config.block.text} must have numbers to simulate a "
+                          f"network: give {names} a value (such as --set {symbols[0]}=1/2)")
     hidden = config.mlp_ratio * width
-    _number(config.mlp_ratio, "mlp_ratio")
-    if mlp and not hidden.is_integer:
+    if config.branch == "mlp" and not hidden.is_integer:
         raise DeriveError(f"mlp_ratio * width must be a whole number of hidden units, got {hidden}")
-    hidden = int(hidden) if mlp else width
-    n_in, n_out = sympy.Integer(width), sympy.Integer(hidden)
-    first = _number(config.weight_variance(n_in, n_out), "sigma_w2") if mlp else 1.0
-    second = _number(config.weight_variance(n_out, n_in), "sigma_w2")
-    return _Numeric(
-        config.activation, config.norm, config.branch, hidden, math.sqrt(first),
-        math.sqrt(second), _number(config.dropout, "dropout"), _number(config.gamma, "gamma"),
-        _number(config.negative_slope, "negative_slope"),
-    )
+    return config
+
+
+def batching(config: VarianceConfig, seeds: int, batch: int) -> tuple[int, int]:
+    """(networks, inputs per network) for ``config``: as given, except that a block with
+    BatchNorm runs the same number of inputs in at most BN_NETWORKS networks.
+
+    >>> batching(VarianceConfig(norm="bn-first"), 32, 16), batching(VarianceConfig(), 32, 16)
+    ((4, 128), (32, 16))
+    """
+    if not config.block.has_batchnorm or seeds <= BN_NETWORKS:
+        return seeds, batch
+    return BN_NETWORKS, seeds * batch // BN_NETWORKS
 
 
 class Draws:
@@ -122,8 +126,8 @@ class Draws:
     each of ``depth`` blocks and ``width`` units seeing ``batch`` inputs; drawn on first use.
 
     >>> a, b = Draws(2, 8, 4, seed=1, count=3), Draws(2, 8, 4, seed=1, count=3)
-    >>> a.get(_SECOND, 8, 8).shape, bool((a.upstream() == b.upstream()).all())
-    ((2, 3, 8, 8), True)
+    >>> a.weights(0, ("F", 0, "out"), 8, 8).shape, bool((a.upstream() == b.upstream()).all())
+    ((3, 8, 8), True)
     """
 
     def __init__(
@@ -132,133 +136,106 @@ class Draws:
         self.depth, self.width = _count(depth, "depth", 1), _count(width, "width", 2)
         self.batch, self.seed = _count(batch, "batch", 1), _count(seed, "seed", 0)
         self.networks = range(_count(first, "first", 0), first + _count(count, "count", 1))
-        self._arrays: dict[tuple[int, int, int], np.ndarray] = {}
+        self._arrays: dict[tuple, np.ndarray] = {}
 
-    def get(self, kind: int, rows: int = 0, cols: int = 0) -> np.ndarray:
-        """Normals (networks, batch, cols) for inputs and g, uniforms (depth, networks,
-        batch, cols) for dropout, normal weights (depth, networks, rows, cols)."""
-        key = (kind, rows, cols or self.width)
-        if key not in self._arrays:
-            rngs = [np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(*key, s)))
+    def _draw(self, kind: int, key: tuple, shape: tuple[int, ...], block: int) -> np.ndarray:
+        name = zlib.crc32(repr(key).encode())
+        spawn = (kind, name, *shape, block)
+        if spawn not in self._arrays:
+            rngs = [np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(*spawn, s)))
                     for s in self.networks]
-            if kind in (_INPUT, _UPSTREAM):
-                array = np.stack([rng.standard_normal((self.batch, key[2])) for rng in rngs])
-            elif kind == _DROPOUT:
-                shape = (self.depth, self.batch, key[2])
-                array = np.stack([rng.random(shape) for rng in rngs], axis=1)
-            else:
-                shape = (self.depth, rows, cols)
-                array = np.stack([rng.standard_normal(shape) for rng in rngs], axis=1)
-            self._arrays[key] = array
-        return self._arrays[key]
+            draw = (lambda r: r.random(shape)) if kind == _DROPOUT else (
+                lambda r: r.standard_normal(shape))
+            self._arrays[spawn] = np.stack([draw(rng) for rng in rngs])
+        return self._arrays[spawn]
+
+    def weights(self, block: int, key: tuple, rows: int, cols: int) -> np.ndarray:
+        """Standard normals (networks, rows, cols) of one weight matrix of one block."""
+        return self._draw(_WEIGHT, key, (rows, cols), block)
+
+    def uniforms(self, block: int, key: tuple, units: int) -> np.ndarray:
+        """Uniforms (networks, batch, units) of one dropout mask of one block."""
+        return self._draw(_DROPOUT, key, (self.batch, units), block)
 
     def inputs(self) -> np.ndarray:
         """Standard normal inputs, shape (networks, batch, width)."""
-        return self.get(_INPUT)
+        return self._draw(_INPUT, (), (self.batch, self.width), 0)
 
     def upstream(self) -> np.ndarray:
         """g of L = <g, h_K>, standard normal, shape (networks, batch, width)."""
-        return self.get(_UPSTREAM)
+        return self._draw(_UPSTREAM, (), (self.batch, self.width), 0)
 
 
-def _activation(name: str, z: np.ndarray, slope: float) -> tuple[np.ndarray, np.ndarray]:
-    """phi(z) and phi'(z); gelu is exact, z Phi(z), with Phi from math.erf."""
-    if name == "linear":
-        return z, np.ones_like(z)
-    if name in ("relu", "leaky_relu"):
-        positive, low = z > 0, slope if name == "leaky_relu" else 0.0
-        return np.where(positive, z, low * z), np.where(positive, 1.0, low)
-    if name == "tanh":
-        t = np.tanh(z)
-        return t, 1.0 - t * t
-    cdf = 0.5 * (1.0 + _erf(z * (1.0 / math.sqrt(2.0))).astype(np.float64))
-    return z * cdf, cdf + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)
+class Network:
+    """The numeric context of one block of a stack: its input, its draws, the config's
+    numbers; the primitives' NumPy ops ask it for weights, masks and scalars."""
+
+    def __init__(self, config: VarianceConfig, draws: Draws, block: int, x: np.ndarray) -> None:
+        self.config, self.draws, self.block, self.x = config, draws, block, x
+        self.x_grad: np.ndarray | float = 0.0
+        self.gamma = float(config.gamma)
+        self.slope = float(config.negative_slope)
+        self.std_x = np.sqrt((x * x).mean(axis=(-2, -1), keepdims=True))
+
+    def weight(self, key: tuple, fan_in: sympy.Expr, fan_out: sympy.Expr,
+               variance: sympy.Expr) -> tuple[np.ndarray, float]:
+        """The standard normals of the weight matrix ``key`` of this block, and the
+        standard deviation that scales them to the given variance."""
+        rows, cols = int(fan_in * self.draws.width), int(fan_out * self.draws.width)
+        sigma = math.sqrt(float(variance.subs(_n, self.draws.width)))
+        return self.draws.weights(self.block, key, rows, cols), sigma
+
+    def uniforms(self, key: tuple, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniforms of one dropout mask of this block."""
+        return self.draws.uniforms(self.block, key, shape[-1])
+
+    def scalar(self, value: sympy.Expr) -> np.ndarray | float:
+        """A scalar of the block at initialization; ``std(x)`` is the measured std of the
+        block's input (a constant: no gradient flows through it)."""
+        if value.has(STD_X):
+            return sympy.lambdify(STD_X, value, "numpy")(self.std_x)
+        return float(value)
 
 
-def _norm(x: np.ndarray, gamma: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """LayerNorm over each sample's units (beta = 0), with its backward cache."""
-    centred = x - x.mean(axis=-1, keepdims=True)
-    std = np.sqrt((centred * centred).mean(axis=-1, keepdims=True))
-    return gamma * (centred / std), (centred / std, std)
+def _forward(node: Node, net: Network) -> tuple[np.ndarray, tuple]:
+    traces = [_forward(child, net) for child in node.children]
+    out, cache = node.forward_np([value for value, _ in traces], net)
+    return out, (node, cache, [trace for _, trace in traces])
 
 
-def _norm_backward(grad: np.ndarray, cache: tuple[np.ndarray, ...], gamma: float) -> np.ndarray:
-    """The gradient at LayerNorm's input from the gradient at its output."""
-    y, std = cache
-    gy = gamma * grad
-    return (gy - gy.mean(axis=-1, keepdims=True) - y * (gy * y).mean(axis=-1, keepdims=True)) / std
+def _backward(trace: tuple, grad: np.ndarray, net: Network) -> None:
+    node, cache, children = trace
+    for child, g in zip(children, node.backward_np(grad, cache, net), strict=True):
+        _backward(child, g, net)
 
 
-def _run(params: list[_Numeric], draws: Draws, x: np.ndarray, record: list | None = None
-         ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Forward and hand-written backward passes of several configurations, block by
-    block; configurations that share a weight matrix are multiplied by it in one
-    product. Returns per configuration the sums of h_k^2 and of (dL/dh_k)^2."""
-    depth, count = draws.depth, len(params)
-    mlp = [i for i, p in enumerate(params) if p.branch == "mlp"]
-    first = {m: draws.get(_FIRST, draws.width, m) for m in {params[i].hidden for i in mlp}}
-    second = {m: draws.get(_SECOND, m, draws.width) for m in {p.hidden for p in params}}
-    uniforms = draws.get(_DROPOUT) if any(p.dropout > 0 for p in params) else None
-    forward, backward = np.zeros((count, depth + 1)), np.zeros((count, depth + 1))
-    caches: list[list[tuple]] = [[] for _ in params]
-    trace = [([x], []) for _ in params] if record is not None else []
-
-    def multiply(values: list, table: dict, members: Sequence[int], block: int, back: bool) -> None:
-        for m, weights in table.items():
-            group = [i for i in members if params[i].hidden == m]
-            w = weights[block].swapaxes(-1, -2) if back else weights[block]
-            stacked = np.concatenate([values[i] for i in group], axis=1) @ w
-            for i, product in zip(group, np.split(stacked, len(group), axis=1), strict=True):
-                sigma = params[i].sigma_first if table is first else params[i].sigma_second
-                values[i] = product * sigma
-
-    hs = [x] * count
-    forward[:, 0] = np.sum(x * x)
+def _run(config: VarianceConfig, draws: Draws, x: np.ndarray, record: list | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and hand-written backward passes of the stack, block by block. Returns the
+    sums of h_k^2 and of (dL/dh_k)^2, k = 0..K."""
+    depth, tree = draws.depth, config.block.expanded(config)
+    forward, backward = np.zeros(depth + 1), np.zeros(depth + 1)
+    forward[0] = np.sum(x * x)
+    nets, hs = [], [x]
     for block in range(depth):
-        pre = [_norm(hs[i], p.gamma) if p.norm == "pre" else (hs[i], None)
-               for i, p in enumerate(params)]
-        z = [a for a, _ in pre]
-        multiply(z, first, mlp, block, False)
-        u_dphi = [_activation(p.activation, z[i], p.slope) for i, p in enumerate(params)]
-        f = [u for u, _ in u_dphi]
-        multiply(f, second, range(count), block, False)
-        for i, p in enumerate(params):
-            mask = None
-            if p.dropout > 0 and uniforms is not None:
-                mask = (uniforms[block] >= p.dropout) * (1.0 / (1.0 - p.dropout))
-                f[i] = f[i] * mask
-            h, post = _norm(hs[i] + f[i], p.gamma) if p.norm == "post" else (hs[i] + f[i], None)
-            hs[i] = h
-            forward[i, block + 1] = np.sum(h * h)
-            caches[i].append((pre[i][1], u_dphi[i][1], mask, post))
-            if trace:
-                trace[i][0].append(h)
-    grads = [draws.upstream()] * count
-    backward[:, depth] = np.sum(grads[0] * grads[0])
-    for _, grads_ in trace:
-        grads_.append(grads[0])
+        net = Network(config, draws, block, hs[-1])
+        h, trace = _forward(tree, net)
+        nets.append((net, trace))
+        hs.append(h)
+        forward[block + 1] = np.sum(h * h)
+    grad = draws.upstream()
+    grads = [grad]
+    backward[depth] = np.sum(grad * grad)
     for block in reversed(range(depth)):
-        through, branch = list(grads), list(grads)
-        for i, p in enumerate(params):
-            _, _, mask, post = caches[i][block]
-            if post is not None:
-                through[i] = _norm_backward(grads[i], post, p.gamma)
-            branch[i] = through[i] if mask is None else through[i] * mask
-        multiply(branch, second, range(count), block, True)
-        for i in range(count):
-            branch[i] = branch[i] * caches[i][block][1]
-        multiply(branch, first, mlp, block, True)
-        for i, p in enumerate(params):
-            norm_in = caches[i][block][0]
-            if norm_in is not None:
-                branch[i] = _norm_backward(branch[i], norm_in, p.gamma)
-            grads[i] = through[i] + branch[i]
-            backward[i, block] = np.sum(grads[i] * grads[i])
-            if trace:
-                trace[i][1].append(grads[i])
+        net, trace = nets[block]
+        net.x_grad = np.zeros_like(net.x)
+        _backward(trace, grad, net)
+        grad = net.x_grad
+        grads.append(grad)
+        backward[block] = np.sum(grad * grad)
     if record is not None:
-        record.extend((hs_, grads_[::-1]) for hs_, grads_ in trace)
-    return list(zip(forward, backward, strict=True))
+        record.append((hs, grads[::-1]))
+    return forward, backward
 
 
 def propagate(config: VarianceConfig, draws: Draws, q0: float = 1.0,
@@ -273,7 +250,7 @@ def propagate(config: VarianceConfig, draws: Draws, q0: float = 1.0,
     x = draws.inputs() * math.sqrt(q0) if inputs is None else inputs
     record: list = []
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _run([numeric(config, draws.width)], draws, x, record)
+        _run(numeric(config, draws.width), draws, x, record)
     return record[0]
 
 
@@ -290,21 +267,28 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     """
     seeds, q0 = _count(seeds, "seeds", 1), _positive(q0, "q0")
     depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
-    params = [numeric(config, width) for config in configs]
-    totals = [(np.zeros(depth + 1), np.zeros(depth + 1)) for _ in params]
+    configs = [numeric(config, width) for config in configs]
+    plans = [batching(c, seeds, batch) for c in configs]
+    totals = [(np.zeros(depth + 1), np.zeros(depth + 1)) for _ in configs]
     for first in range(0, seeds, CHUNK):
-        draws = Draws(depth, width, batch, seed=seed, first=first, count=min(CHUNK, seeds - first))
-        x, results = draws.inputs() * math.sqrt(q0), []
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for start in range(0, len(params), GROUP):
-                results += _run(params[start : start + GROUP], draws, x)
-        for (forward, backward), (f, b) in zip(totals, results, strict=True):
+        draws: dict[int, Draws] = {}
+        for config, (networks, inputs), (forward, backward) in zip(
+                configs, plans, totals, strict=True):
+            count = min(CHUNK, networks - first)
+            if count <= 0:
+                continue
+            if inputs not in draws:
+                draws[inputs] = Draws(depth, width, inputs, seed=seed, first=first, count=count)
+            sample = draws[inputs]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                f, b = _run(config, sample, sample.inputs() * math.sqrt(q0))
             forward += f
             backward += b
         if progress is not None:
             progress(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return [(f / (seeds * batch * width), b / b[-1]) for f, b in totals]
+        return [(f / (networks * inputs * width), b / b[-1])
+                for (f, b), (networks, inputs) in zip(totals, plans, strict=True)]
 
 
 def simulate(

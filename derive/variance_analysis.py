@@ -14,68 +14,26 @@ exists the map is iterated numerically at :data:`PRECISION` digits.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import sympy
 
 from derive import closed_forms
-from derive.closed_forms import PRECISION, finish, numeric_map
+from derive.blocks.nodes import Moments
+from derive.closed_forms import PRECISION, exact_value, finish, numeric_map
 from derive.derivation import Derivation
 from derive.errors import DeriveError
-from derive.gaussian import gaussian_moment
-from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, n, q, q0
+from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, q, q0
 from derive.printing import latex, text
 
-#: The branch input's second moment, a positive placeholder for q_{k-1}.
-_x = sympy.Symbol("x", positive=True)
-
-
-@dataclass(frozen=True)
-class Branch:
-    """The branch F of one block, reduced to what the second moments need.
-
-    ``hidden_gain``: the activation's input has second moment ``hidden_gain * s``
-    when the branch input has ``s``; ``out_gain``: fan-in times variance of the
-    last matrix; ``drop = 1/(1-p)``.
-
-    >>> b = Branch.of(VarianceConfig(init="he", activation="relu"))
-    >>> b.forward(_x), b.backward(_x)
-    (x, 1)
-    """
-
-    config: VarianceConfig
-    hidden_gain: sympy.Expr
-    out_gain: sympy.Expr
-    drop: sympy.Expr
-
-    @classmethod
-    def of(cls, config: VarianceConfig) -> Branch:
-        """The branch of ``config`` (single: ``W phi(h)``; mlp: ``W_2 phi(W_1 h)``)."""
-        drop = 1 / (1 - config.dropout)
-        if config.branch == "single":
-            gain = sympy.cancel(n * config.weight_variance(n, n))
-            return cls(config, sympy.Integer(1), gain, drop)
-        r = config.mlp_ratio
-        hidden = sympy.cancel(n * config.weight_variance(n, r * n))
-        out = sympy.cancel(r * n * config.weight_variance(r * n, n))
-        return cls(config, hidden, out, drop)
-
-    def moment(self, s: sympy.Expr, derivative: bool = False) -> sympy.Expr:
-        """E[phi(z)^2] (or E[phi'(z)^2]) with z ~ N(0, hidden_gain * s)."""
-        c = self.config
-        gain = self.hidden_gain * s
-        return gaussian_moment(
-            c.activation, gain, derivative=derivative, negative_slope=c.negative_slope
-        )
-
-    def forward(self, s: sympy.Expr) -> sympy.Expr:
-        """E[Dropout(F(h))^2] when E[h^2] = s."""
-        return self.drop * self.out_gain * self.moment(s)
-
-    def backward(self, s: sympy.Expr) -> sympy.Expr:
-        """Gradient gain of the branch, E[(dF/dh)^T g]^2 / E[g^2], at input moment s."""
-        return self.drop * self.hidden_gain * self.out_gain * self.moment(s, derivative=True)
+#: The block input's second moment q_{k-1}, and the covariance c_{k-1} per unit of two
+#: independent inputs of a batch (tracked only for BatchNorm), as positive placeholders.
+Q_PREV = sympy.Symbol("x", positive=True)
+C_PREV = sympy.Symbol("c", nonnegative=True)
+#: The covariance c_k, a sequence like q_k.
+c_seq = sympy.Function("c")
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,25 +49,32 @@ class Recursion:
 
     config: VarianceConfig
     direction: str
-    #: forward: q_k = step(q_{k-1}); backward: d_{k-1} = d_k * step(q_{k-1}).
+    #: forward: q_k = step(q_{k-1}); backward: d_{k-1} = d_k * step(q_{k-1}, c_{k-1});
+    #: cross: c_k = step(q_{k-1}, c_{k-1}).
     step: sympy.Expr
     forward_part: Recursion | None = field(default=None, repr=False)
+    #: The recursion of c_k, where BatchNorm needs it.
+    cross_part: Recursion | None = field(default=None, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
 
     @property
     def recurrence(self) -> sympy.Eq:
         """q(k) in terms of q(k-1), or d(k-1) in terms of d(k) and q(k-1)."""
-        body = self.step.xreplace({_x: q(k - 1)})
+        body = self.step.xreplace({Q_PREV: q(k - 1), C_PREV: c_seq(k - 1)})
         if self.direction == "forward":
             return sympy.Eq(q(k), body)
+        if self.direction == "cross":
+            return sympy.Eq(c_seq(k), body)
         return sympy.Eq(d(k - 1), d(k) * body)
 
     @cached_property
     def _solution(self) -> tuple[sympy.Expr | None, str | None]:
         # The unevaluated moments are masked as positive symbols while SymPy solves.
+        if self.direction == "cross":
+            return self._cross_solution()
         if self.direction == "forward":
-            step, back = closed_forms.mask(self.step, keep=_x)
-            coefficients = closed_forms.affine_coefficients(step, _x)
+            step, back = closed_forms.mask(self.step, keep=Q_PREV)
+            coefficients = closed_forms.affine_coefficients(step, Q_PREV)
             if coefficients is None:
                 return None, (
                     f"the map $q_{{k-1}} \\mapsto q_k$ is not affine in $q_{{k-1}}$ for "
@@ -117,8 +82,18 @@ class Recursion:
                     f"is derived; the recursion is iterated numerically ({PRECISION} digits)"
                 )
             return closed_forms.solve_affine(*coefficients).xreplace(back), None
-        if not self.step.has(_x):
-            return _product(self.step), None
+        step = self.step
+        if step.has(C_PREV):
+            assert self.cross_part is not None
+            cross = self.cross_part.closed_form
+            if cross is None:
+                return None, (
+                    "each factor depends on $c_{k-1}$, the covariance of two inputs that "
+                    "BatchNorm sees, which has no closed form here; the product is iterated "
+                    f"numerically ({PRECISION} digits)")
+            step = step.xreplace({C_PREV: cross.rhs.xreplace({K: k - 1})})
+        if not step.has(Q_PREV):
+            return _product(step), None
         assert self.forward_part is not None
         forward = self.forward_part.closed_form
         if forward is None:
@@ -128,13 +103,34 @@ class Recursion:
             )
         q_closed = forward.rhs
         if isinstance(q_closed, sympy.Piecewise):  # q_0 at K = 0, the last branch after
-            first = self.step.xreplace({_x: q0})
-            rest = _product(self.step.xreplace({_x: q_closed.args[-1].expr.xreplace({K: k - 1})}),
+            if step.has(k):
+                return None, (
+                    "each factor depends on $k$ and on $q_{k-1}$, which is $q_0$ at the first "
+                    f"block only; the product is iterated numerically ({PRECISION} digits)")
+            first = step.xreplace({Q_PREV: q0})
+            rest = _product(step.xreplace({Q_PREV: q_closed.args[-1].expr.xreplace({K: k - 1})}),
                             start=2)
             body, back = closed_forms.mask(first * rest)
             body = closed_forms.tidy(body).xreplace(back)
             return sympy.Piecewise((sympy.Integer(1), sympy.Eq(K, 0)), (body, True)), None
-        return _product(self.step.xreplace({_x: q_closed.xreplace({K: k - 1})})), None
+        return _product(step.xreplace({Q_PREV: q_closed.xreplace({K: k - 1})})), None
+
+    def _cross_solution(self) -> tuple[sympy.Expr | None, str | None]:
+        """c_K for c_k = a c_{k-1} + b with c_0 = 0 (independent inputs), where a and b
+        are free of k once q_{k-1} is substituted."""
+        assert self.forward_part is not None
+        step = self.step
+        if step.has(Q_PREV):
+            forward = self.forward_part.closed_form
+            if forward is None or isinstance(forward.rhs, sympy.Piecewise):
+                return None, "c_k depends on q_{k-1}; iterated numerically"
+            step = step.xreplace({Q_PREV: forward.rhs.xreplace({K: k - 1})})
+        masked, back = closed_forms.mask(step, keep=C_PREV)
+        coefficients = closed_forms.affine_coefficients(masked, C_PREV)
+        if coefficients is None or any(v.has(k) for v in coefficients):
+            return None, "c_k is not affine with constant coefficients; iterated numerically"
+        solved = closed_forms.solve_affine(*coefficients).xreplace(back)
+        return closed_forms.tidy(solved.xreplace({q0: 0})), None
 
     @property
     def closed_form(self) -> sympy.Eq | None:
@@ -142,7 +138,7 @@ class Recursion:
         solution = self._solution[0]
         if solution is None or isinstance(solution, sympy.Product):
             return None
-        lhs = q(K) if self.direction == "forward" else d(0) / d(K)
+        lhs = {"forward": q(K), "cross": c_seq(K)}.get(self.direction, d(0) / d(K))
         return sympy.Eq(lhs, solution, evaluate=False)
 
     @property
@@ -176,42 +172,49 @@ class Recursion:
         return depth, value
 
     def _iterate(self, depth: int, q0_value: sympy.Expr) -> list[sympy.Expr]:
-        """Forward: q_0..q_depth; backward: d_0/d_k for k = 0..depth, numerically."""
-        numeric = self.step.xreplace({_x: sympy.Integer(1)}).is_number and q0_value.is_number
-        if self.direction == "forward" and not numeric:
+        """Forward: q_0..q_depth; cross: c_0..c_depth; backward: d_0/d_k for k = 0..depth,
+        numerically."""
+        numeric = self.step.xreplace({Q_PREV: sympy.Integer(1), C_PREV: sympy.Integer(0)}).is_number
+        if not (numeric and q0_value.is_number):
             c = self.config
+            symbols = ", ".join(sorted(str(s) for s in self.step.free_symbols - {Q_PREV, C_PREV}))
             raise DeriveError(
                 f"{c.label} has no closed form, and numeric iteration needs numbers: got "
-                f"q0 = {q0_value}, sigma_w2 = {c.sigma_w2}, mlp_ratio = {c.mlp_ratio}, "
-                f"dropout = {c.dropout}"
-            )
+                f"q0 = {q0_value}" + (f" and the symbols {symbols}" if symbols else ""))
         values = self._memo.setdefault(q0_value, [])
         if not values:
-            values.append(float(q0_value) if self.direction == "forward" else 1.0)
+            values.append({"forward": float(q0_value), "cross": 0.0}.get(self.direction, 1.0))
         if len(values) <= depth:
-            step = numeric_map(self.step, _x)
+            step = numeric_map(self.step, (Q_PREV, C_PREV))
             if self.direction == "forward":
                 while len(values) <= depth:
-                    values.append(step(values[-1]))
+                    values.append(step(values[-1], 0.0))
             else:
                 assert self.forward_part is not None
                 qs = self.forward_part._iterate(depth, q0_value)
+                cs = (self.cross_part._iterate(depth, q0_value) if self.cross_part is not None
+                      else [0.0] * (depth + 1))
                 while len(values) <= depth:
-                    values.append(values[-1] * step(float(qs[len(values) - 1])))
+                    i = len(values) - 1
+                    now = step(float(qs[i]), float(cs[i]))
+                    values.append(now if self.direction == "cross" else values[-1] * now)
         return [sympy.Float(v, PRECISION) for v in values[: depth + 1]]
 
     def at(self, depth: int, q0: object = 1) -> sympy.Expr:
         """q_K (forward) or d_0/d_K (backward) at ``K = depth``.
 
-        Exact when the result is rational or symbolic, else a float at
-        PRECISION digits.
+        Exact whenever the closed form is (rational, symbolic, or irrational such as
+        5/3 + sqrt(3)/(3 pi)); a float at PRECISION digits where the recursion is
+        iterated or a moment is computed by quadrature.
 
         >>> variance("xavier", "relu").forward.at(2, q0=4)
         9
+        >>> variance("he", "gelu", "pre").forward.at(1)
+        sqrt(3)/(3*pi) + 5/3
         """
         depth, q0_value = self._check(depth, q0)
         if self.closed_form is not None:
-            return finish(closed_forms.evaluate(self.closed_form.rhs, depth, q0_value))
+            return exact_value(closed_forms.evaluate(self.closed_form.rhs, depth, q0_value))
         return finish(self._iterate(depth, q0_value)[-1])
 
     def profile(self, depth: int, q0: object = 1) -> list[sympy.Expr]:
@@ -228,6 +231,8 @@ class Recursion:
             values = self._iterate(depth, q0_value)
         if self.direction == "backward":
             values = [sympy.cancel(values[-1] / v) for v in values]
+        if self.closed_form is not None:
+            return [exact_value(v) for v in values]
         return [finish(v) for v in values]
 
     @cached_property
@@ -297,6 +302,8 @@ class VarianceAnalysis:
         return {
             "config": {
                 "init": c.init, "activation": c.activation, "norm": c.norm, "branch": c.branch,
+                "block": {"name": c.block.name, "expression": c.block.text,
+                          "latex": latex(c.block.display()), "source": c.block.source},
                 "mlp_ratio": str(c.mlp_ratio), "dropout": str(c.dropout), "gamma": str(c.gamma),
                 "sigma_w2": None if c.sigma_w2 is None else str(c.sigma_w2),
                 "negative_slope": str(c.negative_slope),
@@ -308,23 +315,40 @@ class VarianceAnalysis:
         }
 
 
-def _steps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr]:
-    """The forward map q_{k-1} -> q_k and the backward factor, as expressions in ``_x``."""
-    branch = Branch.of(config)
-    g2 = config.gamma**2
-    if config.norm == "none":
-        return _x + branch.forward(_x), 1 + branch.backward(_x)
-    if config.norm == "pre":
-        return _x + branch.forward(g2), 1 + g2 / _x * branch.backward(g2)
-    pre_ln = _x + branch.forward(_x)
-    return g2 + 0 * _x, g2 / pre_ln * (1 + branch.backward(_x))
+def block_input(config: VarianceConfig) -> Moments:
+    """The moments of a block's input h_{k-1}: q_{k-1} and, where BatchNorm needs it,
+    c_{k-1}, as placeholders; c_0 = 0 (independent inputs), and a block that maps
+    c = 0 to c = 0 keeps it zero at every depth.
+
+    >>> block_input(VarianceConfig(norm="bn-first"))
+    Moments(q=x, c=c)
+    """
+    block = config.block
+    if not block.has_batchnorm:
+        return Moments(Q_PREV)
+    zero = Moments(Q_PREV, sympy.Integer(0))
+    return zero if block.forward(config, zero).c == 0 else Moments(Q_PREV, C_PREV)
+
+
+def _steps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
+    """The forward map q_{k-1} -> q_k, the backward factor d_{k-1}/d_k and, where
+    BatchNorm needs it, the map of c, as expressions in ``Q_PREV`` (and ``C_PREV``), folded from
+    the block's primitives."""
+    block = config.block
+    x = block_input(config)
+    out = block.forward(config, x)
+    if out.q.has(C_PREV):  # pragma: no cover (no primitive's q depends on c)
+        raise DeriveError(f"the second moment of {block.text} depends on the batch covariance")
+    cross = out.c if x.c is not None and x.c != 0 else None
+    return out.q, block.gain(config, x), cross
 
 
 @lru_cache(maxsize=1024)
 def _analysis(config: VarianceConfig) -> VarianceAnalysis:
-    forward_step, backward_step = _steps(config)
+    forward_step, backward_step, cross_step = _steps(config)
     forward = Recursion(config, "forward", forward_step)
-    backward = Recursion(config, "backward", backward_step, forward)
+    cross = None if cross_step is None else Recursion(config, "cross", cross_step, forward)
+    backward = Recursion(config, "backward", backward_step, forward, cross)
     return VarianceAnalysis(config, forward, backward)
 
 
@@ -339,18 +363,32 @@ def variance(
     gamma: object = 1,
     sigma_w2: object = None,
     negative_slope: object = sympy.Rational(1, 100),
+    block: object = None,
+    values: dict[str, object] | None = None,
 ) -> VarianceAnalysis:
     """Forward and backward variance recursions of a residual stack at initialization.
+
+    The block is ``norm`` (``none``, ``pre`` or ``post``) unless ``block`` is given: a
+    preset name, an expression in the block language, or a Block. ``values`` gives
+    some of the block's symbols numbers; the others stay symbolic.
 
     >>> a = variance("he", "relu")
     >>> a.forward.recurrence
     Eq(q(k), 2*q(k - 1))
     >>> a.backward.closed_form
     Eq(d(0)/d(K), 2**K)
+    >>> variance("he", block="x + alpha*F(x)").forward.closed_form
+    Eq(q(K), q_0*(alpha**2 + 1)**K)
     """
+    from derive.blocks.block import block as make_block
+
+    chosen = make_block(norm if block is None else block)
+    if values:
+        chosen = chosen.substituted({name: exact(v, name) for name, v in values.items()})
     config = VarianceConfig(
-        init=init, activation=activation, norm=norm, branch=branch, mlp_ratio=mlp_ratio,
+        init=init, activation=activation, branch=branch, mlp_ratio=mlp_ratio,
         dropout=dropout, gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
+        block=chosen,
     )
     return _analysis(config)
 
@@ -362,21 +400,26 @@ def compare(
     *,
     depth: int = 10,
     q0: object = 1,
+    blocks: Sequence[object] = NORMS,
     **options: object,
 ) -> list[dict[str, object]]:
-    """One row per norm placement and direction: formulas, growth, value at ``depth``.
+    """One row per block and direction: formulas, growth, value at ``depth``.
+
+    ``blocks``: preset names, expressions or Blocks (default: the three norm placements).
 
     >>> [(r["norm"], r["direction"], r["value"]) for r in compare("he", "relu", depth=3)][:3]
     [('none', 'forward', 8), ('none', 'backward', 8), ('pre', 'forward', 4)]
     """
     depth = check_depth(depth, minimum=0)
     rows = []
-    for norm in NORMS:
-        analysis = variance(init, activation, norm, branch, **options)  # type: ignore[arg-type]
+    for spec in blocks:
+        analysis = variance(init, activation, branch=branch, block=spec,
+                            **options)  # type: ignore[arg-type]
         for recursion in (analysis.forward, analysis.backward):
             closed = recursion.closed_form
             rows.append({
-                "norm": norm,
+                "norm": analysis.config.block.name,
+                "block": analysis.config.block.text,
                 "direction": recursion.direction,
                 "recurrence": recursion.recurrence,
                 "closed_form": closed,

@@ -15,19 +15,25 @@ import sympy
 
 from derive.closed_forms import mask
 from derive.derivation import Derivation, Step
-from derive.gaussian import Activation, Expectation
+from derive.gaussian import Expectation
 from derive.model import K, d, k, q, q0
-from derive.printing import latex
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.variance_analysis import Branch, Recursion
+    from derive.variance_analysis import Recursion
 
 h = sympy.Function("h")
-LN = sympy.Function("LN")
-W = sympy.Symbol("W")
-W1 = sympy.Symbol("W_1")
-W2 = sympy.Symbol("W_2")
-z = sympy.Symbol("z", real=True)
+
+class Gain(sympy.Function):
+    """A printable backward gain G[v] = E[(J_v^T g)^2] / E[g^2] of a node v."""
+
+    nargs = 1
+
+    def _latex(self, printer: sympy.printing.latex.LatexPrinter) -> str:
+        return rf"G\left[{printer._print(self.args[0])}\right]"
+
+    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
+        return f"G[{printer._print(self.args[0])}]"
+
 
 ASSUMPTIONS = (
     "Mean field at infinite width $n \\to \\infty$: $q_k = E[h_k^2]$ and "
@@ -35,132 +41,77 @@ ASSUMPTIONS = (
     "moment $s$ is treated as $z \\sim N(0, s)$.",
     "Weights i.i.d. with zero mean and the variance of the initialization "
     "(xavier $2/(n_{in} + n_{out})$, he $2/n_{in}$, lecun $1/n_{in}$, or $\\sigma_w^2$); "
-    "biases zero.",
-    "The input has $E[x^2] = q_0$ per unit.",
-    "Cross terms such as $E[h\\, W \\phi(h)]$ vanish: $W$ is zero-mean and independent of $h$.",
-    "LayerNorm $\\gamma (x - \\bar x)/\\operatorname{std}(x) + \\beta$ over the $n$ units, "
-    "$\\beta = 0$ at initialization, so its output has second moment $\\gamma^2$ per unit.",
-    "Inverted dropout with rate $p$ on the branch output scales the branch's second moment "
-    "by $1/(1-p)$, forward and backward (the same mask in both passes).",
+    "biases zero; every $W$ and $F$ is a fresh matrix.",
+    "The inputs are zero-mean Gaussian with $E[x^2] = q_0$ per unit, independent across "
+    "the batch.",
+    "Terms of a sum are uncorrelated, not independent: one term of each pair changes sign "
+    "with a zero-mean weight matrix the other does not contain, so cross terms vanish.",
+    "LayerNorm and BatchNorm have a scalar gain $\\gamma$ and $\\beta = 0$ at "
+    "initialization; BatchNorm uses the statistics of an infinite batch of independent "
+    "inputs (training mode).",
+    "Inverted dropout with rate $p$, the same mask in the forward and the backward pass.",
     "Backward: gradient independence (the weights of the backward pass are treated as "
     "independent of the forward pass); $L = \\langle g, h_K \\rangle$ with "
-    "$g \\sim N(0, 1)$ per unit, so $d_K = 1$.",
-    "Pre-LN backward: the LayerNorm Jacobian is $\\gamma/\\sqrt{q_{k-1}}$ times a projection "
-    "that removes two directions, negligible at large width.",
+    "$g \\sim N(0, 1)$ per unit, independent across the batch, so $d_K = 1$.",
 )
 
 
-def _branch_output(recursion: Recursion, phi: sympy.Symbol) -> sympy.Expr:
-    inp = LN(h(k - 1)) if recursion.config.norm == "pre" else h(k - 1)
-    if recursion.config.branch == "single":
-        return W * Activation(phi, inp)
-    return W2 * Activation(phi, W1 * inp)
+def _substituted(expr: sympy.Expr) -> sympy.Expr:
+    from derive.variance_analysis import C_PREV, Q_PREV, c_seq
+
+    return expr.xreplace({Q_PREV: q(k - 1), C_PREV: c_seq(k - 1)})
 
 
-def _block(recursion: Recursion, phi: sympy.Symbol) -> Step:
+def _node_steps(recursion: Recursion, backward: bool) -> list[Step]:
+    """One step per primitive of the block: its moment (or gain) and why."""
+    from derive.blocks.nodes import Input, Sum
+    from derive.variance_analysis import block_input
+
     c = recursion.config
-    branch = _branch_output(recursion, phi)
-    body = h(k - 1) + branch
-    shape = "$W \\phi(h)$ (activation first, UDL 11.2.1)" if c.branch == "single" else (
-        f"$W_2 \\phi(W_1 h)$ with hidden width ${latex(c.mlp_ratio * sympy.Symbol('n'))}$"
-    )
-    where = {"none": "no normalization", "pre": "LayerNorm before the branch",
-             "post": "LayerNorm after the sum"}[c.norm]
-    return Step(h(k), LN(body) if c.norm == "post" else body,
-                f"residual block, {where}; the branch is {shape}")
-
-
-def _branch_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol,
-                  s: sympy.Expr, derivative: bool) -> list[Step]:
-    c = recursion.config
-    steps = []
-    from derive.variance_analysis import _x
-
-    t = sympy.expand(branch.hidden_gain * s)
-    t_text = latex(t.xreplace({_x: q(k - 1)}))
-    if c.branch == "mlp":
-        sigma1 = c.weight_variance(sympy.Symbol("n", positive=True), c.mlp_ratio * sympy.Symbol(
-            "n", positive=True))
-        inp = LN(h(k - 1)) if c.norm == "pre" else h(k - 1)
-        steps.append(Step(Expectation((W1 * inp) ** 2), t,
-                          f"fan-in $n$ times $\\sigma_1^2 = {latex(sigma1)}$ times the input's "
-                          f"second moment ${latex(s.xreplace({_x: q(k - 1)}))}$"))
-    act = Activation(sympy.Symbol(c.activation + ("'" if derivative else "")), z)
-    moment = Expectation(act**2)
-    gain = branch.drop * branch.out_gain * (branch.hidden_gain if derivative else 1)
-    drop = "" if c.dropout == 0 else f", times $1/(1-p) = {latex(branch.drop)}$ for dropout"
-    if derivative:
-        lhs = sympy.Symbol("G_k")
-        why = (f"the branch's gradient gain: fan-out times weight variance through each matrix"
-               f" and $E[\\phi'(z)^2]$ with $z \\sim N(0, {t_text})$" + drop)
-    else:
-        lhs = Expectation(_branch_output(recursion, phi) ** 2)
-        why = (f"fan-in times weight variance, ${latex(branch.out_gain)}$, times "
-               f"$E[\\phi(z)^2]$ with $z \\sim N(0, {t_text})$" + drop)
-    steps.append(Step(lhs, gain * moment, why))
-    steps.append(Step(moment, branch.moment(s, derivative),
-                      f"Gaussian moment of {c.activation} (derive.gaussian)"))
+    block = c.block
+    x = block_input(c)
+    moments = block.moments(c, x)
+    steps, seen = [], set()
+    for node in block.expanded(c).walk():
+        if isinstance(node, Input) or node in seen or (backward and isinstance(node, Sum)):
+            continue
+        seen.add(node)
+        shown = node.display(h(k - 1))
+        inputs = [moments[child] for child in node.children]
+        if backward:
+            gains = node.gains(inputs, c, x)
+            rhs = gains[0] if len(gains) == 1 else sympy.Tuple(*gains)
+            steps.append(Step(Gain(shown), _substituted(rhs), node.backward_reason(c)))
+        else:
+            out = moments[node]
+            steps.append(Step(Expectation(shown**2), _substituted(out.q), node.reason(c)))
     return steps
 
 
-def _forward_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol) -> list[Step]:
-    from derive.variance_analysis import _x
-
+def _block(recursion: Recursion) -> Step:
     c = recursion.config
-    F = _branch_output(recursion, phi)
-    steps = [_block(recursion, phi)]
-    s = c.gamma**2 if c.norm == "pre" else _x
-    if c.norm == "post":
-        steps.append(Step(sympy.Symbol("s_k"), q(k - 1) + Expectation(F**2),
-                          "second moment of the sum before LayerNorm; the cross term vanishes"))
-    else:
-        steps.append(Step(q(k), q(k - 1) + 2 * Expectation(h(k - 1) * F) + Expectation(F**2),
-                          "square the sum and take the expectation per unit"))
-        steps.append(Step(Expectation(h(k - 1) * F), sympy.Integer(0),
-                          "$W$ is zero-mean and independent of $h_{k-1}$: the cross term vanishes"))
-    for st in _branch_steps(recursion, branch, phi, s, derivative=False):
-        steps.append(Step(st.lhs, st.rhs.xreplace({_x: q(k - 1)}), st.reason, st.relation))
-    if c.norm == "post":
-        steps.append(Step(q(k), c.gamma**2, "LayerNorm output has second moment $\\gamma^2$ "
-                          "per unit, whatever its input (for $k \\ge 1$)"))
-    return steps
+    name = c.block.name
+    where = f"the block {c.block.text}" if name == c.block.text else (
+        f"the block {name}: {c.block.text}" + (f" ({c.block.source})" if c.block.source else ""))
+    branch = "$W \\phi(h)$" if c.branch == "single" else "$W_2 \\phi(W_1 h)$"
+    return Step(h(k), c.block.display(h(k - 1)), f"{where}; its branch $F$ is {branch}")
 
 
-def _backward_steps(recursion: Recursion, branch: Branch, phi: sympy.Symbol) -> list[Step]:
-    from derive.variance_analysis import _x
+def _forward_steps(recursion: Recursion) -> list[Step]:
+    return [_block(recursion), *_node_steps(recursion, backward=False)]
 
-    c = recursion.config
-    steps = [_block(recursion, phi)]
-    G = sympy.Symbol("G_k")
-    dk = d(k)
-    if c.norm == "post":
-        s_k = sympy.Symbol("s_k")
-        dk = sympy.Symbol("u_k")
-        s_value = q(k - 1) + branch.forward(_x).xreplace({_x: q(k - 1)})
-        steps.append(Step(dk, d(k) * c.gamma**2 / s_k,
-                          "$u_k$, the gradient's second moment at the sum before LayerNorm, "
-                          "whose Jacobian scales by $\\gamma/\\sqrt{s_k}$, "
-                          f"$s_k = q_{{k-1}} + E[F^2] = {latex(s_value)}$"))
-    if c.norm == "pre":
-        steps.append(Step(d(k - 1), dk * (1 + c.gamma**2 / q(k - 1) * G),
-                          "identity path plus branch path through LayerNorm, whose Jacobian is "
-                          "$\\gamma/\\sqrt{q_{k-1}}$ times a projection; cross terms vanish"))
-        s = c.gamma**2
-    else:
-        steps.append(Step(d(k - 1), dk * (1 + G),
-                          "backpropagate through the identity and the branch: "
-                          "$\\partial L/\\partial h_{k-1} = "
-                          "(I + J_k)^T \\partial L/\\partial h_k$; "
-                          "the cross term vanishes (gradient independence)"))
-        s = _x
-    for st in _branch_steps(recursion, branch, phi, s, derivative=True):
-        steps.append(Step(st.lhs, st.rhs.xreplace({_x: q(k - 1)}), st.reason, st.relation))
+
+def _backward_steps(recursion: Recursion) -> list[Step]:
+    steps = [_block(recursion), *_node_steps(recursion, backward=True)]
+    steps.append(Step(d(k - 1), d(k) * sympy.Symbol("G_k"),
+                      "the block's gain $G_k$ sums, over its paths from output to input, the "
+                      "product of the gains along the path"))
     return steps
 
 
 def _check(recursion: Recursion) -> Step | None:
     """Substitute the closed form back into the recurrence: the residual simplifies to 0."""
-    from derive.variance_analysis import _x
+    from derive.variance_analysis import C_PREV, Q_PREV
 
     closed = recursion.closed_form
     if closed is None:
@@ -171,7 +122,7 @@ def _check(recursion: Recursion) -> Step | None:
         sol, first = sol.args[-1].expr, 2
     if recursion.direction == "forward":
         prev = sol.xreplace({K: k - 1}) if first == 1 else recursion.config.gamma**2
-        lhs = sympy.Add(sol.xreplace({K: k}), -recursion.step.xreplace({_x: prev}),
+        lhs = sympy.Add(sol.xreplace({K: k}), -recursion.step.xreplace({Q_PREV: prev}),
                         evaluate=False)
         what = "$q_k - f(q_{k-1})$ with the solution substituted"
     else:
@@ -179,7 +130,9 @@ def _check(recursion: Recursion) -> Step | None:
         q_prev = q0 if forward is None else forward.rhs
         if isinstance(q_prev, sympy.Piecewise):
             q_prev = q_prev.args[-1].expr
-        factor = recursion.step.xreplace({_x: q_prev.xreplace({K: k - 1})})
+        cross = recursion.cross_part.closed_form if recursion.cross_part is not None else None
+        c_prev = {} if cross is None else {C_PREV: cross.rhs.xreplace({K: k - 1})}
+        factor = recursion.step.xreplace({Q_PREV: q_prev.xreplace({K: k - 1}), **c_prev})
         ratio = sol.xreplace({K: k}) / sol.xreplace({K: k - 1})
         lhs = sympy.Add(ratio, -factor, evaluate=False)
         what = "$(d_0/d_k)/(d_0/d_{k-1})$ minus the factor of block $k$"
@@ -197,16 +150,12 @@ def build_derivation(recursion: Recursion) -> Derivation:
     >>> der.key, der.result.text()
     ('variance/he/relu/none/single/forward', 'q_K = 2ᴷ·q₀')
     """
-    from derive.variance_analysis import Branch
-
     c = recursion.config
-    branch = Branch.of(c)
-    phi = sympy.Symbol(c.activation)
     if recursion.direction == "forward":
-        steps = _forward_steps(recursion, branch, phi)
+        steps = _forward_steps(recursion)
         title = f"Forward second moment $q_k$ through depth: {c.label}"
     else:
-        steps = _backward_steps(recursion, branch, phi)
+        steps = _backward_steps(recursion)
         title = f"Backward gradient second moment $d_k$ through depth: {c.label}"
     rec = recursion.recurrence
     steps.append(Step(rec.lhs, rec.rhs, "the recurrence"))

@@ -8,12 +8,17 @@ from derive.model import VarianceConfig, check_depth, exact, jacobian, n, q
 from derive.printing import latex, text
 
 
+def test_unknown_block_names_the_presets_and_the_language() -> None:
+    with pytest.raises(DeriveError, match=r"unknown block 'batch': choose a preset \(none, pre, "
+                       r"post, rescaled,.*\) or write an expression in x"):
+        VarianceConfig(norm="batch")
+
+
 @pytest.mark.parametrize(
     ("field", "value", "allowed"),
     [
         ("init", "kaiming", "xavier, he, lecun"),
         ("activation", "swish", "linear, relu, leaky_relu, tanh, gelu"),
-        ("norm", "batch", "none, pre, post"),
         ("branch", "attention", "single, mlp"),
     ],
 )

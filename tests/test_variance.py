@@ -222,7 +222,7 @@ def test_growth_without_closed_form_says_so() -> None:
 
 @pytest.mark.parametrize("kwargs,fragment", [
     ({"init": "kaiming"}, "unknown init 'kaiming': choose one of xavier, he, lecun"),
-    ({"norm": "mid"}, "unknown norm 'mid'"),
+    ({"norm": "mid"}, "unknown block 'mid'"),
     ({"dropout": 1}, "dropout must be in [0, 1), got 1"),
     ({"mlp_ratio": 0}, "mlp_ratio must be > 0"),
     ({"gamma": -2}, "gamma must be > 0"),

@@ -1,0 +1,187 @@
+"""A residual block: its parsed tree, its name, and the folds of its primitives' rules.
+
+>>> b = block("pre")
+>>> b.text, b.name
+('x + F(LN(x))', 'pre')
+>>> from derive.model import VarianceConfig
+>>> v = sympy.Symbol("v", positive=True)
+>>> b.forward(VarianceConfig(init="he"), Moments(v)).q
+v + 1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import sympy
+
+from derive.blocks.nodes import STD_X, Input, Moments, Node, Scale
+from derive.blocks.parser import parse
+from derive.blocks.presets import PRESETS
+from derive.blocks.primitives import BatchNorm, Dropout
+from derive.errors import DeriveError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.model import VarianceConfig
+
+#: The block's input h_{k-1}, as it is printed.
+h_prev = sympy.Symbol("x")
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """A residual block B(x) as a tree of primitives.
+
+    ``name`` is the preset's name, or the expression itself; ``source`` names the
+    literature for a preset.
+
+    >>> block("x + alpha*F(x)").symbols
+    (alpha,)
+    """
+
+    tree: Node
+    name: str
+    source: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The block in the block language, e.g. ``x + F(LN(x))``."""
+        return self.tree.text()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Block) and self.text == other.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"Block({self.text!r})"
+
+    @cached_property
+    def symbols(self) -> tuple[sympy.Symbol, ...]:
+        """The block's own symbols (``alpha``, ``p``), sorted by name."""
+        found: set[sympy.Symbol] = set()
+        for node in self.tree.walk():
+            for value in (getattr(node, "factor", None), getattr(node, "p", None)):
+                if isinstance(value, sympy.Expr):
+                    found |= {s for s in value.free_symbols if s != STD_X}
+        return tuple(sorted(found, key=lambda s: s.name))
+
+    @cached_property
+    def has_batchnorm(self) -> bool:
+        """Whether a BatchNorm needs the covariance of two inputs of a batch."""
+        return any(isinstance(node, BatchNorm) for node in self.tree.walk())
+
+    def display(self, arg: sympy.Expr = h_prev) -> sympy.Expr:
+        """The block as a printable SymPy expression in ``arg``."""
+        return self.tree.display(arg)
+
+    def _repr_latex_(self) -> str:
+        from derive.printing import latex
+
+        return f"$B(x) = {latex(self.display())}$"
+
+    def expanded(self, config: VarianceConfig) -> Node:
+        """The tree with every ``F`` replaced by the configured branch's primitives."""
+        return _expanded(self.tree, config)
+
+    def substituted(self, values: dict[str, sympy.Expr]) -> Block:
+        """The block with some of its symbols given values; its name says which.
+
+        >>> block("skipinit").substituted({"alpha": sympy.Rational(1, 2)}).name
+        'skipinit, alpha=1/2'
+        """
+        known = {s.name: s for s in self.symbols}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            have = ", ".join(known) or "none"
+            raise DeriveError(f"the block {self.text} has no symbol {unknown[0]!r} "
+                              f"(its symbols: {have})")
+        if not values:
+            return self
+        replace = {known[name]: value for name, value in values.items()}
+        shown = ", ".join(f"{name}={values[name]}" for name in sorted(values))
+        return Block(_substitute(self.tree, replace), f"{self.name}, {shown}", self.source)
+
+    # --- the folds ----------------------------------------------------------------
+    def moments(self, config: VarianceConfig, x: Moments) -> dict[Node, Moments]:
+        """Every node's output moments when the input has ``x``, children first."""
+        tree, out = self.expanded(config), {}
+        for node in tree.walk():
+            if node not in out:
+                out[node] = node.moments([out[c] for c in node.children], config, x)
+        return out
+
+    def forward(self, config: VarianceConfig, x: Moments) -> Moments:
+        """The block output's moments: the forward map q_{k-1} -> q_k (and c)."""
+        return self.moments(config, x)[self.expanded(config)]
+
+    def gain(self, config: VarianceConfig, x: Moments) -> sympy.Expr:
+        """d_{k-1}/d_k: the sum over the block's paths from output to input of the
+        product of each primitive's gain (gradient independence)."""
+        tree = self.expanded(config)
+        moments = self.moments(config, x)
+        total: dict[Node, sympy.Expr] = {}
+
+        def through(node: Node) -> sympy.Expr:
+            if isinstance(node, Input):
+                return sympy.Integer(1)
+            if node not in total:
+                gains = node.gains([moments[c] for c in node.children], config, x)
+                total[node] = sympy.Add(*(g * through(c)
+                                          for g, c in zip(gains, node.children, strict=True)))
+            return total[node]
+
+        return through(tree)
+
+
+_EXPANDED: dict[tuple[str, object], Node] = {}
+
+
+def _expanded(tree: Node, config: VarianceConfig) -> Node:
+    key = (tree.text(), (config.branch, config.mlp_ratio, config.dropout, config.activation))
+    if key not in _EXPANDED:
+        _EXPANDED[key] = tree.expand(config)
+    return _EXPANDED[key]
+
+
+def _substitute(node: Node, values: dict) -> Node:
+    children = tuple(_substitute(c, values) for c in node.children)
+    if isinstance(node, Scale):
+        return Scale(node.factor.xreplace(values), children[0])
+    if isinstance(node, Dropout):
+        return Dropout(children[0], node.p.xreplace(values), node.key)
+    return node.rebuild(children)
+
+
+def block(spec: object) -> Block:
+    """A block from a preset name, an expression in the block language, or a Block.
+
+    >>> block("rescaled").text
+    '(x + F(x))/sqrt(2)'
+    >>> block("x + F(LN(x))").name
+    'pre'
+    >>> block("")
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: the block is empty: write it in x, such as 'x + F(x)'
+    """
+    if isinstance(spec, Block):
+        return spec
+    if isinstance(spec, str) and spec.strip() in PRESETS:
+        preset = PRESETS[spec.strip()]
+        return Block(parse(preset.expression), preset.name, preset.source)
+    if isinstance(spec, str) and spec.strip().replace("-", "_").isidentifier() \
+            and spec.strip() != "x":
+        raise DeriveError(f"unknown block {spec.strip()!r}: choose a preset "
+                          f"({', '.join(PRESETS)}) or write an expression in x such as "
+                          "'x + F(LN(x))'")
+    tree = parse(spec)
+    for preset in PRESETS.values():
+        if preset.expression == tree.text():
+            return Block(tree, preset.name, preset.source)
+    if not isinstance(spec, str):  # pragma: no cover (parse refuses)
+        raise DeriveError(f"a block is a string, got {spec!r}")
+    return Block(tree, tree.text())

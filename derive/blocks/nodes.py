@@ -1,0 +1,340 @@
+"""The tree of a residual block: the node protocol, the input ``x`` and the combinators.
+
+A block is a tree of nodes, each a vector-valued function of the block's input
+``x``. Every node carries its own rules, as the layers of neural-tangents' stax
+carry their kernel rules:
+
+- ``moments``: the output's second moment (and, where BatchNorm needs it, the
+  covariance of two independent inputs of a batch) given its inputs';
+- ``gains``: the backward gain to each input, E[(J^T g)^2] / E[g^2] under
+  gradient independence;
+- ``reason``: the written step, with why it holds;
+- ``forward_np`` / ``backward_np``: its finite-width NumPy op and hand-written backward.
+
+The combinators here, :class:`Sum` and :class:`Scale`, fold their terms' rules;
+the primitives (``W``, ``F``, activations, ``LN``, ``BN``, ``Dropout``) live in
+:mod:`derive.blocks.primitives`.
+
+>>> from derive.blocks.primitives import Branch
+>>> Sum((Input(), Scale(sympy.Integer(2), Branch(0, Input())))).text()
+'x + 2*F(x)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sympy
+
+from derive.errors import DeriveError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from derive.model import VarianceConfig
+
+
+class StdOfInput(sympy.Symbol):
+    """``std(x)``: the expected standard deviation sqrt(q) of the block's input at
+    initialization, a constant of the network (NF-ResNets compute it analytically).
+
+    >>> from derive.printing import latex
+    >>> latex(STD_X)
+    '\\\\operatorname{std}(x)'
+    """
+
+    def __new__(cls) -> StdOfInput:
+        return super().__new__(cls, "std(x)", positive=True)
+
+    def _latex(self, printer: object) -> str:
+        return r"\operatorname{std}(x)"
+
+    def _sympystr(self, printer: object) -> str:
+        return "std(x)"
+
+
+STD_X = StdOfInput()
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Second moment ``q`` per unit and, when tracked, the covariance ``c`` per unit of
+    two independent inputs of the batch (what BatchNorm's batch statistics see).
+
+    >>> Moments(sympy.Integer(2)).scaled(3)
+    Moments(q=6, c=None)
+    """
+
+    q: sympy.Expr
+    c: sympy.Expr | None = None
+
+    def scaled(self, factor: object) -> Moments:
+        """Both moments times ``factor`` (a linear map that scales every unit)."""
+        f = sympy.sympify(factor)
+        return Moments(f * self.q, None if self.c is None else f * self.c)
+
+
+class Node:
+    """A vector-valued node of a block. Subclasses set ``children`` and the rules.
+
+    Nodes are frozen dataclasses compared by value; every weight matrix carries its
+    own ``key``, so two branches are never equal.
+    """
+
+    children: tuple[Node, ...] = ()
+    #: The parity of the node's function: True when f(-z) = -f(z) for its input z.
+    odd: ClassVar[bool] = True
+
+    # --- the tree ---------------------------------------------------------------
+    def walk(self) -> list[Node]:
+        """Every node below and including this one, children before parents."""
+        out: list[Node] = []
+        for child in self.children:
+            out.extend(child.walk())
+        out.append(self)
+        return out
+
+    def weights(self) -> frozenset[tuple]:
+        """The keys of every weight matrix in this subtree."""
+        return frozenset().union(*(c.weights() for c in self.children))
+
+    def odd_in(self) -> frozenset[tuple]:
+        """Keys of the weight matrices W such that this node changes sign with W."""
+        if not self.odd or not self.children:
+            return frozenset()
+        return frozenset.intersection(*(c.odd_in() for c in self.children))
+
+    def expand(self, config: VarianceConfig) -> Node:
+        """The node with every configured branch ``F`` replaced by its primitives."""
+        return self.rebuild(tuple(c.expand(config) for c in self.children))
+
+    def rebuild(self, children: tuple[Node, ...]) -> Node:
+        """The same node over other children."""
+        if not children:
+            return self
+        return type(self)(*children)  # type: ignore[call-arg]
+
+    # --- printing ---------------------------------------------------------------
+    def text(self) -> str:
+        """The node in the block language (parseable back)."""
+        raise NotImplementedError
+
+    def display(self, arg: sympy.Expr) -> sympy.Expr:
+        """The node as a printable SymPy expression, with ``arg`` for ``x``."""
+        raise NotImplementedError
+
+    # --- rules ------------------------------------------------------------------
+    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+        """The output's moments given the inputs' (``x``: the block input's)."""
+        raise NotImplementedError
+
+    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+              x: Moments) -> tuple[sympy.Expr, ...]:
+        """E[(J_i^T g)^2] / E[g^2] for the Jacobian J_i to each input."""
+        raise NotImplementedError
+
+    def reason(self, config: VarianceConfig) -> str:
+        """Why the moment rule holds, in one sentence (inline LaTeX)."""
+        raise NotImplementedError
+
+    def backward_reason(self, config: VarianceConfig) -> str:
+        """Why the gain rule holds, in one sentence (inline LaTeX)."""
+        return self.reason(config)
+
+    # --- numbers ----------------------------------------------------------------
+    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+        """The finite-width op on arrays (networks, batch, units); returns (out, cache)."""
+        raise NotImplementedError
+
+    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+        """The gradients at the inputs from the gradient at the output."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Input(Node):
+    """``x``, the block's input h_{k-1}.
+
+    >>> Input().text()
+    'x'
+    """
+
+    def weights(self) -> frozenset[tuple]:
+        return frozenset()
+
+    def odd_in(self) -> frozenset[tuple]:
+        return frozenset()
+
+    def text(self) -> str:
+        return "x"
+
+    def display(self, arg: sympy.Expr) -> sympy.Expr:
+        return arg
+
+    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+        return x
+
+    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+              x: Moments) -> tuple[sympy.Expr, ...]:
+        return ()
+
+    def reason(self, config: VarianceConfig) -> str:
+        return "the block's input"
+
+    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+        return net.x, None
+
+    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+        net.x_grad = net.x_grad + grad
+        return []
+
+
+def _wrap(node: Node) -> str:
+    return f"({node.text()})" if isinstance(node, Sum) else node.text()
+
+
+@dataclass(frozen=True)
+class Scale(Node):
+    """``a * v``: a scalar at initialization times a node. ``a`` may hold ``std(x)``.
+
+    Forward: the second moment scales by a^2; backward: the gain is a^2.
+
+    >>> Scale(sympy.Symbol("alpha"), Input()).text()
+    'alpha*x'
+    """
+
+    factor: sympy.Expr
+    child: Node
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "children", (self.child,))
+
+    def rebuild(self, children: tuple[Node, ...]) -> Node:
+        return Scale(self.factor, children[0])
+
+    def odd_in(self) -> frozenset[tuple]:
+        return self.child.odd_in()
+
+    def text(self) -> str:
+        factor = sympy.sstr(self.factor)
+        if self.factor == -1:
+            return f"-{_wrap(self.child)}"
+        if self.factor.is_Pow and self.factor.exp == -1:
+            return f"{_wrap(self.child)}/{_atom(self.factor.base)}"
+        num, den = sympy.fraction(self.factor)
+        if num == 1 and den != 1:
+            return f"{_wrap(self.child)}/{_atom(den)}"
+        return f"{_atom(self.factor) if len(factor) > 1 else factor}*{_wrap(self.child)}"
+
+    def display(self, arg: sympy.Expr) -> sympy.Expr:
+        return sympy.Mul(self.factor, self.child.display(arg), evaluate=False)
+
+    def value(self, x: Moments) -> sympy.Expr:
+        """The factor at initialization: ``std(x)`` is sqrt of the input's second moment."""
+        return self.factor.xreplace({STD_X: sympy.sqrt(x.q)})
+
+    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+        return inputs[0].scaled(self.value(x) ** 2)
+
+    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+              x: Moments) -> tuple[sympy.Expr, ...]:
+        return (self.value(x) ** 2,)
+
+    def reason(self, config: VarianceConfig) -> str:
+        why = "a constant factor $a$ scales the second moment by $a^2$"
+        if self.factor.has(STD_X):
+            why += (", with $\\operatorname{std}(x) = \\sqrt{q_{k-1}}$ the expected "
+                    "standard deviation of the input at initialization (a constant of the "
+                    "network, not a batch statistic)")
+        return why
+
+    def backward_reason(self, config: VarianceConfig) -> str:
+        return "a constant factor $a$ scales the gradient by $a$, its second moment by $a^2$"
+
+    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+        factor = net.scalar(self.factor)
+        return values[0] * factor, factor
+
+    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+        return [grad * cache]
+
+
+def _atom(expr: sympy.Expr) -> str:
+    shown = sympy.sstr(expr)
+    return shown if not any(op in shown for op in " +-*/") else f"({shown})"
+
+
+@dataclass(frozen=True)
+class Sum(Node):
+    """``a + b + ...``: a sum of terms that are uncorrelated at initialization.
+
+    Uncorrelated is derived, not assumed: two terms are uncorrelated when one of
+    them changes sign with a weight matrix W (it is odd in W) that the other does
+    not contain; W is symmetric about zero and independent of the other term, so
+    E[a b] = 0, forward and (under gradient independence) backward. A sum whose
+    terms cannot be shown uncorrelated is refused.
+
+    >>> from derive.blocks.primitives import Branch
+    >>> Sum((Input(), Branch(0, Input()))).text()
+    'x + F(x)'
+    >>> Sum((Input(), Input()))
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: the terms x and x of the sum may be correlated at \
+initialization: derive adds second moments only when one term of each pair changes sign \
+with a weight matrix the other does not contain (such as x + F(x))
+    """
+
+    terms: tuple[Node, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "children", tuple(self.terms))
+        for i, a in enumerate(self.terms):
+            for b in self.terms[i + 1:]:
+                if not (a.odd_in() - b.weights() or b.odd_in() - a.weights()):
+                    raise DeriveError(
+                        f"the terms {a.text()} and {b.text()} of the sum may be correlated at "
+                        "initialization: derive adds second moments only when one term of "
+                        "each pair changes sign with a weight matrix the other does not "
+                        "contain (such as x + F(x))")
+
+    def rebuild(self, children: tuple[Node, ...]) -> Node:
+        return Sum(children)
+
+    def text(self) -> str:
+        out = self.terms[0].text()
+        for term in self.terms[1:]:
+            shown = term.text()
+            out += f" - {shown[1:]}" if shown.startswith("-") else f" + {shown}"
+        return out
+
+    def display(self, arg: sympy.Expr) -> sympy.Expr:
+        return sympy.Add(*(t.display(arg) for t in self.terms), evaluate=False)
+
+    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+        q = sympy.Add(*(m.q for m in inputs))
+        tracked = all(m.c is not None for m in inputs)
+        return Moments(q, sympy.Add(*(m.c for m in inputs)) if tracked else None)
+
+    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+              x: Moments) -> tuple[sympy.Expr, ...]:
+        return tuple(sympy.Integer(1) for _ in inputs)
+
+    def reason(self, config: VarianceConfig) -> str:
+        return ("second moments add: the cross terms vanish, since one term of each pair "
+                "changes sign with a zero-mean weight matrix the other does not contain")
+
+    def backward_reason(self, config: VarianceConfig) -> str:
+        return ("the gradient reaches every term unchanged; their contributions add, since "
+                "the cross terms vanish by the same symmetry (gradient independence)")
+
+    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+        total = values[0]
+        for v in values[1:]:
+            total = total + v
+        return total, len(values)
+
+    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+        return [grad] * cache

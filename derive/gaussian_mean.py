@@ -1,0 +1,64 @@
+"""Gaussian means of activations: E[phi(z)] for z ~ N(0, s^2).
+
+BatchNorm's batch statistics see the covariance of two independent inputs of a
+batch, and an activation whose two inputs are independent gives it
+E[phi(z)] E[phi(z')] = E[phi(z)]^2. The means are derived, not typed in: SymPy
+integrates the density for linear, relu, leaky_relu and gelu (z Phi(z)); tanh
+is odd, which SymPy shows, so its mean is zero.
+
+>>> gaussian_mean("relu", 1)
+sqrt(2)/(2*sqrt(pi))
+>>> gaussian_mean("tanh", 3)
+0
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sympy
+
+from derive.gaussian import DEFAULT_SLOPE, a, s, z
+
+_v = sympy.Dummy("v", positive=True)
+
+
+def _phi(activation: str) -> sympy.Expr:
+    if activation == "linear":
+        return z
+    if activation == "relu":
+        return sympy.Piecewise((z, z > 0), (0, True))
+    if activation == "leaky_relu":
+        return sympy.Piecewise((z, z > 0), (a * z, True))
+    if activation == "gelu":
+        return z * (1 + sympy.erf(z / sympy.sqrt(2))) / 2
+    return sympy.tanh(z)
+
+
+@functools.cache
+def _mean_in_variance(activation: str) -> sympy.Expr:
+    phi = _phi(activation)
+    if sympy.simplify(phi.subs(z, -z) + phi) == 0:  # odd: the mean of a symmetric law is 0
+        return sympy.Integer(0)
+    density = sympy.exp(-(z**2) / (2 * s**2)) / (s * sympy.sqrt(2 * sympy.pi))
+    if isinstance(phi, sympy.Piecewise):
+        (pos, _), (neg, _) = phi.args
+        mean = (sympy.integrate(pos * density, (z, 0, sympy.oo))
+                + sympy.integrate(neg * density, (z, -sympy.oo, 0)))
+    else:
+        mean = sympy.integrate(phi * density, (z, -sympy.oo, sympy.oo))
+    return sympy.factor(sympy.simplify(mean)).subs(s, sympy.sqrt(_v))
+
+
+def gaussian_mean(activation: str, s2: object, *,
+                  negative_slope: object = DEFAULT_SLOPE) -> sympy.Expr:
+    """E[phi(z)] for z ~ N(0, s2), exact.
+
+    >>> gaussian_mean("leaky_relu", 1, negative_slope=0)
+    sqrt(2)/(2*sqrt(pi))
+    >>> gaussian_mean("gelu", 1)
+    1/(2*sqrt(pi))
+    """
+    value = _mean_in_variance(activation).xreplace(
+        {_v: sympy.sympify(s2), a: sympy.sympify(negative_slope)})
+    return sympy.simplify(value) if value.is_number else value
