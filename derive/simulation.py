@@ -17,14 +17,18 @@ import numbers
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sympy
 
 from derive.blocks.nodes import STD_X, Node
 from derive.errors import DeriveError
-from derive.model import VarianceConfig, check_depth
+from derive.model import VarianceConfig, check_depth, exact
 from derive.model import n as _n
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.blocks.block import Block
 
 _INPUT, _UPSTREAM, _WEIGHT, _DROPOUT = range(4)
 #: Networks drawn and run side by side (stacked along the first axis).
@@ -295,9 +299,13 @@ def simulate(
     init: str = "xavier", activation: str = "relu", norm: str = "none", branch: str = "single",
     *, depth: int = 10, width: int = 512, seeds: int = 4, batch: int = 64, q0: float = 1,
     mlp_ratio: object = 1, dropout: object = 0, gamma: object = 1, sigma_w2: object = None,
-    negative_slope: object = sympy.Rational(1, 100), seed: int = 0,
+    negative_slope: object = sympy.Rational(1, 100), seed: int = 0, block: object = None,
+    values: dict[str, object] | None = None,
 ) -> Simulation:
     """Simulate ``seeds`` finite residual networks and measure their variance profiles.
+
+    The block is ``norm`` unless ``block`` is given (a preset, an expression or a
+    Block); ``values`` gives its symbols numbers (a preset has its own).
 
     He initialization with ReLU doubles E[h_k^2] per block (UDL 11.3):
 
@@ -309,8 +317,9 @@ def simulate(
     ...
     derive.errors.DeriveError: gamma must be a number to simulate a network, got gamma
     """
+    chosen = checkable(norm if block is None else block, values)
     config = VarianceConfig(init, activation, norm, branch, mlp_ratio, dropout, gamma, sigma_w2,
-                            negative_slope)
+                            negative_slope, block=chosen)
     depth, width = _count(depth, "depth", 1), _count(width, "width", 2)
     batch, seed = _count(batch, "batch", 1), _count(seed, "seed", 0)
     [(forward, backward)] = measure(
@@ -343,19 +352,40 @@ def derived(config: VarianceConfig, depth: int, q0: float = 1.0, width: int = 51
             [float(v) for v in analysis.backward.profile(depth, q0=q0_exact)])
 
 
+def checkable(spec: object, values: dict[str, object] | None = None) -> Block:
+    """The block of ``spec`` with numbers for its symbols, as the simulation needs: the
+    given ``values``, else a preset's own check values.
+
+    >>> checkable("skipinit").text
+    'x + F(x)/2'
+    """
+    from derive.blocks.block import block
+    from derive.blocks.presets import PRESETS
+
+    chosen = block(spec)
+    given = dict(PRESETS[chosen.name].check) if chosen.name in PRESETS else {}
+    given.update(values or {})
+    names = {s.name for s in chosen.symbols}
+    return chosen.substituted({k: exact(v, k) for k, v in given.items() if k in names})
+
+
 def grid(inits: Sequence[str] = (), activations: Sequence[str] = (), norms: Sequence[str] = (),
-         branches: Sequence[str] = (), **options: object) -> list[VarianceConfig]:
-    """Every configuration of init x activation x norm x branch (empty: every choice).
+         branches: Sequence[str] = (), *, blocks: Sequence[object] = (),
+         values: dict[str, object] | None = None, **options: object) -> list[VarianceConfig]:
+    """Every configuration of init x activation x block x branch; the blocks are ``norms``
+    and ``blocks`` (empty: every choice, and every preset).
 
     >>> len(grid()), grid(["he"], ["relu"], ["pre"])[1].label
-    (90, 'he/relu/pre/mlp')
+    (330, 'he/relu/pre/mlp')
     """
-    from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
+    from derive.blocks.presets import PRESETS
+    from derive.model import ACTIVATIONS, BRANCHES, INITS
 
+    specs = [checkable(spec, values) for spec in (*norms, *blocks) or PRESETS]
     return [
-        VarianceConfig(init=i, activation=a, norm=m, branch=b, **options)  # type: ignore[arg-type]
+        VarianceConfig(init=i, activation=a, branch=b, block=m, **options)  # type: ignore[arg-type]
         for i in inits or INITS for a in activations or ACTIVATIONS
-        for m in norms or NORMS for b in branches or BRANCHES
+        for m in specs for b in branches or BRANCHES
     ]
 
 

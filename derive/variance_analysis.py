@@ -283,6 +283,8 @@ class VarianceAnalysis:
     config: VarianceConfig
     forward: Recursion
     backward: Recursion
+    #: c_k, the covariance of two independent inputs per unit, where a BatchNorm needs it.
+    cross: Recursion | None = None
 
     def _repr_latex_(self) -> str:
         rows = []
@@ -349,7 +351,7 @@ def _analysis(config: VarianceConfig) -> VarianceAnalysis:
     forward = Recursion(config, "forward", forward_step)
     cross = None if cross_step is None else Recursion(config, "cross", cross_step, forward)
     backward = Recursion(config, "backward", backward_step, forward, cross)
-    return VarianceAnalysis(config, forward, backward)
+    return VarianceAnalysis(config, forward, backward, cross)
 
 
 def variance(

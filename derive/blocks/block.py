@@ -91,7 +91,7 @@ class Block:
         """The block with some of its symbols given values; its name says which.
 
         >>> block("skipinit").substituted({"alpha": sympy.Rational(1, 2)}).name
-        'skipinit, alpha=1/2'
+        'skipinit (alpha=1/2)'
         """
         known = {s.name: s for s in self.symbols}
         unknown = sorted(set(values) - set(known))
@@ -103,7 +103,7 @@ class Block:
             return self
         replace = {known[name]: value for name, value in values.items()}
         shown = ", ".join(f"{name}={values[name]}" for name in sorted(values))
-        return Block(_substitute(self.tree, replace), f"{self.name}, {shown}", self.source)
+        return Block(_substitute(self.tree, replace), f"{self.name} ({shown})", self.source)
 
     # --- the folds ----------------------------------------------------------------
     def moments(self, config: VarianceConfig, x: Moments) -> dict[Node, Moments]:

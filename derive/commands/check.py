@@ -12,12 +12,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.simulation import CheckRow
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.parameters import options
 
 EPILOG = """\b
 Examples:
-  derive check                                 the whole grid, 90 configurations
-  derive check --init he --activation relu     one init and activation, every norm and branch
+  derive check                                 the whole grid: every preset, 330 configurations
+  derive check --init he --activation relu     one init and activation, every preset and branch
   derive check --norm pre --blocks             every block, not only the final depth
+  derive check --block 'x + F(BN(x))' --block 'x + alpha*F(x)' --set alpha=1/2
   derive check --branch mlp --mlp-ratio 4 --dropout 0.1 --format json
 
 \b
@@ -66,7 +68,12 @@ def _number(value: float) -> float | None:
 @click.option("--activation", "activations", multiple=True, type=click.Choice(ACTIVATIONS),
               help="Activation (repeat for several; default all).")
 @click.option("--norm", "norms", multiple=True, type=click.Choice(NORMS),
-              help="LayerNorm placement (repeat for several; default all).")
+              help="LayerNorm placement (repeat for several).")
+@click.option("--block", "blocks_", multiple=True, metavar="EXPR",
+              help="A block: a preset or an expression in x (repeat for several; default: "
+                   "every preset of derive variance --help).")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="A number for a block's symbol (repeatable); presets have their own.")
 @click.option("--branch", "branches", multiple=True, type=click.Choice(BRANCHES),
               help="Residual branch (repeat for several; default all).")
 @click.option("--all", "everything", is_flag=True,
@@ -78,11 +85,7 @@ def _number(value: float) -> float | None:
 @click.option("--batch", type=int, default=16, show_default=True, help="Inputs per network.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of all draws.")
 @click.option("--q0", type=float, default=1.0, show_default=True, help="E[x^2] of the inputs.")
-@click.option("--mlp-ratio", default="1", show_default=True, help="Hidden width / width (mlp).")
-@click.option("--dropout", default="0", show_default=True, help="Dropout probability p.")
-@click.option("--gamma", default="1", show_default=True, help="LayerNorm gain.")
-@click.option("--sigma-w2", default=None, help="Weight variance for every matrix (replaces init).")
-@click.option("--negative-slope", default="1/100", show_default=True, help="leaky_relu slope.")
+@options
 @click.option("--tolerance", "-t", type=float, default=0.1, show_default=True,
               help="Largest relative error accepted at any block.")
 @click.option("--blocks", is_flag=True, help="Show every block, not only the final depth.")
@@ -92,6 +95,8 @@ def check(
     inits: tuple[str, ...],
     activations: tuple[str, ...],
     norms: tuple[str, ...],
+    blocks_: tuple[str, ...],
+    settings: tuple[str, ...],
     branches: tuple[str, ...],
     everything: bool,
     depth: int,
@@ -100,34 +105,28 @@ def check(
     batch: int,
     seed: int,
     q0: float,
-    mlp_ratio: str,
-    dropout: str,
-    gamma: str,
-    sigma_w2: str | None,
-    negative_slope: str,
     tolerance: float,
     blocks: bool,
     fmt: str,
+    **parameters: str | None,
 ) -> None:
     """Compare the derived variance profiles with simulated finite networks.
 
     Builds real networks in NumPy for each configuration (init x activation x
-    norm x branch), measures E[h_k^2] and the backpropagated E[(dL/dh_k)^2]
+    block x branch), measures E[h_k^2] and the backpropagated E[(dL/dh_k)^2]
     at every block, and compares them with the derivation of `derive variance`.
     The table shows each configuration's final depth and any block outside the
     tolerance (--blocks: every block).
     """
+    from derive.parameters import symbol_values
     from derive.simulation import CHUNK, compare, grid
 
-    if everything and (inits or activations or norms or branches):
+    if everything and (inits or activations or norms or blocks_ or branches):
         raise click.UsageError(
-            "--all checks the whole grid: drop --init, --activation, --norm and --branch"
+            "--all checks the whole grid: drop --init, --activation, --norm, --block and --branch"
         )
-    configs = grid(
-        inits, activations, norms, branches,
-        mlp_ratio=mlp_ratio, dropout=dropout, gamma=gamma, sigma_w2=sigma_w2,
-        negative_slope=negative_slope,
-    )
+    configs = grid(inits, activations, norms, branches, blocks=blocks_,
+                   values=symbol_values(settings), **parameters)
     settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
                 "q0": q0, "tolerance": tolerance}
     total = len(configs) + -(-max(seeds, 1) // CHUNK)

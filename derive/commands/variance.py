@@ -7,6 +7,7 @@ import re
 import click
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.parameters import options
 
 EPILOG = """\b
 Examples:
@@ -14,7 +15,9 @@ Examples:
   derive variance --init he --norm pre           q_K = q_0 + K: linear growth
   derive variance --activation tanh --depth 50   no closed form: iterated numerically
   derive variance --branch mlp --mlp-ratio 4 --dropout 0.1 --format json
-  derive variance --init he --compare            every norm placement, both directions
+  derive variance --init he --block rescaled     (x + F(x))/sqrt(2) keeps q_K = q_0 (UDL 11.3)
+  derive variance --init he --block 'x + alpha*F(x)'   q_K = (1 + alpha^2)^K q_0
+  derive variance --init he --compare            every preset, both directions
 """
 
 #: Closed forms longer than this are not shown in the text comparison table.
@@ -55,9 +58,34 @@ def _value_name(direction: str, depth: int) -> str:
     return f"q_{depth}" if direction == "forward" else f"d_0/d_{depth}"
 
 
+def _value_text(value: object) -> str:
+    """An exact value, with its decimal where it is irrational; long ones as the decimal."""
+    import sympy
+
+    shown = _text(value)
+    if not isinstance(value, sympy.Expr) or not value.is_number or value.is_Rational:
+        return shown
+    decimal = f"{float(value):.6g}"
+    if isinstance(value, sympy.Float):
+        return decimal
+    return f"{shown} ≈ {decimal}" if len(shown) <= 40 else f"≈ {decimal} (exact: --format json)"
+
+
+def _equals(name: str, value: str) -> str:
+    return f"{name} {value}" if value.startswith("≈") else f"{name} = {value}"
+
+
 def _single_text(analysis: object, recursions: list, depth: int, q0: object) -> str:
     config = analysis.config  # type: ignore[attr-defined]
-    lines = [f"{config.label}: mean field, infinite width, q₀ = {_text(q0)}"]
+    block = config.block
+    source = f" ({block.source})" if block.source else ""
+    lines = [f"{config.label}: mean field, infinite width, q₀ = {_text(q0)}",
+             f"block: B(x) = {block.text}{source}"]
+    cross = analysis.cross  # type: ignore[attr-defined]
+    if cross is not None:
+        closed = _eq_text(cross.closed_form) if cross.closed_form is not None else "iterated"
+        lines.append(f"batch covariance (what BatchNorm sees): {_eq_text(cross.recurrence)}, "
+                     f"c₀ = 0; {closed}")
     heads = {"forward": "forward: qₖ = E[hₖ²] per unit",
              "backward": "backward: dₖ = E[(∂L/∂hₖ)²] per unit, d_K = 1"}
     for r in recursions:
@@ -65,8 +93,8 @@ def _single_text(analysis: object, recursions: list, depth: int, q0: object) -> 
             "none: " + _plain(r.reason))
         rows = [("recurrence", _eq_text(r.recurrence)), ("closed form", closed),
                 ("growth", r.growth),
-                (f"at K = {depth}",
-                 f"{_value_name(r.direction, depth)} = {_text(r.at(depth, q0))}")]
+                (f"at K = {depth}", _equals(_value_name(r.direction, depth),
+                                            _value_text(r.at(depth, q0))))]
         lines += ["", heads[r.direction]]
         lines += [f"  {name:<12} {value}" for name, value in rows]
     return "\n".join(lines)
@@ -104,19 +132,19 @@ def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
         eq = row["closed_form"]
         return f"${latex(eq.lhs)} = {latex(eq.rhs)}$" if tex else _eq_text(eq)
 
-    head = ("norm", "direction", "closed form", "growth", f"value at K = {depth}")
+    head = ("block", "direction", "closed form", "growth", f"value at K = {depth}")
     if fmt == "latex":
         body = [" & ".join((r["norm"], r["direction"], closed(r, True), r["growth"],
                             f"${latex(r['value'])}$")) + " \\\\" for r in rows]
         return "\n".join(["% " + title, "\\begin{tabular}{lllll}", " & ".join(head) + " \\\\",
                           "\\hline", *body, "\\end{tabular}"])
     table = [(r["norm"], r["direction"], closed(r, fmt == "markdown"), r["growth"],
-              _text(r["value"])) for r in rows]
+              _value_text(r["value"]) if fmt == "text" else _text(r["value"])) for r in rows]
     if fmt == "markdown":
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join([f"**{title}**", "", *lines,
                           *("| " + " | ".join(t) + " |" for t in table)])
-    table = [(a, b, c if len(c) <= WIDE else f"(long: derive variance --norm {a})",
+    table = [(a, b, c if len(c) <= WIDE else f"(long: derive variance --block {a})",
               d.split(" (")[0], e) for a, b, c, d, e in table]
     widths = [max(len(x) for x in col) for col in zip(head, *table, strict=True)]
     fmt_row = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -124,25 +152,29 @@ def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
     return "\n".join(lines + [fmt_row.format(*t).rstrip() for t in table])
 
 
-@click.command(epilog=EPILOG)
+def _epilog() -> str:
+    from derive.blocks.presets import describe
+
+    presets = "\n".join(f"  {line}" for line in describe().splitlines())
+    return f"{EPILOG}\n\b\nPresets for --block (and their sources):\n{presets}\n"
+
+
+@click.command(epilog=_epilog())
 @click.option("--init", type=click.Choice(INITS), default="xavier", show_default=True,
               help="Weight initialization (variance 2/(fan_in+fan_out), 2/fan_in, 1/fan_in).")
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True,
               help="phi; gelu is exact: z Phi(z).")
-@click.option("--norm", type=click.Choice(NORMS), default="none", show_default=True,
-              help="LayerNorm placement: none, pre (before the branch), post (after the sum).")
+@click.option("--norm", type=click.Choice(NORMS), default=None,
+              help="LayerNorm placement, a preset: none x + F(x), pre x + F(LN(x)), "
+                   "post LN(x + F(x)). [default: none]")
+@click.option("--block", "block_spec", default=None, metavar="EXPR",
+              help="The block: a preset (below) or an expression in x, such as "
+                   "'(x + F(x))/sqrt(2)' or 'x + alpha*F(LN(x))'.")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="A number for one of the block's symbols (repeatable), e.g. alpha=1/2.")
 @click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
-              help="single: W phi(h); mlp: W2 phi(W1 h).")
-@click.option("--mlp-ratio", default="1", show_default=True, metavar="R",
-              help="Hidden width / n (mlp).")
-@click.option("--dropout", default="0", show_default=True, metavar="P",
-              help="Dropout rate p in [0, 1).")
-@click.option("--gamma", default="1", show_default=True, metavar="G",
-              help="LayerNorm gain: a number or a symbol name.")
-@click.option("--sigma-w2", default=None, metavar="S",
-              help="Weight variance for every matrix (overrides --init).")
-@click.option("--negative-slope", default="1/100", show_default=True, metavar="A",
-              help="leaky_relu slope.")
+              help="F: single W phi(h); mlp W2 phi(W1 h).")
+@options
 @click.option("--q0", default="1", show_default=True, metavar="Q0",
               help="E[x^2]: a number or a symbol name.")
 @click.option("--depth", type=int, default=10, show_default=True, metavar="K",
@@ -151,11 +183,12 @@ def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
               show_default=True, help="forward q_k, backward d_k (gradients), or both.")
 @click.option("--format", "fmt", type=click.Choice(("text", "latex", "markdown", "json")),
               default="text", show_default=True,
-              help="json carries the LaTeX formulas and the profile q_0..q_K, d_k/d_K.")
-@click.option("--compare", is_flag=True, help="One table of every norm placement, both directions.")
-def variance(init: str, activation: str, norm: str, branch: str, mlp_ratio: str, dropout: str,
-             gamma: str, sigma_w2: str | None, negative_slope: str, q0: str, depth: int,
-             direction: str, fmt: str, compare: bool) -> None:
+              help="json carries the block, the LaTeX formulas and the profile q_0..q_K, d_k/d_K.")
+@click.option("--compare", is_flag=True,
+              help="One table of every preset (and --block), both directions.")
+def variance(init: str, activation: str, norm: str | None, block_spec: str | None,
+             settings: tuple[str, ...], branch: str, q0: str, depth: int, direction: str,
+             fmt: str, compare: bool, **parameters: str | None) -> None:
     """How E[h_k^2] (forward) and E[(dL/dh_k)^2] (backward) evolve with depth.
 
     Prints the recurrence of one residual block, its closed form in the depth
@@ -164,34 +197,40 @@ def variance(init: str, activation: str, norm: str, branch: str, mlp_ratio: str,
     """
     import json
 
+    from derive.blocks.presets import PRESETS
     from derive.model import check_depth, exact
+    from derive.parameters import checked, symbol_values
     from derive.variance_analysis import compare as compare_rows
     from derive.variance_analysis import variance as analyse
 
-    options = {"mlp_ratio": exact(mlp_ratio, "mlp_ratio"), "dropout": exact(dropout, "dropout"),
-               "gamma": exact(gamma, "gamma"), "negative_slope": exact(negative_slope,
-                                                                       "negative_slope"),
-               "sigma_w2": None if sigma_w2 is None else exact(sigma_w2, "sigma_w2")}
+    if norm is not None and block_spec is not None:
+        raise click.UsageError("--norm and --block both name the block: give one of them")
+    options = {name: None if value is None else checked(name, value)
+               for name, value in parameters.items()}
+    values = symbol_values(settings)
     depth = check_depth(depth, minimum=0)
     q0_value = exact(q0, "q0")
     if compare:
-        rows = compare_rows(init, activation, branch, depth=depth, q0=q0_value, **options)
+        specs = [*PRESETS] + ([block_spec] if block_spec else [])
+        rows = compare_rows(init, activation, branch, depth=depth, q0=q0_value, blocks=specs,
+                            **options)
         if direction != "both":
             rows = [r for r in rows if r["direction"] == direction]
         if fmt == "json":
             from derive.printing import latex
 
-            data = [{"norm": r["norm"], "direction": r["direction"],
+            data = [{"norm": r["norm"], "block": r["block"], "direction": r["direction"],
                      "recurrence": latex(r["recurrence"]),
                      "closed_form": None if r["closed_form"] is None else latex(r["closed_form"]),
                      "reason": r["reason"], "growth": r["growth"], "value": str(r["value"])}
                     for r in rows]
             click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
             return
-        title = f"{init}/{activation}/{branch}: every norm placement, q₀ = {q0_value}"
+        title = f"{init}/{activation}/{branch}: every preset, q₀ = {q0_value}"
         click.echo(_compare_output(rows, fmt, depth, title))
         return
-    analysis = analyse(init, activation, norm, branch, **options)
+    analysis = analyse(init, activation, norm or "none", branch, block=block_spec,
+                       values=values, **options)
     wanted = ("forward", "backward") if direction == "both" else (direction,)
     recursions = [getattr(analysis, name) for name in wanted]
     if fmt == "json":
