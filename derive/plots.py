@@ -122,3 +122,41 @@ def path_length_figure(counts: Mapping[int, int], title: str = "") -> dict[str, 
         out = _save(fig)
         plt.close(fig)
     return out
+
+
+def variants_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                    title: str) -> dict[str, bytes]:
+    """Forward q_k and the gradient ratio d_0/d_k against depth, one line per block, on
+    log axes.
+
+    ``series`` maps a block's name to (q_0..q_K, d_0/d_k for k = 0..K), as derived.
+
+    >>> fig = variants_figure({"none": ([1, 2, 4], [1, 2, 4])}, "He, ReLU")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    plt = _pyplot()
+    import matplotlib
+    import matplotlib.ticker
+
+    cycle = ("#c0392b", "#2471a3", "#229954", "#8e44ad", "#d35400", "#16a085", "#7f8c8d",
+             "#2c3e50", "#b7950b", "#a93226", "#1f618d")
+    styles = ("-", "--", "-.", ":")
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(SIZE[0], SIZE[1] + 1.0), sharex=True)
+        for ax, index, label in ((axes[0], 0, "forward: qₖ"), (axes[1], 1, "backward: d₀/dₖ")):
+            for i, (name, values) in enumerate(series.items()):
+                ys = [float(v) for v in values[index]]
+                ax.plot(range(1, len(ys)), ys[1:], color=cycle[i % len(cycle)],
+                        linestyle=styles[i % len(styles)], linewidth=1.3, label=name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.set_xlabel("block k")
+            ax.set_title(label)
+        axes[1].legend(fontsize=6.5, loc="upper left", ncol=2)
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.87, wspace=0.22)
+        out = _save(fig)
+        plt.close(fig)
+    return out

@@ -23,6 +23,7 @@ import numpy as np
 import sympy
 
 from derive.blocks.nodes import STD_X, Node
+from derive.blocks.primitives import Weight
 from derive.errors import DeriveError
 from derive.model import VarianceConfig, check_depth, exact
 from derive.model import n as _n
@@ -35,6 +36,8 @@ _INPUT, _UPSTREAM, _WEIGHT, _DROPOUT = range(4)
 CHUNK = 4
 #: A block with BatchNorm runs its inputs in at most this many networks per chunk.
 BN_NETWORKS = 4
+#: Configurations of one skeleton share their products up to this many input rows.
+ROWS = 512
 
 #: A prediction: (config, depth, q0, width) -> (q_0..q_K, d_k/d_K for k = 0..K).
 Prediction = Callable[[VarianceConfig, int, float, int], tuple[Sequence[float], Sequence[float]]]
@@ -201,45 +204,87 @@ class Network:
         return float(value)
 
 
-def _forward(node: Node, net: Network) -> tuple[np.ndarray, tuple]:
-    traces = [_forward(child, net) for child in node.children]
-    out, cache = node.forward_np([value for value, _ in traces], net)
-    return out, (node, cache, [trace for _, trace in traces])
+def skeleton(node: Node) -> tuple:
+    """The shape of a tree that decides which weight matrices it multiplies by: trees of
+    one skeleton share every product (their activations, scalars and norms may differ).
+
+    >>> from derive.blocks.block import block
+    >>> he, tanh = VarianceConfig(init="he"), VarianceConfig(activation="tanh")
+    >>> skeleton(block("pre").expanded(he)) == skeleton(block("pre").expanded(tanh))
+    True
+    """
+    head: tuple = (type(node).__name__,)
+    if isinstance(node, Weight):
+        head = (*head, node.key, node.fan_in, node.fan_out)
+    return (*head, tuple(skeleton(child) for child in node.children))
 
 
-def _backward(trace: tuple, grad: np.ndarray, net: Network) -> None:
-    node, cache, children = trace
-    for child, g in zip(children, node.backward_np(grad, cache, net), strict=True):
-        _backward(child, g, net)
+def _forward(nodes: Sequence[Node], nets: Sequence[Network]) -> tuple[list[np.ndarray], tuple]:
+    """Run one node of several configurations' trees (one skeleton) on their own inputs; a
+    weight matrix multiplies all of them in one product."""
+    children = [_forward([node.children[i] for node in nodes], nets)
+                for i in range(len(nodes[0].children))]
+    inputs = [[values[j] for values, _ in children] for j in range(len(nodes))]
+    if isinstance(nodes[0], Weight) and len(nodes) > 1:
+        drawn = [net.weight(node.key, node.fan_in, node.fan_out, node.variance(net.config))
+                 for node, net in zip(nodes, nets, strict=True)]
+        normals, sigmas = drawn[0][0], [sigma for _, sigma in drawn]
+        stacked = np.concatenate([values[0] for values in inputs], axis=1) @ normals
+        outs = [part * sigma for part, sigma in
+                zip(np.split(stacked, len(nodes), axis=1), sigmas, strict=True)]
+        return outs, (nodes, ("shared", normals, sigmas), [t for _, t in children])
+    done = [node.forward_np(values, net) for node, values, net in zip(nodes, inputs, nets,
+                                                                      strict=True)]
+    return [out for out, _ in done], (nodes, [cache for _, cache in done],
+                                      [t for _, t in children])
 
 
-def _run(config: VarianceConfig, draws: Draws, x: np.ndarray, record: list | None = None
-         ) -> tuple[np.ndarray, np.ndarray]:
-    """Forward and hand-written backward passes of the stack, block by block. Returns the
-    sums of h_k^2 and of (dL/dh_k)^2, k = 0..K."""
-    depth, tree = draws.depth, config.block.expanded(config)
-    forward, backward = np.zeros(depth + 1), np.zeros(depth + 1)
-    forward[0] = np.sum(x * x)
-    nets, hs = [], [x]
+def _backward(trace: tuple, grads: Sequence[np.ndarray], nets: Sequence[Network]) -> None:
+    nodes, cache, children = trace
+    if isinstance(cache, tuple) and cache[0] == "shared":
+        _, normals, sigmas = cache
+        scaled = np.concatenate([g * s for g, s in zip(grads, sigmas, strict=True)], axis=1)
+        parts = np.split(scaled @ normals.swapaxes(-1, -2), len(nodes), axis=1)
+        per_node = [[part] for part in parts]
+    else:
+        per_node = [node.backward_np(g, c, net)
+                    for node, g, c, net in zip(nodes, grads, cache, nets, strict=True)]
+    for i, child in enumerate(children):
+        _backward(child, [grads_[i] for grads_ in per_node], nets)
+
+
+def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
+         record: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Forward and hand-written backward passes of stacks of one skeleton, block by block.
+    Returns per configuration the sums of h_k^2 and of (dL/dh_k)^2, k = 0..K."""
+    depth, count = draws.depth, len(configs)
+    trees = [c.block.expanded(c) for c in configs]
+    forward, backward = np.zeros((count, depth + 1)), np.zeros((count, depth + 1))
+    forward[:, 0] = np.sum(x * x)
+    hs, traces = [[x] for _ in configs], []
     for block in range(depth):
-        net = Network(config, draws, block, hs[-1])
-        h, trace = _forward(tree, net)
-        nets.append((net, trace))
-        hs.append(h)
-        forward[block + 1] = np.sum(h * h)
-    grad = draws.upstream()
-    grads = [grad]
-    backward[depth] = np.sum(grad * grad)
+        nets = [Network(c, draws, block, h[-1]) for c, h in zip(configs, hs, strict=True)]
+        outs, trace = _forward(trees, nets)
+        traces.append((nets, trace))
+        for i, out in enumerate(outs):
+            hs[i].append(out)
+            forward[i, block + 1] = np.sum(out * out)
+    upstream = draws.upstream()
+    grads = [upstream] * count
+    backward[:, depth] = np.sum(upstream * upstream)
+    history = [[upstream] for _ in configs]
     for block in reversed(range(depth)):
-        net, trace = nets[block]
-        net.x_grad = np.zeros_like(net.x)
-        _backward(trace, grad, net)
-        grad = net.x_grad
-        grads.append(grad)
-        backward[block] = np.sum(grad * grad)
+        nets, trace = traces[block]
+        for net in nets:
+            net.x_grad = np.zeros_like(net.x)
+        _backward(trace, grads, nets)
+        grads = [net.x_grad for net in nets]
+        for i, g in enumerate(grads):
+            history[i].append(g)
+            backward[i, block] = np.sum(g * g)
     if record is not None:
-        record.append((hs, grads[::-1]))
-    return forward, backward
+        record.extend((h, g[::-1]) for h, g in zip(hs, history, strict=True))
+    return list(zip(forward, backward, strict=True))
 
 
 def propagate(config: VarianceConfig, draws: Draws, q0: float = 1.0,
@@ -254,7 +299,7 @@ def propagate(config: VarianceConfig, draws: Draws, q0: float = 1.0,
     x = draws.inputs() * math.sqrt(q0) if inputs is None else inputs
     record: list = []
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _run(numeric(config, draws.width), draws, x, record)
+        _run([numeric(config, draws.width)], draws, x, record)
     return record[0]
 
 
@@ -273,21 +318,28 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
     configs = [numeric(config, width) for config in configs]
     plans = [batching(c, seeds, batch) for c in configs]
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault((plans[i], skeleton(config.block.expanded(config))), []).append(i)
     totals = [(np.zeros(depth + 1), np.zeros(depth + 1)) for _ in configs]
     for first in range(0, seeds, CHUNK):
         draws: dict[int, Draws] = {}
-        for config, (networks, inputs), (forward, backward) in zip(
-                configs, plans, totals, strict=True):
+        for ((networks, inputs), _), members in groups.items():
             count = min(CHUNK, networks - first)
             if count <= 0:
                 continue
             if inputs not in draws:
                 draws[inputs] = Draws(depth, width, inputs, seed=seed, first=first, count=count)
             sample = draws[inputs]
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                f, b = _run(config, sample, sample.inputs() * math.sqrt(q0))
-            forward += f
-            backward += b
+            x = sample.inputs() * math.sqrt(q0)
+            size = max(1, ROWS // inputs)
+            for start in range(0, len(members), size):
+                part = members[start:start + size]
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    results = _run([configs[i] for i in part], sample, x)
+                for i, (f, b) in zip(part, results, strict=True):
+                    totals[i][0][:] += f
+                    totals[i][1][:] += b
         if progress is not None:
             progress(1)
     with np.errstate(invalid="ignore", divide="ignore"):
