@@ -441,18 +441,29 @@ def _derivation(s: PathSum) -> Derivation:
 
 
 def paths(
-    depth: int, wrt: int | str = 1, *, notation: str = "udl", force: bool = False
-) -> PathSum:
+    depth: int, wrt: int | str = 1, *, notation: str = "udl", force: bool = False,
+    block: object = None,
+) -> Any:
     """The path expansion of dy/df_wrt (or dy/dx): a lazy :class:`PathSum`.
 
     ``wrt`` is a block index 1..depth or ``"x"``. Nothing is enumerated until
     the terms are used; enumerating more than MAX_TERMS (2^22) terms raises
     DeriveError unless ``force=True``. ``notation`` ("udl" or "jacobian") is
-    what LaTeX display and the derivation use.
+    what LaTeX display and the derivation use. ``block`` (a preset, an expression
+    or a Block) other than ``x + F(x)`` gives a
+    :class:`derive.block_paths.BlockPathSum`, whose terms carry the block's factors.
 
     >>> p = paths(4)
     >>> p.count, p.terms[-1], next(iter(paths(60, force=True)))
     (8, (4, 3, 2), ())
+    >>> paths(2, "x", block="x + F(LN(x))").text()
+    '∂y/∂x = I + J₁L₁ + J₂L₂ + J₂L₂J₁L₁'
     """
-    return PathSum(depth, wrt, notation, force)
+    if block is not None:
+        from derive.block_paths import BlockPathSum, is_plain
+        from derive.blocks.block import block as make_block
 
+        chosen = make_block(block)
+        if not is_plain(chosen):
+            return BlockPathSum(depth, wrt, chosen, force)
+    return PathSum(depth, wrt, notation, force)

@@ -8,6 +8,7 @@ carry their kernel rules:
   covariance of two independent inputs of a batch) given its inputs';
 - ``gains``: the backward gain to each input, E[(J^T g)^2] / E[g^2] under
   gradient independence;
+- ``jacobian``: the factor it puts into the path sum, given its inputs' Jacobians;
 - ``reason``: the written step, with why it holds;
 - ``forward_np`` / ``backward_np``: its finite-width NumPy op and hand-written backward.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import sympy
 
@@ -34,6 +35,16 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from derive.model import VarianceConfig
+
+
+class FactorNames(Protocol):
+    """How the path sum names a block's factors: one non-commutative symbol per node."""
+
+    def factor(self, node: Node, letter: str) -> sympy.Expr:
+        """The Jacobian symbol of ``node`` (``J`` for F, ``L`` for LN, ...) in this block."""
+
+    def scalar(self, value: sympy.Expr) -> sympy.Expr:
+        """A scalar of the block, with ``std(x)`` the std of this block's input."""
 
 
 class StdOfInput(sympy.Symbol):
@@ -135,6 +146,12 @@ class Node:
         """E[(J_i^T g)^2] / E[g^2] for the Jacobian J_i to each input."""
         raise NotImplementedError
 
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        """The node's Jacobian with respect to the block input ``x``, given its inputs'
+        (non-commutative; the node's own factor on the left)."""
+        raise DeriveError(f"the path sum cannot differentiate {self.text()}: "
+                          f"{type(self).__name__} has no Jacobian rule")
+
     def reason(self, config: VarianceConfig) -> str:
         """Why the moment rule holds, in one sentence (inline LaTeX)."""
         raise NotImplementedError
@@ -179,6 +196,9 @@ class Input(Node):
     def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return ()
+
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return sympy.Integer(1)  # the identity I
 
     def reason(self, config: VarianceConfig) -> str:
         return "the block's input"
@@ -241,6 +261,9 @@ class Scale(Node):
     def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (self.value(x) ** 2,)
+
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return names.scalar(self.factor) * inputs[0]
 
     def reason(self, config: VarianceConfig) -> str:
         why = "a constant factor $a$ scales the second moment by $a^2$"
@@ -321,6 +344,9 @@ with a weight matrix the other does not contain (such as x + F(x))
     def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return tuple(sympy.Integer(1) for _ in inputs)
+
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return sympy.Add(*inputs)
 
     def reason(self, config: VarianceConfig) -> str:
         return ("second moments add: the cross terms vanish, since one term of each pair "

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sympy
 
-from derive.blocks.nodes import Moments, Node
+from derive.blocks.nodes import FactorNames, Moments, Node
 from derive.errors import DeriveError
 from derive.gaussian import gaussian_moment
 from derive.gaussian_mean import gaussian_mean
@@ -92,6 +92,9 @@ class Weight(Node):
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (sympy.cancel(self.fan_out * n * self.variance(config)),)
 
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return names.factor(self, "W") * inputs[0]  # the matrix itself, spelled out
+
     def reason(self, config: VarianceConfig) -> str:
         if self.zero:
             return "the matrix is initialized to zero, so its output is zero"
@@ -146,6 +149,9 @@ class Branch(Node):
 
     def display(self, arg: sympy.Expr) -> sympy.Expr:
         return _show("F_0" if self.zero else "F", self.child.display(arg))
+
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return names.factor(self, "J") * inputs[0]  # J_k, the branch's Jacobian at its input
 
     def expand(self, config: VarianceConfig) -> Node:
         inner = self.child.expand(config)
@@ -218,6 +224,9 @@ class Activation(Node):
         return (gaussian_moment(name, inputs[0].q, derivative=True,
                                 negative_slope=config.negative_slope),)
 
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return names.factor(self, "D") * inputs[0]  # D_k, the diagonal of phi'
+
     def reason(self, config: VarianceConfig) -> str:
         return ("a Gaussian moment: the input is $z \\sim N(0, s)$ per unit, so "
                 "$E[\\phi(z)^2]$ (for two independent inputs of a batch, "
@@ -280,6 +289,9 @@ class LayerNorm(Node):
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (config.gamma**2 / inputs[0].q,)
 
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return names.factor(self, "L") * inputs[0]  # L_k, the LayerNorm Jacobian
+
     def reason(self, config: VarianceConfig) -> str:
         return ("LayerNorm scales each sample's units to mean zero and second moment "
                 "$\\gamma^2$, whatever its input")
@@ -340,6 +352,9 @@ class BatchNorm(Node):
         assert m.c is not None
         return (config.gamma**2 / (m.q - m.c),)
 
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return names.factor(self, "B") * inputs[0]  # B_k, the BatchNorm Jacobian
+
     def reason(self, config: VarianceConfig) -> str:
         return ("BatchNorm removes each unit's batch mean and divides by its batch std: "
                 "second moment $\\gamma^2$, and two inputs of the batch no longer share a "
@@ -399,6 +414,9 @@ class Dropout(Node):
     def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (1 / (1 - self.p),)
+
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return names.factor(self, "M") * inputs[0]  # M_k, the diagonal mask over 1-p
 
     def reason(self, config: VarianceConfig) -> str:
         return ("inverted dropout keeps a unit with probability $1-p$ and scales it by "
