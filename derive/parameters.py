@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import sympy
+from typing import TYPE_CHECKING, Any
 
 from derive.errors import DeriveError
+
+if TYPE_CHECKING:  # pragma: no cover (imported where the values are built)
+    import sympy
 
 
 def _positive(name: str, value: sympy.Expr) -> None:

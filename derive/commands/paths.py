@@ -15,7 +15,9 @@ from typing import BinaryIO
 
 import click
 
+from derive.choices import ACTIVATIONS, BRANCHES, INITS
 from derive.notation import NOTATIONS
+from derive.parameters import options
 
 FORMATS = ("text", "latex", "markdown", "json")
 #: Bytes gathered before one write to stdout.
@@ -200,7 +202,11 @@ Examples:
   derive paths --depth 4 --wrt x         the sixteen input-to-output paths
   derive paths --depth 4 --notation jacobian --format latex
   derive paths --depth 6 --format json   terms as lists of block indices
-  derive paths --depth 10000 --count --lengths""",
+  derive paths --depth 10000 --count --lengths
+  derive paths --depth 3 --block 'LN(x + F(x))'    each term carries L_k
+  derive paths --depth 54 --wrt x --lengths --block pre --init he
+                                         counts and the gradient carried by each length
+  derive paths --depth 54 --wrt x --lengths --init he --span 5..17""",
 )
 @click.option("--depth", "depth_text", default="4", show_default=True, metavar="N",
               help="Number of residual blocks N (an integer >= 1).")
@@ -214,8 +220,24 @@ Examples:
 @click.option("--lengths", is_flag=True,
               help="Print only how many terms have L Jacobian factors (binomial).")
 @click.option("--force", is_flag=True, help="Enumerate even more than 2^22 terms.")
+@click.option("--block", "block_spec", default=None, metavar="EXPR",
+              help="The block: a preset or an expression in x, e.g. 'x + F(LN(x))'; each term "
+                   "then carries the block's factors. [default: x + F(x)]")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="A number for one of the block's symbols (repeatable), e.g. alpha=1/2.")
+@click.option("--init", type=click.Choice(INITS), default="xavier", show_default=True,
+              help="For the gradient shares (--lengths): weight initialization.")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu",
+              show_default=True, help="For the gradient shares: phi.")
+@click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
+              help="For the gradient shares: F is single W phi(h) or mlp W2 phi(W1 h).")
+@options
+@click.option("--q0", default="1", show_default=True, metavar="Q0", help="E[x^2].")
+@click.option("--span", default=None, metavar="LO..HI",
+              help="The share of paths and of gradient of the lengths LO..HI.")
 def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, lengths: bool,
-          force: bool) -> None:
+          force: bool, block_spec: str | None, settings: tuple[str, ...], span: str | None,
+          **variance_options: str | None) -> None:
     """Expand dy/df_J = (I + J_N)...(I + J_{J+1}) into its 2^(N-J) paths.
 
     Terms come in the book's order (Prince, Understanding Deep Learning,
@@ -228,6 +250,15 @@ def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, 
     depth = _parse_depth(depth_text)
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
     stream = sys.stdout.buffer
+    source = click.get_current_context().get_parameter_source
+    weighted = any(source(name) != click.core.ParameterSource.DEFAULT
+                   for name in (*variance_options, "settings"))
+    if block_spec is not None or weighted or span is not None:
+        from derive.commands.path_tables import run
+
+        if run(stream, depth, wrt, fmt, count, lengths, force, block_spec, settings, span,
+               variance_options):
+            return
     if count or lengths:
         _write(stream, _stats(depth, wrt, fmt, count, lengths))
         return

@@ -1,0 +1,198 @@
+"""`derive paths --block EXPR` and the variance options: the path sum of any block, and
+the table of path counts and gradient shares by length.
+
+The plain block's expansion stays in :mod:`derive.commands.paths` (no SymPy);
+what is here imports the block language.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from derive.errors import DeriveError
+
+
+def parse_span(value: str | None) -> tuple[int, int] | None:
+    """``LO..HI`` (``--span``) as two integers.
+
+    >>> parse_span("5..17"), parse_span(None)
+    ((5, 17), None)
+    """
+    if value is None:
+        return None
+    low, sep, high = value.partition("..")
+    try:
+        if not sep:
+            raise ValueError
+        return int(low), int(high)
+    except ValueError:
+        raise DeriveError(f"--span takes LO..HI, two path lengths such as 5..17, "
+                          f"got {value!r}") from None
+
+
+def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> Iterator[str]:
+    """The expanded sum of a block's path sum in ``fmt``, streamed."""
+    from derive.block_paths import BlockPathSum
+    from derive.notation import gradient_latex, gradient_text
+
+    s = BlockPathSum(depth, wrt, spec, force)
+    s.check_size()
+    summary = (f"{s.count} terms ({s.radix}^{len(s.blocks)}), block B(x) = {spec.text}: one "
+               "term per choice of a term of each later block's Jacobian")
+    if fmt == "text":
+        yield gradient_text(wrt) + " = "
+        yield from s.iter_chunks("text")
+        yield "\n" + summary + "\n"
+    elif fmt == "json":
+        yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}, "block": '
+               f'{json.dumps(spec.text)}, "count": {s.count}, "latex": '
+               f'{json.dumps(gradient_latex(wrt) + " = ")[:-1]}')
+        for chunk in s.iter_chunks("latex"):
+            yield json.dumps(chunk)[1:-1]
+        yield '", "text": ' + json.dumps(gradient_text(wrt) + " = ", ensure_ascii=False)[:-1]
+        for chunk in s.iter_chunks("text"):
+            yield json.dumps(chunk, ensure_ascii=False)[1:-1]
+        yield '"}\n'
+    else:
+        open_, close = (("\\begin{align*}\n", "\n\\end{align*}\n") if fmt == "latex"
+                        else ("$$\n\\begin{aligned}\n", "\n\\end{aligned}\n$$\n"))
+        yield (f"% {summary}\n" if fmt == "latex" else "") + open_
+        yield gradient_latex(wrt) + " &= "
+        for chunk in s.iter_chunks("latex"):
+            yield chunk.replace(" + ", " \\\\\n&\\quad + ")
+        yield close + ("" if fmt == "latex" else f"\n{summary}.\n")
+
+
+def count_line(depth: int, wrt: int | str, spec: Any, fmt: str) -> str:
+    """The number of terms of a block's path sum."""
+    from derive.block_paths import BlockPathSum
+
+    s = BlockPathSum(depth, wrt, spec)
+    if fmt == "json":
+        return json.dumps({"depth": depth, "wrt": wrt, "block": spec.text, "count": s.count,
+                           "radix": s.radix}) + "\n"
+    return f"{s.count}\n" if fmt == "text" else f"${s.radix}^{{{len(s.blocks)}}} = {s.count}$\n"
+
+
+def _percent(value: object) -> str:
+    if isinstance(value, float) or getattr(value, "is_number", False):
+        number = float(value)  # type: ignore[arg-type]
+        return "0%" if number == 0 else f"{100 * number:.4g}%"
+    return str(value)
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, float):
+        return value
+    return float(value) if getattr(value, "is_number", False) else str(value)  # type: ignore
+
+
+def _count_text(count: int) -> str:
+    if count < 10**15:
+        return str(count)
+    from derive.notation import format_log10
+
+    shift = max(count.bit_length() - 64, 0)
+    return format_log10(math.log10(count >> shift) + shift * math.log10(2), 4)
+
+
+def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
+                 table: bool = True) -> Iterator[str]:
+    """The lengths' counts, shares of paths and shares of gradient, and what the block
+    does to the effective path length."""
+    from derive.printing import text
+
+    g = gradients
+    window = g.window(*span) if span is not None else None
+    closed = g.closed_form
+    block = g.config.block
+    if fmt == "json":
+        data: dict[str, object] = {
+            "depth": g.depth, "wrt": g.wrt, "config": g.config.label, "q0": str(g.q0),
+            "block": {"name": block.name, "expression": block.text, "source": block.source},
+            "exact": g.exact, "path_mean": g.path_mean, "path_spread": g.path_spread,
+            "mean": _json_value(g.mean), "spread": _json_value(g.spread),
+            "closed_form": None if closed is None else {"mean": text(closed[0]),
+                                                        "variance": text(closed[1])},
+            "effect": g.effect(),
+        }
+        if table:
+            data["lengths"] = [{"length": r.length, "count": r.count,
+                                "path_share": r.path_share,
+                                "gradient_share": _json_value(r.gradient_share)}
+                               for r in g.rows]
+        if window is not None:
+            data["span"] = {"low": span[0], "high": span[1], "path_share": window[0],  # type: ignore[index]
+                            "gradient_share": window[1]}
+        yield json.dumps(data, ensure_ascii=False) + "\n"
+        return
+    lhs = "dy/dx" if g.wrt == "x" else f"dy/df_{g.wrt}"
+    title = (f"{lhs}, {g.depth} blocks of B(x) = {block.text} ({g.config.label}), q0 = {g.q0}: "
+             "mean field, infinite width, gradient independence")
+    rows = [(str(r.length), _count_text(r.count), _percent(r.path_share),
+             _percent(r.gradient_share)) for r in g.rows] if table else []
+    head = ("length", "count", "share of paths", "share of gradient")
+    lines: list[str] = []
+    if fmt == "text":
+        lines.append(title)
+        if rows:
+            widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+            lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
+                      for r in (head, *rows)]
+    elif rows:
+        if fmt == "markdown":
+            lines += [f"**{title}**", "", "| " + " | ".join(head) + " |", "| ---: " * 4 + "|"]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+        else:
+            lines += [f"% {title}", "\\begin{tabular}{rrrr}",
+                      " & ".join(head) + " \\\\", "\\hline"]
+            lines += [" & ".join(c.replace("%", "\\%") for c in r) + " \\\\" for r in rows]
+            lines.append("\\end{tabular}")
+    prefix = "% " if fmt == "latex" else ""
+    mean = f"{g.mean:.4g} ± {g.spread:.3g}" if g.numeric else text(g.mean)
+    lines.append(f"{prefix}mean length: {g.path_mean:.4g} ± {g.path_spread:.3g} over the paths, "
+                 f"{mean} weighted by gradient")
+    if closed is not None:
+        lines.append(f"{prefix}closed form in the depth K: mean {text(closed[0])}, "
+                     f"variance {text(closed[1])}")
+    if window is not None:
+        lines.append(f"{prefix}lengths {span[0]}..{span[1]}: {_percent(window[0])} of the paths, "  # type: ignore[index]
+                     f"{_percent(window[1])} of the gradient")
+    lines.append(prefix + g.effect())
+    yield "\n".join(lines) + "\n"
+
+
+def run(stream: Any, depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool,
+        force: bool, block_spec: str | None, settings: tuple[str, ...], span_text: str | None,
+        options: dict[str, str | None]) -> bool:
+    """Write what ``derive paths`` asks for a block or for gradient shares; False when the
+    plain block's own output (:mod:`derive.commands.paths`) answers it."""
+    from derive.block_paths import is_plain
+    from derive.blocks.block import block
+    from derive.commands.paths import _write
+    from derive.parameters import symbol_values
+
+    spec = block(block_spec or "none")
+    values = symbol_values(settings)
+    if values:
+        spec = spec.substituted(values)
+    span = parse_span(span_text)
+    if lengths or span is not None:
+        from derive.path_gradients import path_gradients
+
+        names = {"init", "activation", "branch", "q0"}
+        numbers = {name: value for name, value in options.items()
+                   if name not in names and value is not None}
+        gradients = path_gradients(depth, wrt, block=spec, init=options["init"],
+                                   activation=options["activation"], branch=options["branch"],
+                                   q0=options["q0"], **numbers)
+        _write(stream, length_table(gradients, fmt, span, table=lengths))
+        return True
+    if is_plain(spec):
+        return False
+    _write(stream, [count_line(depth, wrt, spec, fmt)] if count else
+           expansion(depth, wrt, spec, fmt, force))
+    return True
