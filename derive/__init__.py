@@ -24,6 +24,9 @@ _EXPORTS = {
     "paths": "derive.pathsum",
     "count_paths": "derive.pathsum",
     "path_lengths": "derive.pathsum",
+    "BlockPathSum": "derive.block_paths",
+    "PathGradients": "derive.path_gradients",
+    "path_gradients": "derive.path_gradients",
     "gaussian_moment": "derive.gaussian",
     "variance": "derive.variance_analysis",
     "VarianceAnalysis": "derive.variance_analysis",
@@ -34,8 +37,10 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BlockPathSum",
     "Derivation",
     "DeriveError",
+    "PathGradients",
     "PathSum",
     "Recursion",
     "Step",
@@ -44,6 +49,7 @@ __all__ = [
     "count_paths",
     "gaussian_moment",
     "notes",
+    "path_gradients",
     "path_lengths",
     "paths",
     "render",
@@ -52,11 +58,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from derive.block_paths import BlockPathSum
     from derive.derivation import Derivation, Step
     from derive.errors import DeriveError
     from derive.gaussian import gaussian_moment
     from derive.model import VarianceConfig
     from derive.notes_writer import notes
+    from derive.path_gradients import PathGradients, path_gradients
     from derive.pathsum import PathSum, count_paths, path_lengths, paths
     from derive.rendering import render
     from derive.simulation import simulate

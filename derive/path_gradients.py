@@ -125,7 +125,7 @@ class PathGradients:
         for term, gain in zip(block_terms(self.config.block, 1), gains, strict=True):
             poly[term.branches] += gain
         #: G(t)'s coefficients in q_{k-1} (``Q_PREV``) and c_{k-1} (``C_PREV``).
-        self.polynomial = [sympy.simplify(c) for c in poly]
+        self.polynomial = [sympy.cancel(c) for c in poly]
         symbolic = any(c.free_symbols - {Q_PREV, C_PREV} for c in self.polynomial)
         symbolic = symbolic or not q0_value.is_number
         if exact_mode is None:
@@ -242,14 +242,14 @@ class PathGradients:
         """Whether the shares are numbers (not symbolic)."""
         return all(isinstance(s, float) or s.is_number for s in self.gradient_shares)
 
-    @property
+    @cached_property
     def mean(self) -> object:
         """The gradient-weighted mean path length (a float; an expression if symbolic)."""
         if not self.numeric:
             return sympy.factor(sum(s * i for i, s in enumerate(self.gradient_shares)))
         return self._moment(self.gradient_shares, 1)
 
-    @property
+    @cached_property
     def spread(self) -> object:
         """The gradient-weighted standard deviation of the path length."""
         if not self.numeric:
@@ -261,12 +261,12 @@ class PathGradients:
         return Fraction(sum(c * length**power for length, c in enumerate(self.counts)),
                         self.paths.count)
 
-    @property
+    @cached_property
     def path_mean(self) -> float:
         """The mean length over all paths, each counted once (exact, then a float)."""
         return float(self._count_moment(1))
 
-    @property
+    @cached_property
     def path_spread(self) -> float:
         """The standard deviation of the length over all paths."""
         return math.sqrt(float(self._count_moment(2) - self._count_moment(1) ** 2))
@@ -279,8 +279,8 @@ class PathGradients:
         g = sum(c * t**i for i, c in enumerate(self.polynomial))
         at = {t: 1}
         g1, d1, d2 = g.xreplace(at), sympy.diff(g, t).xreplace(at), sympy.diff(g, t, 2).xreplace(at)
-        m = sympy.simplify(d1 / g1)
-        return m, sympy.simplify(d2 / g1 + m - m**2)
+        m = sympy.cancel(d1 / g1)
+        return m, sympy.cancel(d2 / g1 + m - m**2)
 
     @cached_property
     def closed_form(self) -> tuple[sympy.Expr, sympy.Expr] | None:
@@ -309,7 +309,7 @@ class PathGradients:
                 total = _sum(e.xreplace({Q_PREV: rhs.xreplace({K: k - 1})}), start)
             if total.has(sympy.Sum):
                 return None
-            out.append(sympy.factor(sympy.simplify(total)))
+            out.append(sympy.factor(total))
         return out[0], out[1]
 
     def effect(self) -> str:

@@ -95,8 +95,7 @@ def _count_text(count: int) -> str:
         return str(count)
     from derive.notation import format_log10
 
-    shift = max(count.bit_length() - 64, 0)
-    return format_log10(math.log10(count >> shift) + shift * math.log10(2), 4)
+    return format_log10(math.log10(count), 4)
 
 
 def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
