@@ -21,19 +21,12 @@ from functools import cached_property, lru_cache
 import sympy
 
 from derive import closed_forms
-from derive.blocks.nodes import Moments
+from derive.block_maps import C_PREV, Q_PREV, block_maps, c_seq
 from derive.closed_forms import PRECISION, exact_value, finish, numeric_map
 from derive.derivation import Derivation
 from derive.errors import DeriveError
 from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, q, q0
 from derive.printing import latex, text
-
-#: The block input's second moment q_{k-1}, and the covariance c_{k-1} per unit of two
-#: independent inputs of a batch (tracked only for BatchNorm), as positive placeholders.
-Q_PREV = sympy.Symbol("x", positive=True)
-C_PREV = sympy.Symbol("c", nonnegative=True)
-#: The covariance c_k, a sequence like q_k.
-c_seq = sympy.Function("c")
 
 
 @dataclass(frozen=True, eq=False)
@@ -317,37 +310,9 @@ class VarianceAnalysis:
         }
 
 
-def block_input(config: VarianceConfig) -> Moments:
-    """The moments of a block's input h_{k-1}: q_{k-1} and, where BatchNorm needs it,
-    c_{k-1}, as placeholders; c_0 = 0 (independent inputs), and a block that maps
-    c = 0 to c = 0 keeps it zero at every depth.
-
-    >>> block_input(VarianceConfig(norm="bn-first"))
-    Moments(q=x, c=c)
-    """
-    block = config.block
-    if not block.has_batchnorm:
-        return Moments(Q_PREV)
-    zero = Moments(Q_PREV, sympy.Integer(0))
-    return zero if block.forward(config, zero).c == 0 else Moments(Q_PREV, C_PREV)
-
-
-def _steps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
-    """The forward map q_{k-1} -> q_k, the backward factor d_{k-1}/d_k and, where
-    BatchNorm needs it, the map of c, as expressions in ``Q_PREV`` (and ``C_PREV``), folded from
-    the block's primitives."""
-    block = config.block
-    x = block_input(config)
-    out = block.forward(config, x)
-    if out.q.has(C_PREV):  # pragma: no cover (no primitive's q depends on c)
-        raise DeriveError(f"the second moment of {block.text} depends on the batch covariance")
-    cross = out.c if x.c is not None and x.c != 0 else None
-    return out.q, block.gain(config, x), cross
-
-
 @lru_cache(maxsize=1024)
 def _analysis(config: VarianceConfig) -> VarianceAnalysis:
-    forward_step, backward_step, cross_step = _steps(config)
+    forward_step, backward_step, cross_step = block_maps(config)
     forward = Recursion(config, "forward", forward_step)
     cross = None if cross_step is None else Recursion(config, "cross", cross_step, forward)
     backward = Recursion(config, "backward", backward_step, forward, cross)
