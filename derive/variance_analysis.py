@@ -13,10 +13,12 @@ exists the map is iterated numerically at :data:`PRECISION` digits.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import sympy
 
@@ -27,6 +29,9 @@ from derive.derivation import Derivation
 from derive.errors import DeriveError
 from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, q, q0
 from derive.printing import latex, text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.weight_gradients import WeightGradients
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,6 +283,15 @@ class VarianceAnalysis:
     backward: Recursion
     #: c_k, the covariance of two independent inputs per unit, where a BatchNorm needs it.
     cross: Recursion | None = None
+    #: Whether a final LayerNorm follows the last block (for the weight gradients).
+    final_norm: bool = False
+
+    @cached_property
+    def weights(self) -> WeightGradients:
+        """E[(dL/dW)^2] per entry of each block's last weight matrix, k = 1..K."""
+        from derive.weight_gradients import WeightGradients
+
+        return WeightGradients(self, self.final_norm)
 
     def _repr_latex_(self) -> str:
         rows = []
@@ -332,12 +346,14 @@ def variance(
     negative_slope: object = sympy.Rational(1, 100),
     block: object = None,
     values: dict[str, object] | None = None,
+    final_norm: bool = False,
 ) -> VarianceAnalysis:
     """Forward and backward variance recursions of a residual stack at initialization.
 
     The block is ``norm`` (``none``, ``pre`` or ``post``) unless ``block`` is given: a
     preset name, an expression in the block language, or a Block. ``values`` gives
-    some of the block's symbols numbers; the others stay symbolic.
+    some of the block's symbols numbers; the others stay symbolic. ``final_norm``: a
+    LayerNorm follows the last block (it scales the gradients, see ``.weights``).
 
     >>> a = variance("he", "relu")
     >>> a.forward.recurrence
@@ -357,7 +373,10 @@ def variance(
         dropout=dropout, gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
         block=chosen,
     )
-    return _analysis(config)
+    if not isinstance(final_norm, bool):
+        raise DeriveError(f"final_norm must be True or False, got {final_norm!r}")
+    analysis = _analysis(config)
+    return dataclasses.replace(analysis, final_norm=True) if final_norm else analysis
 
 
 def compare(
