@@ -513,11 +513,14 @@ def compare(
     configs: Sequence[VarianceConfig], depth: int = 6, width: int = 512, seeds: int = 32, *,
     batch: int = 16, q0: float = 1.0, tolerance: float = 0.1, seed: int = 0,
     predict: Prediction | None = None, progress: Callable[[int], None] | None = None,
+    weights: bool = False, final_norm: bool = False,
 ) -> list[CheckRow]:
     """Derived profiles against simulated networks at every block.
 
     Per configuration: forward q_k for k = 1..K, then backward d_k / d_K for
-    k = K-1..0, so each direction ends with its final-depth row. ``predict``
+    k = K-1..0, so each direction ends with its final-depth row; with ``weights``,
+    then E[(dL/dW)^2] of each block's last matrix for k = 1..K (behind a final
+    LayerNorm with ``final_norm``). ``predict``
     defaults to :func:`derived`; ``progress(1)`` follows each derivation and each
     chunk of networks (``len(configs) + ceil(seeds / CHUNK)`` calls).
 
@@ -542,5 +545,26 @@ def compare(
                  for k in range(1, depth + 1)]
         rows += [_row(c.label, "backward", k, want_b[k], got_b[k], tolerance)
                  for k in reversed(range(depth))]
+        if weights:
+            rows += _weight_rows(c, depth, width, seeds, batch, q0, seed, tolerance, final_norm)
     return rows
+
+
+def _weight_rows(config: VarianceConfig, depth: int, width: int, seeds: int, batch: int,
+                 q0: float, seed: int, tolerance: float, final_norm: bool) -> list[CheckRow]:
+    from derive.variance_analysis import variance
+
+    c = config
+    sigma_w2 = None if c.sigma_w2 is None else c.sigma_w2 * width / _n
+    analysis = variance(c.init, c.activation, branch=c.branch, mlp_ratio=c.mlp_ratio,
+                        dropout=c.dropout, gamma=c.gamma, sigma_w2=sigma_w2,
+                        negative_slope=c.negative_slope, block=c.block,
+                        final_norm=final_norm)
+    if c.block.last_weight(c) is None:
+        return []
+    want = analysis.weights.profile(depth, sympy.nsimplify(q0))
+    got = measure_weights(c, depth=depth, width=width, seeds=seeds, batch=batch, q0=q0,
+                          seed=seed, final_norm=final_norm)
+    return [_row(c.label, "weights", k, float(want[k - 1]), float(got[k - 1]), tolerance)
+            for k in range(1, depth + 1)]
 
