@@ -133,13 +133,25 @@ def read_existing(root: str | os.PathLike[str], relpath: str) -> str | None:
     >>> read_existing(tempfile.mkdtemp(), "missing.md") is None
     True
     """
+    data = read_existing_bytes(root, relpath)
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DeriveError(f"{Path(root) / relpath} is not UTF-8 text") from None
+
+
+def read_existing_bytes(root: str | os.PathLike[str], relpath: str) -> bytes | None:
+    """The bytes of ``root/relpath`` if it is a file, else None.
+
+    >>> import tempfile
+    >>> read_existing_bytes(tempfile.mkdtemp(), "missing.apkg") is None
+    True
+    """
     path = Path(root) / _check_relpath(relpath)
     try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except UnicodeDecodeError:
-        raise DeriveError(f"{path} is not UTF-8 text") from None
     except OSError as err:
         raise DeriveError(f"cannot read {path}: {err.strerror}") from None
 

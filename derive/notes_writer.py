@@ -34,6 +34,8 @@ from pathlib import Path
 from derive.errors import DeriveError, choice_error
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
+#: Where the Anki deck lands; the deck found there carries its notes' times over.
+DECK = "anki/derive.apkg"
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,8 @@ def build(
         from derive.apkg import apkg_bytes
 
         say("writing the Anki deck")
-        planned["anki/derive.apkg"] = apkg_bytes(data.cards, "derive")
+        previous = files_mod.read_existing_bytes(root, DECK) if root.is_dir() else None
+        planned[DECK] = apkg_bytes(data.cards, "derive", previous=previous)
     report = files_mod.write_files(root, planned, force=force, merged_from=merged_from)
     return NotesResult(
         files=tuple(root / rel for rel in sorted(planned)),
