@@ -42,6 +42,10 @@ DECK = "anki/derive.apkg"
 class NotesResult:
     """What :func:`build` did: all files of the set, those written, orphaned card keys.
 
+    ``notices``: one line for each thing done to a note beyond regenerating it
+    (an Anki ID matched by content, a card moved out of a region, ...), each
+    naming the note.
+
     >>> NotesResult((), (), ()).paths
     []
     """
@@ -49,6 +53,7 @@ class NotesResult:
     files: tuple[Path, ...]
     written: tuple[Path, ...]
     orphaned: tuple[str, ...] = field(default=())
+    notices: tuple[str, ...] = field(default=())
 
     @property
     def paths(self) -> list[Path]:
@@ -160,6 +165,7 @@ def build(
     planned: dict[str, str | bytes] = {}
     merged_from: dict[str, str | None] = {}
     orphaned: list[str] = []
+    notices: list[str] = []
     if "latex" in chosen:
         tex = render_template("notes.tex.j2", data.context, folder)
         planned["latex/notes.tex"] = tex
@@ -174,15 +180,19 @@ def build(
                         for stem, pair in images.items()})
     if "obsidian" in chosen:
         from derive.files import read_existing
-        from derive.regions import merge_note
+        from derive.regions import BrokenNote, merge_note
 
         for name, text in obsidian_notes(data, folder).items():
             rel = f"obsidian/{name}.md"
             existing = read_existing(root, rel) if root.is_dir() else None
-            merged = merge_note(existing, text)
+            try:
+                merged = merge_note(existing, text)
+            except BrokenNote as err:
+                raise BrokenNote(f"{root / rel}, {err}") from None
             planned[rel] = merged.text
             merged_from[rel] = merged.base
             orphaned.extend(merged.orphaned)
+            notices.extend(f"{root / rel}, {notice}" for notice in merged.notices)
         planned.update({f"obsidian/figures/{stem}.png": pair["png"]
                         for stem, pair in images.items()})
     if "anki" in chosen:
@@ -196,6 +206,7 @@ def build(
         files=tuple(root / rel for rel in sorted(planned)),
         written=tuple(root / rel for rel in report.written),
         orphaned=tuple(orphaned),
+        notices=tuple(notices),
     )
 
 

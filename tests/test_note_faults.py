@@ -1,0 +1,261 @@
+"""Obsidian notes as users and editors leave them: every Anki ID kept, every outcome defined.
+
+Each case starts from a note that the plugin has synced (IDs added by the
+plugin's own rule, see ``plugin_sync``), does to it what a user or an editor
+does, regenerates, and ends by reading the result with the plugin's rules:
+every ID must still sit on a note whose front is the card it was given to.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from test_anki import CARDS, keyed_ids, note, plugin_sync
+
+from derive.anki import Card, parse_plugin_notes
+from derive.errors import DeriveError
+from derive.regions import ORPHANS, BrokenNote, cards_region, merge_note, region, split_regions
+
+#: The plugin's rule for deleting a note (src/setting-to-data.ts: EMPTY_REGEXP).
+PLUGIN_DELETE = re.compile(r"DELETE\n?(?:<!--)?(?:ID: (\d+).*)")
+KEYS = ["paths/count", "paths/order", "variance/he"]
+
+
+def synced(keys: list[str] = KEYS, first_id: int = 101) -> tuple[str, dict[str, int]]:
+    text, _ = plugin_sync(merge_note(None, note(keys)).text, first_id)
+    return text, keyed_ids(text)
+
+
+def plugin_fronts(text: str) -> dict[int, str]:
+    """ID -> front of every note the plugin would sync, read by the plugin's rules."""
+    seen: dict[int, str] = {}
+    for parsed in parse_plugin_notes(text):
+        if parsed.note_id is not None:
+            assert parsed.note_id not in seen, f"ID {parsed.note_id} on two notes"
+            seen[parsed.note_id] = parsed.fields["Front"]
+    return seen
+
+
+def assert_ids_with_their_cards(text: str, ids: dict[str, int]) -> None:
+    fronts = plugin_fronts(text)
+    for key, note_id in ids.items():
+        assert fronts.get(note_id) == CARDS[key].front, (key, note_id)
+
+
+def regenerate_twice(text: str, keys: list[str] = KEYS):
+    merged = merge_note(text, note(keys))
+    again = merge_note(merged.text, note(keys))
+    assert again.text == merged.text  # the outcome is stable
+    return merged, again
+
+
+# -- issue 8.1: IDs that users' edits used to drop -----------------------------------------
+
+
+def test_deleted_key_line_the_id_is_matched_by_the_front() -> None:
+    text, ids = synced()
+    broken = text.replace("<!-- card: paths/order -->\n", "")
+    merged, again = regenerate_twice(broken)
+    assert keyed_ids(merged.text) == ids  # the key line is back, with the card's own ID
+    assert len(merged.notices) == 1
+    assert "matched to card 'paths/order' by its front, ID kept" in merged.notices[0]
+    assert again.notices == () and merged.orphaned == ()
+    assert merged.text == text
+    assert_ids_with_their_cards(merged.text, ids)
+
+
+def test_deleted_key_line_of_a_reworded_card_keeps_its_note() -> None:
+    text, ids = synced()
+    broken = text.replace("<!-- card: paths/count -->\n", "")
+    reworded = Card("paths/count", "Number of terms of $dy/dx$, $N$ blocks?", "$2^{N}$")
+    generated = "# Paths\n\n" + region("summary", "Eight terms.\n") + "\n# anki\n\n" + \
+        cards_region([reworded, CARDS["paths/order"], CARDS["variance/he"]])
+    merged = merge_note(broken, generated)
+    assert len(merged.notices) == 1 and "moved out of region 'anki'" in merged.notices[0]
+    assert f"(ID {ids['paths/count']})" in merged.notices[0]
+    # the old block keeps syncing its note below the region; the new card is a new note
+    anki_end = merged.text.index("<!-- derive:end anki -->")
+    assert merged.text.index(f"<!--ID: {ids['paths/count']}-->") > anki_end
+    fronts = plugin_fronts(merged.text)
+    assert fronts[ids["paths/count"]] == CARDS["paths/count"].front
+    assert reworded.front not in fronts.values()
+    assert merge_note(merged.text, generated).text == merged.text
+
+
+def test_users_own_cards_inside_the_region_are_moved_out_verbatim() -> None:
+    text, ids = synced()
+    mine = "START\nBasic\nMy question?\nBack:\nMy answer.\n<!--ID: 999-->\nEND\n"
+    unsynced = "START\nBasic\nAnother of mine?\nBack:\nYes.\nEND\n"
+    edited = text.replace("<!-- derive:end anki -->",
+                          "\n" + mine + "\n" + unsynced + "<!-- derive:end anki -->")
+    merged, again = regenerate_twice(edited)
+    assert len(merged.notices) == 2 and again.notices == ()
+    assert "derive did not write (ID 999)" in merged.notices[0]
+    assert "derive did not write (no ID)" in merged.notices[1]
+    after = merged.text.split("<!-- derive:end anki -->\n", 1)[1]
+    assert mine in after and unsynced in after
+    anki = next(p for p in split_regions(merged.text) if not isinstance(p, str) and
+                p.name == "anki")
+    assert "My question?" not in anki.content
+    fronts = plugin_fronts(merged.text)
+    assert fronts[999] == "My question?"
+    assert_ids_with_their_cards(merged.text, ids)
+
+
+def test_delete_line_under_orphans_survives_until_the_plugin_deletes() -> None:
+    text, ids = synced()
+    orphaned = merge_note(text, note(["paths/count", "paths/order"])).text
+    assert "DELETE" in orphaned  # the header says how
+    block = re.search(r"<!-- card: variance/he -->\nSTART\n[\s\S]*?\nEND\n", orphaned)
+    assert block is not None
+    he = ids["variance/he"]
+    marked = orphaned.replace(block.group(0), f"DELETE\n<!--ID: {he}-->\n")
+    kept = merge_note(marked, note(["paths/count", "paths/order"]))
+    assert f"DELETE\n<!--ID: {he}-->\n" in kept.text
+    assert len(kept.notices) == 1 and f"ID {he} is marked DELETE" in kept.notices[0]
+    assert [int(m) for m in PLUGIN_DELETE.findall(kept.text)] == [he]
+    # the plugin deletes the note and removes the two lines (file.ts removeEmpties)
+    after_sync = PLUGIN_DELETE.sub("", kept.text)
+    final = merge_note(after_sync, note(["paths/count", "paths/order"]))
+    assert f"derive:begin {ORPHANS}" not in final.text and final.notices == ()
+    assert_ids_with_their_cards(final.text, {k: ids[k] for k in ("paths/count", "paths/order")})
+
+
+# -- issue 10.6: notes as editors leave them -----------------------------------------------
+
+
+def test_missing_end_never_takes_the_next_cards_id() -> None:
+    text, ids = synced()
+    order_id = ids["paths/order"]
+    # END deleted on a card without an ID yet, and on one that has its ID
+    no_id, _ = plugin_sync(merge_note(None, note(KEYS)).text.replace(
+        "Tags: derive paths udl-11.6\nEND\n", "Tags: derive paths udl-11.6\n", 1), 101)
+    merged, _ = regenerate_twice(no_id)
+    assert "card 'paths/order' had no END line; restored it" in merged.notices[0]
+    got = keyed_ids(merged.text)
+    assert "paths/order" not in got or got["paths/order"] != got.get("variance/he")
+    assert_ids_with_their_cards(merged.text, {k: v for k, v in got.items()})
+    with_id = text.replace(f"<!--ID: {order_id}-->\nEND\n", f"<!--ID: {order_id}-->\n", 1)
+    merged, _ = regenerate_twice(with_id)
+    assert keyed_ids(merged.text) == ids and merged.text == text
+    assert_ids_with_their_cards(merged.text, ids)
+
+
+def test_user_line_between_key_line_and_start_is_kept() -> None:
+    text, ids = synced()
+    edited = text.replace("<!-- card: paths/order -->\n",
+                          "<!-- card: paths/order -->\nremember eq. 11.6\n")
+    merged, _ = regenerate_twice(edited)
+    assert merged.text == edited and merged.notices == ()
+    assert "<!-- card: paths/order -->\nremember eq. 11.6\nSTART\n" in merged.text
+    assert_ids_with_their_cards(merged.text, ids)
+    changed = merge_note(edited, note(["variance/pre", *KEYS]))
+    assert "<!-- card: paths/order -->\nremember eq. 11.6\nSTART\n" in changed.text
+    assert_ids_with_their_cards(changed.text, ids)
+
+
+def _habit(text: str, fault: str) -> tuple[str, str]:
+    """(the note as the editor left it, the note derive regenerates from it, unchanged)."""
+    begin, end = "<!-- derive:begin anki -->\n", "<!-- derive:end anki -->\n"
+    count, order = "<!-- card: paths/count -->\n", "<!-- card: paths/order -->\n"
+    if fault == "bom":
+        return "\ufeff" + text, "\ufeff" + text
+    if fault == "crlf":  # read as intended, written back with LF
+        return text.replace("\n", "\r\n"), text
+    if fault == "trailing":  # marker lines stay as typed; derive's own card lines are its own
+        marker = text.replace(begin, begin[:-1] + "  \n")
+        return marker.replace(count, count[:-1] + " \n"), marker
+    if fault == "tab":
+        marker = text.replace(end, end[:-1] + "\t\n")
+        return marker.replace(order, order[:-1] + "\t\n"), marker
+    marker = text.replace(begin, begin.replace("<!-- ", "<!--  "))
+    return marker.replace(order, order.replace("card: ", "card:  ")), marker
+
+
+@pytest.mark.parametrize("fault", ["bom", "trailing", "tab", "crlf", "double-space"])
+def test_editor_habits_are_read_as_intended(fault: str) -> None:
+    text, ids = synced()
+    edited, expected = _habit(text, fault)
+    same = merge_note(edited, note(KEYS))
+    assert same.text == expected and same.notices == () and same.orphaned == ()
+    more = merge_note(edited, note([*KEYS, "variance/pre"])).text
+    if fault == "bom":
+        assert more.startswith("\ufeff# Paths")
+    plain = more.replace("\r\n", "\n").lstrip("\ufeff")
+    assert keyed_ids(plain) == ids
+    assert_ids_with_their_cards(plain, ids)
+    assert "variance/pre" in plain and merge_note(more, note([*KEYS, "variance/pre"])).text == more
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda t: t.replace("<!-- derive:end anki -->\n", ""),
+     r"line \d+: region 'anki' has no end marker; add the line <!-- derive:end anki -->"),
+    (lambda t: t.replace("<!-- derive:begin summary -->\n", ""),
+     r"line \d+: end marker of region 'summary' without its begin marker"),
+    (lambda t: t.replace("<!-- derive:end summary -->\n", ""),
+     r"line \d+: region 'summary' \(begun on line 3\) is not closed before this marker"),
+])
+def test_broken_markers_name_the_line_and_the_fix(damage, message) -> None:
+    text, _ = synced()
+    with pytest.raises(BrokenNote, match=message) as caught:
+        merge_note(damage(text), note(KEYS))
+    assert "--force" not in str(caught.value)
+
+
+def test_broken_note_through_the_command_line(tmp_path: Path, capsys) -> None:
+    from derive.cli import main
+
+    out = tmp_path / "vault"
+    main_args = ["notes", "--format", "obsidian", "--depth", "2", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main(main_args)
+    capsys.readouterr()
+    target = out / "obsidian" / "Layer norm.md"
+    broken = target.read_text().replace("<!-- derive:end anki -->\n", "")
+    target.write_text(broken)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for extra in ([], ["--force"]):
+        with pytest.raises(SystemExit) as done:
+            main([*main_args, *extra])
+        err = "".join(line for line in capsys.readouterr().err.splitlines(keepends=True)
+                      if not line.endswith(" ...\n"))  # progress lines
+        assert done.value.code == 2 and err.count("\n") == 1, err
+        assert str(target) in err and "line " in err and "derive:end anki" in err
+        assert "--force" not in err
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_round_trip_depth_4_5_4_gives_the_note_back(tmp_path: Path) -> None:
+    from derive.notes_writer import build
+
+    out = tmp_path / "vault"
+    build(out, formats="obsidian", depth=4)
+    notes = sorted((out / "obsidian").glob("*.md"))
+    first_id = 1
+    for path in notes:  # the plugin syncs, the user writes
+        text, new = plugin_sync(path.read_text(), first_id)
+        first_id += len(new)
+        path.write_text("My intro.\n\n" + text + "\nMy remark.\n")
+    before = {p: p.read_bytes() for p in notes}
+    build(out, formats="obsidian", depth=5)
+    result = build(out, formats="obsidian", depth=4)
+    after = {p: p.read_bytes() for p in notes}
+    changed = [p.name for p in notes if before[p] != after[p]]
+    assert changed == [], changed
+    assert result.notices == ()
+
+
+def test_last_card_without_end_gets_it_back() -> None:
+    # a block that runs to the end of the region without END (nothing after it)
+    text, ids = synced(["paths/count"])
+    cut = text.replace(f"<!--ID: {ids['paths/count']}-->\nEND\n",
+                       f"<!--ID: {ids['paths/count']}-->\n")
+    merged = merge_note(cut, note(["paths/count"]))
+    assert merged.text == text and "had no END line" in merged.notices[0]
+
+
+def test_generated_region_with_a_marker_is_refused() -> None:
+    with pytest.raises(DeriveError, match="holds a region marker"):
+        region("x", "<!--  derive:end x -->\n")
