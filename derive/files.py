@@ -15,9 +15,17 @@ such file. A file whose content would not change is not rewritten at all.
 before the first byte is written, so a refusal leaves the folder as it was.
 
 A file that derive regenerates by merging with what is on disk (an Obsidian
-note, see :func:`derive.anki.merge_note`) passes the text it merged from in
+note, see :func:`derive.regions.merge_note`) passes the text it merged from in
 ``merged_from``: the merge already kept the user's edits, so the file may be
 replaced as long as it still holds exactly that text.
+
+Faults are found before the first byte is written, each in one line: an
+empty, too long or looping ``--out`` name, an unreadable or unwritable
+folder, a manifest that is a folder, a sub-folder (or file) inside the output
+folder that is a symbolic link (derive never writes through one). Each file
+is checked once more just before it is replaced: an edit saved meanwhile is
+kept, and reported. A run killed half-way is recovered by the next one from
+its journal (:mod:`derive.journal`), which also removes its temporary files.
 """
 
 from __future__ import annotations
@@ -26,11 +34,13 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from derive import journal
 from derive.errors import DeriveError
 
 #: Name of the manifest file inside the output folder.
@@ -46,13 +56,12 @@ class FileConflict(DeriveError):
     refusing to overwrite out/a.md, out/b.pdf: not written by derive, or edited since; ...
     """
 
-    def __init__(self, root: str | os.PathLike[str], paths: list[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], paths: list[str],
+                 reason: str = "not written by derive, or edited since; "
+                               "pass --force to overwrite") -> None:
         self.paths = tuple(paths)
         shown = ", ".join(str(PurePosixPath(os.fspath(root)) / p) for p in paths)
-        super().__init__(
-            f"refusing to overwrite {shown}: not written by derive, or edited since; "
-            "pass --force to overwrite"
-        )
+        super().__init__(f"refusing to overwrite {shown}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -89,14 +98,31 @@ def to_bytes(content: str | bytes) -> bytes:
     return content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
 
 
-def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
+#: ``expect`` of :func:`atomic_write` when the target's content does not matter.
+ANY = object()
+
+
+class FileChanged(DeriveError):
+    """The target of :func:`atomic_write` changed after it was checked (an edit saved)."""
+
+
+def atomic_write(path: str | os.PathLike[str], content: str | bytes, *,
+                 expect: bytes | object | None = ANY) -> None:
     """Write ``content`` to ``path`` atomically (temporary file, fsync, rename).
+
+    With ``expect`` (the bytes the target held when it was checked, None: no
+    file), the target is read once more just before the rename and left
+    alone, raising :class:`FileChanged`, if it changed meanwhile.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
     >>> atomic_write(target, "x\\r\\n")
     >>> target.read_bytes()
     b'x\\n'
+    >>> atomic_write(target, "y\\n", expect=b"old\\n")
+    Traceback (most recent call last):
+    ...
+    derive.files.FileChanged: .../a.txt changed while derive was writing it; ...
     """
     target = Path(path)
     data = to_bytes(content)
@@ -107,7 +133,8 @@ def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
     except OSError as err:
         raise DeriveError(f"cannot write {target}: {err.strerror}") from None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=journal.temp_prefix(target.name), suffix=".tmp",
+                                   dir=target.parent)
     except OSError as err:
         raise DeriveError(f"cannot write in {target.parent}: {err.strerror}") from None
     try:
@@ -116,6 +143,9 @@ def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+        if expect is not ANY and _bytes_at(target) != expect:
+            raise FileChanged(f"{target} changed while derive was writing it; "
+                              "your version is kept: run derive again")
         os.replace(tmp, target)
     except BaseException as err:
         with contextlib.suppress(OSError):
@@ -124,6 +154,13 @@ def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
             raise DeriveError(f"cannot write {target}: {err.strerror}") from None
         raise
     _fsync_dir(target.parent)
+
+
+def _bytes_at(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def read_existing(root: str | os.PathLike[str], relpath: str) -> str | None:
@@ -213,7 +250,7 @@ def write_files(
     >>> write_files(out, {"a.md": "# A2\\n"}, force=True).written
     ('a.md',)
     """
-    base = Path(root)
+    base = check_output_folder(root)
     planned = {_check_relpath(rel): to_bytes(content) for rel, content in files.items()}
     bases = {
         _check_relpath(rel): content.encode("utf-8") if isinstance(content, str) else content
@@ -224,6 +261,10 @@ def write_files(
             if parent.as_posix() in planned:
                 raise DeriveError(f"output path {parent.as_posix()!r} is both a file and "
                                   f"the folder of {rel!r}")
+    for rel in planned:
+        _check_no_links(base, rel)
+    if base.exists():
+        _current_bytes(base, MANIFEST)  # a manifest that is a folder stops even --force
     _prepare_root(base)
     try:
         manifest = load_manifest(base)
@@ -231,35 +272,124 @@ def write_files(
         if not force:
             raise
         manifest = {}
+    intended = journal.pending(base)
+    journal.clean_stale_temporaries({(base / rel).parent for rel in planned} | {base})
+
+    def owned(rel: str, current: bytes) -> bool:
+        digest = sha256(current)
+        return manifest.get(rel) == digest or digest in intended.get(rel, ())
 
     written: list[str] = []
     unchanged: list[str] = []
     conflicts: list[str] = []
+    seen: dict[str, bytes | None] = {}
     for rel in sorted(planned):
-        current = _current_bytes(base, rel)
+        current = seen[rel] = _current_bytes(base, rel)
         if current is None:
             written.append(rel)
         elif current == planned[rel]:
             unchanged.append(rel)
-        elif force or current == bases.get(rel) or manifest.get(rel) == sha256(current):
+        elif force or current == bases.get(rel) or owned(rel, current):
             written.append(rel)
         else:
             conflicts.append(rel)
     if conflicts:
         raise FileConflict(base, conflicts)
 
+    if written:
+        journal.record(base, {rel: sha256(planned[rel]) for rel in written},
+                                     atomic_write)
+    done: list[str] = []
+    edited: list[str] = []
     for rel in written:
         target = base / rel
         _make_dirs(base, target.parent)
-        atomic_write(target, planned[rel])
-    new_manifest = {
-        rel: digest for rel, digest in manifest.items() if (base / rel).is_file()
-    }
-    new_manifest.update({rel: sha256(planned[rel]) for rel in written + unchanged})
-    text = json.dumps(new_manifest, sort_keys=True, indent=2) + "\n"
+        try:
+            atomic_write(target, planned[rel], expect=seen[rel])
+        except FileChanged:
+            edited.append(rel)
+            continue
+        done.append(rel)
+    new_manifest = {}
+    for rel, digest in manifest.items():
+        if (base / rel).is_file():
+            new_manifest[rel] = digest
+    for rel, digests in intended.items():  # what a run killed half-way did write
+        current = _current_bytes(base, rel) if rel not in planned else None
+        if current is not None and sha256(current) in digests:
+            new_manifest[rel] = sha256(current)
+    new_manifest.update({rel: sha256(planned[rel]) for rel in done + unchanged})
+    text = json.dumps(dict(sorted(new_manifest.items())), indent=2) + "\n"
     if _current_bytes(base, MANIFEST) != text.encode("utf-8"):
         atomic_write(base / MANIFEST, text)
-    return WriteReport(tuple(written), tuple(unchanged))
+    journal.finish(base)
+    if edited:
+        raise FileConflict(base, edited, "edited while derive was writing; your version "
+                           "is kept, the other files are written: run derive again")
+    return WriteReport(tuple(done), tuple(unchanged))
+
+
+def check_output_folder(root: str | os.PathLike[str]) -> Path:
+    """Check the output folder before any work: a usable name, a folder or a creatable one.
+
+    Refuses, in one line: an empty name, a name the file system cannot hold,
+    a symbolic-link loop, a file, a missing parent, a folder that cannot be
+    read or written, and a manifest that is a folder.
+
+    >>> check_output_folder("")
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: output folder must not be empty: name a folder ...
+    """
+    if not isinstance(root, str | os.PathLike) or os.fspath(root) in ("", b""):
+        raise DeriveError("output folder must not be empty: name a folder "
+                          "(. for the current one)")
+    base = Path(root)
+    info = _stat(base, "output folder")
+    if info is None:
+        parent = base.parent
+        parent_info = _stat(parent, "output folder")
+        if parent_info is None or not stat.S_ISDIR(parent_info.st_mode):
+            raise DeriveError(f"cannot create output folder {base}: {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise DeriveError(f"cannot create output folder {base}: {parent} is not writable")
+        return base
+    if not stat.S_ISDIR(info.st_mode):
+        raise DeriveError(f"output folder {base} is a file, not a folder")
+    if not os.access(base, os.R_OK | os.X_OK):
+        raise DeriveError(f"output folder {base} is not readable")
+    if not os.access(base, os.W_OK):
+        raise DeriveError(f"output folder {base} is not writable")
+    manifest = _stat(base / MANIFEST, "manifest")
+    if manifest is not None and not stat.S_ISREG(manifest.st_mode):
+        raise DeriveError(f"{base / MANIFEST} is not a file (derive's manifest must be): "
+                          "move it away")
+    return base
+
+
+def _stat(path: Path, what: str) -> os.stat_result | None:
+    """``os.stat`` of ``path``; None if it does not exist; one-line errors otherwise."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise DeriveError(f"cannot use {what} {path}: {err.strerror}") from None
+
+
+def _check_no_links(root: Path, rel: str) -> None:
+    """Refuse to write ``root/rel`` through (or over) a symbolic link inside ``root``."""
+    path = root
+    for part in PurePosixPath(rel).parts:
+        path = path / part
+        try:
+            if path.is_symlink():
+                kind = "folder" if path != root / rel else "file"
+                raise DeriveError(
+                    f"refusing to write {root / rel}: the {kind} {path} is a symbolic link "
+                    f"(to {os.readlink(path)}); derive writes only inside {root}")
+        except OSError as err:
+            raise DeriveError(f"cannot use {path}: {err.strerror}") from None
 
 
 def _check_relpath(relpath: str) -> str:
@@ -270,8 +400,8 @@ def _check_relpath(relpath: str) -> str:
         raise DeriveError(
             f"output path must be relative and stay inside the output folder, got {relpath!r}"
         )
-    if relpath == MANIFEST:
-        raise DeriveError(f"output path {relpath!r} is reserved for the manifest")
+    if relpath == MANIFEST or journal.is_reserved(relpath):
+        raise DeriveError(f"output path {relpath!r} is reserved for derive's own records")
     return relpath
 
 

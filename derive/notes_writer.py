@@ -145,15 +145,7 @@ def build(
     if pdf and shutil.which("pdflatex") is None:
         raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
     say = progress or (lambda message: None)
-    root = Path(out)
-    parent = root.resolve().parent
-    if not parent.is_dir():
-        raise DeriveError(f"cannot create output folder {root}: {parent} does not exist")
-    if root.exists() and not root.is_dir():
-        raise DeriveError(f"output folder {root} is a file, not a folder")
-    writable = root if root.is_dir() else parent
-    if not os.access(writable, os.W_OK | os.X_OK):
-        raise DeriveError(f"cannot write the notes: {writable} is not writable")
+    root = files_mod.check_output_folder(out)
 
     say("deriving concepts, gradient paths and variance; simulating")
     data = content(depth)
