@@ -173,9 +173,18 @@ def build(
     if "obsidian" in chosen:
         from derive.files import read_existing
         from derive.regions import BrokenNote, merge_note
+        from derive.vault import find_renamed, relink, title
 
-        for name, text in obsidian_notes(data, folder).items():
-            rel = f"obsidian/{name}.md"
+        generated = {f"obsidian/{name}.md": text
+                     for name, text in obsidian_notes(data, folder).items()}
+        renamed = find_renamed(root, "obsidian", generated) if root.is_dir() else {}
+        titles = {title(old): title(new) for old, new in renamed.items()}
+        for note_rel, text in generated.items():
+            rel = renamed.get(note_rel, note_rel)
+            if rel != note_rel:
+                notices.append(f"{root / rel}: the note {title(note_rel)!r}, renamed; "
+                               "updated in place (links to it follow the new name)")
+            text = relink(text, titles)
             existing = read_existing(root, rel) if root.is_dir() else None
             try:
                 merged = merge_note(existing, text)

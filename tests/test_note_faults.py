@@ -259,3 +259,42 @@ def test_last_card_without_end_gets_it_back() -> None:
 def test_generated_region_with_a_marker_is_refused() -> None:
     with pytest.raises(DeriveError, match="holds a region marker"):
         region("x", "<!--  derive:end x -->\n")
+
+
+def test_a_renamed_note_is_found_and_updated_in_place(tmp_path: Path) -> None:
+    from derive.notes_writer import build
+
+    out = tmp_path / "vault"
+    build(out, formats="obsidian", depth=2)
+    folder = out / "obsidian"
+    first_id = 1
+    for path in sorted(folder.glob("*.md")):
+        text, new = plugin_sync(path.read_text(), first_id)
+        first_id += len(new)
+        path.write_text(text)
+    # the user renames "Gradient paths" to "ml/Paths through blocks"; Obsidian moves the
+    # file and updates every link to it
+    (folder / "ml").mkdir()
+    renamed = folder / "ml" / "Paths through blocks.md"
+    (folder / "Gradient paths.md").rename(renamed)
+    for path in folder.glob("*.md"):
+        path.write_text(path.read_text().replace("[[Gradient paths", "[[Paths through blocks"))
+    before = {p: p.read_bytes() for p in folder.rglob("*.md")}
+    ids_before = {n.note_id for p in before for n in parse_plugin_notes(p.read_text())}
+
+    same = build(out, formats="obsidian", depth=2)
+    assert not (folder / "Gradient paths.md").exists()
+    assert same.written == () and len(same.notices) == 1
+    assert "'Gradient paths', renamed; updated in place" in same.notices[0]
+    assert str(renamed) in same.notices[0]
+    assert {p: p.read_bytes() for p in folder.rglob("*.md")} == before
+
+    deeper = build(out, formats="obsidian", depth=3)  # the note's content changes
+    assert not (folder / "Gradient paths.md").exists() and renamed in deeper.written
+    text = renamed.read_text()
+    assert "3 blocks" in text
+    notes = [n for p in folder.rglob("*.md") for n in parse_plugin_notes(p.read_text())]
+    assert {n.note_id for n in notes} - {None} == ids_before - {None}  # every ID kept
+    keys_without_id = [n.key for n in notes if n.note_id is None]
+    assert keys_without_id == ["gradient-paths/terms-3"]  # only the new card
+    assert "[[Gradient paths" not in "".join(p.read_text() for p in folder.rglob("*.md"))
