@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,9 +41,7 @@ from pathlib import Path, PurePosixPath
 
 from derive import journal
 from derive.errors import DeriveError
-
-#: Name of the manifest file inside the output folder.
-MANIFEST = ".derive-manifest.json"
+from derive.output_folder import MANIFEST, check_no_links, check_output_folder, make_dirs, prepare
 
 
 class FileConflict(DeriveError):
@@ -262,10 +259,10 @@ def write_files(
                 raise DeriveError(f"output path {parent.as_posix()!r} is both a file and "
                                   f"the folder of {rel!r}")
     for rel in planned:
-        _check_no_links(base, rel)
+        check_no_links(base, rel)
     if base.exists():
         _current_bytes(base, MANIFEST)  # a manifest that is a folder stops even --force
-    _prepare_root(base)
+    prepare(base)
     try:
         manifest = load_manifest(base)
     except DeriveError:
@@ -303,7 +300,7 @@ def write_files(
     edited: list[str] = []
     for rel in written:
         target = base / rel
-        _make_dirs(base, target.parent)
+        make_dirs(base, target.parent)
         try:
             atomic_write(target, planned[rel], expect=seen[rel])
         except FileChanged:
@@ -329,69 +326,6 @@ def write_files(
     return WriteReport(tuple(done), tuple(unchanged))
 
 
-def check_output_folder(root: str | os.PathLike[str]) -> Path:
-    """Check the output folder before any work: a usable name, a folder or a creatable one.
-
-    Refuses, in one line: an empty name, a name the file system cannot hold,
-    a symbolic-link loop, a file, a missing parent, a folder that cannot be
-    read or written, and a manifest that is a folder.
-
-    >>> check_output_folder("")
-    Traceback (most recent call last):
-    ...
-    derive.errors.DeriveError: output folder must not be empty: name a folder ...
-    """
-    if not isinstance(root, str | os.PathLike) or os.fspath(root) in ("", b""):
-        raise DeriveError("output folder must not be empty: name a folder "
-                          "(. for the current one)")
-    base = Path(root)
-    info = _stat(base, "output folder")
-    if info is None:
-        parent = base.parent
-        parent_info = _stat(parent, "output folder")
-        if parent_info is None or not stat.S_ISDIR(parent_info.st_mode):
-            raise DeriveError(f"cannot create output folder {base}: {parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise DeriveError(f"cannot create output folder {base}: {parent} is not writable")
-        return base
-    if not stat.S_ISDIR(info.st_mode):
-        raise DeriveError(f"output folder {base} is a file, not a folder")
-    if not os.access(base, os.R_OK | os.X_OK):
-        raise DeriveError(f"output folder {base} is not readable")
-    if not os.access(base, os.W_OK):
-        raise DeriveError(f"output folder {base} is not writable")
-    manifest = _stat(base / MANIFEST, "manifest")
-    if manifest is not None and not stat.S_ISREG(manifest.st_mode):
-        raise DeriveError(f"{base / MANIFEST} is not a file (derive's manifest must be): "
-                          "move it away")
-    return base
-
-
-def _stat(path: Path, what: str) -> os.stat_result | None:
-    """``os.stat`` of ``path``; None if it does not exist; one-line errors otherwise."""
-    try:
-        return path.stat()
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise DeriveError(f"cannot use {what} {path}: {err.strerror}") from None
-
-
-def _check_no_links(root: Path, rel: str) -> None:
-    """Refuse to write ``root/rel`` through (or over) a symbolic link inside ``root``."""
-    path = root
-    for part in PurePosixPath(rel).parts:
-        path = path / part
-        try:
-            if path.is_symlink():
-                kind = "folder" if path != root / rel else "file"
-                raise DeriveError(
-                    f"refusing to write {root / rel}: the {kind} {path} is a symbolic link "
-                    f"(to {os.readlink(path)}); derive writes only inside {root}")
-        except OSError as err:
-            raise DeriveError(f"cannot use {path}: {err.strerror}") from None
-
-
 def _check_relpath(relpath: str) -> str:
     """Validate a relative output path and return it in ``a/b`` form."""
     if not isinstance(relpath, str) or not relpath or "\\" in relpath or "\0" in relpath:
@@ -403,36 +337,6 @@ def _check_relpath(relpath: str) -> str:
     if relpath == MANIFEST or journal.is_reserved(relpath):
         raise DeriveError(f"output path {relpath!r} is reserved for derive's own records")
     return relpath
-
-
-def _prepare_root(root: Path) -> None:
-    """Create the output folder (not its parents) or check it is a writable folder."""
-    if root.exists():
-        if not root.is_dir():
-            raise DeriveError(f"output folder {root} is a file, not a folder")
-    else:
-        parent = root.parent
-        if not parent.is_dir():
-            raise DeriveError(f"cannot create output folder {root}: {parent} does not exist")
-        try:
-            root.mkdir()
-        except OSError as err:
-            raise DeriveError(f"cannot create output folder {root}: {err.strerror}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise DeriveError(f"output folder {root} is not writable")
-
-
-def _make_dirs(root: Path, folder: Path) -> None:
-    """Create ``folder`` (inside ``root``) and its missing parents."""
-    for part in reversed([folder, *folder.parents]):
-        if part == root or root not in part.parents:
-            continue
-        if part.exists() and not part.is_dir():
-            raise DeriveError(f"cannot create folder {part}: a file of that name exists")
-        try:
-            part.mkdir(exist_ok=True)
-        except OSError as err:
-            raise DeriveError(f"cannot create folder {part}: {err.strerror}") from None
 
 
 def _current_bytes(root: Path, rel: str) -> bytes | None:

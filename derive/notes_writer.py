@@ -133,6 +133,7 @@ def build(
     from derive import files as files_mod
     from derive.model import check_depth
     from derive.notes_content import content, figures, obsidian_notes
+    from derive.output_folder import check_output_folder
     from derive.rendering import render_template, template_dir
 
     chosen = check_formats(formats)
@@ -145,7 +146,7 @@ def build(
     if pdf and shutil.which("pdflatex") is None:
         raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
     say = progress or (lambda message: None)
-    root = files_mod.check_output_folder(out)
+    root = check_output_folder(out)
 
     say("deriving concepts, gradient paths and variance; simulating")
     data = content(depth)

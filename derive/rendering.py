@@ -2,7 +2,8 @@
 
 A template that cannot be read or rendered (a syntax error, an undefined
 name, an exception, a missing include, bytes that are not UTF-8) raises
-:class:`TemplateFault`, one line naming the template file and line.
+:class:`~derive.template_faults.TemplateFault`, one line naming the template
+file and line.
 
 Templates live in the top-level ``templates/`` folder (shipped inside the wheel as
 ``derive/templates``). They hold layout only: every formula comes from a
@@ -31,6 +32,7 @@ import jinja2
 
 from derive.derivation import Derivation, Step
 from derive.errors import DeriveError, choice_error
+from derive.template_faults import Utf8Loader, render_safely
 
 FORMATS = ("latex", "markdown", "text")
 #: Every template a complete set must hold (``--templates DIR`` is checked against it).
@@ -108,62 +110,6 @@ def template_dir(override: str | Path | None = None) -> Path:
     raise DeriveError("no templates folder found: reinstall derive or pass --templates DIR")
 
 
-class TemplateFault(DeriveError):
-    """A template cannot be read or rendered; the message names its file and line.
-
-    >>> isinstance(TemplateFault("x"), ValueError)
-    True
-    """
-
-
-class _Loader(jinja2.FileSystemLoader):
-    """Loads templates as UTF-8; a file that is not UTF-8 is named with its line."""
-
-    def get_source(self, environment: jinja2.Environment,
-                   template: str) -> tuple[str, str | None, Any]:
-        try:
-            return super().get_source(environment, template)
-        except UnicodeDecodeError as err:
-            path = Path(self.searchpath[0]) / template
-            line = err.object[: err.start].count(b"\n") + 1
-            raise TemplateFault(f"template {path}, line {line}: not UTF-8 text "
-                                f"(byte 0x{err.object[err.start]:02x}); save it as UTF-8") from None
-
-
-def _template_line(err: BaseException, env: jinja2.Environment) -> tuple[str, int] | None:
-    """The innermost template file and line in ``err``'s traceback, if any."""
-    found = None
-    folders = [Path(folder) for folder in getattr(env.loader, "searchpath", ())]
-    tb = err.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if any(Path(filename).parent == folder for folder in folders):
-            found = (filename, tb.tb_lineno)
-        tb = tb.tb_next
-    return found
-
-
-def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
-    """Render template ``name``; any fault of a template becomes one TemplateFault line."""
-    try:
-        return env.get_template(name).render(**context)
-    except TemplateFault:
-        raise
-    except jinja2.TemplateSyntaxError as err:
-        where = err.filename or name
-        raise TemplateFault(f"template {where}, line {err.lineno}: {err.message}") from None
-    except Exception as err:  # a user's template may raise anything
-        place = _template_line(err, env)
-        where = f"template {place[0]}, line {place[1]}" if place else f"template {name}"
-        if isinstance(err, jinja2.TemplateNotFound):
-            what = f"includes {err.name!r}, which is not in the templates folder"
-        elif isinstance(err, jinja2.UndefinedError | DeriveError):
-            what = str(err)
-        else:
-            what = f"{type(err).__name__}: {err}"
-        raise TemplateFault(f"{where}: {what}".replace("\n", " ")) from None
-
-
 def environment(kind: str, templates: str | Path | None = None) -> jinja2.Environment:
     """A jinja2 environment: ``kind`` "latex" uses ``((* *))`` delimiters, others the defaults.
 
@@ -181,7 +127,7 @@ def environment(kind: str, templates: str | Path | None = None) -> jinja2.Enviro
             "comment_end_string": "=))",
         }
     env = jinja2.Environment(
-        loader=_Loader(str(template_dir(templates))),
+        loader=Utf8Loader(str(template_dir(templates))),
         autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -421,7 +367,7 @@ def render(obj: object, fmt: str = "text", *, templates: str | Path | None = Non
     kind = "latex" if fmt == "latex" else "plain"
     env = environment(kind, templates)
     name = f"derivation.{_SUFFIX[fmt]}.j2"
-    return "".join(_render(env, name, {"derivation": d}) for d in derivations_of(obj))
+    return "".join(render_safely(env, name, {"derivation": d}) for d in derivations_of(obj))
 
 
 def render_template(
@@ -434,7 +380,7 @@ def render_template(
     'T\\n'
     """
     kind = "latex" if name.endswith(".tex.j2") else "plain"
-    return _render(environment(kind, templates), name, context)
+    return render_safely(environment(kind, templates), name, context)
 
 
 def keys(derivations: Iterable[Derivation]) -> list[str]:
