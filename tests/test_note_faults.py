@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_anki import CARDS, keyed_ids, note, plugin_sync
+from test_anki import CARDS, PLUGIN_ID, PLUGIN_NOTE, keyed_ids, note, plugin_sync
 
 from derive.anki import Card, parse_plugin_notes
 from derive.errors import DeriveError
@@ -29,12 +29,21 @@ def synced(keys: list[str] = KEYS, first_id: int = 101) -> tuple[str, dict[str, 
 
 
 def plugin_fronts(text: str) -> dict[int, str]:
-    """ID -> front of every note the plugin would sync, read by the plugin's rules."""
+    """ID -> front of every note the plugin would sync, read with the plugin's own rules.
+
+    (note.ts and file.ts: a note is ``^START\\n(...\\n)END``, its ID on its last
+    line, its note type on its first, its first field up to ``Back:``.)
+    """
     seen: dict[int, str] = {}
-    for parsed in parse_plugin_notes(text):
-        if parsed.note_id is not None:
-            assert parsed.note_id not in seen, f"ID {parsed.note_id} on two notes"
-            seen[parsed.note_id] = parsed.fields["Front"]
+    for match in PLUGIN_NOTE.finditer(text):
+        lines = match.group(1).strip().split("\n")
+        found = PLUGIN_ID.search(lines[-1])
+        if not found:
+            continue
+        note_id = int(found.group(1))
+        assert note_id not in seen, f"ID {note_id} on two notes"
+        body = lines[1:]
+        seen[note_id] = "\n".join(body[: body.index("Back:")] if "Back:" in body else body)
     return seen
 
 
@@ -280,7 +289,7 @@ def test_a_renamed_note_is_found_and_updated_in_place(tmp_path: Path) -> None:
     for path in folder.glob("*.md"):
         path.write_text(path.read_text().replace("[[Gradient paths", "[[Paths through blocks"))
     before = {p: p.read_bytes() for p in folder.rglob("*.md")}
-    ids_before = {n.note_id for p in before for n in parse_plugin_notes(p.read_text())}
+    ids_before = {i for p in before for i in plugin_fronts(p.read_text())}
 
     same = build(out, formats="obsidian", depth=2)
     assert not (folder / "Gradient paths.md").exists()
@@ -298,3 +307,24 @@ def test_a_renamed_note_is_found_and_updated_in_place(tmp_path: Path) -> None:
     keys_without_id = [n.key for n in notes if n.note_id is None]
     assert keys_without_id == ["gradient-paths/terms-3"]  # only the new card
     assert "[[Gradient paths" not in "".join(p.read_text() for p in folder.rglob("*.md"))
+
+
+def test_derive_notes_prints_what_it_did(tmp_path: Path, capsys) -> None:
+    from derive.cli import main
+
+    out = tmp_path / "vault"
+    args = ["notes", "--format", "obsidian", "--depth", "2", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main(args)
+    target = out / "obsidian" / "Layer norm.md"
+    mine = "START\nBasic\nMy question?\nBack:\nMine.\n<!--ID: 77-->\nEND\n"
+    target.write_text(target.read_text().replace("<!-- derive:end anki -->",
+                                                 mine + "<!-- derive:end anki -->"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    printed = capsys.readouterr().out.splitlines()
+    assert done.value.code == 0
+    said = [line for line in printed if "derive did not write" in line]
+    assert len(said) == 1 and str(target) in said[0] and "(ID 77)" in said[0]
+    assert plugin_fronts(target.read_text())[77] == "My question?"
