@@ -170,8 +170,10 @@ def read_existing(root: str | os.PathLike[str], relpath: str) -> str | None:
     data = read_existing_bytes(root, relpath)
     try:
         return None if data is None else data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DeriveError(f"{Path(root) / relpath} is not UTF-8 text") from None
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise DeriveError(f"{Path(root) / relpath}, line {line}: not UTF-8 text "
+                          f"(byte 0x{err.object[err.start]:02x}); save it as UTF-8") from None
 
 
 def read_existing_bytes(root: str | os.PathLike[str], relpath: str) -> bytes | None:
@@ -304,8 +306,15 @@ def write_files(
         try:
             atomic_write(target, planned[rel], expect=seen[rel])
         except FileChanged:
-            edited.append(rel)
-            continue
+            now = _current_bytes(base, rel)  # another derive run's file is derive's own
+            if now is None or sha256(now) not in journal.pending(base).get(rel, ()):
+                edited.append(rel)
+                continue
+            try:
+                atomic_write(target, planned[rel], expect=now)
+            except FileChanged:
+                edited.append(rel)
+                continue
         done.append(rel)
     new_manifest = {}
     for rel, digest in manifest.items():

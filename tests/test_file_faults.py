@@ -157,6 +157,26 @@ def test_an_edit_saved_while_writing_is_kept(tmp_path: Path,
         write_files(tmp_path, NEW)
 
 
+def test_another_runs_write_meanwhile_is_not_an_edit(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    write_files(tmp_path, OLD)
+    real = os.chmod
+    other = tmp_path / ".derive-journal.1.json"  # a run of process 1, which is alive
+
+    def chmod(path, mode):  # the other run renames its a.md into place meanwhile
+        if Path(path).name.startswith(".a.md.derive-") and not other.exists():
+            digest = hashlib.sha256(b"other run\n").hexdigest()
+            other.write_text(json.dumps({"files": {"a.md": digest}}))
+            (tmp_path / "a.md").write_text("other run\n")
+        return real(path, mode)
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    assert write_files(tmp_path, NEW).written == tuple(sorted(set(NEW) - {"b.md"}))
+    monkeypatch.undo()
+    assert (tmp_path / "a.md").read_text() == "two\n" and other.exists()
+    other.unlink()
+
+
 def test_symlinked_sub_folder_and_file_are_not_written_through(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

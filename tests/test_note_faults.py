@@ -328,3 +328,25 @@ def test_derive_notes_prints_what_it_did(tmp_path: Path, capsys) -> None:
     said = [line for line in printed if "derive did not write" in line]
     assert len(said) == 1 and str(target) in said[0] and "(ID 77)" in said[0]
     assert plugin_fronts(target.read_text())[77] == "My question?"
+
+
+def test_a_note_that_is_not_utf8_is_one_line(tmp_path: Path, capsys) -> None:
+    from derive.cli import main
+
+    out = tmp_path / "vault"
+    args = ["notes", "--format", "obsidian", "--depth", "2", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main(args)
+    target = out / "obsidian" / "Layer norm.md"
+    target.write_bytes(target.read_bytes() + "caf\xe9 au lait\n".encode("latin-1"))
+    before = target.read_bytes()
+    capsys.readouterr()
+    for extra in ([], ["--force"]):
+        with pytest.raises(SystemExit) as done:
+            main([*args, *extra])
+        err = [line for line in capsys.readouterr().err.splitlines()
+               if not line.endswith(" ...")]
+        assert done.value.code == 2 and len(err) == 1, err
+        lines = before.count(b"\n")
+        assert f"{target}, line {lines}: not UTF-8 text (byte 0xe9)" in err[0]
+        assert "--force" not in err[0] and target.read_bytes() == before
