@@ -31,6 +31,7 @@ its journal (:mod:`derive.journal`), which also removes its temporary files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -367,15 +368,16 @@ def _current_bytes(root: Path, rel: str) -> bytes | None:
 
 
 def _fsync_dir(folder: Path) -> None:
-    """Flush a directory entry to disk where the platform allows it."""
+    """Flush a directory entry to disk where the platform allows it (a real failure raises)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise DeriveError(f"cannot write in {folder}: {err.strerror}") from None
     finally:
         os.close(fd)
 
