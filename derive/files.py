@@ -322,7 +322,10 @@ def write_files(
         if (base / rel).is_file():
             new_manifest[rel] = digest
     for rel, digests in intended.items():  # what a run killed half-way did write
-        current = _current_bytes(base, rel) if rel not in planned else None
+        try:
+            current = _current_bytes(base, _check_relpath(rel)) if rel not in planned else None
+        except DeriveError:  # not a path derive writes, or no longer a file
+            continue
         if current is not None and sha256(current) in digests:
             new_manifest[rel] = sha256(current)
     new_manifest.update({rel: sha256(planned[rel]) for rel in done + unchanged})

@@ -276,3 +276,17 @@ def test_closed_pipe_exits_0() -> None:
             err = proc.stderr.read()
             assert proc.wait() == 0, err
             assert err == b""
+
+
+def test_a_journal_with_foreign_paths_is_harmless(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_files(out, OLD)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not derive's\n")
+    (out / "gone").mkdir()
+    digest = hashlib.sha256(b"not derive's\n").hexdigest()
+    (out / ".derive-journal.999999999.json").write_text(json.dumps(
+        {"files": {"../secret.txt": digest, "gone": digest, "b.md": 5}}))
+    write_files(out, NEW)
+    assert set(json.loads((out / MANIFEST).read_text())) == set(NEW)
+    assert leftovers(out) == [] and outside.read_text() == "not derive's\n"
