@@ -15,8 +15,9 @@ regeneration; everything else in a region is derive's own text:
 Editors' habits are tolerated: trailing spaces or tabs and doubled spaces in
 marker and key lines, CRLF line ends. A block runs to the first line that
 starts with ``END`` (the plugin's rule), except that a block whose ``END``
-was deleted ends where the next card or block begins, so it never takes the
-next card's ID (``missing_end`` is then set). A block's ID line is its last
+was deleted ends after its own ID line, or where the next card, block or
+``DELETE`` line begins, so it never takes another card's ID
+(``missing_end`` is then set). A block's ID line is its last
 non-blank line, as the plugin reads it.
 
 >>> card = "<!-- card: a/x -->\\nSTART\\nQ\\n<!--ID: 7-->\\nEND\\n"
@@ -88,13 +89,22 @@ def is_id_line(line: str) -> bool:
 
 
 def _block_end(lines: list[str], start: int) -> tuple[int, bool]:
-    """Index after the block opened at ``start`` (its START line), and whether END is missing."""
+    """Index after the block opened at ``start`` (its START line), and whether END is missing.
+
+    Without its END a block ends after its ID line (a block's last line), or
+    before the next key line, ``START`` or ``DELETE`` line.
+    """
     j = start + 1
     while j < len(lines):
-        if lines[j].startswith("END"):
+        line = lines[j]
+        if line.startswith("END"):
             return j + 1, False
-        if _is_start(lines[j]) or KEY_RE.fullmatch(_bare(lines[j])):
+        if _is_start(line) or KEY_RE.fullmatch(_bare(line)) or _bare(line).strip() == "DELETE":
             return j, True
+        if is_id_line(line):
+            rest = next((later for later in lines[j + 1 :] if later.strip()), "")
+            if not rest.startswith("END"):
+                return j + 1, True
         j += 1
     return j, True
 

@@ -12,7 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
-from test_anki import CARDS, PLUGIN_ID, PLUGIN_NOTE, keyed_ids, note, plugin_sync
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_anki import CARDS, PLUGIN_ID, PLUGIN_NOTE, POOL, keyed_ids, note, plugin_sync
 
 from derive.anki import Card, parse_plugin_notes
 from derive.errors import DeriveError
@@ -350,3 +352,76 @@ def test_a_note_that_is_not_utf8_is_one_line(tmp_path: Path, capsys) -> None:
         lines = before.count(b"\n")
         assert f"{target}, line {lines}: not UTF-8 text (byte 0xe9)" in err[0]
         assert "--force" not in err[0] and target.read_bytes() == before
+
+
+# -- property: whatever the edits, no ID is ever dropped -----------------------------------
+
+EDITS = ("drop-key", "drop-end", "lead", "trailing", "own-card", "delete-pair", "crlf", "bom")
+ALL_IDS = re.compile(r"ID: (\d+)")
+
+
+#: edit -> the lines it may apply to
+TARGETS = {
+    "drop-key": lambda line: line.startswith("<!-- card: "),
+    "drop-end": lambda line: line == "END",
+    "lead": lambda line: line.startswith("<!-- card: "),
+    "trailing": lambda line: line.startswith("<!-- "),
+    "own-card": lambda line: line == "<!-- derive:end anki -->",
+    "delete-pair": lambda line: line.startswith("<!--ID: "),
+}
+
+
+def _edit(text: str, edit: str, pick: int) -> str:
+    """``text`` after one edit that users or editors make (on the pick-th line it fits)."""
+    if edit == "crlf":
+        return text.replace("\n", "\r\n")
+    if edit == "bom":
+        return text if text.startswith("\ufeff") else "\ufeff" + text
+    lines = text.split("\n")
+    found = [i for i, line in enumerate(lines) if TARGETS[edit](line)]
+    if not found:
+        return text
+    i = found[pick % len(found)]
+    if edit in ("drop-key", "drop-end"):
+        del lines[i]
+    elif edit == "lead":
+        lines.insert(i + 1, "my reminder")
+    elif edit == "trailing":
+        lines[i] += " \t"
+    elif edit == "own-card":
+        mine = max([9000, *map(int, ALL_IDS.findall(text))]) + 1  # IDs are unique
+        lines[i:i] = ["START", "Basic", f"Mine {mine}?", "Back:", "Yes.", f"<!--ID: {mine}-->",
+                      "END"]
+    else:  # the plugin's DELETE line in place of the lines of the card that holds the ID
+        start = max((j for j in range(i) if lines[j] == "START"), default=-1)
+        if start < 0 or any(ln == "END" or ln.startswith("<!-- ") for ln in lines[start:i]):
+            return text
+        end = next((j for j in range(i, len(lines)) if lines[j] == "END"), i)
+        lines[start : end + 1] = ["DELETE", lines[i]]
+    return "\n".join(lines)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.permutations(POOL).flatmap(
+    lambda keys: st.integers(1, len(keys)).map(lambda n: keys[:n])),
+    st.lists(st.tuples(st.sampled_from(EDITS), st.integers(0, 20)), max_size=3)),
+    min_size=1, max_size=4))
+def test_no_id_is_ever_dropped(generations) -> None:
+    text: str | None = None
+    next_id = 1
+    for keys, edits in generations:
+        if text is not None:
+            for edit, pick in edits:
+                text = _edit(text, edit, pick)
+        before = set(ALL_IDS.findall(text or ""))
+        try:
+            merged = merge_note(text, note(keys))
+        except BrokenNote:
+            pytest.fail(f"a fault an editor makes stopped the merge: {edits}")
+        after = set(ALL_IDS.findall(merged.text))
+        assert before <= after, (edits, before - after)
+        again = merge_note(merged.text, note(keys))
+        assert set(ALL_IDS.findall(again.text)) == after
+        plugin_fronts(merged.text.replace("\r\n", "\n").lstrip("\ufeff"))  # no ID on two notes
+        text, new_ids = plugin_sync(merged.text.replace("\r\n", "\n"), next_id)
+        next_id += len(new_ids)
