@@ -178,7 +178,7 @@ def build(
 
         generated = {f"obsidian/{name}.md": text
                      for name, text in obsidian_notes(data, folder).items()}
-        renamed = find_renamed(root, "obsidian", generated) if root.is_dir() else {}
+        renamed = find_renamed(root, generated) if root.is_dir() else {}
         titles = {title(old): title(new) for old, new in renamed.items()}
         for note_rel, text in generated.items():
             rel = renamed.get(note_rel, note_rel)

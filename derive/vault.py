@@ -3,11 +3,11 @@
 Obsidian renames a note's file when the user renames the note, and updates
 the links to it. Writing the note under its old name again would make a
 second copy whose cards have no IDs, which the Obsidian_to_Anki plugin then
-rejects as duplicates at every sync. So before writing, the notes folder is
-searched for the notes derive would create: a note whose file is missing is
-looked for among the other Markdown files of the folder (and its
-sub-folders), by derive's own markers, its card keys (``<!-- card: KEY -->``),
-which belong to one note each. The file that holds most of the missing note's
+rejects as duplicates at every sync. So before writing, a note whose file is
+missing is looked for among the other Markdown files of the output folder
+and its sub-folders (not hidden ones such as Obsidian's ``.trash``), by
+derive's own markers: its card keys (``<!-- card: KEY -->``), which belong
+to one note each. The file that holds most of the missing note's
 keys is that note, renamed; it is regenerated in place, and the links in the
 other notes point to its new name.
 
@@ -18,7 +18,7 @@ other notes point to its new name.
 >>> _ = (root / "notes" / "LN.md").write_text(
 ...     "<!-- derive:begin anki -->\\n" + card + "<!-- derive:end anki -->\\n")
 >>> generated = {"notes/Layer norm.md": card}
->>> find_renamed(root, "notes", generated)
+>>> find_renamed(root, generated)
 {'notes/Layer norm.md': 'notes/LN.md'}
 """
 
@@ -37,15 +37,14 @@ def _card_keys(text: str) -> set[str]:
     return {item.key for item in scan(text) if item.kind == "card" and item.key}
 
 
-def _markdown_files(root: Path, folder: str) -> list[str]:
-    """Relative paths (``a/b.md``) of the Markdown files under ``root/folder``, no links."""
+def _markdown_files(root: Path) -> list[str]:
+    """Relative paths (``a/b.md``) of the Markdown files under ``root``: no links, no hidden."""
     found = []
-    base = root / folder
-    for current, dirs, names in os.walk(base, followlinks=False):
+    for current, dirs, names in os.walk(root, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(current) / name
-            if name.endswith(".md") and not path.is_symlink():
+            if name.endswith(".md") and not name.startswith(".") and not path.is_symlink():
                 found.append(path.relative_to(root).as_posix())
     return found
 
@@ -64,7 +63,7 @@ def _keys_of_note(path: Path) -> set[str]:
     return keys
 
 
-def find_renamed(root: Path, folder: str, generated: Mapping[str, str]) -> dict[str, str]:
+def find_renamed(root: Path, generated: Mapping[str, str]) -> dict[str, str]:
     """Generated note path -> the path of the existing note it was renamed to.
 
     Only notes whose own file is missing are looked for; a file is given to
@@ -73,9 +72,9 @@ def find_renamed(root: Path, folder: str, generated: Mapping[str, str]) -> dict[
     missing = {rel: _card_keys(text) for rel, text in generated.items()
                if not (root / rel).exists()}
     missing = {rel: keys for rel, keys in missing.items() if keys}
-    if not missing or not (root / folder).is_dir():
+    if not missing or not root.is_dir():
         return {}
-    candidates = {rel: _keys_of_note(root / rel) for rel in _markdown_files(root, folder)
+    candidates = {rel: _keys_of_note(root / rel) for rel in _markdown_files(root)
                   if rel not in generated}
     found: dict[str, str] = {}
     taken: set[str] = set()

@@ -283,32 +283,38 @@ def test_a_renamed_note_is_found_and_updated_in_place(tmp_path: Path) -> None:
         text, new = plugin_sync(path.read_text(), first_id)
         first_id += len(new)
         path.write_text(text)
-    # the user renames "Gradient paths" to "ml/Paths through blocks"; Obsidian moves the
-    # file and updates every link to it
-    (folder / "ml").mkdir()
-    renamed = folder / "ml" / "Paths through blocks.md"
+    # the user renames "Gradient paths" to "ml/Paths through blocks", out of obsidian/;
+    # Obsidian moves the file and updates every link to it; "Layer norm" goes to the trash
+    (out / "ml").mkdir()
+    renamed = out / "ml" / "Paths through blocks.md"
     (folder / "Gradient paths.md").rename(renamed)
     for path in folder.glob("*.md"):
         path.write_text(path.read_text().replace("[[Gradient paths", "[[Paths through blocks"))
-    before = {p: p.read_bytes() for p in folder.rglob("*.md")}
+    before = {p: p.read_bytes() for p in out.rglob("*.md")}
     ids_before = {i for p in before for i in plugin_fronts(p.read_text())}
+    (out / ".trash").mkdir()
+    (folder / "Layer norm.md").rename(out / ".trash" / "Layer norm.md")
 
     same = build(out, formats="obsidian", depth=2)
     assert not (folder / "Gradient paths.md").exists()
-    assert same.written == () and len(same.notices) == 1
+    assert same.written == (folder / "Layer norm.md",)  # a note in the trash is not kept
+    assert len(same.notices) == 1
     assert "'Gradient paths', renamed; updated in place" in same.notices[0]
     assert str(renamed) in same.notices[0]
-    assert {p: p.read_bytes() for p in folder.rglob("*.md")} == before
+    (folder / "Layer norm.md").unlink()
+    (out / ".trash" / "Layer norm.md").rename(folder / "Layer norm.md")  # restored, with IDs
+    assert build(out, formats="obsidian", depth=2).written == ()
+    assert {p: p.read_bytes() for p in out.rglob("*.md")} == before
 
     deeper = build(out, formats="obsidian", depth=3)  # the note's content changes
     assert not (folder / "Gradient paths.md").exists() and renamed in deeper.written
     text = renamed.read_text()
     assert "3 blocks" in text
-    notes = [n for p in folder.rglob("*.md") for n in parse_plugin_notes(p.read_text())]
+    notes = [n for p in out.rglob("*.md") for n in parse_plugin_notes(p.read_text())]
     assert {n.note_id for n in notes} - {None} == ids_before - {None}  # every ID kept
     keys_without_id = [n.key for n in notes if n.note_id is None]
     assert keys_without_id == ["gradient-paths/terms-3"]  # only the new card
-    assert "[[Gradient paths" not in "".join(p.read_text() for p in folder.rglob("*.md"))
+    assert "[[Gradient paths" not in "".join(p.read_text() for p in out.rglob("*.md"))
 
 
 def test_derive_notes_prints_what_it_did(tmp_path: Path, capsys) -> None:
