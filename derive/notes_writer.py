@@ -6,7 +6,10 @@ renders each format with the templates of :mod:`derive.rendering`, and writes
 the whole set at once with :func:`derive.files.write_files` (atomic, never
 over a file the user edited unless ``force``). Obsidian notes are merged with
 the notes on disk (:func:`derive.regions.merge_note`), so the user's text and
-the cards' Anki IDs survive regeneration.
+the cards' Anki IDs survive regeneration; a note the user renamed or moved is
+found and updated in place (:mod:`derive.vault`). The Anki deck carries its
+notes' modification times over from the deck on disk
+(:func:`derive.apkg.apkg_bytes`), so Anki updates exactly the changed notes.
 
 Layout of the output folder::
 
