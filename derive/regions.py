@@ -253,10 +253,6 @@ class _Kept:
                       f"card {key!r}, no longer generated")
 
     def move(self, text: str, region_name: str, what: str) -> None:
-        if region_name == ORPHANS:
-            self.orphan(text, None, region_name)
-            self.notices.append(f"{what}: kept in region {ORPHANS!r}")
-            return
         self.moved.setdefault(region_name, []).append(text)
         self.notices.append(f"{what}: moved out of region {region_name!r} to just below "
                             "it, where derive leaves it alone")
@@ -266,13 +262,18 @@ class _Kept:
         matches = [key for key, card in self.new_cards.items()
                    if card.front == item.front and item.front]
         key = matches[0] if len(matches) == 1 else None
-        if key is not None and item.id_line is None and not item.missing_end:
+        if key is not None and item.id_line is None:
             return  # derive's own card without its key line and without an ID: regenerated
         if key is not None and key not in self.ids and item.id_line is not None:
             self.ids[key] = item.id_line
             self.notices.append(f"line {item.line}: a card without its key line holds "
                                 f"{_id_of(item)}; matched to card {key!r} by its front, "
                                 "ID kept")
+            return
+        if key is not None:  # derive's card a second time, with another ID: kept, not dropped
+            self.orphan(item.complete, key, region_name)
+            self.notices.append(f"line {item.line}: a second card {key!r} without its key "
+                                f"line holds {_id_of(item)}; kept in region {ORPHANS!r}")
             return
         self.move(item.complete, region_name,
                   f"line {item.line}: a card that derive did not write ({_id_of(item)})")
@@ -325,12 +326,11 @@ def merge_note(existing: str | None, generated: str) -> MergeResult:
     for part in old:
         if not isinstance(part, _Region) or part.name == ORPHANS:
             out.append(part)
-            continue
-        if part.name in new:
+        elif part.name in new:
             content = _with_ids(new[part.name], kept.ids, kept.leads)
             out.append(_Region(part.name, part.begin, content, part.end, part.line))
             placed.add(part.name)
-        if part.name in kept.moved:
+        if isinstance(part, _Region) and part.name in kept.moved:
             out.append("\n" + "\n".join(kept.moved[part.name]))
     for index, name in enumerate(order):
         if name not in placed:

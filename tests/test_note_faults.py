@@ -431,3 +431,29 @@ def test_no_id_is_ever_dropped(generations) -> None:
         plugin_fronts(merged.text.replace("\r\n", "\n").lstrip("\ufeff"))  # no ID on two notes
         text, new_ids = plugin_sync(merged.text.replace("\r\n", "\n"), next_id)
         next_id += len(new_ids)
+
+
+def test_own_card_in_the_orphan_region_moves_below_it() -> None:
+    text, ids = synced()
+    orphaned = merge_note(text, note(["paths/count", "paths/order"])).text
+    mine = "START\nBasic\nMine?\nBack:\nYes.\n<!--ID: 555-->\nEND\n"
+    edited = orphaned.replace(f"<!-- derive:end {ORPHANS} -->",
+                              mine + f"<!-- derive:end {ORPHANS} -->")
+    merged, again = regenerate_twice(edited, ["paths/count", "paths/order"])
+    assert len(merged.notices) == 1 and again.notices == ()
+    assert merged.text.split(f"<!-- derive:end {ORPHANS} -->\n", 1)[1].startswith("\n" + mine)
+    back = merge_note(merged.text, note(KEYS))  # the orphan comes home; the region goes
+    assert f"derive:begin {ORPHANS}" not in back.text and mine in back.text
+    assert_ids_with_their_cards(back.text, ids)
+    assert plugin_fronts(back.text)[555] == "Mine?"
+
+
+def test_a_keyless_copy_of_a_card_with_another_id_is_kept() -> None:
+    text, ids = synced(["paths/count"])
+    copy = CARDS["paths/count"].block(4242).split("\n", 1)[1]  # without its key line
+    edited = text.replace("<!-- derive:end anki -->", copy + "<!-- derive:end anki -->")
+    merged, again = regenerate_twice(edited, ["paths/count"])
+    assert "a second card 'paths/count' without its key line holds ID 4242" in \
+        merged.notices[0]
+    assert keyed_ids(merged.text) == ids and "<!--ID: 4242-->" in merged.text
+    assert merged.orphaned == again.orphaned == ("paths/count",)
