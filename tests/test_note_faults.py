@@ -372,7 +372,7 @@ TARGETS = {
     "drop-end": lambda line: line == "END",
     "lead": lambda line: line.startswith("<!-- card: "),
     "trailing": lambda line: line.startswith("<!-- "),
-    "own-card": lambda line: line == "<!-- derive:end anki -->",
+    "own-card": lambda line: line.startswith("<!-- derive:end "),
     "delete-pair": lambda line: line.startswith("<!--ID: "),
 }
 
