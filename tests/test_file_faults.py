@@ -290,3 +290,38 @@ def test_a_journal_with_foreign_paths_is_harmless(tmp_path: Path) -> None:
     write_files(out, NEW)
     assert set(json.loads((out / MANIFEST).read_text())) == set(NEW)
     assert leftovers(out) == [] and outside.read_text() == "not derive's\n"
+
+
+KILL_NOTES = """
+import os, signal, sys
+from derive.cli import main
+real, calls, at = os.replace, [0], int(sys.argv[1])
+def dying(*args):
+    calls[0] += 1
+    if calls[0] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args)
+os.replace = dying
+main(sys.argv[2:])
+"""
+
+
+def test_derive_notes_killed_before_its_manifest_is_recovered(tmp_path: Path) -> None:
+    """SIGKILL after the renames of `derive notes --depth 5`, before its manifest is written."""
+    from derive.notes_writer import build
+
+    out = tmp_path / "vault"
+    build(out, formats="obsidian", depth=4)
+    manifest_before = (out / MANIFEST).read_bytes()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = ["notes", "--format", "obsidian", "--depth", "5", "--out", str(out)]
+    # renames: the journal, the two files that change, then the manifest (4th)
+    killed = subprocess.run([sys.executable, "-c", KILL_NOTES, "4", *args], env=env,
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert (out / MANIFEST).read_bytes() == manifest_before  # the renames happened, not this
+    assert list(out.glob(".derive-journal.*.json"))
+    result = build(out, formats="obsidian", depth=4)  # a plain run, no --force
+    assert out / "obsidian" / "figures" / "path-lengths.png" in result.written
+    assert leftovers(out) == []
+    assert build(out, formats="obsidian", depth=4).written == ()
