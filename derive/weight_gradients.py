@@ -15,9 +15,9 @@ So w_k = d_K (d_0/d_K) / (d_0/d_k) P_k A_k, from the closed forms where they exi
 >>> import derive
 >>> w = derive.variance("he", "relu", "pre", final_norm=True).weights
 >>> w.profile(3)
-[1/8, 1/8, 1/8]
+[1/4, 1/6, 1/8]
 >>> w.last.rhs
-1/(2*(K + q_0))
+1/(2*K + 2*q_0)
 """
 
 from __future__ import annotations
