@@ -32,7 +32,8 @@ print(time.perf_counter() - t0, time.process_time() - c0)
 SHAPES = """
 import time, sympy
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS, k, q, q0
-from derive.variance_analysis import variance, Q_PREV
+from derive.block_maps import Q_PREV
+from derive.variance_analysis import variance
 from derive import closed_forms
 pairs = []
 for init in INITS:

@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 #: public name -> module that defines it
 _EXPORTS = {
     "DeriveError": "derive.errors",
+    "Block": "derive.blocks.block",
+    "block": "derive.blocks.block",
     "Step": "derive.derivation",
     "Derivation": "derive.derivation",
     "VarianceConfig": "derive.model",
@@ -37,6 +39,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Block",
     "BlockPathSum",
     "Derivation",
     "DeriveError",
@@ -46,6 +49,7 @@ __all__ = [
     "Step",
     "VarianceAnalysis",
     "VarianceConfig",
+    "block",
     "count_paths",
     "gaussian_moment",
     "notes",
@@ -59,6 +63,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.block_paths import BlockPathSum
+    from derive.blocks.block import Block, block
     from derive.derivation import Derivation, Step
     from derive.errors import DeriveError
     from derive.gaussian import gaussian_moment

@@ -214,35 +214,6 @@ def card_blocks(cards: Iterable[Card]) -> str:
     return "\n".join(card.block() for card in cards)
 
 
-def card_units(text: str) -> list[tuple[str, str, str | None]]:
-    """(key, block text, ID line or None) for each keyed block in ``text``.
-
-    A block runs from its ``<!-- card: KEY -->`` line (directly followed by
-    ``START``) to the first line that starts with ``END``, the plugin's rule.
-
-    >>> [(key, id_line) for key, _, id_line in card_units(Card("a/x", "Q", "A").block(7))]
-    [('a/x', '<!--ID: 7-->\\n')]
-    """
-    lines = text.splitlines(keepends=True)
-    units = []
-    i = 0
-    while i < len(lines):
-        found = _KEY_RE.fullmatch(lines[i].rstrip("\r\n"))
-        if found and i + 1 < len(lines) and lines[i + 1].rstrip("\r\n") == "START":
-            j = i + 2
-            while j < len(lines) and not lines[j].startswith("END"):
-                j += 1
-            if j == len(lines):
-                raise DeriveError(f"card {found.group(1)!r} has no END line")
-            body = [line for line in lines[i + 2 : j] if line.strip()]
-            id_line = body[-1] if body and _PLUGIN_ID_RE.search(body[-1]) else None
-            units.append((found.group(1), "".join(lines[i : j + 1]), id_line))
-            i = j + 1
-        else:
-            i += 1
-    return units
-
-
 @dataclass(frozen=True)
 class PluginNote:
     """A note as the Obsidian_to_Anki plugin reads it (fields still Markdown).

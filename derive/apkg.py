@@ -8,12 +8,18 @@ holds instead of adding duplicates:
   ``"derive/anki/model/basic"``; the deck id comes from ``"derive/anki/deck/"``
   plus the deck name (see :func:`stable_id`);
 - each note's guid is ``genanki.guid_for(card.key)``;
-- every time stamp (note and card ids, modification times, zip entry dates)
-  comes from ``timestamp`` (default :data:`TIMESTAMP`), never from the clock.
+- every time stamp (note and card ids, zip entry dates) comes from
+  ``timestamp`` (default :data:`TIMESTAMP`), never from the clock.
 
-Anki imports a changed note over an existing one only if its modification
-time is newer: pass a later ``timestamp`` (e.g. ``SOURCE_DATE_EPOCH``) when a
-regenerated deck should update cards already in a collection.
+Anki imports a note over the one it holds only if the note's modification
+time is newer (with "update notes: always" too: an equal time is a
+duplicate). So a note's time is carried over from the ``previous`` deck (the
+one derive wrote last time) while its content (note type, fields, tags) stays
+the same, and a note whose content changed, or that is new, gets one second
+more than the latest time in that deck. An unchanged deck is byte-identical;
+a changed note always carries a newer time than any earlier version of it.
+A note edited in Anki carries the clock's time, far newer than the deck's, so
+"update notes: if newer" leaves such an edit alone.
 
 Fields are HTML: text is escaped, line breaks become ``<br>``, and ``$...$`` /
 ``$$...$$`` become Anki's ``\\(...\\)`` / ``\\[...\\]``.
@@ -79,13 +85,24 @@ def _escape(text: str) -> str:
 
 
 def apkg_bytes(
-    cards: Iterable[Card], deck_name: str = "derive", *, timestamp: int = TIMESTAMP
+    cards: Iterable[Card],
+    deck_name: str = "derive",
+    *,
+    timestamp: int = TIMESTAMP,
+    previous: bytes | None = None,
 ) -> bytes:
     """The ``.apkg`` file for ``cards`` as bytes: same inputs, same bytes.
+
+    ``previous`` is the deck written last time (or None): notes whose content
+    did not change keep their modification time, the others get a newer one.
 
     >>> deck = apkg_bytes([Card("paths/count", "Terms for $N$ blocks?", "$2^N$")])
     >>> deck[:2], deck == apkg_bytes([Card("paths/count", "Terms for $N$ blocks?", "$2^N$")])
     (b'PK', True)
+    >>> later = apkg_bytes([Card("paths/count", "Terms for $N$ blocks?", "$2^{N}$")],
+    ...                    previous=deck)
+    >>> [mod - TIMESTAMP for mod in note_times(later).values()]
+    [1]
     """
     import genanki
 
@@ -118,6 +135,7 @@ def apkg_bytes(
     conn = sqlite3.connect(":memory:")
     try:
         package.write_to_db(conn.cursor(), timestamp, _ids(timestamp))
+        _carry_times(conn, _note_contents(previous), timestamp)
         conn.commit()
         collection = conn.serialize()
     finally:
@@ -151,6 +169,48 @@ def write_apkg(
         raise DeriveError(f"cannot write the deck to {target}: {target.parent} does not exist")
     atomic_write(target, apkg_bytes(cards, deck_name, timestamp=timestamp))
     return target
+
+
+def note_times(deck: bytes) -> dict[str, int]:
+    """Each note's guid -> modification time (seconds) in the ``.apkg`` ``deck``.
+
+    >>> note_times(apkg_bytes([Card("a/x", "Q", "A")]))
+    {'...': 1704067200}
+    """
+    return {guid: mod for guid, (mod, _) in _note_contents(deck).items()}
+
+
+def _note_contents(deck: bytes | None) -> dict[str, tuple[int, tuple[object, ...]]]:
+    """guid -> (modification time, content) of each note of a deck; {} if unreadable."""
+    if deck is None:
+        return {}
+    import io
+
+    conn = sqlite3.connect(":memory:")
+    try:
+        with zipfile.ZipFile(io.BytesIO(deck)) as archive:
+            conn.deserialize(archive.read("collection.anki2"))
+        rows = conn.execute("SELECT guid, mod, mid, flds, tags FROM notes").fetchall()
+    except (zipfile.BadZipFile, KeyError, sqlite3.Error, OSError, ValueError):
+        return {}
+    finally:
+        conn.close()
+    return {guid: (int(mod), (mid, flds, tags.strip())) for guid, mod, mid, flds, tags in rows}
+
+
+def _carry_times(
+    conn: sqlite3.Connection, previous: dict[str, tuple[int, tuple[object, ...]]],
+    timestamp: int,
+) -> None:
+    """Set each note's (and its cards') time: kept if unchanged since ``previous``, else newer."""
+    newer = max([timestamp - 1, *(mod for mod, _ in previous.values())]) + 1
+    rows = conn.execute("SELECT id, guid, mid, flds, tags FROM notes").fetchall()
+    for note_id, guid, mid, flds, tags in rows:
+        before = previous.get(guid)
+        unchanged = before is not None and before[1] == (mid, flds, tags.strip())
+        mod = before[0] if unchanged and before is not None else newer
+        conn.execute("UPDATE notes SET mod = ? WHERE id = ?", (mod, note_id))
+        conn.execute("UPDATE cards SET mod = ? WHERE nid = ?", (mod, note_id))
 
 
 def _ids(timestamp: int) -> Iterable[int]:

@@ -23,8 +23,19 @@ COMMANDS = {
 }
 
 
+class PipeClosed(Exception):
+    """The reader of our output went away (``derive paths ... | head``): not an error."""
+
+
 class LazyGroup(click.Group):
     """A group that imports a command's module only when that command is used."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        # click turns a closed pipe into exit code 1; derive's design says 0
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise PipeClosed() from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -76,7 +87,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except DeriveError as err:
         fail(str(err))
-    except BrokenPipeError:
-        sys.stderr.close()
+    except (BrokenPipeError, PipeClosed):
+        _silence_stdout()
         sys.exit(0)
     sys.exit(0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

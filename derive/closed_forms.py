@@ -193,6 +193,8 @@ def growth(expr: sympy.Expr) -> str:
     ('exponential', 'linear', 'constant')
     >>> growth(sympy.gamma(K + sympy.Rational(5, 2)) / sympy.gamma(K + 1))
     'power law, K^(3/2)'
+    >>> growth(1 / (2 * K + 2 * q0))
+    'decays like 1/K'
     """
     if isinstance(expr, sympy.Piecewise):
         expr = expr.args[-1].expr
@@ -213,6 +215,14 @@ def growth(expr: sympy.Expr) -> str:
     expanded = sympy.expand(expr)
     if expanded.is_polynomial(K):
         degree = sympy.Poly(expanded, K).degree()
+        return "linear" if degree == 1 else f"polynomial (degree {degree})"
+    if masked.is_rational_function(K):
+        num, den = sympy.fraction(sympy.cancel(masked))
+        degree = sympy.degree(num, K) - sympy.degree(den, K)
+        if degree == 0:
+            return "constant in the limit"
+        if degree < 0:
+            return "decays like 1/K" if degree == -1 else f"decays like K^({degree})"
         return "linear" if degree == 1 else f"polynomial (degree {degree})"
     rates = [p.base.xreplace(back) for p in masked.atoms(sympy.Pow)
              if p.exp.has(K) and not p.base.has(K)]

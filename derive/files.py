@@ -15,14 +15,23 @@ such file. A file whose content would not change is not rewritten at all.
 before the first byte is written, so a refusal leaves the folder as it was.
 
 A file that derive regenerates by merging with what is on disk (an Obsidian
-note, see :func:`derive.anki.merge_note`) passes the text it merged from in
+note, see :func:`derive.regions.merge_note`) passes the text it merged from in
 ``merged_from``: the merge already kept the user's edits, so the file may be
 replaced as long as it still holds exactly that text.
+
+Faults are found before the first byte is written, each in one line: an
+empty, too long or looping ``--out`` name, an unreadable or unwritable
+folder, a manifest that is a folder, a sub-folder (or file) inside the output
+folder that is a symbolic link (derive never writes through one). Each file
+is checked once more just before it is replaced: an edit saved meanwhile is
+kept, and reported. A run killed half-way is recovered by the next one from
+its journal (:mod:`derive.journal`), which also removes its temporary files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -31,10 +40,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from derive import journal
 from derive.errors import DeriveError
-
-#: Name of the manifest file inside the output folder.
-MANIFEST = ".derive-manifest.json"
+from derive.output_folder import MANIFEST, check_no_links, check_output_folder, make_dirs, prepare
 
 
 class FileConflict(DeriveError):
@@ -46,13 +54,12 @@ class FileConflict(DeriveError):
     refusing to overwrite out/a.md, out/b.pdf: not written by derive, or edited since; ...
     """
 
-    def __init__(self, root: str | os.PathLike[str], paths: list[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], paths: list[str],
+                 reason: str = "not written by derive, or edited since; "
+                               "pass --force to overwrite") -> None:
         self.paths = tuple(paths)
         shown = ", ".join(str(PurePosixPath(os.fspath(root)) / p) for p in paths)
-        super().__init__(
-            f"refusing to overwrite {shown}: not written by derive, or edited since; "
-            "pass --force to overwrite"
-        )
+        super().__init__(f"refusing to overwrite {shown}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -89,14 +96,31 @@ def to_bytes(content: str | bytes) -> bytes:
     return content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
 
 
-def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
+#: ``expect`` of :func:`atomic_write` when the target's content does not matter.
+ANY = object()
+
+
+class FileChanged(DeriveError):
+    """The target of :func:`atomic_write` changed after it was checked (an edit saved)."""
+
+
+def atomic_write(path: str | os.PathLike[str], content: str | bytes, *,
+                 expect: bytes | object | None = ANY) -> None:
     """Write ``content`` to ``path`` atomically (temporary file, fsync, rename).
+
+    With ``expect`` (the bytes the target held when it was checked, None: no
+    file), the target is read once more just before the rename and left
+    alone, raising :class:`FileChanged`, if it changed meanwhile.
 
     >>> import tempfile, pathlib
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
     >>> atomic_write(target, "x\\r\\n")
     >>> target.read_bytes()
     b'x\\n'
+    >>> atomic_write(target, "y\\n", expect=b"old\\n")
+    Traceback (most recent call last):
+    ...
+    derive.files.FileChanged: .../a.txt changed while derive was writing it; ...
     """
     target = Path(path)
     data = to_bytes(content)
@@ -107,7 +131,8 @@ def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
     except OSError as err:
         raise DeriveError(f"cannot write {target}: {err.strerror}") from None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=journal.temp_prefix(target.name), suffix=".tmp",
+                                   dir=target.parent)
     except OSError as err:
         raise DeriveError(f"cannot write in {target.parent}: {err.strerror}") from None
     try:
@@ -116,6 +141,9 @@ def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+        if expect is not ANY and _bytes_at(target) != expect:
+            raise FileChanged(f"{target} changed while derive was writing it; "
+                              "your version is kept: run derive again")
         os.replace(tmp, target)
     except BaseException as err:
         with contextlib.suppress(OSError):
@@ -126,6 +154,13 @@ def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> None:
     _fsync_dir(target.parent)
 
 
+def _bytes_at(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def read_existing(root: str | os.PathLike[str], relpath: str) -> str | None:
     """The text of ``root/relpath`` if it exists (UTF-8), else None.
 
@@ -133,13 +168,27 @@ def read_existing(root: str | os.PathLike[str], relpath: str) -> str | None:
     >>> read_existing(tempfile.mkdtemp(), "missing.md") is None
     True
     """
+    data = read_existing_bytes(root, relpath)
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise DeriveError(f"{Path(root) / relpath}, line {line}: not UTF-8 text "
+                          f"(byte 0x{err.object[err.start]:02x}); save it as UTF-8") from None
+
+
+def read_existing_bytes(root: str | os.PathLike[str], relpath: str) -> bytes | None:
+    """The bytes of ``root/relpath`` if it is a file, else None.
+
+    >>> import tempfile
+    >>> read_existing_bytes(tempfile.mkdtemp(), "missing.apkg") is None
+    True
+    """
     path = Path(root) / _check_relpath(relpath)
     try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except UnicodeDecodeError:
-        raise DeriveError(f"{path} is not UTF-8 text") from None
     except OSError as err:
         raise DeriveError(f"cannot read {path}: {err.strerror}") from None
 
@@ -201,7 +250,7 @@ def write_files(
     >>> write_files(out, {"a.md": "# A2\\n"}, force=True).written
     ('a.md',)
     """
-    base = Path(root)
+    base = check_output_folder(root)
     planned = {_check_relpath(rel): to_bytes(content) for rel, content in files.items()}
     bases = {
         _check_relpath(rel): content.encode("utf-8") if isinstance(content, str) else content
@@ -212,42 +261,82 @@ def write_files(
             if parent.as_posix() in planned:
                 raise DeriveError(f"output path {parent.as_posix()!r} is both a file and "
                                   f"the folder of {rel!r}")
-    _prepare_root(base)
+    for rel in planned:
+        check_no_links(base, rel)
+    if base.exists():
+        _current_bytes(base, MANIFEST)  # a manifest that is a folder stops even --force
+    prepare(base)
     try:
         manifest = load_manifest(base)
     except DeriveError:
         if not force:
             raise
         manifest = {}
+    intended = journal.pending(base)
+    journal.clean_stale_temporaries({(base / rel).parent for rel in planned} | {base})
+
+    def owned(rel: str, current: bytes) -> bool:
+        digest = sha256(current)
+        return manifest.get(rel) == digest or digest in intended.get(rel, ())
 
     written: list[str] = []
     unchanged: list[str] = []
     conflicts: list[str] = []
+    seen: dict[str, bytes | None] = {}
     for rel in sorted(planned):
-        current = _current_bytes(base, rel)
+        current = seen[rel] = _current_bytes(base, rel)
         if current is None:
             written.append(rel)
         elif current == planned[rel]:
             unchanged.append(rel)
-        elif force or current == bases.get(rel) or manifest.get(rel) == sha256(current):
+        elif force or current == bases.get(rel) or owned(rel, current):
             written.append(rel)
         else:
             conflicts.append(rel)
     if conflicts:
         raise FileConflict(base, conflicts)
 
+    if written:
+        journal.record(base, {rel: sha256(planned[rel]) for rel in written},
+                                     atomic_write)
+    done: list[str] = []
+    edited: list[str] = []
     for rel in written:
         target = base / rel
-        _make_dirs(base, target.parent)
-        atomic_write(target, planned[rel])
-    new_manifest = {
-        rel: digest for rel, digest in manifest.items() if (base / rel).is_file()
-    }
-    new_manifest.update({rel: sha256(planned[rel]) for rel in written + unchanged})
-    text = json.dumps(new_manifest, sort_keys=True, indent=2) + "\n"
+        make_dirs(base, target.parent)
+        try:
+            atomic_write(target, planned[rel], expect=seen[rel])
+        except FileChanged:
+            now = _current_bytes(base, rel)  # another derive run's file is derive's own
+            if now is None or sha256(now) not in journal.pending(base).get(rel, ()):
+                edited.append(rel)
+                continue
+            try:
+                atomic_write(target, planned[rel], expect=now)
+            except FileChanged:
+                edited.append(rel)
+                continue
+        done.append(rel)
+    new_manifest = {}
+    for rel, digest in manifest.items():
+        if (base / rel).is_file():
+            new_manifest[rel] = digest
+    for rel, digests in intended.items():  # what a run killed half-way did write
+        try:
+            current = _current_bytes(base, _check_relpath(rel)) if rel not in planned else None
+        except DeriveError:  # not a path derive writes, or no longer a file
+            continue
+        if current is not None and sha256(current) in digests:
+            new_manifest[rel] = sha256(current)
+    new_manifest.update({rel: sha256(planned[rel]) for rel in done + unchanged})
+    text = json.dumps(dict(sorted(new_manifest.items())), indent=2) + "\n"
     if _current_bytes(base, MANIFEST) != text.encode("utf-8"):
         atomic_write(base / MANIFEST, text)
-    return WriteReport(tuple(written), tuple(unchanged))
+    journal.finish(base)
+    if edited:
+        raise FileConflict(base, edited, "edited while derive was writing; your version "
+                           "is kept, the other files are written: run derive again")
+    return WriteReport(tuple(done), tuple(unchanged))
 
 
 def _check_relpath(relpath: str) -> str:
@@ -258,39 +347,9 @@ def _check_relpath(relpath: str) -> str:
         raise DeriveError(
             f"output path must be relative and stay inside the output folder, got {relpath!r}"
         )
-    if relpath == MANIFEST:
-        raise DeriveError(f"output path {relpath!r} is reserved for the manifest")
+    if relpath == MANIFEST or journal.is_reserved(relpath):
+        raise DeriveError(f"output path {relpath!r} is reserved for derive's own records")
     return relpath
-
-
-def _prepare_root(root: Path) -> None:
-    """Create the output folder (not its parents) or check it is a writable folder."""
-    if root.exists():
-        if not root.is_dir():
-            raise DeriveError(f"output folder {root} is a file, not a folder")
-    else:
-        parent = root.parent
-        if not parent.is_dir():
-            raise DeriveError(f"cannot create output folder {root}: {parent} does not exist")
-        try:
-            root.mkdir()
-        except OSError as err:
-            raise DeriveError(f"cannot create output folder {root}: {err.strerror}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise DeriveError(f"output folder {root} is not writable")
-
-
-def _make_dirs(root: Path, folder: Path) -> None:
-    """Create ``folder`` (inside ``root``) and its missing parents."""
-    for part in reversed([folder, *folder.parents]):
-        if part == root or root not in part.parents:
-            continue
-        if part.exists() and not part.is_dir():
-            raise DeriveError(f"cannot create folder {part}: a file of that name exists")
-        try:
-            part.mkdir(exist_ok=True)
-        except OSError as err:
-            raise DeriveError(f"cannot create folder {part}: {err.strerror}") from None
 
 
 def _current_bytes(root: Path, rel: str) -> bytes | None:
@@ -312,15 +371,16 @@ def _current_bytes(root: Path, rel: str) -> bytes | None:
 
 
 def _fsync_dir(folder: Path) -> None:
-    """Flush a directory entry to disk where the platform allows it."""
+    """Flush a directory entry to disk where the platform allows it (a real failure raises)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise DeriveError(f"cannot write in {folder}: {err.strerror}") from None
     finally:
         os.close(fd)
 

@@ -14,66 +14,18 @@ import functools
 
 import sympy
 
+from derive.choices import ACTIVATIONS
 from derive.derivation import Derivation, Step
 from derive.errors import DeriveError, choice_error
-from derive.model import ACTIVATIONS, exact
+from derive.expectations import Activation, Expectation, a, applied, s, u, z
+from derive.model import exact
 from derive.printing import latex
 
 #: The default negative slope of leaky_relu (as in PyTorch).
 DEFAULT_SLOPE = sympy.Rational(1, 100)
 
-#: Standard deviation s of z ~ N(0, s^2); derivations are written in s, results in s^2.
-s = sympy.Symbol("s", positive=True)
-#: The integration variable z, and u ~ N(0, 1) with z = s u.
-z = sympy.Symbol("z", real=True)
-u = sympy.Symbol("u", real=True)
-#: The negative slope of leaky_relu, kept symbolic in the derivation.
-a = sympy.Symbol("a", nonnegative=True)
-
-
-class Expectation(sympy.Function):
-    """A printable placeholder for an expectation E[body] (never evaluated).
-
-    >>> from derive.printing import latex, text
-    >>> latex(Expectation(z**2)), text(Expectation(z**2))
-    ('\\\\mathbb{E}\\\\left[z^{2}\\\\right]', 'E[z²]')
-    """
-
-    nargs = 1
-
-    def _latex(self, printer: sympy.printing.latex.LatexPrinter) -> str:
-        return rf"\mathbb{{E}}\left[{printer._print(self.args[0])}\right]"
-
-    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
-        return f"E[{printer._print(self.args[0])}]"
-
-
-class Activation(sympy.Function):
-    """A printable activation applied to an argument: ``Activation(name, x)``.
-
-    ``name`` is a Symbol such as ``relu``; a trailing ``'`` marks the derivative.
-
-    >>> from derive.printing import latex
-    >>> latex(Activation(sympy.Symbol("gelu'"), z))
-    "\\\\operatorname{gelu}'\\\\left(z\\\\right)"
-    """
-
-    nargs = 2
-
-    def _parts(self) -> tuple[str, str]:
-        name = self.args[0].name
-        return name.rstrip("'"), "'" * (len(name) - len(name.rstrip("'")))
-
-    def _latex(self, printer: sympy.printing.latex.LatexPrinter, exp: object = None) -> str:
-        base, prime = self._parts()
-        escaped = base.replace("_", r"\_")
-        head = r"\tanh" if base == "tanh" else rf"\operatorname{{{escaped}}}"
-        out = rf"{head}{prime}\left({printer._print(self.args[1])}\right)"
-        return f"{out}^{{{exp}}}" if exp is not None else out
-
-    def _sympystr(self, printer: sympy.printing.str.StrPrinter) -> str:
-        base, prime = self._parts()
-        return f"{base}{prime}({printer._print(self.args[1])})"
+__all__ = ["DEFAULT_SLOPE", "Activation", "Expectation", "a", "gaussian_moment",
+           "moment_derivation", "s", "u", "z"]
 
 
 # --- tanh: no closed form, numerical quadrature --------------------------------------
@@ -204,11 +156,7 @@ class TanhDerivativeMoment(_TanhMomentBase):
     _body_text = "tanh'(z)²"
 
 
-def _activation(name: str, derivative: bool, arg: sympy.Expr = z) -> sympy.Expr:
-    return Activation(sympy.Symbol(name + ("'" if derivative else "")), arg)
-
-
-def _check_activation(activation: object) -> str:
+def _checkapplied(activation: object) -> str:
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise choice_error("activation", activation, ACTIVATIONS)
     return activation
@@ -265,7 +213,7 @@ def _piecewise_linear(activation: str, derivative: bool) -> tuple[Step, ...]:
         integral = sympy.Add(*[sympy.Integral(f**2 * p, lim) for f, lim in halves if f != 0])
         reason = f"{what} is ${latex(pos)}$ for $z > 0$ and ${latex(neg)}$ for $z < 0$"
     value = sympy.factor(sympy.simplify(integral.doit()))
-    lhs = Expectation(_activation(activation, derivative) ** 2)
+    lhs = Expectation(applied(activation, derivative) ** 2)
     return (
         Step(lhs, integral, f"integrate against the Gaussian density: {reason}"),
         Step(lhs, value, "Gaussian integrals (SymPy)"),
@@ -280,7 +228,7 @@ def _derivation_steps(activation: str, derivative: bool) -> tuple[Step, ...]:
 
         return gelu_steps(derivative)
     moment = TanhDerivativeMoment if derivative else TanhMoment
-    lhs = Expectation(_activation("tanh", derivative) ** 2)
+    lhs = Expectation(applied("tanh", derivative) ** 2)
     body = (1 - sympy.tanh(s * u) ** 2) ** 2 if derivative else sympy.tanh(s * u) ** 2
     return (
         Step(lhs, Expectation(body), "$z = s u$ with $u \\sim \\mathcal{N}(0, 1)$"),
@@ -332,7 +280,7 @@ def gaussian_moment(
     >>> float(gaussian_moment("tanh", 1))  # doctest: +ELLIPSIS
     0.3942...
     """
-    name = _check_activation(activation)
+    name = _checkapplied(activation)
     flag = _check_derivative(derivative)
     variance = _check_variance(s2)
     slope = _check_slope(negative_slope)
@@ -367,7 +315,7 @@ def moment_derivation(activation: str, derivative: bool = False) -> Derivation:
     >>> d.notes
     ('At $s^2 = 1$: $\\\\frac{1}{2}$.',)
     """
-    return _moment_derivation(_check_activation(activation), _check_derivative(derivative))
+    return _moment_derivation(_checkapplied(activation), _check_derivative(derivative))
 
 
 @functools.cache

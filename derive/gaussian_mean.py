@@ -18,7 +18,8 @@ import functools
 
 import sympy
 
-from derive.gaussian import DEFAULT_SLOPE, a, s, z
+from derive.expectations import a, s, z
+from derive.gaussian import DEFAULT_SLOPE
 
 _v = sympy.Dummy("v", positive=True)
 

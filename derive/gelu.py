@@ -22,7 +22,7 @@ import sympy
 from mpmath.libmp import prec_to_dps
 
 from derive.derivation import Step
-from derive.gaussian import Expectation, _activation, s, u, z
+from derive.expectations import Expectation, applied, s, u, z
 
 
 class Phi(sympy.Function):
@@ -237,7 +237,7 @@ def gelu_steps(derivative: bool) -> tuple[Step, ...]:
     """
     gelu = z * Phi(z)
     body = sympy.diff(gelu, z) if derivative else gelu
-    lhs = Expectation(_activation("gelu", derivative) ** 2)
+    lhs = Expectation(applied("gelu", derivative) ** 2)
     scaled = expectation(body.subs(z, s * u) ** 2)
     definition = "$\\operatorname{gelu}(z) = z \\Phi(z)$"
     steps = [

@@ -6,7 +6,10 @@ renders each format with the templates of :mod:`derive.rendering`, and writes
 the whole set at once with :func:`derive.files.write_files` (atomic, never
 over a file the user edited unless ``force``). Obsidian notes are merged with
 the notes on disk (:func:`derive.regions.merge_note`), so the user's text and
-the cards' Anki IDs survive regeneration.
+the cards' Anki IDs survive regeneration; a note the user renamed or moved is
+found and updated in place (:mod:`derive.vault`). The Anki deck carries its
+notes' modification times over from the deck on disk
+(:func:`derive.apkg.apkg_bytes`), so Anki updates exactly the changed notes.
 
 Layout of the output folder::
 
@@ -34,11 +37,17 @@ from pathlib import Path
 from derive.errors import DeriveError, choice_error
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
+#: Where the Anki deck lands; the deck found there carries its notes' times over.
+DECK = "anki/derive.apkg"
 
 
 @dataclass(frozen=True)
 class NotesResult:
     """What :func:`build` did: all files of the set, those written, orphaned card keys.
+
+    ``notices``: one line for each thing done to a note beyond regenerating it
+    (an Anki ID matched by content, a card moved out of a region, ...), each
+    naming the note.
 
     >>> NotesResult((), (), ()).paths
     []
@@ -47,6 +56,7 @@ class NotesResult:
     files: tuple[Path, ...]
     written: tuple[Path, ...]
     orphaned: tuple[str, ...] = field(default=())
+    notices: tuple[str, ...] = field(default=())
 
     @property
     def paths(self) -> list[Path]:
@@ -126,6 +136,7 @@ def build(
     from derive import files as files_mod
     from derive.model import check_depth
     from derive.notes_content import content, figures, obsidian_notes
+    from derive.output_folder import check_output_folder
     from derive.rendering import render_template, template_dir
 
     chosen = check_formats(formats)
@@ -138,15 +149,7 @@ def build(
     if pdf and shutil.which("pdflatex") is None:
         raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
     say = progress or (lambda message: None)
-    root = Path(out)
-    parent = root.resolve().parent
-    if not parent.is_dir():
-        raise DeriveError(f"cannot create output folder {root}: {parent} does not exist")
-    if root.exists() and not root.is_dir():
-        raise DeriveError(f"output folder {root} is a file, not a folder")
-    writable = root if root.is_dir() else parent
-    if not os.access(writable, os.W_OK | os.X_OK):
-        raise DeriveError(f"cannot write the notes: {writable} is not writable")
+    root = check_output_folder(out)
 
     say("deriving concepts, gradient paths and variance; simulating")
     data = content(depth)
@@ -158,6 +161,7 @@ def build(
     planned: dict[str, str | bytes] = {}
     merged_from: dict[str, str | None] = {}
     orphaned: list[str] = []
+    notices: list[str] = []
     if "latex" in chosen:
         tex = render_template("notes.tex.j2", data.context, folder)
         planned["latex/notes.tex"] = tex
@@ -172,27 +176,42 @@ def build(
                         for stem, pair in images.items()})
     if "obsidian" in chosen:
         from derive.files import read_existing
-        from derive.regions import merge_note
+        from derive.regions import BrokenNote, merge_note
+        from derive.vault import find_renamed, relink, title
 
-        for name, text in obsidian_notes(data, folder).items():
-            rel = f"obsidian/{name}.md"
+        generated = {f"obsidian/{name}.md": text
+                     for name, text in obsidian_notes(data, folder).items()}
+        renamed = find_renamed(root, generated) if root.is_dir() else {}
+        titles = {title(old): title(new) for old, new in renamed.items()}
+        for note_rel, text in generated.items():
+            rel = renamed.get(note_rel, note_rel)
+            if rel != note_rel:
+                notices.append(f"{root / rel}: the note {title(note_rel)!r}, renamed; "
+                               "updated in place (links to it follow the new name)")
+            text = relink(text, titles)
             existing = read_existing(root, rel) if root.is_dir() else None
-            merged = merge_note(existing, text)
+            try:
+                merged = merge_note(existing, text)
+            except BrokenNote as err:
+                raise BrokenNote(f"{root / rel}, {err}") from None
             planned[rel] = merged.text
             merged_from[rel] = merged.base
             orphaned.extend(merged.orphaned)
+            notices.extend(f"{root / rel}, {notice}" for notice in merged.notices)
         planned.update({f"obsidian/figures/{stem}.png": pair["png"]
                         for stem, pair in images.items()})
     if "anki" in chosen:
         from derive.apkg import apkg_bytes
 
         say("writing the Anki deck")
-        planned["anki/derive.apkg"] = apkg_bytes(data.cards, "derive")
+        previous = files_mod.read_existing_bytes(root, DECK) if root.is_dir() else None
+        planned[DECK] = apkg_bytes(data.cards, "derive", previous=previous)
     report = files_mod.write_files(root, planned, force=force, merged_from=merged_from)
     return NotesResult(
         files=tuple(root / rel for rel in sorted(planned)),
         written=tuple(root / rel for rel in report.written),
         orphaned=tuple(orphaned),
+        notices=tuple(notices),
     )
 
 

@@ -33,6 +33,7 @@ from functools import cached_property
 import numpy as np
 import sympy
 
+from derive.block_maps import C_PREV, Q_PREV, block_input, c_seq
 from derive.block_paths import BlockPathSum, block_terms
 from derive.blocks.block import Block
 from derive.blocks.nodes import Input, Moments, Node
@@ -42,14 +43,7 @@ from derive.errors import DeriveError
 from derive.model import K, VarianceConfig, exact, q, q0
 from derive.pathsum import check_path_args
 from derive.printing import text
-from derive.variance_analysis import (
-    C_PREV,
-    Q_PREV,
-    VarianceAnalysis,
-    block_input,
-    c_seq,
-    variance,
-)
+from derive.variance_analysis import VarianceAnalysis, variance
 
 #: Past this depth, or for irrational gains, shares are floats.
 EXACT_DEPTH = 200
@@ -65,7 +59,7 @@ def term_gains(spec: Block, config: VarianceConfig, x: Moments) -> list[sympy.Ex
     """The backward gain of each term of :func:`block_terms`, in its order: the product
     of the primitives' gains along the term's way through the (expanded) tree.
 
-    >>> from derive.variance_analysis import Q_PREV
+    >>> from derive.block_maps import Q_PREV
     >>> from derive.blocks.block import block
     >>> term_gains(block("pre"), VarianceConfig(init="he"), Moments(Q_PREV))
     [1, 1/x]

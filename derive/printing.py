@@ -15,7 +15,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
 #: Names of sequence functions that print as subscripted symbols.
-SEQUENCES = frozenset({"q", "d", "c", "s", "h", "f", "J"})
+SEQUENCES = frozenset({"q", "d", "c", "w", "s", "h", "f", "J"})
 
 _SUB = str.maketrans("0123456789+-=()aehijklmnoprstuvx", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ")
 _SUP = str.maketrans("0123456789+-=()nikK", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱᵏᴷ")

@@ -1,5 +1,10 @@
 """Renderers: one Derivation value, laid out by jinja2 templates as LaTeX, Markdown or text.
 
+A template that cannot be read or rendered (a syntax error, an undefined
+name, an exception, a missing include, bytes that are not UTF-8) raises
+:class:`~derive.template_faults.TemplateFault`, one line naming the template
+file and line.
+
 Templates live in the top-level ``templates/`` folder (shipped inside the wheel as
 ``derive/templates``). They hold layout only: every formula comes from a
 :class:`~derive.derivation.Derivation`, printed by :mod:`derive.printing`.
@@ -27,6 +32,7 @@ import jinja2
 
 from derive.derivation import Derivation, Step
 from derive.errors import DeriveError, choice_error
+from derive.template_faults import Utf8Loader, render_safely
 
 FORMATS = ("latex", "markdown", "text")
 #: Every template a complete set must hold (``--templates DIR`` is checked against it).
@@ -121,7 +127,7 @@ def environment(kind: str, templates: str | Path | None = None) -> jinja2.Enviro
             "comment_end_string": "=))",
         }
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir(templates))),
+        loader=Utf8Loader(str(template_dir(templates))),
         autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -359,8 +365,9 @@ def render(obj: object, fmt: str = "text", *, templates: str | Path | None = Non
     if fmt not in FORMATS:
         raise choice_error("format", fmt, FORMATS)
     kind = "latex" if fmt == "latex" else "plain"
-    template = environment(kind, templates).get_template(f"derivation.{_SUFFIX[fmt]}.j2")
-    return "".join(template.render(derivation=d) for d in derivations_of(obj))
+    env = environment(kind, templates)
+    name = f"derivation.{_SUFFIX[fmt]}.j2"
+    return "".join(render_safely(env, name, {"derivation": d}) for d in derivations_of(obj))
 
 
 def render_template(
@@ -373,7 +380,7 @@ def render_template(
     'T\\n'
     """
     kind = "latex" if name.endswith(".tex.j2") else "plain"
-    return environment(kind, templates).get_template(name).render(**context)
+    return render_safely(environment(kind, templates), name, context)
 
 
 def keys(derivations: Iterable[Derivation]) -> list[str]:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy
 
-from derive.blocks.nodes import STD_X, Node
-from derive.blocks.primitives import Weight
+from derive.blocks.nodes import STD_X, Input, Node
+from derive.blocks.primitives import LayerNorm, Weight
 from derive.errors import DeriveError
 from derive.model import VarianceConfig, check_depth, exact
 from derive.model import n as _n
@@ -180,6 +180,10 @@ class Network:
     def __init__(self, config: VarianceConfig, draws: Draws, block: int, x: np.ndarray) -> None:
         self.config, self.draws, self.block, self.x = config, draws, block, x
         self.x_grad: np.ndarray | float = 0.0
+        #: The weight matrix whose input and output gradient are kept (its key), and them.
+        self.watched: tuple | None = None
+        self.weight_input: np.ndarray | None = None
+        self.weight_grad: np.ndarray | None = None
         self.gamma = float(config.gamma)
         self.slope = float(config.negative_slope)
         self.std_x = np.sqrt((x * x).mean(axis=(-2, -1), keepdims=True))
@@ -225,6 +229,10 @@ def _forward(nodes: Sequence[Node], nets: Sequence[Network]) -> tuple[list[np.nd
     children = [_forward([node.children[i] for node in nodes], nets)
                 for i in range(len(nodes[0].children))]
     inputs = [[values[j] for values, _ in children] for j in range(len(nodes))]
+    if isinstance(nodes[0], Weight):
+        for node, values, net in zip(nodes, inputs, nets, strict=True):
+            if net.watched == node.key:
+                net.weight_input = values[0]
     if isinstance(nodes[0], Weight) and len(nodes) > 1:
         drawn = [net.weight(node.key, node.fan_in, node.fan_out, node.variance(net.config))
                  for node, net in zip(nodes, nets, strict=True)]
@@ -241,6 +249,10 @@ def _forward(nodes: Sequence[Node], nets: Sequence[Network]) -> tuple[list[np.nd
 
 def _backward(trace: tuple, grads: Sequence[np.ndarray], nets: Sequence[Network]) -> None:
     nodes, cache, children = trace
+    if isinstance(nodes[0], Weight):
+        for node, g, net in zip(nodes, grads, nets, strict=True):
+            if net.watched == node.key:
+                net.weight_grad = g
     if isinstance(cache, tuple) and cache[0] == "shared":
         _, normals, sigmas = cache
         scaled = np.concatenate([g * s for g, s in zip(grads, sigmas, strict=True)], axis=1)
@@ -254,16 +266,23 @@ def _backward(trace: tuple, grads: Sequence[np.ndarray], nets: Sequence[Network]
 
 
 def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
-         record: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+         record: list | None = None, *, watch: bool = False, final_norm: bool = False
+         ) -> list[tuple[np.ndarray, ...]]:
     """Forward and hand-written backward passes of stacks of one skeleton, block by block.
-    Returns per configuration the sums of h_k^2 and of (dL/dh_k)^2, k = 0..K."""
+    Returns per configuration the sums of h_k^2 and of (dL/dh_k)^2, k = 0..K; with
+    ``watch``, also per block the sum over inputs of mean(g^2) mean(a^2) for the last
+    weight matrix (g its output gradient, a its input); ``final_norm``: L = <g, LN(h_K)>."""
     depth, count = draws.depth, len(configs)
     trees = [c.block.expanded(c) for c in configs]
+    watched = [c.block.last_weight(c) for c in configs]
     forward, backward = np.zeros((count, depth + 1)), np.zeros((count, depth + 1))
+    weights = np.zeros((count, depth + 1))
     forward[:, 0] = np.sum(x * x)
     hs, traces = [[x] for _ in configs], []
     for block in range(depth):
         nets = [Network(c, draws, block, h[-1]) for c, h in zip(configs, hs, strict=True)]
+        for net, target in zip(nets, watched, strict=True):
+            net.watched = target.key if watch and target is not None else None
         outs, trace = _forward(trees, nets)
         traces.append((nets, trace))
         for i, out in enumerate(outs):
@@ -271,8 +290,16 @@ def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
             forward[i, block + 1] = np.sum(out * out)
     upstream = draws.upstream()
     grads = [upstream] * count
-    backward[:, depth] = np.sum(upstream * upstream)
-    history = [[upstream] for _ in configs]
+    if final_norm:
+        final = LayerNorm(Input())
+        grads = []
+        for config, h in zip(configs, hs, strict=True):
+            net = Network(config, draws, depth, h[-1])
+            _, cache = final.forward_np([h[-1]], net)
+            grads.append(final.backward_np(upstream, cache, net)[0])
+    for i, g in enumerate(grads):
+        backward[i, depth] = np.sum(g * g)
+    history = [[g] for g in grads]
     for block in reversed(range(depth)):
         nets, trace = traces[block]
         for net in nets:
@@ -282,8 +309,15 @@ def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
         for i, g in enumerate(grads):
             history[i].append(g)
             backward[i, block] = np.sum(g * g)
+        for i, net in enumerate(nets):
+            if net.weight_grad is not None and net.weight_input is not None:
+                a2 = (net.weight_input**2).mean(axis=-1)
+                g2 = (net.weight_grad**2).mean(axis=-1)
+                weights[i, block + 1] = np.sum(a2 * g2)
     if record is not None:
         record.extend((h, g[::-1]) for h, g in zip(hs, history, strict=True))
+    if watch:
+        return list(zip(forward, backward, weights, strict=True))
     return list(zip(forward, backward, strict=True))
 
 
@@ -345,6 +379,33 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     with np.errstate(invalid="ignore", divide="ignore"):
         return [(f / (networks * inputs * width), b / b[-1])
                 for (f, b), (networks, inputs) in zip(totals, plans, strict=True)]
+
+
+def measure_weights(config: VarianceConfig, *, depth: int, width: int, seeds: int,
+                    batch: int, q0: float = 1.0, seed: int = 0, final_norm: bool = False
+                    ) -> np.ndarray:
+    """Measured w_k = E[(dL/dW)^2] per entry of block k's last weight matrix, k = 1..K, per
+    input (mean over networks and inputs of mean(g^2) mean(a^2)); ``final_norm``: a final
+    LayerNorm after the last block.
+
+    >>> w = measure_weights(VarianceConfig(init="he", norm="post"), depth=2, width=256,
+    ...                     seeds=2, batch=16)
+    >>> [round(float(v), 1) for v in w]
+    [0.2, 0.2]
+    """
+    seeds, q0 = _count(seeds, "seeds", 1), _positive(q0, "q0")
+    depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
+    config = numeric(config, width)
+    networks, inputs = batching(config, seeds, batch)
+    total = np.zeros(depth + 1)
+    for first in range(0, networks, CHUNK):
+        sample = Draws(depth, width, inputs, seed=seed, first=first,
+                       count=min(CHUNK, networks - first))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            [(_, _, weights)] = _run([config], sample, sample.inputs() * math.sqrt(q0),
+                                     watch=True, final_norm=final_norm)
+        total += weights
+    return total[1:] / (networks * inputs)
 
 
 def simulate(
@@ -452,11 +513,14 @@ def compare(
     configs: Sequence[VarianceConfig], depth: int = 6, width: int = 512, seeds: int = 32, *,
     batch: int = 16, q0: float = 1.0, tolerance: float = 0.1, seed: int = 0,
     predict: Prediction | None = None, progress: Callable[[int], None] | None = None,
+    weights: bool = False, final_norm: bool = False,
 ) -> list[CheckRow]:
     """Derived profiles against simulated networks at every block.
 
     Per configuration: forward q_k for k = 1..K, then backward d_k / d_K for
-    k = K-1..0, so each direction ends with its final-depth row. ``predict``
+    k = K-1..0, so each direction ends with its final-depth row; with ``weights``,
+    then E[(dL/dW)^2] of each block's last matrix for k = 1..K (behind a final
+    LayerNorm with ``final_norm``). ``predict``
     defaults to :func:`derived`; ``progress(1)`` follows each derivation and each
     chunk of networks (``len(configs) + ceil(seeds / CHUNK)`` calls).
 
@@ -481,5 +545,26 @@ def compare(
                  for k in range(1, depth + 1)]
         rows += [_row(c.label, "backward", k, want_b[k], got_b[k], tolerance)
                  for k in reversed(range(depth))]
+        if weights:
+            rows += _weight_rows(c, depth, width, seeds, batch, q0, seed, tolerance, final_norm)
     return rows
+
+
+def _weight_rows(config: VarianceConfig, depth: int, width: int, seeds: int, batch: int,
+                 q0: float, seed: int, tolerance: float, final_norm: bool) -> list[CheckRow]:
+    from derive.variance_analysis import variance
+
+    c = config
+    sigma_w2 = None if c.sigma_w2 is None else c.sigma_w2 * width / _n
+    analysis = variance(c.init, c.activation, branch=c.branch, mlp_ratio=c.mlp_ratio,
+                        dropout=c.dropout, gamma=c.gamma, sigma_w2=sigma_w2,
+                        negative_slope=c.negative_slope, block=c.block,
+                        final_norm=final_norm)
+    if c.block.last_weight(c) is None:
+        return []
+    want = analysis.weights.profile(depth, sympy.nsimplify(q0))
+    got = measure_weights(c, depth=depth, width=width, seeds=seeds, batch=batch, q0=q0,
+                          seed=seed, final_norm=final_norm)
+    return [_row(c.label, "weights", k, float(want[k - 1]), float(got[k - 1]), tolerance)
+            for k in range(1, depth + 1)]
 

@@ -13,27 +13,25 @@ exists the map is iterated numerically at :data:`PRECISION` digits.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import sympy
 
 from derive import closed_forms
-from derive.blocks.nodes import Moments
+from derive.block_maps import C_PREV, Q_PREV, block_maps, c_seq
 from derive.closed_forms import PRECISION, exact_value, finish, numeric_map
 from derive.derivation import Derivation
 from derive.errors import DeriveError
 from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, q, q0
 from derive.printing import latex, text
 
-#: The block input's second moment q_{k-1}, and the covariance c_{k-1} per unit of two
-#: independent inputs of a batch (tracked only for BatchNorm), as positive placeholders.
-Q_PREV = sympy.Symbol("x", positive=True)
-C_PREV = sympy.Symbol("c", nonnegative=True)
-#: The covariance c_k, a sequence like q_k.
-c_seq = sympy.Function("c")
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.weight_gradients import WeightGradients
 
 
 @dataclass(frozen=True, eq=False)
@@ -285,6 +283,15 @@ class VarianceAnalysis:
     backward: Recursion
     #: c_k, the covariance of two independent inputs per unit, where a BatchNorm needs it.
     cross: Recursion | None = None
+    #: Whether a final LayerNorm follows the last block (for the weight gradients).
+    final_norm: bool = False
+
+    @cached_property
+    def weights(self) -> WeightGradients:
+        """E[(dL/dW)^2] per entry of each block's last weight matrix, k = 1..K."""
+        from derive.weight_gradients import WeightGradients
+
+        return WeightGradients(self, self.final_norm)
 
     def _repr_latex_(self) -> str:
         rows = []
@@ -317,37 +324,9 @@ class VarianceAnalysis:
         }
 
 
-def block_input(config: VarianceConfig) -> Moments:
-    """The moments of a block's input h_{k-1}: q_{k-1} and, where BatchNorm needs it,
-    c_{k-1}, as placeholders; c_0 = 0 (independent inputs), and a block that maps
-    c = 0 to c = 0 keeps it zero at every depth.
-
-    >>> block_input(VarianceConfig(norm="bn-first"))
-    Moments(q=x, c=c)
-    """
-    block = config.block
-    if not block.has_batchnorm:
-        return Moments(Q_PREV)
-    zero = Moments(Q_PREV, sympy.Integer(0))
-    return zero if block.forward(config, zero).c == 0 else Moments(Q_PREV, C_PREV)
-
-
-def _steps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None]:
-    """The forward map q_{k-1} -> q_k, the backward factor d_{k-1}/d_k and, where
-    BatchNorm needs it, the map of c, as expressions in ``Q_PREV`` (and ``C_PREV``), folded from
-    the block's primitives."""
-    block = config.block
-    x = block_input(config)
-    out = block.forward(config, x)
-    if out.q.has(C_PREV):  # pragma: no cover (no primitive's q depends on c)
-        raise DeriveError(f"the second moment of {block.text} depends on the batch covariance")
-    cross = out.c if x.c is not None and x.c != 0 else None
-    return out.q, block.gain(config, x), cross
-
-
 @lru_cache(maxsize=1024)
 def _analysis(config: VarianceConfig) -> VarianceAnalysis:
-    forward_step, backward_step, cross_step = _steps(config)
+    forward_step, backward_step, cross_step = block_maps(config)
     forward = Recursion(config, "forward", forward_step)
     cross = None if cross_step is None else Recursion(config, "cross", cross_step, forward)
     backward = Recursion(config, "backward", backward_step, forward, cross)
@@ -367,12 +346,14 @@ def variance(
     negative_slope: object = sympy.Rational(1, 100),
     block: object = None,
     values: dict[str, object] | None = None,
+    final_norm: bool = False,
 ) -> VarianceAnalysis:
     """Forward and backward variance recursions of a residual stack at initialization.
 
     The block is ``norm`` (``none``, ``pre`` or ``post``) unless ``block`` is given: a
     preset name, an expression in the block language, or a Block. ``values`` gives
-    some of the block's symbols numbers; the others stay symbolic.
+    some of the block's symbols numbers; the others stay symbolic. ``final_norm``: a
+    LayerNorm follows the last block (it scales the gradients, see ``.weights``).
 
     >>> a = variance("he", "relu")
     >>> a.forward.recurrence
@@ -392,7 +373,10 @@ def variance(
         dropout=dropout, gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
         block=chosen,
     )
-    return _analysis(config)
+    if not isinstance(final_norm, bool):
+        raise DeriveError(f"final_norm must be True or False, got {final_norm!r}")
+    analysis = _analysis(config)
+    return dataclasses.replace(analysis, final_norm=True) if final_norm else analysis
 
 
 def compare(

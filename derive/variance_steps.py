@@ -9,6 +9,7 @@ recurrence (computed here, by substitution and simplification).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import sympy
@@ -57,15 +58,15 @@ ASSUMPTIONS = (
 
 
 def _substituted(expr: sympy.Expr) -> sympy.Expr:
-    from derive.variance_analysis import C_PREV, Q_PREV, c_seq
+    from derive.block_maps import C_PREV, Q_PREV, c_seq
 
     return expr.xreplace({Q_PREV: q(k - 1), C_PREV: c_seq(k - 1)})
 
 
 def _node_steps(recursion: Recursion, backward: bool) -> list[Step]:
     """One step per primitive of the block: its moment (or gain) and why."""
+    from derive.block_maps import block_input
     from derive.blocks.nodes import Input, Sum
-    from derive.variance_analysis import block_input
 
     c = recursion.config
     block = c.block
@@ -111,7 +112,7 @@ def _backward_steps(recursion: Recursion) -> list[Step]:
 
 def _check(recursion: Recursion) -> Step | None:
     """Substitute the closed form back into the recurrence: the residual simplifies to 0."""
-    from derive.variance_analysis import C_PREV, Q_PREV
+    from derive.block_maps import C_PREV, Q_PREV
 
     closed = recursion.closed_form
     if closed is None:
@@ -179,5 +180,7 @@ def build_derivation(recursion: Recursion) -> Derivation:
             extras.append(f"{name}={value}".replace("/", "_"))
     if c.activation == "leaky_relu" and c.negative_slope != sympy.Rational(1, 100):
         extras.append(f"negative_slope={c.negative_slope}".replace("/", "_"))
-    key = "/".join(["variance", c.label, *extras, recursion.direction])
+    block = re.sub(r"[^A-Za-z0-9_=.-]+", "_", c.block.name).strip("_")
+    label = "/".join((c.init, c.activation, block, c.branch))
+    key = "/".join(["variance", label, *extras, recursion.direction])
     return Derivation(title, key, ASSUMPTIONS, tuple(steps), result, tuple(notes))

@@ -253,8 +253,9 @@ def test_foreign_and_missing_notes_are_not_merged() -> None:
     [
         ("<!-- derive:begin a -->\nx\n", "region 'a' has no end marker"),
         ("x\n<!-- derive:end a -->\n", "without its begin marker"),
-        ("<!-- derive:begin a -->\n<!-- derive:begin b -->\n", "region 'a' is not closed"),
-        (region("a", "x") + region("a", "y"), "two regions named 'a'"),
+        ("<!-- derive:begin a -->\n<!-- derive:begin b -->\n",
+         "line 2: region 'a' \\(begun on line 1\\) is not closed"),
+        (region("a", "x") + region("a", "y"), "line 4: a second region 'a'"),
     ],
 )
 def test_broken_markers_are_reported(text: str, message: str) -> None:
@@ -382,7 +383,7 @@ def test_a_duplicated_card_keeps_both_ids() -> None:
 def test_broken_existing_note_is_its_own_error() -> None:
     from derive.regions import BrokenNote
 
-    with pytest.raises(BrokenNote, match="the existing note: region 'a' has no end marker"):
+    with pytest.raises(BrokenNote, match="line 1: region 'a' has no end marker; add the line"):
         merge_note("<!-- derive:begin a -->\n", note(["paths/count"]))
 
 

@@ -141,9 +141,13 @@ def test_output_folder_that_is_a_file(tmp_path: Path) -> None:
 
 
 def test_unwritable_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: not mode & os.W_OK)
     with pytest.raises(DeriveError, match=f"output folder {tmp_path} is not writable"):
         write_files(tmp_path, {"a.md": "a\n"})
+    monkeypatch.setattr(os, "access", lambda path, mode, **kwargs: not mode & os.R_OK)
+    with pytest.raises(DeriveError, match=f"output folder {tmp_path} is not readable"):
+        write_files(tmp_path, {"a.md": "a\n"})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

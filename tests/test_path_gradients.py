@@ -20,13 +20,14 @@ from fractions import Fraction
 import pytest
 import sympy
 
+from derive.block_maps import Q_PREV, block_input
 from derive.blocks.block import block
 from derive.blocks.presets import PRESETS
 from derive.cli import main
 from derive.errors import DeriveError
 from derive.model import VarianceConfig
 from derive.path_gradients import MAX_DEPTH, path_gradients, term_gains
-from derive.variance_analysis import Q_PREV, block_input, variance
+from derive.variance_analysis import variance
 
 
 def _fraction(value: sympy.Expr) -> Fraction:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from derive.blocks.presets import PRESETS
 from derive.commands import variance as command
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.variance_analysis import variance
@@ -63,15 +64,16 @@ def test_latex_and_markdown_formats() -> None:
 
 def test_compare_table_is_aligned() -> None:
     lines = invoke("--init", "he", "--compare", "--depth", "4").splitlines()
-    assert len(lines) == 3 + 6
+    assert len(lines) == 3 + 2 * len(PRESETS)
     header, rule = lines[1], lines[2]
-    assert header.index("direction") == rule.index("-", 5) and lines[3].split()[:2] == [
+    assert header.index("direction") == rule.index(" ") + 2 and lines[3].split()[:2] == [
         "none", "forward"]
     assert lines[3].split()[-1] == "16"
     md = invoke("--compare", "--format", "markdown")
-    assert md.count("\n|") == 8
+    assert md.count("\n|") == 2 + 2 * len(PRESETS)
     data = json.loads(invoke("--compare", "--format", "json", "--direction", "backward"))
-    assert [r["norm"] for r in data] == list(NORMS)
+    assert [r["norm"] for r in data] == list(PRESETS)
+    assert data[3]["block"] == "(x + F(x))/sqrt(2)"
 
 
 def test_output_is_byte_identical_across_processes() -> None:

@@ -20,7 +20,7 @@ import sympy
 from derive.blocks.nodes import STD_X, Input, Moments, Node, Scale
 from derive.blocks.parser import parse
 from derive.blocks.presets import PRESETS
-from derive.blocks.primitives import BatchNorm, Dropout
+from derive.blocks.primitives import BatchNorm, Dropout, Weight
 from derive.errors import DeriveError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,6 +135,35 @@ class Block:
             return total[node]
 
         return through(tree)
+
+    def last_weight(self, config: VarianceConfig) -> Weight | None:
+        """The weight matrix nearest the block's output (the branch's last layer)."""
+        level = [self.expanded(config)]
+        while level:
+            found = [node for node in level if isinstance(node, Weight)]
+            if found:
+                return found[0]
+            level = [child for node in level for child in node.children]
+        return None
+
+    def gain_to(self, config: VarianceConfig, x: Moments, target: Node) -> sympy.Expr:
+        """E[g^2] at ``target``'s output over E[g^2] at the block's output: the sum over
+        the paths from the output down to ``target`` of the product of the gains."""
+        tree = self.expanded(config)
+        moments = self.moments(config, x)
+
+        def down(node: Node) -> sympy.Expr | None:
+            if node == target:
+                return sympy.Integer(1)
+            gains = node.gains([moments[c] for c in node.children], config, x)
+            parts = [(g, down(c)) for g, c in zip(gains, node.children, strict=True)]
+            found = [g * below for g, below in parts if below is not None]
+            return sympy.Add(*found) if found else None
+
+        result = down(tree)
+        if result is None:
+            raise DeriveError(f"{target.text()} is not part of the block {self.text}")
+        return result
 
 
 _EXPANDED: dict[tuple[str, object], Node] = {}

@@ -34,12 +34,31 @@ n = sympy.Symbol("n", positive=True)
 #: Activations that are odd functions, so that phi(W h) changes sign with W.
 ODD_ACTIVATIONS = frozenset({"linear", "tanh"})
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+#: How the functions of the block language print in LaTeX.
+_TEX = {"F": "F", "F_0": "F_0", "W": "W", "W_0": "W_0", "LN": r"\operatorname{LN}",
+        "BN": r"\operatorname{BN}", "Dropout": r"\operatorname{Dropout}"}
+
+
+def _printable(name: str) -> type[sympy.Function]:
+    tex = _TEX[name]
+
+    def _latex(self: sympy.Function, printer: Any, exp: object = None) -> str:
+        args = ", ".join(printer._print(a) for a in self.args)
+        out = rf"{tex}\left({args}\right)"
+        return f"{out}^{{{exp}}}" if exp is not None else out
+
+    def _sympystr(self: sympy.Function, printer: Any) -> str:
+        return f"{name}({', '.join(printer._print(a) for a in self.args)})"
+
+    return type(name, (sympy.Function,), {"_latex": _latex, "_sympystr": _sympystr})
+
+
 #: Printable functions of the block language.
-SHOWN = {name: sympy.Function(name) for name in ("F", "W", "LN", "BN", "Dropout")}
+SHOWN = {name: _printable(name) for name in _TEX}
 
 
 def _show(name: str, *args: sympy.Expr) -> sympy.Expr:
-    return SHOWN.setdefault(name, sympy.Function(name))(*args)
+    return SHOWN[name](*args)
 
 
 @dataclass(frozen=True)

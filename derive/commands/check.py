@@ -89,6 +89,10 @@ def _number(value: float) -> float | None:
 @click.option("--tolerance", "-t", type=float, default=0.1, show_default=True,
               help="Largest relative error accepted at any block.")
 @click.option("--blocks", is_flag=True, help="Show every block, not only the final depth.")
+@click.option("--weights", is_flag=True,
+              help="Also compare E[(dL/dW)^2] of each block's last weight matrix.")
+@click.option("--final-norm", is_flag=True,
+              help="With --weights: a final LayerNorm after the last block.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def check(
@@ -107,6 +111,8 @@ def check(
     q0: float,
     tolerance: float,
     blocks: bool,
+    weights: bool,
+    final_norm: bool,
     fmt: str,
     **parameters: str | None,
 ) -> None:
@@ -127,8 +133,10 @@ def check(
         )
     configs = grid(inits, activations, norms, branches, blocks=blocks_,
                    values=symbol_values(settings), **parameters)
+    if final_norm and not weights:
+        raise click.UsageError("--final-norm goes with --weights")
     settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
-                "q0": q0, "tolerance": tolerance}
+                "q0": q0, "tolerance": tolerance, "weights": weights, "final_norm": final_norm}
     total = len(configs) + -(-max(seeds, 1) // CHUNK)
     if sys.stderr.isatty():
         with click.progressbar(length=total, label="Checking", file=sys.stderr) as bar:

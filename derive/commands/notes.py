@@ -35,6 +35,8 @@ def notes(fmt: str, out: str, depth: int, pdf: bool, templates: str | None,
                f"in {time.perf_counter() - start:.1f} s")
     for path in result.written:
         click.echo(f"  {path}")
+    for notice in result.notices:
+        click.echo(notice)
     if result.orphaned:
         many = len(result.orphaned) != 1
         click.echo(f"{len(result.orphaned)} card{'s' if many else ''} "

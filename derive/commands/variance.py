@@ -95,9 +95,30 @@ def _single_text(analysis: object, recursions: list, depth: int, q0: object) -> 
                 ("growth", r.growth),
                 (f"at K = {depth}", _equals(_value_name(r.direction, depth),
                                             _value_text(r.at(depth, q0))))]
+        if r.direction == "backward":
+            rows.append(("spectrum", "d₀/d_K is the mean squared singular value of ∂y/∂x; "
+                         "each block's factor, that of ∂hₖ/∂hₖ₋₁"))
         lines += ["", heads[r.direction]]
         lines += [f"  {name:<12} {value}" for name, value in rows]
     return "\n".join(lines)
+
+
+def _weights_text(analysis: object, depth: int, q0: object) -> str:
+    """The weight-gradient section: closed form, the last block's growth, the profile."""
+    weights = analysis.weights  # type: ignore[attr-defined]
+    config = analysis.config  # type: ignore[attr-defined]
+    target = config.block.last_weight(config)
+    loss = "L = ⟨g, LN(h_K)⟩ (final LayerNorm)" if weights.final_norm else "L = ⟨g, h_K⟩"
+    closed = weights.closed_form
+    rows = [("closed form", "none (iterated)" if closed is None else _eq_text(closed))]
+    if weights.last is not None:
+        rows.append(("last block", f"{_eq_text(weights.last)}: {weights.growth}"))
+    values = ", ".join(_value_text(v).split(" ≈ ")[-1].lstrip("≈ ")
+                       for v in weights.profile(depth, q0))
+    rows.append((f"k = 1..{depth}", values))
+    head = (f"weight gradients: wₖ = E[(∂L/∂W)²] per entry of block k's last matrix "
+            f"{target.text() if target is not None else ''}; {loss}")
+    return "\n".join(["", "", head, *(f"  {name:<12} {value}" for name, value in rows)])
 
 
 def _single_latex(recursions: list, depth: int, q0: object, markdown: bool) -> str:
@@ -186,9 +207,14 @@ def _epilog() -> str:
               help="json carries the block, the LaTeX formulas and the profile q_0..q_K, d_k/d_K.")
 @click.option("--compare", is_flag=True,
               help="One table of every preset (and --block), both directions.")
+@click.option("--weights", is_flag=True,
+              help="Also E[(dL/dW)^2] of each block's last weight matrix, k = 1..K.")
+@click.option("--final-norm", is_flag=True,
+              help="A final LayerNorm after the last block (scales the gradients).")
 def variance(init: str, activation: str, norm: str | None, block_spec: str | None,
              settings: tuple[str, ...], branch: str, q0: str, depth: int, direction: str,
-             fmt: str, compare: bool, **parameters: str | None) -> None:
+             fmt: str, compare: bool, weights: bool, final_norm: bool,
+             **parameters: str | None) -> None:
     """How E[h_k^2] (forward) and E[(dL/dh_k)^2] (backward) evolve with depth.
 
     Prints the recurrence of one residual block, its closed form in the depth
@@ -230,7 +256,7 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
         click.echo(_compare_output(rows, fmt, depth, title))
         return
     analysis = analyse(init, activation, norm or "none", branch, block=block_spec,
-                       values=values, **options)
+                       values=values, final_norm=final_norm, **options)
     wanted = ("forward", "backward") if direction == "both" else (direction,)
     recursions = [getattr(analysis, name) for name in wanted]
     if fmt == "json":
@@ -238,8 +264,11 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
         for name in ("forward", "backward"):
             if name not in wanted:
                 del data[name]
+        if weights:
+            data["weights"] = analysis.weights.to_dict(depth, q0_value)
         click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
     elif fmt == "text":
-        click.echo(_single_text(analysis, recursions, depth, q0_value))
+        text = _single_text(analysis, recursions, depth, q0_value)
+        click.echo(text + (_weights_text(analysis, depth, q0_value) if weights else ""))
     else:
         click.echo(_single_latex(recursions, depth, q0_value, markdown=fmt == "markdown"))

@@ -1,0 +1,80 @@
+"""Speed of the block language: every preset over the grid, and one block on the command line.
+
+Run: ``python3 bench/bench_blocks.py``. Prints a Markdown table. The grid runs in a
+fresh interpreter (cold caches, imports included); each command is a fresh process.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+GRID = """
+import time
+t0 = time.perf_counter()
+c0 = time.process_time()
+from derive.blocks.presets import PRESETS
+from derive.model import ACTIVATIONS, BRANCHES, INITS
+from derive.variance_analysis import variance
+count = 0
+for name in PRESETS:
+    for init in INITS:
+        for act in ACTIVATIONS:
+            for branch in BRANCHES:
+                a = variance(init, act, branch=branch, block=name)
+                for r in (a.forward, a.backward):
+                    r.closed_form, r.growth, r.at(50)
+                count += 1
+print(count, time.perf_counter() - t0, time.process_time() - c0)
+"""
+
+COMMANDS = (
+    ["variance", "--init", "he", "--block", "(x + F(x))/sqrt(2)"],
+    ["variance", "--init", "he", "--block", "x + alpha*F(x/std(x))"],
+    ["variance", "--init", "he", "--activation", "gelu", "--block", "x + F(BN(x))"],
+    ["variance", "--block", "x + LN(F(LN(x)))", "--activation", "tanh", "--branch", "mlp"],
+    ["variance", "--init", "he", "--compare"],
+)
+
+
+def _python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def _wall(args: list[str], repeat: int = 3) -> tuple[float, float]:
+    """Median wall time and CPU time (user + sys) of ``derive ARGS`` in a fresh process."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "derive", *args], capture_output=True, check=True)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    """Run the measurements and print one Markdown table."""
+    runs = [tuple(float(v) for v in _python(GRID).split()) for _ in range(2)]
+    count, wall, cpu = min(runs, key=lambda r: r[1])
+    rows = [(f"every preset over the grid: {int(count)} configurations x 2 directions, closed "
+             "forms, growth, values at K = 50 (cold, fresh process, best of 2)",
+             f"{wall:.2f} s wall, {cpu:.2f} s CPU", "< 10 s")]
+    for args in COMMANDS:
+        wall, cpu = _wall(args)
+        shown = " ".join(f"'{a}'" if " " in a or "(" in a else a for a in args)
+        rows.append((f"`derive {shown}`, start-up included (median of 3)",
+                     f"{wall:.2f} s wall, {cpu:.2f} s CPU", "< 2 s"))
+    print("| measurement | result | target |")
+    print("|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
