@@ -176,6 +176,17 @@ def test_cli_block_expansion(capsysbinary) -> None:
     assert out.splitlines()[0].startswith("∂y/∂f₁ = I + ∂f₂/∂f₁")  # the plain block: as ever
 
 
+def test_cli_block_expansion_json(capsysbinary) -> None:
+    code, out, _ = run(capsysbinary, "--depth", "13", "--wrt", "x", "--block", "pre",
+                       "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["count"] == 2**13 == len(data["choices"])
+    assert data["choices"][:3] == [[0] * 13, [0] * 12 + [1], [0] * 11 + [1, 0]]
+    assert data["blocks"] == list(range(13, 0, -1))
+    assert data["text"].count(" + ") == 2**13 - 1
+    assert data["latex"].startswith("\\frac{\\partial y}{\\partial x} = I + J_{1} L_{1}")
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--depth", "54", "--lengths", "--init", "he", "--span", "0..99"], "0..53"),
     (["--depth", "54", "--lengths", "--init", "he", "--span", "five"], "--span takes LO..HI"),

@@ -48,8 +48,17 @@ def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> I
         yield "\n" + summary + "\n"
     elif fmt == "json":
         yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}, "block": '
-               f'{json.dumps(spec.text)}, "count": {s.count}, "latex": '
-               f'{json.dumps(gradient_latex(wrt) + " = ")[:-1]}')
+               f'{json.dumps(spec.text)}, "count": {s.count}, "blocks": {list(s.blocks)}, '
+               '"choices": [')
+        batch: list[str] = []
+        for index, choice in enumerate(s):  # one term of each later block's Jacobian
+            batch.append(str(list(choice)))
+            if len(batch) == 4096:
+                yield (", " if index >= 4096 else "") + ", ".join(batch)
+                batch = []
+        if batch:
+            yield (", " if s.count > len(batch) else "") + ", ".join(batch)
+        yield f'], "latex": {json.dumps(gradient_latex(wrt) + " = ")[:-1]}'
         for chunk in s.iter_chunks("latex"):
             yield json.dumps(chunk)[1:-1]
         yield '", "text": ' + json.dumps(gradient_text(wrt) + " = ", ensure_ascii=False)[:-1]
