@@ -303,7 +303,7 @@ class PathGradients:
                 total = _sum(e.xreplace({Q_PREV: rhs.xreplace({K: k - 1})}), start)
             if total.has(sympy.Sum):
                 return None
-            out.append(sympy.factor(total))
+            out.append(total if total.has(sympy.harmonic) else sympy.factor(total))
         return out[0], out[1]
 
     def effect(self) -> str:

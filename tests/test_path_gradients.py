@@ -93,6 +93,14 @@ def test_closed_form_means_match_the_computed_ones(spec: str, values: dict) -> N
     assert float(var.subs(K, 30)) == pytest.approx(g.spread**2, rel=1e-9)
 
 
+def test_nf_resnet_mean_is_a_harmonic_tail() -> None:
+    """q_{k-1} = 1 + (k-1) alpha^2, so p_k = alpha^2/(alpha^2 + q_{k-1}) = 1/(k + 25) at
+    alpha = 1/5: the mean is H(K + 25) - H(25)."""
+    g = path_gradients(8, "x", init="he", block="nf-resnet", values={"alpha": "1/5"})
+    K = sympy.Symbol("K", integer=True, nonnegative=True)
+    assert sympy.simplify(g.closed_form[0] - (sympy.harmonic(K + 25) - sympy.harmonic(25))) == 0
+
+
 def test_constant_share_is_binomial_k_p() -> None:
     g = path_gradients(40, "x", init="he", block="skipinit", values={"alpha": "1/2"})
     p = Fraction(1, 5)  # alpha^2 / (1 + alpha^2)
