@@ -27,8 +27,8 @@ _EXPORTS = {
     "count_paths": "derive.pathsum",
     "path_lengths": "derive.pathsum",
     "BlockPathSum": "derive.block_paths",
-    "PathGradients": "derive.path_gradients",
-    "path_gradients": "derive.path_gradients",
+    "PathGradients": "derive.gradient_by_length",
+    "path_gradients": "derive.gradient_by_length",
     "gaussian_moment": "derive.gaussian",
     "variance": "derive.variance_analysis",
     "VarianceAnalysis": "derive.variance_analysis",
@@ -67,9 +67,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.derivation import Derivation, Step
     from derive.errors import DeriveError
     from derive.gaussian import gaussian_moment
+    from derive.gradient_by_length import PathGradients, path_gradients
     from derive.model import VarianceConfig
     from derive.notes_writer import notes
-    from derive.path_gradients import PathGradients, path_gradients
     from derive.pathsum import PathSum, count_paths, path_lengths, paths
     from derive.rendering import render
     from derive.simulation import simulate

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from derive.errors import DeriveError
@@ -173,14 +173,13 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
     yield "\n".join(lines) + "\n"
 
 
-def run(stream: Any, depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool,
-        force: bool, block_spec: str | None, settings: tuple[str, ...], span_text: str | None,
-        options: dict[str, str | None]) -> bool:
-    """Write what ``derive paths`` asks for a block or for gradient shares; False when the
-    plain block's own output (:mod:`derive.commands.paths`) answers it."""
+def run(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool, force: bool,
+        block_spec: str | None, settings: tuple[str, ...], span_text: str | None,
+        options: dict[str, str | None]) -> Iterable[str] | None:
+    """What ``derive paths`` prints for a block or for gradient shares, streamed; None when
+    the plain block's own output (:mod:`derive.commands.paths`) answers it."""
     from derive.block_paths import is_plain
     from derive.blocks.block import block
-    from derive.commands.paths import _write
     from derive.parameters import symbol_values
 
     spec = block(block_spec or "none")
@@ -189,7 +188,7 @@ def run(stream: Any, depth: int, wrt: int | str, fmt: str, count: bool, lengths:
         spec = spec.substituted(values)
     span = parse_span(span_text)
     if lengths or span is not None:
-        from derive.path_gradients import path_gradients
+        from derive.gradient_by_length import path_gradients
 
         names = {"init", "activation", "branch", "q0"}
         numbers = {name: value for name, value in options.items()
@@ -197,10 +196,8 @@ def run(stream: Any, depth: int, wrt: int | str, fmt: str, count: bool, lengths:
         gradients = path_gradients(depth, wrt, block=spec, init=options["init"],
                                    activation=options["activation"], branch=options["branch"],
                                    q0=options["q0"], **numbers)
-        _write(stream, length_table(gradients, fmt, span, table=lengths))
-        return True
+        return length_table(gradients, fmt, span, table=lengths)
     if is_plain(spec):
-        return False
-    _write(stream, [count_line(depth, wrt, spec, fmt)] if count else
-           expansion(depth, wrt, spec, fmt, force))
-    return True
+        return None
+    return [count_line(depth, wrt, spec, fmt)] if count else expansion(depth, wrt, spec, fmt,
+                                                                        force)

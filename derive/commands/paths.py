@@ -256,8 +256,10 @@ def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, 
     if block_spec is not None or weighted or span is not None:
         from derive.commands.path_tables import run
 
-        if run(stream, depth, wrt, fmt, count, lengths, force, block_spec, settings, span,
-               variance_options):
+        pieces = run(depth, wrt, fmt, count, lengths, force, block_spec, settings, span,
+                     variance_options)
+        if pieces is not None:
+            _write(stream, pieces)
             return
     if count or lengths:
         _write(stream, _stats(depth, wrt, fmt, count, lengths))

@@ -25,8 +25,8 @@ from derive.blocks.block import block
 from derive.blocks.presets import PRESETS
 from derive.cli import main
 from derive.errors import DeriveError
+from derive.gradient_by_length import MAX_DEPTH, path_gradients, term_gains
 from derive.model import VarianceConfig
-from derive.path_gradients import MAX_DEPTH, path_gradients, term_gains
 from derive.variance_analysis import variance
 
 
