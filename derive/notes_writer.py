@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from derive.errors import DeriveError, choice_error
+from derive.notes_config import NotesOptions
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
 
@@ -111,11 +112,14 @@ def build(
     pdf: bool = False,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    options: NotesOptions | None = None,
 ) -> NotesResult:
     """Build and write the notes; return every file, those written and orphaned cards.
 
     Nothing is written when anything fails (bad input, a template, LaTeX, a
-    file conflict). ``progress`` receives a short message before each slow part.
+    file conflict). ``progress`` receives a short message before each slow part;
+    ``options`` (:class:`derive.notes_config.NotesOptions`) say what the notes
+    hold and how the cards are tagged, styled and filed.
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "n"
@@ -129,6 +133,7 @@ def build(
     from derive.rendering import render_template, template_dir
 
     chosen = check_formats(formats)
+    options = NotesOptions() if options is None else options
     depth = check_depth(depth)
     if depth > 10:
         raise DeriveError(f"depth must be an integer from 1 to 10 for the notes, got {depth}")
@@ -149,11 +154,11 @@ def build(
         raise DeriveError(f"cannot write the notes: {writable} is not writable")
 
     say("deriving concepts, gradient paths and variance; simulating")
-    data = content(depth)
+    data = content(depth, options)
     images: dict[str, dict[str, bytes]] = {}
     if {"latex", "markdown", "obsidian"} & set(chosen):
         say("plotting")
-        images = figures(depth)
+        images = figures(depth, options)
     say("rendering " + ", ".join(chosen))
     planned: dict[str, str | bytes] = {}
     merged_from: dict[str, str | None] = {}
@@ -187,7 +192,7 @@ def build(
         from derive.apkg import apkg_bytes
 
         say("writing the Anki deck")
-        planned["anki/derive.apkg"] = apkg_bytes(data.cards, "derive")
+        planned["anki/derive.apkg"] = apkg_bytes(data.cards, options.deck)
     report = files_mod.write_files(root, planned, force=force, merged_from=merged_from)
     return NotesResult(
         files=tuple(root / rel for rel in sorted(planned)),
@@ -203,6 +208,7 @@ def notes(
     templates: str | os.PathLike[str] | None = None,
     pdf: bool = False,
     force: bool = False,
+    **options: object,
 ) -> list[Path]:
     """Write the study notes under ``out``; return the paths of the notes' files, sorted.
 
@@ -210,10 +216,13 @@ def notes(
     the number of blocks of the path-sum expansion (1 to 10); ``templates``: a
     folder holding a full set of templates; ``pdf``: compile the LaTeX;
     ``force``: overwrite files that derive did not write or that were edited.
+    Keyword ``options`` are those of :class:`derive.notes_config.NotesOptions`:
+    ``tags``, ``deck``, ``style``, ``names``, ``concepts``, ``blocks``, ``depths``.
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "n"
     >>> notes(out, formats="latex", depth=2)[-1].name
     'notes.tex'
     """
-    return build(out, formats, depth, templates, pdf, force).paths
+    return build(out, formats, depth, templates, pdf, force,
+                 options=NotesOptions.of(**options)).paths

@@ -12,6 +12,7 @@ files' metadata.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,12 +87,60 @@ def moments_figure(
                             markerfacecolor="none", color=_COLORS.get(norm),
                             label=f"{norm} (simulated)")
             ax.set_yscale("log")
+            _log_ticks(ax)
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_xlabel("block k")
             ax.set_title(label)
         axes[0].legend(fontsize=7, loc="upper left")
         fig.suptitle(title)
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.22)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+_LINES = ("#2471a3", "#c0392b", "#229954", "#7d3c98", "#b9770e")
+
+
+def _log_ticks(ax: Any) -> None:
+    """Decades as 1, 10, 100, 10³ ... at most six labels; minor ticks unlabelled."""
+    import matplotlib.ticker
+
+    def label(value: float, _position: int) -> str:
+        exponent = round(math.log10(value)) if value > 0 else 0
+        return f"{value:g}" if -2 <= exponent <= 3 else f"$10^{{{exponent}}}$"
+
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, numticks=7))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
+                  title: str) -> dict[str, bytes]:
+    """One panel a title, one line a label, values against depth 0..K, log scale.
+
+    >>> fig = curves_figure({"pre-LN": {"ReLU": [1, 2, 3], "tanh": [1, 1.5, 2]}}, "q")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    plt = _pyplot()
+    import matplotlib
+    import matplotlib.ticker
+
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=SIZE, squeeze=False)
+        for ax, (panel, lines) in zip(axes[0], panels.items(), strict=True):
+            for color, (label, values) in zip(_LINES, lines.items(), strict=False):
+                ys = [float(v) for v in values]
+                ax.plot(range(len(ys)), ys, color=color, linewidth=1.6, label=label)
+            ax.set_yscale("log")
+            _log_ticks(ax)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=5))
+            ax.set_xlabel("block k")
+            ax.set_title(panel)
+        axes[0][0].legend(fontsize=7, loc="upper left")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.3)
         out = _save(fig)
         plt.close(fig)
     return out

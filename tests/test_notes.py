@@ -40,7 +40,7 @@ def test_every_format_is_written(out):
     assert "anki/derive.apkg" in files and ".derive-manifest.json" in files
     for name in NOTE_NAMES:
         assert f"obsidian/{name}.md" in files
-    for stem in ("moments-he-relu", "moments-xavier-relu", "path-lengths"):
+    for stem in ("gradient-depth", "path-lengths", "signal-depth", "simulation-check"):
         assert files[f"latex/figures/{stem}.pdf"].startswith(b"%PDF-")
         assert files[f"markdown/figures/{stem}.png"].startswith(b"\x89PNG")
 
