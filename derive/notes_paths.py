@@ -114,7 +114,6 @@ def _derivation(depth: int) -> Derivation:
         title=f"Paths through {plural(depth, 'residual block')}",
         key=f"paths/depth-{depth}",
         steps=steps,
-        result=Step(grad_x, _product((), symbolic=True)),
         notes=(
             f"The terms of $\\partial y/\\partial f_1$ are those of eq. 11.6 of Prince, "
             f"Understanding Deep Learning, in its order; for {depth} blocks there are "

@@ -52,14 +52,19 @@ def _analysis(init: str, activation: str, norm: str) -> Any:
 def gains(init: str, activation: str) -> tuple[sympy.Expr, sympy.Expr]:
     """The branch's forward gain g and backward gain G at input moment 1 (computed).
 
-    With pre-LN and q_0 = 1 the first block gives q_1 = 1 + g and d_0/d_1 = 1 + G.
+    Read off the pre-LN recurrences at q_{k-1} = 1 (LN gain 1): q_k = 1 + g and
+    d_{k-1} = (1 + G) d_k.
 
     >>> gains("xavier", "relu")
     (1/2, 1/2)
     """
+    from derive.model import d, k, q
+
     pre = _analysis(init, activation, "pre")
-    return (sympy.nsimplify(pre.forward.at(1, q0=1) - 1, rational=False),
-            sympy.nsimplify(pre.backward.at(1, q0=1) - 1, rational=False))
+    at_one = {q(k - 1): sympy.Integer(1), d(k): sympy.Integer(1)}
+    forward = pre.forward.recurrence.rhs.xreplace(at_one) - 1
+    backward = pre.backward.recurrence.rhs.xreplace(at_one) - 1
+    return tuple(sympy.nsimplify(v) if v.is_Rational else v.doit() for v in (forward, backward))
 
 
 def _ratio(init: str, activation: str) -> float:
@@ -163,12 +168,12 @@ def _block_table(norm: str, depths: tuple[int, ...]) -> Table:
 
 @functools.cache
 def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
-    """Derived against simulated values (He and Xavier, ReLU), and the profiles drawn."""
+    """Derived against simulated values (He, ReLU), and the profiles drawn."""
     from derive.simulation import simulate
 
     depth = SIM["depth"]
     rows, profiles = [], {}
-    for init in INITS:
+    for init in ("he",):
         derived, measured = {}, {}
         for norm in blocks:
             a = _analysis(init, "relu", norm)
@@ -189,6 +194,20 @@ def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
     return table, profiles
 
 
+def _gradient_curve(analysis: Any, depth: int) -> list[float]:
+    """d_0/d_j for j = 0..depth: the backward recurrence's factors along the forward profile."""
+    from derive.model import d, k, q
+
+    factor = (analysis.backward.recurrence.rhs / d(k)).doit()
+    values: dict[float, float] = {}
+    ratios = [1.0]
+    for q_prev in (float(v) for v in analysis.forward.profile(depth - 1)):
+        if q_prev not in values:
+            values[q_prev] = float(factor.xreplace({q(k - 1): sympy.Float(q_prev)}).evalf())
+        ratios.append(ratios[-1] * values[q_prev])
+    return ratios
+
+
 def curves(norm: str, depth: int, direction: str) -> dict[str, list[float]]:
     """He init: q_k (forward) or d_0/d_k (backward) for k = 0..depth, one list an activation."""
     out = {}
@@ -196,9 +215,8 @@ def curves(norm: str, depth: int, direction: str) -> dict[str, list[float]]:
         a = _analysis("he", activation, norm)
         if direction == "forward":
             out[ACTIVATION_NAMES[activation]] = [float(v) for v in a.forward.profile(depth)]
-        else:  # .at(k) for each k: the gradient ratio of a stack of k blocks
-            out[ACTIVATION_NAMES[activation]] = [float(a.backward.at(j))
-                                                 for j in range(depth + 1)]
+        else:
+            out[ACTIVATION_NAMES[activation]] = _gradient_curve(a, depth)
     return out
 
 
