@@ -227,15 +227,65 @@ def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[s
     if "pre-vs-post-norm" in chosen:
         images["gradient-depth"] = curves_figure(
             {f"{BLOCK_NAMES[n]}: d₀/d_K": curves(n, deep, "backward") for n in ("pre", "post")},
-            "He initialization: gradient ratio against depth K")
+            "He initialization: gradient ratio against depth K", xlabel="depth K")
     if "variance" in chosen:
         images["signal-depth"] = curves_figure(
-            {f"{BLOCK_NAMES[n]}: q_k": curves(n, deep, "forward") for n in options.blocks},
-            "He initialization: second moment q_k against depth")
+            {f"{BLOCK_NAMES[n]}: qₖ": curves(n, deep, "forward") for n in options.blocks},
+            "He initialization: second moment qₖ against depth")
         derived, measured = simulated(options.blocks)[1]["he"]
         images["simulation-check"] = moments_figure(derived, "He initialization, ReLU",
                                                     measured)
     return images
+
+
+class PendingFigures:
+    """Figures drawn in a second process while this one derives the content.
+
+    The figures need only NumPy, matplotlib and a few variance analyses, so
+    they are drawn on the machine's other core; :meth:`result` waits for them.
+    Where no second process can start, they are drawn here, on demand.
+
+    >>> sorted(start_figures(2).result())[0]
+    'gradient-depth'
+    """
+
+    def __init__(self, depth: int, options: NotesOptions) -> None:
+        self.depth, self.options, self.future, self.pool = depth, options, None, None
+        if (depth, options) in _DRAWN:
+            return
+        try:
+            import concurrent.futures
+            import multiprocessing
+
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self.future = self.pool.submit(figures, depth, options)
+        except (OSError, ImportError, NotImplementedError):  # pragma: no cover
+            self.pool = None
+
+    def result(self) -> dict[str, dict[str, bytes]]:
+        """The figures' bytes (stem -> {"png", "pdf"}), drawn here if the process failed."""
+        key = (self.depth, self.options)
+        try:
+            if self.future is not None:
+                _DRAWN[key] = self.future.result()
+        except Exception:  # pragma: no cover (the worker died: draw the figures here)
+            pass
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+        if key not in _DRAWN:  # pragma: no cover
+            _DRAWN[key] = figures(self.depth, self.options)
+        return _DRAWN[key]
+
+
+#: Figures already drawn in this process, by (depth, options).
+_DRAWN: dict[tuple[int, NotesOptions], dict[str, dict[str, bytes]]] = {}
+
+
+def start_figures(depth: int, options: NotesOptions | None = None) -> PendingFigures:
+    """Start drawing the figures in a second process; ``.result()`` gives their bytes."""
+    return PendingFigures(depth, NotesOptions() if options is None else options)
 
 
 def obsidian_notes(data: Content, templates: Path | None = None) -> dict[str, str]:

@@ -45,19 +45,32 @@ def _sub(number: int) -> str:
 
 @functools.cache
 def counts() -> dict[str, sympy.Expr]:
-    """Derived once by SymPy: the total 2^K, the mean length K/2, the paths through f_1.
+    """Solved once by SymPy: the total 2^K, the mean length K/2, the paths through f_1.
+
+    Block K's factor (I + J_K) doubles the paths of K - 1 blocks (each takes the
+    skip or the branch), and adds a branch to half of them: c_K = 2 c_{K-1} with
+    c_0 = 1, m_K = m_{K-1} + 1/2 with m_0 = 0; the paths through f_1 double from
+    one at K = 1. Each solution is checked against sums of binomials.
 
     >>> counts()["total"], counts()["mean"], counts()["through_first"]
     (2**K, K/2, 2**(K - 1))
     """
+    from math import comb
+
     depth, length = sympy.Symbol("K", integer=True, positive=True), sympy.Symbol("L")
-    total = sympy.summation(sympy.binomial(depth, length), (length, 0, depth))
-    mean = sympy.simplify(
-        sympy.summation(length * sympy.binomial(depth, length), (length, 0, depth)) / total)
-    # Paths through f_1: J_1 is chosen; the K - 1 other blocks choose freely.
-    first = sympy.summation(sympy.binomial(depth - 1, length), (length, 0, depth - 1))
-    return {"K": depth, "L": length, "total": total, "mean": mean,
-            "through_first": sympy.simplify(first)}
+    c, k = sympy.Function("c"), sympy.Symbol("k", integer=True)
+    doubling = c(k) - 2 * c(k - 1)
+    total = sympy.rsolve(doubling, c(k), {c(0): 1}).subs(k, depth)
+    mean = sympy.rsolve(c(k) - c(k - 1) - sympy.Rational(1, 2), c(k), {c(0): 0}).subs(k, depth)
+    first = sympy.powsimp(sympy.rsolve(doubling, c(k), {c(1): 1}).subs(k, depth),
+                          force=True)
+    for n in range(1, 11):
+        paths = [comb(n, j) for j in range(n + 1)]
+        if (total.subs(depth, n), mean.subs(depth, n) * sum(paths),
+                first.subs(depth, n)) != (sum(paths), sum(j * p for j, p in enumerate(paths)),
+                                          sum(comb(n - 1, j) for j in range(n))):
+            raise AssertionError("path counts")  # pragma: no cover
+    return {"K": depth, "L": length, "total": total, "mean": mean, "through_first": first}
 
 
 def through_first(depth: int) -> int:
@@ -106,9 +119,11 @@ def _derivation(depth: int) -> Derivation:
         Step(n_length, sympy.binomial(K, L),
              "a path of length $L$ passes the branches of $L$ of the $K$ blocks: choose them"),
         Step(n_paths, sympy.Sum(sympy.binomial(K, L), (L, 0, K)), "every length counts"),
-        Step(n_paths, c["total"], "the binomial theorem with both terms 1: $(1 + 1)^K$"),
+        Step(n_paths, c["total"],
+             "each block doubles the paths (each takes its skip or its branch): "
+             "$c_K = 2 c_{K-1}$ from $c_0 = 1$; the binomial theorem $(1 + 1)^K$ says the same"),
         Step(shown("mean length", "\\text{mean length}"), c["mean"],
-             "each block's branch is on half of the paths"),
+             "each block adds its branch to half of the paths: $m_K = m_{K-1} + 1/2$"),
     )
     return Derivation(
         title=f"Paths through {plural(depth, 'residual block')}",

@@ -129,7 +129,7 @@ def build(
     """
     from derive import files as files_mod
     from derive.model import check_depth
-    from derive.notes_content import content, figures, obsidian_notes
+    from derive.notes_content import content, obsidian_notes, start_figures
     from derive.rendering import render_template, template_dir
 
     chosen = check_formats(formats)
@@ -153,12 +153,15 @@ def build(
     if not os.access(writable, os.W_OK | os.X_OK):
         raise DeriveError(f"cannot write the notes: {writable} is not writable")
 
+    drawing = None
+    if {"latex", "markdown", "obsidian"} & set(chosen):
+        drawing = start_figures(depth, options)  # drawn on the other core meanwhile
     say("deriving concepts, gradient paths and variance; simulating")
     data = content(depth, options)
     images: dict[str, dict[str, bytes]] = {}
-    if {"latex", "markdown", "obsidian"} & set(chosen):
+    if drawing is not None:
         say("plotting")
-        images = figures(depth, options)
+        images = drawing.result()
     say("rendering " + ", ".join(chosen))
     planned: dict[str, str | bytes] = {}
     merged_from: dict[str, str | None] = {}

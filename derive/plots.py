@@ -87,7 +87,8 @@ def moments_figure(
                             markerfacecolor="none", color=_COLORS.get(norm),
                             label=f"{norm} (simulated)")
             ax.set_yscale("log")
-            _log_ticks(ax)
+            shown = [float(v) for values in series.values() for v in values[index]]
+            _log_ticks(ax, min(shown), max(shown))
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_xlabel("block k")
             ax.set_title(label)
@@ -102,21 +103,26 @@ def moments_figure(
 _LINES = ("#2471a3", "#c0392b", "#229954", "#7d3c98", "#b9770e")
 
 
-def _log_ticks(ax: Any) -> None:
-    """Decades as 1, 10, 100, 10³ ... at most six labels; minor ticks unlabelled."""
+def _log_ticks(ax: Any, low: float | None = None, high: float | None = None) -> None:
+    """Log-axis labels a reader can read: 1, 10, 100, then 10³ ...; 1, 2, 5 ... on a short axis.
+
+    At most seven labels; a range of less than three decades also labels 2 and 5.
+    """
     import matplotlib.ticker
 
     def label(value: float, _position: int) -> str:
-        exponent = round(math.log10(value)) if value > 0 else 0
+        exponent = math.floor(math.log10(value) + 1e-9) if value > 0 else 0
         return f"{value:g}" if -2 <= exponent <= 3 else f"$10^{{{exponent}}}$"
 
-    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, numticks=7))
+    short = low is not None and high is not None and 0 < low and high / low < 1000
+    subs = (1.0, 2.0, 5.0) if short else (1.0,)
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs, numticks=7))
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
-                  title: str) -> dict[str, bytes]:
+                  title: str, xlabel: str = "block k") -> dict[str, bytes]:
     """One panel a title, one line a label, values against depth 0..K, log scale.
 
     >>> fig = curves_figure({"pre-LN": {"ReLU": [1, 2, 3], "tanh": [1, 1.5, 2]}}, "q")
@@ -130,13 +136,17 @@ def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=SIZE, squeeze=False)
         for ax, (panel, lines) in zip(axes[0], panels.items(), strict=True):
-            for color, (label, values) in zip(_LINES, lines.items(), strict=False):
+            every = []
+            for color, dash, (label, values) in zip(_LINES, ("-", "--", ":", "-."),
+                                                    lines.items(), strict=False):
                 ys = [float(v) for v in values]
-                ax.plot(range(len(ys)), ys, color=color, linewidth=1.6, label=label)
+                every += ys
+                ax.plot(range(len(ys)), ys, color=color, linestyle=dash, linewidth=1.6,
+                        label=label)
             ax.set_yscale("log")
-            _log_ticks(ax)
+            _log_ticks(ax, min(every), max(every))
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=5))
-            ax.set_xlabel("block k")
+            ax.set_xlabel(xlabel)
             ax.set_title(panel)
         axes[0][0].legend(fontsize=7, loc="upper left")
         fig.suptitle(title)
