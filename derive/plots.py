@@ -114,7 +114,7 @@ def _log_ticks(ax: Any, low: float | None = None, high: float | None = None) -> 
         exponent = math.floor(math.log10(value) + 1e-9) if value > 0 else 0
         return f"{value:g}" if -2 <= exponent <= 3 else f"$10^{{{exponent}}}$"
 
-    short = low is not None and high is not None and 0 < low and high / low < 1000
+    short = low is not None and high is not None and low > 0 and high / low < 1000
     subs = (1.0, 2.0, 5.0) if short else (1.0,)
     ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs, numticks=7))
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
