@@ -67,6 +67,8 @@ def number(value: object, digits: int = 4) -> str:
     if value.is_Rational and abs(value.p) < 1000 and value.q < 1000:
         return math(value)
     as_float = float(value)
+    if 10**4 <= abs(as_float) < 10**6:
+        return f"{as_float:.0f}"
     if as_float != 0 and (abs(as_float) >= 10**6 or abs(as_float) < 1e-3):
         mantissa, exponent = f"{as_float:.{digits - 1}e}".split("e")
         return f"${mantissa} \\cdot 10^{{{int(exponent)}}}$"

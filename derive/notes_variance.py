@@ -129,7 +129,6 @@ def _gain_derivation() -> Derivation:
     )
     return Derivation(
         "Gains of a branch at initialization", "variance/gains", steps=steps,
-        result=Step(G_, n * sw * dphi2),
         notes=("For ReLU, linear and leaky ReLU $g = G$ at every input moment: they are "
                "positively homogeneous. For tanh and GELU the gains depend on $s$; the "
                "table gives them at $s = 1$ ($\\gamma^2$, what the branch sees after LN).",))
@@ -220,6 +219,22 @@ def curves(norm: str, depth: int, direction: str) -> dict[str, list[float]]:
     return out
 
 
+def shifted_q1() -> float:
+    """q_1 of He + ReLU for x ~ N(1, 1): 2 + 2 E[relu(x)^2], not 2 q_0 = 4.
+
+    E[relu(x)^2] = (mu^2 + 1) Phi(mu) + mu phi(mu) for x ~ N(mu, 1).
+
+    >>> round(shifted_q1(), 2)
+    5.85
+    """
+    import math
+
+    mu = 1.0
+    cdf = 0.5 * (1 + math.erf(mu / math.sqrt(2)))
+    pdf = math.exp(-mu * mu / 2) / math.sqrt(2 * math.pi)
+    return (mu * mu + 1) + 2 * ((mu * mu + 1) * cdf + mu * pdf)
+
+
 def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Section:
     """The variance note for the chosen blocks (norm placements) and depths."""
     g_he = gains("he", "relu")[0]
@@ -241,7 +256,7 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
         f"Pre-LN adds a constant per block (${latex(pre.forward.closed_form.rhs)}$): LN hands "
         "the branch a second moment $\\gamma^2 = 1$ whatever $q_{k-1}$.",
         f"Post-LN keeps $q_k = \\gamma^2 = 1$, but the input's share of $q_K$ is "
-        f"${latex(2 ** -K)}$: each LN divides the skip path by $1 + g = 2$.",
+        f"${latex(2 ** -K)}$: each LN divides the skip path's second moment by $1 + g = 2$.",
         f"Gradients follow the backward gain $G$: with pre-LN $d_0/d_K \\propto K^{{G/g}}$, "
         f"linear for ReLU ($G = g$) but $K^{{{tanh_pre:.2f}}}$ for tanh and "
         f"$K^{{{gelu_pre:.2f}}}$ for GELU, whose $G$ exceeds $g$.",
@@ -293,7 +308,8 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
         assumptions=(
             "mean field: infinite width $n$; a pre-activation of second moment $s$ is "
             "$z \\sim N(0, s)$, so inputs are zero-mean Gaussian, not only of second moment "
-            "$q_0$ (with $x \\sim N(1, 1)$ He and ReLU give $q_1 = 6$, not 4)",
+            f"$q_0$ (with $x \\sim N(1, 1)$, $q_0 = 2$, He and ReLU give "
+            f"$q_1 \\approx {shifted_q1():.2f}$, not 4)",
             "weights i.i.d., zero mean, variance $2/(n_{in} + n_{out})$ (Xavier) or "
             "$2/n_{in}$ (He); biases zero",
             "He's ReLU form $2/n_{in}$ is used for leaky ReLU too; He et al.'s leaky-ReLU "
