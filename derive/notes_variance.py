@@ -89,13 +89,16 @@ def _form(recursion: Any) -> str:
 def growth(words: str) -> str:
     """The API's growth in the notes' words: ``power law, K^(1.18)`` -> ``$\\propto K^{1.18}$``.
 
+    A growth read off the iterated recursion (no closed form) is marked with a dagger.
+
     >>> growth("power law, K^(1.18)"), growth("linear (from the iteration, no closed form)")
-    ('$\\\\propto K^{1.18}$', 'linear (iterated)')
+    ('$\\\\propto K^{1.18}$', 'linear$^{\\\\dagger}$')
     """
     found = re.fullmatch(r"power law, K\^\(([0-9.]+)\)", words)
     if found:
         return f"$\\propto K^{{{found[1]}}}$"
-    return words.replace(" (from the iteration, no closed form)", " (iterated)")
+    words = words.replace("faster than linear, slower than exponential", "superlinear")
+    return words.replace(" (from the iteration, no closed form)", "$^{\\dagger}$")
 
 
 def _gain_derivation() -> Derivation:
@@ -160,7 +163,8 @@ def _block_table(norm: str, depths: tuple[int, ...]) -> Table:
                          *(number(a.forward.at(K)) for K in depths),
                          *(number(a.backward.at(K)) for K in depths)))
     return Table(
-        f"{BLOCK_TITLES[norm]}: $q_K$ and $d_0/d_K$ for $K \\ge 1$, $q_0 = 1$",
+        f"{BLOCK_TITLES[norm]}: $q_K$ and $d_0/d_K$ for $K \\ge 1$, $q_0 = 1$ (values "
+        "computed; $^{\\dagger}$ growth of the iterated recursion, which has no closed form)",
         ("activation", "init", "$q_K$", "$d_0/d_K$", *(f"$q_{{{K}}}$" for K in depths),
          *(f"$d_0/d_{{{K}}}$" for K in depths)), tuple(rows))
 
