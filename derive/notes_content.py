@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import sympy
+
 from derive.anki import Card
 from derive.notes_config import NotesOptions
 from derive.notes_parts import Section, card, number, with_links
@@ -50,9 +52,12 @@ class Content:
 
 
 def _residual_block() -> Section:
-    from derive.concepts import residual_block
+    from derive.concepts import p, residual_block, u
 
     rb = residual_block()
+    factor = sympy.Pow(1 - p, -1, evaluate=False)  # as the book writes it, checked:
+    if sympy.simplify(rb.steps[2].rhs / u**2 - factor) != 0:  # pragma: no cover
+        raise AssertionError("dropout's factor")
     return Section(
         "residual-block", "Residual block",
         key_results=(
@@ -69,16 +74,19 @@ def _residual_block() -> Section:
                  rb.steps[0]),
             card("residual-block/dropout",
                  "Inverted dropout with rate $p$: by what factor does it scale a unit's "
-                 "second moment?", "$1/(1 - p)$: a kept unit is divided by $1 - p$"),
+                 "second moment?",
+                 f"${latex(factor)}$: a kept unit is divided by $1 - p$"),
             card("residual-block/derivative",
                  "Derivative of $\\operatorname{RB}(x) = x + F(x)$ for a scalar $x$?",
                  f"${latex(rb.result.rhs)}$: the $1$ is the skip path")))
 
 
 def _layer_norm() -> Section:
-    from derive.concepts import layer_norm
+    from derive.concepts import layer_norm, sigma, width
 
     ln = layer_norm()
+    q = sympy.Symbol("q", positive=True)
+    wide = sympy.limit(ln.steps[-1].rhs, width, sympy.oo).subs(sigma, sympy.sqrt(q))
     return Section(
         "layer-norm", "Layer norm",
         key_results=(
@@ -104,7 +112,7 @@ def _layer_norm() -> Section:
             card("layer-norm/gradient",
                  "By what factor does LayerNorm scale a gradient's second moment, for a wide "
                  "zero-mean input of second moment $q$?",
-                 "$\\gamma^2/q$: its Jacobian is $(\\gamma/\\sigma) P$ and $\\sigma^2 = q$")))
+                 f"${latex(wide)}$: its Jacobian is $(\\gamma/\\sigma) P$ and $\\sigma^2 = q$")))
 
 
 def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
@@ -163,11 +171,12 @@ def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
                  "Post-LN: $q_k = E[h_k^2]$ after block $k \\ge 1$ (LN gain $\\gamma$)?",
                  f"${latex(pp.steps[4].rhs)}$: LN fixes it"),
             card("pre-vs-post-norm/gradient",
-                 "Pre-LN: the gradient ratio $d_0/d_K$ when the branch's backward gain $G$ "
-                 "equals its forward gain $g$?", pp.result),
+                 "Pre-LN, $d_k = E[(\\partial L/\\partial h_k)^2]$: the gradient ratio "
+                 "$d_0/d_K$ when the branch's backward gain $G$ equals its forward gain $g$?",
+                 pp.result),
             card("pre-vs-post-norm/gradient-power",
-                 "Pre-LN: how does $d_0/d_K$ grow with depth $K$ for forward gain $g$ and "
-                 "backward gain $G$?",
+                 "Pre-LN, $d_k = E[(\\partial L/\\partial h_k)^2]$: how does $d_0/d_K$ grow "
+                 "with depth $K$ for forward gain $g$ and backward gain $G$?",
                  "$\\propto K^{G/g}$: the log of the product is a harmonic sum")))
 
 

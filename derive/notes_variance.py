@@ -241,7 +241,11 @@ def shifted_q1() -> float:
 
 def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Section:
     """The variance note for the chosen blocks (norm placements) and depths."""
+    from derive.gaussian import gaussian_moment
+
     g_he = gains("he", "relu")[0]
+    s = sympy.Symbol("s", positive=True)
+    half = sympy.simplify(gaussian_moment("relu", s) / s)
     g_x = gains("xavier", "relu")[0]
     factor = sympy.Symbol("a", positive=True)
     (root,) = sympy.solve(factor**2 * (1 + g_he) - 1, factor)
@@ -274,7 +278,7 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
              "Why does He initialization double $q_k = E[h_k^2]$ at each residual block "
              "$h_k = h_{k-1} + W \\operatorname{relu}(h_{k-1})$?",
              f"The branch's gain is $g = n \\sigma_w^2 E[\\operatorname{{relu}}(z)^2]/s = "
-             f"n \\cdot (2/n) \\cdot (1/2) = {g_he}$: it adds a term of the same second "
+             f"n \\cdot (2/n) \\cdot {latex(half)} = {g_he}$: it adds a term of the same second "
              "moment, uncorrelated with the skip, so $q_k = 2 q_{k-1}$."),
         card("variance/scale-factor",
              "Which factor on the sum $h_{k-1} + f_k$ keeps $q_k = E[h_k^2]$ constant under "

@@ -63,7 +63,11 @@ def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: 
           style: str | None, names: tuple[str, ...], concepts: str | None, blocks: str | None,
           depths: str | None, config: str | None, pdf: bool, templates: str | None,
           force: bool) -> None:
-    """Write study notes built from the derivations under DIR (default output/)."""
+    """Write study notes built from the derivations under DIR (default output/).
+
+    Options left out are read from the [notes] table of DIR/derive.toml, else
+    ./derive.toml (same keys as the options), else their defaults.
+    """
     from derive.notes_config import options_of, resolve
     from derive.notes_writer import build
 
