@@ -216,6 +216,41 @@ def content(depth: int, options: NotesOptions | None = None) -> Content:
     return Content(depth, _sections(depth, options), options)
 
 
+def figure_specs(depth: int, options: NotesOptions | None = None,
+                 simulation: bool = True) -> dict[str, tuple]:
+    """What each figure draws: stem -> (plotting function's name, its arguments).
+
+    The data come from the derivations (and, unless ``simulation`` is False,
+    the simulation); drawing them is :func:`derive.plots.draw`.
+
+    >>> sorted(figure_specs(2))
+    ['gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
+    """
+    from derive.notes_variance import BLOCK_NAMES, curves, simulated
+    from derive.pathsum import path_lengths
+
+    options = NotesOptions() if options is None else options
+    chosen, deep = set(options.concepts), options.depth
+    specs: dict[str, tuple] = {}
+    if "gradient-paths" in chosen:
+        specs["path-lengths"] = ("path_length_figure", (
+            dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks"), {})
+    if "pre-vs-post-norm" in chosen:
+        specs["gradient-depth"] = ("curves_figure", (
+            {f"{BLOCK_NAMES[n]}: d₀/d_K": curves(n, deep, "backward") for n in ("pre", "post")},
+            "He initialization: gradient ratio against depth K"), {"xlabel": "depth K"})
+    if "variance" in chosen:
+        specs["signal-depth"] = ("curves_figure", (
+            {f"{BLOCK_NAMES[n]}: qₖ": curves(n, deep, "forward") for n in options.blocks},
+            "He initialization: second moment qₖ against depth"), {})
+    if "variance" in chosen and simulation:
+        derived, measured = simulated(options.blocks)[1]["he"]
+        specs["simulation-check"] = ("moments_figure", (
+            {n: tuple([float(v) for v in part] for part in pair) for n, pair in derived.items()},
+            "He initialization, ReLU", measured), {})
+    return specs
+
+
 @functools.cache
 def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[str, bytes]]:
     """The figures' bytes: stem -> {"png": ..., "pdf": ...}, for the sections chosen.
@@ -223,69 +258,67 @@ def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[s
     >>> sorted(figures(2))
     ['gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
     """
-    from derive.notes_variance import BLOCK_NAMES, curves, simulated
-    from derive.pathsum import path_lengths
-    from derive.plots import curves_figure, moments_figure, path_length_figure
+    from derive.plots import draw
 
-    options = NotesOptions() if options is None else options
-    chosen, deep = set(options.concepts), options.depth
-    images = {}
-    if "gradient-paths" in chosen:
-        images["path-lengths"] = path_length_figure(
-            dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks")
-    if "pre-vs-post-norm" in chosen:
-        images["gradient-depth"] = curves_figure(
-            {f"{BLOCK_NAMES[n]}: d₀/d_K": curves(n, deep, "backward") for n in ("pre", "post")},
-            "He initialization: gradient ratio against depth K", xlabel="depth K")
-    if "variance" in chosen:
-        images["signal-depth"] = curves_figure(
-            {f"{BLOCK_NAMES[n]}: qₖ": curves(n, deep, "forward") for n in options.blocks},
-            "He initialization: second moment qₖ against depth")
-        derived, measured = simulated(options.blocks)[1]["he"]
-        images["simulation-check"] = moments_figure(derived, "He initialization, ReLU",
-                                                    measured)
-    return images
+    return draw(figure_specs(depth, options))
 
 
 class PendingFigures:
     """Figures drawn in a second process while this one derives the content.
 
-    The figures need only NumPy, matplotlib and a few variance analyses, so
-    they are drawn on the machine's other core; :meth:`result` waits for them.
-    Where no second process can start, they are drawn here, on demand.
+    The second process starts at once: it simulates the networks of the
+    simulation check and draws that figure, then draws the others from the
+    data this process derives first; meanwhile this process derives the rest
+    on the other core. Where no second process can start, all is done here.
 
     >>> sorted(start_figures(2).result())[0]
     'gradient-depth'
     """
 
     def __init__(self, depth: int, options: NotesOptions) -> None:
-        self.depth, self.options, self.future, self.pool = depth, options, None, None
-        if (depth, options) in _DRAWN:
+        self.key, self.future, self.pool = (depth, options), None, None
+        if self.key in _DRAWN:
             return
         try:
             import concurrent.futures
             import multiprocessing
 
+            from derive.plots import warm
+
             self.pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            self.future = self.pool.submit(figures, depth, options)
+            self.pool.submit(warm)
         except (OSError, ImportError, NotImplementedError):  # pragma: no cover
             self.pool = None
+        if self.pool is None:  # pragma: no cover
+            _DRAWN[self.key] = figures(depth, options)
+            return
+        from derive.notes_variance import MEASURING, derived_profiles, simulation_check
+        from derive.plots import draw
+
+        self.check = None
+        if "variance" in options.concepts:
+            blocks = options.blocks
+            self.check = self.pool.submit(simulation_check, blocks, derived_profiles(blocks))
+            MEASURING[blocks] = lambda: self.check.result()[0]
+        self.future = self.pool.submit(draw, figure_specs(depth, options, simulation=False))
 
     def result(self) -> dict[str, dict[str, bytes]]:
         """The figures' bytes (stem -> {"png", "pdf"}), drawn here if the process failed."""
-        key = (self.depth, self.options)
         try:
             if self.future is not None:
-                _DRAWN[key] = self.future.result()
+                images = self.future.result()
+                if self.check is not None:
+                    images["simulation-check"] = self.check.result()[1]
+                _DRAWN[self.key] = dict(sorted(images.items()))
         except Exception:  # pragma: no cover (the worker died: draw the figures here)
             pass
         finally:
             if self.pool is not None:
                 self.pool.shutdown()
-        if key not in _DRAWN:  # pragma: no cover
-            _DRAWN[key] = figures(self.depth, self.options)
-        return _DRAWN[key]
+        if self.key not in _DRAWN:  # pragma: no cover
+            _DRAWN[self.key] = figures(*self.key)
+        return _DRAWN[self.key]
 
 
 #: Figures already drawn in this process, by (depth, options).
@@ -293,7 +326,7 @@ _DRAWN: dict[tuple[int, NotesOptions], dict[str, dict[str, bytes]]] = {}
 
 
 def start_figures(depth: int, options: NotesOptions | None = None) -> PendingFigures:
-    """Start drawing the figures in a second process; ``.result()`` gives their bytes."""
+    """Derive the figures' data, and draw them in a second process; ``.result()`` waits."""
     return PendingFigures(depth, NotesOptions() if options is None else options)
 
 

@@ -170,21 +170,55 @@ def _block_table(norm: str, depths: tuple[int, ...]) -> Table:
 
 
 @functools.cache
-def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
-    """Derived against simulated values (He, ReLU), and the profiles drawn."""
+def measure(blocks: tuple[str, ...]) -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Simulated profiles (forward, backward) of He + ReLU networks, one pair a block."""
     from derive.simulation import simulate
 
+    runs = {norm: simulate("he", "relu", norm, **SIM) for norm in blocks}
+    return {norm: (run.forward, run.backward) for norm, run in runs.items()}
+
+
+def derived_profiles(blocks: tuple[str, ...]) -> dict[str, tuple[list[float], list[float]]]:
+    """Derived profiles (forward, backward) of He + ReLU at the simulation's depth."""
+    depth = SIM["depth"]
+    return {norm: ([float(v) for v in _analysis("he", "relu", norm).forward.profile(depth)],
+                   [float(v) for v in _analysis("he", "relu", norm).backward.profile(depth)])
+            for norm in blocks}
+
+
+def simulation_check(blocks: tuple[str, ...], derived: dict) -> tuple[dict, dict[str, bytes]]:
+    """Simulate, and draw the derived profiles against the simulated ones (a second process).
+
+    >>> measured, figure = simulation_check(("pre",), derived_profiles(("pre",)))
+    >>> sorted(measured), figure["png"][:4]
+    (['pre'], b'\\x89PNG')
+    """
+    from derive.plots import moments_figure
+
+    measured = measure(blocks)
+    return measured, moments_figure(derived, "He initialization, ReLU", measured)
+
+
+#: Simulated profiles another process is measuring, by blocks: a callable that waits.
+MEASURING: dict[tuple[str, ...], Any] = {}
+
+
+@functools.cache
+def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
+    """Derived against simulated values (He, ReLU), and the profiles drawn."""
     depth = SIM["depth"]
     rows, profiles = [], {}
+    waiting = MEASURING.pop(blocks, None)
+    runs = waiting() if waiting is not None else measure(blocks)
     for init in ("he",):
         derived, measured = {}, {}
         for norm in blocks:
             a = _analysis(init, "relu", norm)
-            run = simulate(init, "relu", norm, **SIM)
             derived[norm] = (a.forward.profile(depth), a.backward.profile(depth))
-            measured[norm] = (run.forward, run.backward)
-            for direction, value, got in (("forward", a.forward.at(depth), run.forward[-1]),
-                                          ("backward", a.backward.at(depth), run.backward[0])):
+            measured[norm] = runs[norm]
+            run_forward, run_backward = runs[norm]
+            for direction, value, got in (("forward", a.forward.at(depth), run_forward[-1]),
+                                          ("backward", a.backward.at(depth), run_backward[0])):
                 error = abs(got - float(value)) / abs(float(value))
                 rows.append((f"{INIT_NAMES[init]}, ReLU, {BLOCK_NAMES[norm]}", direction,
                              number(value), f"{got:.4g}", f"{error:.1%}",

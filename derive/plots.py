@@ -156,6 +156,22 @@ def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
     return out
 
 
+def warm() -> None:
+    """Import matplotlib (a second process does this while the first derives the data)."""
+    _pyplot()
+
+
+def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, bytes]]:
+    """Draw figures: stem -> (name of a figure function here, args, kwargs) -> their bytes.
+
+    >>> sorted(draw({"p": ("path_length_figure", ({0: 1, 1: 1},), {})})["p"])
+    ['pdf', 'png']
+    """
+    makers = {"moments_figure": moments_figure, "curves_figure": curves_figure,
+              "path_length_figure": path_length_figure}
+    return {stem: makers[name](*args, **kwargs) for stem, (name, args, kwargs) in specs.items()}
+
+
 def path_length_figure(counts: Mapping[int, int], title: str = "") -> dict[str, bytes]:
     """Bar chart of the number of paths of each length (Jacobians on the path).
 
