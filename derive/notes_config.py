@@ -54,6 +54,8 @@ STYLES = {
 #: The largest depth the notes tabulate (each value is derived, so it costs time).
 MAX_DEPTH = 200
 FILE_NAME = "derive.toml"
+#: What ``format`` may name (as ``derive notes --format``).
+FORMATS = ("latex", "markdown", "obsidian", "anki", "all")
 KEYS = ("format", "depth", "tags", "deck", "style", "names", "concepts", "blocks", "depths")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_:./-]*")
 _BAD_NAME = re.compile(r'[\\/:*?"<>|#^\[\]\n\r\t]')
@@ -306,6 +308,15 @@ def resolve(given: Mapping[str, object], out: str | Path,
             NotesOptions.of(**{k: v for k, v in from_file.items() if k not in ("format", "depth")})
         except DeriveError as err:
             raise DeriveError(f"{path}: notes.{err}") from None
+        formats = from_file.get("format", "all")
+        chosen = [formats] if isinstance(formats, str) else formats
+        if not isinstance(chosen, list) or not chosen or any(f not in FORMATS for f in chosen):
+            raise DeriveError(f"{path}: notes.format = {formats!r} is not allowed: choose "
+                              f"among {', '.join(FORMATS)}")
+        depth = from_file.get("depth", 4)
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 10:
+            raise DeriveError(f"{path}: notes.depth = {depth!r} is not allowed: an integer "
+                              "from 1 to 10")
     return merged, path
 
 

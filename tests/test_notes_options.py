@@ -131,6 +131,8 @@ def test_project_file_in_the_current_folder(tmp_path, monkeypatch):
     ('[notes]\nblocks = ["x + F(x)/2"]\n', "unknown block 'x + F(x)/2': choose among none"),
     ('[notes.names]\nvariance = "a/b"\n', "names.variance: 'a/b' is not a note name"),
     ('[notes]\ndeck = ""\n', "notes.deck must be one line of text"),
+    ('[notes]\nformat = "pdf"\n', "notes.format = 'pdf' is not allowed: choose among latex"),
+    ('[notes]\ndepth = 11\n', "notes.depth = 11 is not allowed: an integer from 1 to 10"),
     ("[notes\n", "not valid TOML"),
     ('[other]\nx = 1\n', "unknown table or key 'other'"),
 ])
