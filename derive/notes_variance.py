@@ -277,7 +277,7 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
     """The variance note for the chosen blocks (norm placements) and depths."""
     from derive.gaussian import gaussian_moment
 
-    g_he = gains("he", "relu")[0]
+    g_he, G_relu = gains("he", "relu")
     s = sympy.Symbol("s", positive=True)
     half = sympy.simplify(gaussian_moment("relu", s) / s)
     g_x = gains("xavier", "relu")[0]
@@ -317,7 +317,8 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
         card("variance/scale-factor",
              "Which factor on the sum $h_{k-1} + f_k$ keeps $q_k = E[h_k^2]$ constant under "
              "He init with ReLU?",
-             f"${latex(scale)}$: $(1 + g) q_{{k-1}}/2 = q_{{k-1}}$ with $g = {g_he}$."),
+             f"${latex(scale)}$: $(1 + g) q_{{k-1}}/{1 + g_he} = q_{{k-1}}$ with "
+             f"$g = {g_he}$."),
         card("variance/xavier-relu",
              "Without norm, Xavier init and ReLU: how does $q_K = E[h_K^2]$ grow with the "
              "number of blocks $K$?",
@@ -341,7 +342,8 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
         card("variance/post-ln-gradient",
              "Post-LN: by what factor does the gradient's second moment change per block, in "
              "the branch's forward gain $g$ and backward gain $G$?",
-             f"$(1 + G)/(1 + g)$: 1 for ReLU; {float((1 + Gt) / (1 + gt)):.3f} for tanh "
+             f"$(1 + G)/(1 + g)$: {latex((1 + G_relu) / (1 + g_he))} for ReLU; "
+             f"{float((1 + Gt) / (1 + gt)):.3f} for tanh "
              f"under He init ($d_0/d_{{10}} = {float(tanh_post.backward.at(10)):.3g}$)."),
     )
     return Section(
