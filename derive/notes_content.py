@@ -276,7 +276,10 @@ class PendingFigures:
     """
 
     def __init__(self, depth: int, options: NotesOptions) -> None:
-        self.key, self.future, self.pool = (depth, options), None, None
+        self.key, self.options = (depth, options), options
+        self.future: Any = None
+        self.check: Any = None
+        self.pool: Any = None
         if self.key in _DRAWN:
             return
         try:
@@ -296,12 +299,20 @@ class PendingFigures:
         from derive.notes_variance import MEASURING, derived_profiles, simulation_check
         from derive.plots import draw
 
-        self.check = None
         if "variance" in options.concepts:
             blocks = options.blocks
             self.check = self.pool.submit(simulation_check, blocks, derived_profiles(blocks))
-            MEASURING[blocks] = lambda: self.check.result()[0]
+            MEASURING[blocks] = self._measured
         self.future = self.pool.submit(draw, figure_specs(depth, options, simulation=False))
+
+    def _measured(self) -> dict:
+        """The simulated profiles from the second process, or measured here if it failed."""
+        from derive.notes_variance import measure
+
+        try:
+            return self.check.result()[0]
+        except Exception:  # pragma: no cover (the worker died)
+            return measure(self.options.blocks)
 
     def result(self) -> dict[str, dict[str, bytes]]:
         """The figures' bytes (stem -> {"png", "pdf"}), drawn here if the process failed."""
