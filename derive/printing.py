@@ -140,6 +140,18 @@ class _Text(StrPrinter):
     def _print_Pi(self, expr):
         return "π"
 
+    def _print_Equality(self, expr):
+        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
+    def _print_Piecewise(self, expr):
+        parts = []
+        for value, condition in expr.args:
+            if condition == sympy.true:
+                parts.append(f"else {self._print(value)}")
+            else:
+                parts.append(f"{self._print(value)} if {self._print(condition)}")
+        return ", ".join(parts)
+
     def _print_gamma(self, expr):
         return f"Γ({self._print(expr.args[0])})"
 
@@ -165,5 +177,7 @@ def text(expr: object) -> str:
     >>> m, L = sympy.symbols("m L")
     >>> text(sympy.Sum(sympy.binomial(m, L), (L, 0, m)))
     'Σ[L=0..m] C(m, L)'
+    >>> text(sympy.Piecewise((q(0), sympy.Eq(K, 0)), (1, True)))
+    'q₀ if K = 0, else 1'
     """
     return _Text().doprint(sympy.sympify(expr))

@@ -141,3 +141,12 @@ def test_why_cards_carry_computed_numbers(out):
     assert float(slope) == pytest.approx(exponent, rel=0.05)
     paths = {c.key: c for c in parse_plugin_notes(_notes(out)["Gradient paths"])}
     assert paths["gradient-paths/through-f1"].fields["Back"].startswith("8:")
+
+
+@pytest.mark.parametrize("activation, norm", [("relu", "post"), ("tanh", "pre"),
+                                              ("gelu", "post"), ("leaky_relu", "none")])
+def test_text_output_has_no_raw_sympy(activation, norm):
+    from derive.rendering import render
+
+    out = render(derive.variance("he", activation, norm), "text")
+    assert "**" not in out and "Piecewise(" not in out and "Eq(" not in out
