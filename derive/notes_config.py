@@ -29,7 +29,7 @@ one line that names the key and what is allowed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -328,12 +328,3 @@ def options_of(values: Mapping[str, object]) -> NotesOptions:
     """
     return NotesOptions.of(**{k: v for k, v in values.items() if k not in ("format", "depth")})
 
-
-def every(values: Iterable[str]) -> str:
-    """``a, b and c``: a list for a sentence.
-
-    >>> every(["none", "pre", "post"])
-    'none, pre and post'
-    """
-    items = list(values)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -89,7 +89,11 @@ def readable(expr: sympy.Expr) -> sympy.Expr:
 
 
 def card(key: str, front: str, back: str | Step | sympy.Expr, **kwargs: object) -> Card:
-    """A card whose back is prose, a Step or an expression (shown as math)."""
+    """A card whose back is prose, a Step or an expression (shown as math).
+
+    >>> card("demo/x", "Square of $x$?", sympy.Symbol("x") ** 2).back
+    '$x^{2}$'
+    """
     if isinstance(back, Step):
         back = f"${back.latex()}$"
     elif not isinstance(back, str):
@@ -124,7 +128,12 @@ def resolve_links(prose: str, name: Callable[[str], str | None]) -> str:
 
 
 def with_links(section: Section, name: Callable[[str], str | None]) -> Section:
-    """The section with every link in its prose resolved, and its link list named."""
+    """The section with every link in its prose resolved, and its link list named.
+
+    >>> s = Section("a", "A", ("see [[b|B]]",), (), links=("b",))
+    >>> with_links(s, {"b": "Note B"}.get).key_results, with_links(s, {}.get).links
+    (('see [[Note B|B]]',), ())
+    """
     fix = lambda items: tuple(resolve_links(p, name) for p in items)  # noqa: E731
     links = tuple(n for n in (name(key) for key in section.links) if n is not None)
     return replace(section, key_results=fix(section.key_results), intro=fix(section.intro),

@@ -171,7 +171,11 @@ def _block_table(norm: str, depths: tuple[int, ...]) -> Table:
 
 @functools.cache
 def measure(blocks: tuple[str, ...]) -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
-    """Simulated profiles (forward, backward) of He + ReLU networks, one pair a block."""
+    """Simulated profiles (forward, backward) of He + ReLU networks, one pair a block.
+
+    >>> [round(v) for v in measure(("none",))["none"][0]][:4]
+    [1, 2, 4, 8]
+    """
     from derive.simulation import simulate
 
     runs = {norm: simulate("he", "relu", norm, **SIM) for norm in blocks}
@@ -179,7 +183,11 @@ def measure(blocks: tuple[str, ...]) -> dict[str, tuple[tuple[float, ...], tuple
 
 
 def derived_profiles(blocks: tuple[str, ...]) -> dict[str, tuple[list[float], list[float]]]:
-    """Derived profiles (forward, backward) of He + ReLU at the simulation's depth."""
+    """Derived profiles (forward, backward) of He + ReLU at the simulation's depth.
+
+    >>> derived_profiles(("pre",))["pre"][0]
+    [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    """
     depth = SIM["depth"]
     return {norm: ([float(v) for v in _analysis("he", "relu", norm).forward.profile(depth)],
                    [float(v) for v in _analysis("he", "relu", norm).backward.profile(depth)])
@@ -205,7 +213,11 @@ MEASURING: dict[tuple[str, ...], Any] = {}
 
 @functools.cache
 def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
-    """Derived against simulated values (He, ReLU), and the profiles drawn."""
+    """Derived against simulated values (He, ReLU), and the profiles drawn.
+
+    >>> simulated(("post",))[0].rows[0][:3]
+    ('He, ReLU, post-LN', 'forward', '$1$')
+    """
     depth = SIM["depth"]
     rows, profiles = [], {}
     waiting = MEASURING.pop(blocks, None)
@@ -246,7 +258,11 @@ def _gradient_curve(analysis: Any, depth: int) -> list[float]:
 
 
 def curves(norm: str, depth: int, direction: str) -> dict[str, list[float]]:
-    """He init: q_k (forward) or d_0/d_k (backward) for k = 0..depth, one list an activation."""
+    """He init: q_k (forward) or d_0/d_k (backward) for k = 0..depth, one list an activation.
+
+    >>> curves("pre", 3, "backward")["ReLU"]
+    [1.0, 2.0, 3.0, 4.0]
+    """
     out = {}
     for activation in CURVES:
         a = _analysis("he", activation, norm)
@@ -274,7 +290,11 @@ def shifted_q1() -> float:
 
 
 def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Section:
-    """The variance note for the chosen blocks (norm placements) and depths."""
+    """The variance note for the chosen blocks (norm placements) and depths.
+
+    >>> [t.caption[:6] for t in variance_section(("pre",), (10,)).tables]
+    ['Forwar', 'Pre-LN', 'Derive']
+    """
     from derive.gaussian import gaussian_moment
 
     g_he, G_relu = gains("he", "relu")
