@@ -246,8 +246,11 @@ def find_config(out: str | Path, cwd: str | Path | None = None) -> Path | None:
     """
     for folder in (Path(out), Path.cwd() if cwd is None else Path(cwd)):
         candidate = folder / FILE_NAME
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name the file system cannot hold: the output check says so
+            continue
     return None
 
 

@@ -70,8 +70,10 @@ def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: 
     """
     from derive.notes_config import options_of, resolve
     from derive.notes_writer import build
+    from derive.output_folder import check_output_folder
 
     start = time.perf_counter()
+    check_output_folder(out)
     given = {"format": fmt, "depth": depth, "tags": tags, "deck": deck, "style": style,
              "names": _names(names), "concepts": concepts, "blocks": blocks, "depths": depths}
     values, found = resolve(given, out, config)
