@@ -42,6 +42,7 @@ CONCEPTS = {
     "pre-vs-post-norm": "Pre vs post norm",
     "gradient-paths": "Gradient paths",
     "variance": "Variance under initialization",
+    "block-variants": "Residual block variants",
 }
 #: The norm placements a block can have, and the block each one writes.
 BLOCKS = {"none": "x + F(x)", "pre": "x + F(LN(x))", "post": "LN(x + F(x))"}

@@ -183,6 +183,7 @@ def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
 def _sections(depth: int, options: NotesOptions) -> tuple[Section, ...]:
     from derive.notes_paths import paths_section
     from derive.notes_variance import variance_section
+    from derive.notes_variants import variants_section
 
     makers = {
         "residual-block": _residual_block,
@@ -190,6 +191,7 @@ def _sections(depth: int, options: NotesOptions) -> tuple[Section, ...]:
         "pre-vs-post-norm": lambda: _pre_vs_post(options.blocks, options.depths[0]),
         "gradient-paths": lambda: paths_section(depth),
         "variance": lambda: variance_section(options.blocks, options.depths),
+        "block-variants": variants_section,
     }
     chosen = set(options.concepts)
 
@@ -243,6 +245,11 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
         specs["signal-depth"] = ("curves_figure", (
             {f"{BLOCK_NAMES[n]}: qₖ": curves(n, deep, "forward") for n in options.blocks},
             "He initialization: second moment qₖ against depth"), {})
+    if "block-variants" in chosen:
+        from derive.notes_variants import profiles
+
+        specs["block-variants"] = ("variants_figure", (
+            profiles(), "He initialization, ReLU: every preset"), {})
     if "variance" in chosen and simulation:
         derived, measured = simulated(options.blocks)[1]["he"]
         specs["simulation-check"] = ("moments_figure", (

@@ -168,7 +168,7 @@ def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, by
     ['pdf', 'png']
     """
     makers = {"moments_figure": moments_figure, "curves_figure": curves_figure,
-              "path_length_figure": path_length_figure}
+              "path_length_figure": path_length_figure, "variants_figure": variants_figure}
     return {stem: makers[name](*args, **kwargs) for stem, (name, args, kwargs) in specs.items()}
 
 
@@ -226,7 +226,7 @@ def variants_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]
                         linestyle=styles[i % len(styles)], linewidth=1.3, label=name)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             ax.set_xlabel("block k")
             ax.set_title(label)
         axes[1].legend(fontsize=6.5, loc="upper left", ncol=2)
