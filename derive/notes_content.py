@@ -8,9 +8,9 @@ the concepts, blocks and depths, the note names (and wikilink targets), the
 cards' tags and style. The templates only lay it out.
 
 >>> data = content(2)
->>> [s.key for s in data.sections]
-['residual-block', 'layer-norm', 'pre-vs-post-norm', 'gradient-paths', 'variance']
->>> [s.title for s in content(2, NotesOptions.of(names={"variance": "nn variance"})).sections][-1]
+>>> [s.key for s in data.sections][-3:]
+['gradient-paths', 'variance', 'block-variants']
+>>> [s.title for s in content(2, NotesOptions.of(names={"variance": "nn variance"})).sections][-2]
 'nn variance'
 """
 
@@ -226,7 +226,7 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
     the simulation); drawing them is :func:`derive.plots.draw`.
 
     >>> sorted(figure_specs(2))
-    ['gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
+    ['block-variants', 'gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
     """
     from derive.notes_variance import BLOCK_NAMES, curves, simulated
     from derive.pathsum import path_lengths
@@ -263,7 +263,7 @@ def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[s
     """The figures' bytes: stem -> {"png": ..., "pdf": ...}, for the sections chosen.
 
     >>> sorted(figures(2))
-    ['gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
+    ['block-variants', 'gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
     """
     from derive.plots import draw
 
@@ -279,7 +279,7 @@ class PendingFigures:
     on the other core. Where no second process can start, all is done here.
 
     >>> sorted(start_figures(2).result())[0]
-    'gradient-depth'
+    'block-variants'
     """
 
     def __init__(self, depth: int, options: NotesOptions) -> None:

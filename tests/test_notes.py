@@ -19,7 +19,7 @@ from derive.errors import DeriveError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTE_NAMES = ("Gradient paths", "Layer norm", "Pre vs post norm", "Residual block",
-              "Variance under initialization")
+              "Residual block variants", "Variance under initialization")
 
 
 @pytest.fixture(scope="module")
