@@ -48,7 +48,9 @@ _RESERVED_STARTS = (
     "START", "END", "Front:", "Back:", "Tags:", "TARGET DECK", "FILE TAGS",
     "DELETE", "FROZEN", "<!-- card:", "<!-- derive:",
 )
-_FIELDS = {"Basic": ("Front", "Back")}
+#: The note types (card styles) and their fields, as the plugin and Anki name them.
+_FIELDS = {"Basic": ("Front", "Back"), "Basic (and reversed card)": ("Front", "Back"),
+           "Cloze": ("Text", "Back Extra")}
 _MATH_RE = re.compile(r"\\\$|\$\$(.+?)\$\$|\$([^$\n]*)\$|\$", re.S)
 _PRIME_RE = re.compile(r"('+)(?:\^(\{[^{}]*\}|\\[A-Za-z]+|[A-Za-z0-9]))?")
 
@@ -137,7 +139,10 @@ def _check_field(text: str, what: str) -> str:
 
 @dataclass(frozen=True)
 class Card:
-    """One Basic card: a stable key, a front and a back (Markdown, ``$`` math), tags.
+    """One card: a stable key, a front and a back (Markdown, ``$`` math), tags, a style.
+
+    ``style`` is the note type: ``Basic``, ``Basic (and reversed card)`` or
+    ``Cloze`` (the front, then the back as cloze deletion ``{{c1::...}}``).
 
     Tags always begin with ``derive`` and the topic (the key's first part).
     The math is fixed with :func:`fix_math`; lines the plugin would misread
@@ -163,9 +168,13 @@ class Card:
     front: str
     back: str
     tags: tuple[str, ...] = field(default=())
+    style: str = "Basic"
 
     def __post_init__(self) -> None:
         check_name(self.key)
+        if self.style not in _FIELDS:
+            raise DeriveError(f"card {self.key!r}: style {self.style!r} is not one of "
+                              f"{', '.join(_FIELDS)}")
         object.__setattr__(self, "front", _check_field(self.front, f"card {self.key!r} front"))
         object.__setattr__(self, "back", _check_field(self.back, f"card {self.key!r} back"))
         if isinstance(self.tags, str):
@@ -184,10 +193,26 @@ class Card:
     def block(self, note_id: int | None = None) -> str:
         """The card's key line and Obsidian_to_Anki block, LF-terminated."""
         id_line = "" if note_id is None else f"<!--ID: {int(note_id)}-->\n"
+        body = (f"{self.cloze_text}\n" if self.style == "Cloze"
+                else f"{self.front}\nBack:\n{self.back}\n")
         return (
-            f"<!-- card: {self.key} -->\nSTART\nBasic\n{self.front}\nBack:\n{self.back}\n"
+            f"<!-- card: {self.key} -->\nSTART\n{self.style}\n{body}"
             f"{_TAGS_PREFIX}{' '.join(self.tags)}\n{id_line}END\n"
         )
+
+    @property
+    def cloze_text(self) -> str:
+        """The front, then the back as cloze deletion (``}}`` inside spaced apart).
+
+        >>> Card("a/x", "Which?", "$x_{a_{1}}$", style="Cloze").cloze_text
+        'Which?\\n{{c1::$x_{a_{1} }$}}'
+        """
+        back = self.back
+        while "}}" in back:
+            back = back.replace("}}", "} }")
+        if back.endswith("}"):
+            back += " "
+        return f"{self.front}\n{{{{c1::{back}}}}}"
 
 
 def card_blocks(cards: Iterable[Card]) -> str:

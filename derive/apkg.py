@@ -54,7 +54,8 @@ def stable_id(name: str) -> int:
     return (1 << 30) + int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:15], 16) % (1 << 30)
 
 
-#: The note type id: fields Front and Back, one card (front -> back).
+#: The Basic note type's id: fields Front and Back, one card (front -> back). Cards of
+#: another style (:attr:`derive.anki.Card.style`) use a note type of their own.
 MODEL_ID = stable_id("derive/anki/model/basic")
 _CSS = ".card { font-family: sans-serif; font-size: 20px; text-align: left; }\n"
 _MATH_RE = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
@@ -112,22 +113,16 @@ def apkg_bytes(
         raise DeriveError(f"deck name must be one line of text, got {deck_name!r}")
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 315_532_800:
         raise DeriveError(f"timestamp must be whole seconds since 1980-01-01, got {timestamp!r}")
-    model = genanki.Model(
-        MODEL_ID,
-        "derive basic",
-        fields=[{"name": "Front"}, {"name": "Back"}],
-        templates=[{
-            "name": "Card 1",
-            "qfmt": "{{Front}}",
-            "afmt": '{{FrontSide}}<hr id="answer">{{Back}}',
-        }],
-        css=_CSS,
-    )
+    models: dict[str, genanki.Model] = {}
     deck = genanki.Deck(stable_id("derive/anki/deck/" + deck_name), deck_name)
     for card in cards:
+        if card.style not in models:
+            models[card.style] = _model(card.style)
+        fields = ([to_html(card.cloze_text), ""] if card.style == "Cloze"
+                  else [to_html(card.front), to_html(card.back)])
         deck.add_note(genanki.Note(
-            model=model,
-            fields=[to_html(card.front), to_html(card.back)],
+            model=models[card.style],
+            fields=fields,
             tags=list(card.tags),
             guid=genanki.guid_for(card.key),
         ))
@@ -141,6 +136,30 @@ def apkg_bytes(
     finally:
         conn.close()
     return _zip({"collection.anki2": collection, "media": b"{}"}, timestamp)
+
+
+def _model(style: str) -> object:
+    """The note type of a card style; Basic keeps :data:`MODEL_ID`, the others their own."""
+    import genanki
+
+    answer = '{{FrontSide}}<hr id="answer">{{Back}}'
+    if style == "Cloze":
+        return genanki.Model(
+            stable_id("derive/anki/model/cloze"), "derive cloze",
+            fields=[{"name": "Text"}, {"name": "Back Extra"}],
+            templates=[{"name": "Cloze", "qfmt": "{{cloze:Text}}",
+                        "afmt": "{{cloze:Text}}<br>{{Back Extra}}"}],
+            css=_CSS, model_type=genanki.Model.CLOZE)
+    templates = [{"name": "Card 1", "qfmt": "{{Front}}", "afmt": answer}]
+    if style == "Basic (and reversed card)":
+        templates.append({"name": "Card 2", "qfmt": "{{Back}}",
+                          "afmt": '{{FrontSide}}<hr id="answer">{{Front}}'})
+        return genanki.Model(stable_id("derive/anki/model/basic-reversed"),
+                             "derive basic and reversed", fields=[{"name": "Front"},
+                                                                  {"name": "Back"}],
+                             templates=templates, css=_CSS)
+    return genanki.Model(MODEL_ID, "derive basic", fields=[{"name": "Front"}, {"name": "Back"}],
+                         templates=templates, css=_CSS)
 
 
 def write_apkg(

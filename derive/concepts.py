@@ -3,10 +3,12 @@
 - :func:`residual_block`: RB(x) = x + Dropout(F(x)), its unrolled form and the
   identity path in its derivative;
 - :func:`layer_norm`: LN(x) = gamma (x - mu) / sigma + beta, whose output has
-  mean beta and second moment gamma^2 whatever the input's scale;
+  mean beta and second moment gamma^2 whatever the input's scale, and its
+  Jacobian (gamma/sigma) P, which every backward recursion through LN uses;
 - :func:`pre_vs_post`: the second-moment recursions of a stack without
-  normalization, with pre-norm and with post-norm, solved by ``rsolve`` and
-  ``product``: exponential growth, linear growth, and the gamma^2 fixed point.
+  normalization, with pre-norm and with post-norm, in the branch's forward
+  gain g and backward gain G: exponential growth, linear growth (a power law
+  K^(G/g) for the gradient), and the gamma^2 fixed point.
 
 >>> [d.key for d in concepts()]
 ['concept/residual-block', 'concept/layer-norm', 'concept/pre-vs-post-norm']
@@ -31,9 +33,8 @@ beta = sympy.Symbol("beta", real=True)
 width = sympy.Symbol("n", integer=True, positive=True)
 i = sympy.Symbol("i", integer=True)
 scale = sympy.Symbol("a", positive=True)
-#: Branch gain g (no norm: E[f_k^2] = g q_{k-1}) and pre-norm branch moment c.
+#: The branch's forward gain g: E[f_k^2] = g E[u_k^2] for its input u_k.
 g = sympy.Symbol("g", positive=True)
-c = sympy.Symbol("c", positive=True)
 mu, sigma = sympy.Symbol("mu", real=True), sympy.Symbol("sigma", positive=True)
 units = sympy.IndexedBase("x")
 
@@ -182,9 +183,26 @@ def residual_block(unrolled: int = 3) -> Derivation:
     )
 
 
+def _ln_jacobian_check(size: int = 3) -> None:
+    """SymPy's Jacobian of LN on ``size`` units equals (gamma/sigma)(I - 11^T/n - xhat xhat^T/n)."""
+    xs = sympy.symbols(f"x1:{size + 1}", real=True)
+    mean = sum(xs) / size
+    std = sympy.sqrt(sum((v - mean) ** 2 for v in xs) / size)
+    ln_map = sympy.Matrix([gamma * (v - mean) / std + beta for v in xs])
+    jac = ln_map.jacobian(sympy.Matrix(xs))
+    xhat = sympy.Matrix([(v - mean) / std for v in xs])
+    formula = gamma / std * (sympy.eye(size) - sympy.ones(size, size) / size
+                             - xhat * xhat.T / size)
+    point = dict(zip(xs, (sympy.Rational(3, 2), sympy.Integer(-1), sympy.Rational(1, 3)),
+                     strict=False))
+    gap = (jac - formula).subs(point).applyfunc(sympy.simplify)
+    if gap != sympy.zeros(size, size):  # pragma: no cover (the formula would be wrong)
+        raise AssertionError("LayerNorm Jacobian")
+
+
 @functools.cache
 def layer_norm() -> Derivation:
-    """LN(x) = gamma (x - mu)/sigma + beta: output mean beta, second moment gamma^2, scale-free.
+    """LN(x) = gamma (x - mu)/sigma + beta: its moments, scale invariance and its Jacobian.
 
     >>> layer_norm().result.rhs
     gamma**2
@@ -203,9 +221,21 @@ def layer_norm() -> Derivation:
     scaled = gamma * (scale * xi - scale * mu) / (scale * sigma) + beta
     if sympy.simplify(scaled - ln_i) != 0:  # pragma: no cover (a SymPy regression)
         raise AssertionError("layer norm is not scale invariant")
+    _ln_jacobian_check()
     # Shown with x_i, y_i and an averaging operator; computed above with Sum and Indexed.
     shown = {xi: sympy.Symbol("x_i", real=True)}
     y_i = sympy.Symbol("y_i", real=True)
+    from derive.notation import shown as show
+
+    j_ln = show("J_LN", "J_{\\mathrm{LN}}")
+    xhat, xhat_t = show("x̂", "\\hat{x}"), show("x̂ᵀ", "\\hat{x}^{T}")
+    ones, ones_t = show("1", "\\mathbf{1}"), show("1ᵀ", "\\mathbf{1}^{T}")
+    eye, projection = show("I", "I"), show("P", "P")
+    kept_share = show("E‖Pδ‖²/E‖δ‖²",
+                      "\\mathbb{E}\\lVert P\\delta \\rVert^{2} / "
+                      "\\mathbb{E}\\lVert \\delta \\rVert^{2}")
+    gradient_gain = show("d_in/d_out", "d_{\\mathrm{in}}/d_{\\mathrm{out}}")
+    kept = 1 - 2 / width
     steps = (
         Step(mu, UnitMean((mean_def * width).function.xreplace(shown)),
              "mean over the $n$ units of one example"),
@@ -220,6 +250,22 @@ def layer_norm() -> Derivation:
         Step(scaled.xreplace(shown), ln_i.xreplace(shown),
              "rescale the input $x \\to a x$ ($a > 0$): $\\mu$ and $\\sigma$ scale by $a$, "
              "the output does not change"),
+        Step(j_ln, gamma / sigma * (eye - ones * ones_t / width - xhat * xhat_t / width),
+             "differentiate $y_i$ in $x_j$ with $\\hat x = (x - \\mu)/\\sigma$: "
+             "$\\partial \\mu/\\partial x_j = 1/n$ and "
+             "$\\partial \\sigma/\\partial x_j = \\hat x_j/n$ give "
+             "$\\partial y_i/\\partial x_j = (\\gamma/\\sigma)(\\delta_{ij} - 1/n - "
+             "\\hat x_i \\hat x_j/n)$ (checked against the Jacobian of LN on three units)"),
+        Step(projection, eye - ones * ones_t / width - xhat * xhat_t / width,
+             "$\\mathbf{1}$ and $\\hat x$ are orthogonal, each of squared length $n$: $P$ "
+             "projects out two directions, so $J_{LN} = (\\gamma/\\sigma) P$ is symmetric"),
+        Step(kept_share, kept,
+             "a backward gradient $\\delta$ uncorrelated with $\\mathbf{1}$ and $\\hat x$ "
+             "keeps $n - 2$ of its $n$ directions"),
+        Step(gradient_gain, gamma**2 / sigma**2 * kept,
+             "so LN scales a gradient's second moment by $\\gamma^2/\\sigma^2$, that is by "
+             "$\\gamma^2/q$ at large width for a zero-mean input of second moment $q$ "
+             "(then $\\sigma^2 = q$)"),
     )
     return Derivation(
         title="Layer normalization",
@@ -227,63 +273,77 @@ def layer_norm() -> Derivation:
         assumptions=(
             "statistics over the $n$ units of one example (not over the batch)",
             "$\\sigma > 0$ (the small $\\epsilon$ added in practice is ignored)",
+            "Jacobians in numerator layout: $(J)_{ij} = \\partial y_i/\\partial x_j$ "
+            "(out $\\times$ in); a gradient flows back as $J^T \\delta$",
         ),
         steps=steps,
         result=steps[4],
         notes=(
             "Whatever the scale of its input, LN hands on a signal of second moment "
             "$\\gamma^2$: this is what pins post-norm activations and what keeps the "
-            "pre-norm branch's input at a fixed scale.",
+            "pre-norm branch's input at a fixed scale. Its Jacobian, derived here once, "
+            "is the factor $\\gamma^2/q$ in every backward recursion through a LayerNorm.",
         ),
     )
 
 
-def _solve(recurrence: sympy.Expr, start: sympy.Expr) -> sympy.Expr:
-    """Solve a first-order recurrence in q (zero form) with q(0) = start, at k = K."""
-    solution = sympy.rsolve(recurrence, q(k), {q(0): start})
-    return sympy.simplify(solution.subs(k, K))
+#: The branch's backward gain G (its forward gain is g): E[(J^T delta)^2] = G E[delta^2].
+G = sympy.Symbol("G", positive=True)
 
 
 @functools.cache
 def pre_vs_post() -> Derivation:
-    """Second moment and gradient through depth: no norm, pre-norm, post-norm.
+    """Signal and gradient through depth, no norm, pre-norm, post-norm, in the gains g and G.
 
-    >>> r = pre_vs_post()
-    >>> r.result.latex()
-    '\\\\frac{d_{0}}{d_{K}} = \\\\frac{K c + q_{0}}{q_{0}}'
+    >>> pre_vs_post().result.text()
+    'd₀/d_K = (K·g·γ² + q₀)/q₀'
     """
-    none_rec = q(k) - (1 + g) * q(k - 1)
-    pre_rec = q(k) - q(k - 1) - c
-    none_q, pre_q = _solve(none_rec, q0), _solve(pre_rec, q0)
-    # Backward: d_{k-1} = d_k (1 + g) without norm; d_k (1 + c/q_{k-1}) with pre-norm.
-    none_ratio = sympy.simplify(sympy.product(1 + g, (k, 1, K)))
-    pre_factor = 1 + c / pre_q.subs(K, k - 1)
-    pre_ratio = sympy.simplify(sympy.product(sympy.together(pre_factor), (k, 1, K)))
-    # Post-norm: each LN divides the identity path by the root of E[u_k^2] / gamma^2 = 1 + g.
+    gg = gamma**2
+    none_q = sympy.rsolve(q(k) - (1 + g) * q(k - 1), q(k), {q(0): q0}).subs(k, K)
+    pre_q = sympy.rsolve(q(k) - q(k - 1) - g * gg, q(k), {q(0): q0}).subs(k, K)
+    none_ratio = sympy.product(1 + G, (k, 1, K))
+    pre_factor = 1 + G * gg / pre_q.subs(K, k - 1)
+    equal = sympy.simplify(sympy.product(sympy.together(pre_factor.subs(G, g)), (k, 1, K)))
+    # Post-norm: from block 2 on the branch sees q = gamma^2, so each block multiplies by
+    # gamma^2 (1 + G) / ((1 + g) gamma^2); block 1 by gamma^2 (1 + G)/((1 + g) q_0).
+    post_ratio = sympy.powsimp(gg / q0 * sympy.product((1 + G) / (1 + g), (k, 1, K)))
     share = sympy.Function("s")
     post_share = sympy.rsolve(share(k) - share(k - 1) / (1 + g), share(k), {share(0): 1})
-    post_share = sympy.simplify(post_share.subs(k, K))
+    post_share = sympy.powsimp(post_share.subs(k, K))
     pre_share = sympy.simplify(q0 / pre_q)
     ratio = d(0) / d(K)
     steps = (
         Step(q(k), (1 + g) * q(k - 1),
              "no norm, $h_k = h_{k-1} + f_k(h_{k-1})$: the branch adds $g q_{k-1}$, "
-             "independent of the skip path"),
-        Step(q(K), none_q, "solved (rsolve): exponential growth"),
-        Step(q(k), q(k - 1) + c,
+             "uncorrelated with the skip path, and uncorrelated second moments add"),
+        Step(q(K), none_q, "a geometric recurrence: multiply the $K$ factors $1 + g$"),
+        Step(q(k), q(k - 1) + g * gg,
              "pre-norm, $h_k = h_{k-1} + f_k(\\text{LN}(h_{k-1}))$: the branch input has "
-             "second moment $\\gamma^2$, so the branch adds a constant $c$"),
-        Step(q(K), pre_q, "solved (rsolve): linear growth"),
-        Step(q(k), gamma**2,
+             "second moment $\\gamma^2$ whatever $q_{k-1}$, so every block adds $g \\gamma^2$"),
+        Step(q(K), pre_q, "an arithmetic recurrence: add the $K$ constant steps"),
+        Step(q(k), gg,
              "post-norm, $h_k = \\text{LN}(h_{k-1} + f_k(h_{k-1}))$: LN fixes the moment"),
-        Step(ratio, none_ratio, "no norm backward: $d_{k-1} = (1 + g) d_k$ per block, product"),
+        Step(ratio, none_ratio,
+             "no norm backward: $d_{k-1} = (1 + G) d_k$ per block (gradient independence: "
+             "the cross term vanishes)"),
         Step(ratio, sympy.Product(pre_factor, (k, 1, K)),
-             "pre-norm backward: the branch Jacobian through LN scales as "
-             "$\\gamma/\\sqrt{q_{k-1}}$, so $d_{k-1} = d_k (1 + c/q_{k-1})$"),
-        Step(ratio, pre_ratio, "the product telescopes (SymPy product)"),
+             "pre-norm backward: the branch path goes through LN, whose Jacobian scales "
+             "a gradient's second moment by $\\gamma^2/q_{k-1}$ (derived in the layer norm "
+             "note), so "
+             "$d_{k-1} = d_k (1 + G \\gamma^2/q_{k-1})$"),
+        Step(ratio, sympy.Symbol("K") ** (G / g), relation="\\propto",
+             reason="for large $K$: the logarithm of the product is about "
+                    "$\\sum_k G/(g k) \\approx (G/g) \\ln K$, a power law in $K$"),
+        Step(ratio, sympy.factor(equal),
+             "when $G = g$ (linear, ReLU, leaky ReLU, where $E[\\phi'(z)^2] s = E[\\phi(z)^2]$)"
+             " the product telescopes: linear growth"),
+        Step(ratio, post_ratio,
+             "post-norm backward: LN after the sum scales by $\\gamma^2/s_k$ with "
+             "$s_k = (1 + g) q_{k-1}$, and the sum passes $1 + G$, so $d_{k-1} = d_k "
+             "\\gamma^2 (1 + G)/((1 + g) q_{k-1})$ with $q_{k-1} = \\gamma^2$ after block 1"),
         Step(sympy.Symbol("s_K"), post_share,
-             "post-norm: share of the input $x$ in $q_K$; each LN divides the skip path "
-             "by $\\sqrt{1 + g}$"),
+             "post-norm: share of the input $x$ in $q_K$; each LN divides the skip path's "
+             "second moment by $1 + g$"),
         Step(sympy.Symbol("s_K"), pre_share,
              "pre-norm: the skip path carries $x$ untouched, its share is $q_0/q_K$"),
     )
@@ -291,21 +351,23 @@ def pre_vs_post() -> Derivation:
         title="Pre-norm against post-norm",
         key="concept/pre-vs-post-norm",
         assumptions=(
-            "mean field: infinite width, branch output independent of the skip path",
-            "no norm: the branch's second moment is $g$ times its input's; "
-            "pre-norm: a constant $c$ (its input is normalized)",
-            "$q_0 = \\mathbb{E}[x^2]$; $d_k$ is the second moment of the gradient at $h_k$",
+            "forward gain $g$: the branch's output has $g$ times its input's second "
+            "moment; backward gain $G$: the branch's Jacobian $J_k$ (numerator layout) "
+            "multiplies a gradient's second moment by $G$. Both at the moment the branch "
+            "sees: $\\gamma^2$ with pre-norm, and from block 2 on with post-norm",
+            "skip and branch uncorrelated (not independent); gradient independence backward",
+            "$q_0 = \\mathbb{E}[x^2]$ of a zero-mean input; $d_k$ is the second moment of "
+            "the gradient at $h_k$; $\\gamma$ the LayerNorm gain at initialization, a scalar",
         ),
         steps=steps,
-        result=Step(ratio, pre_ratio),
+        result=Step(ratio, sympy.factor(equal)),
         notes=(
-            f"Pre-norm keeps the signal: the identity path is never rescaled, the forward "
-            f"moment grows linearly (${latex(pre_q)}$) and the gradient ratio "
-            f"${latex(pre_ratio)}$ grows only linearly with depth, against "
-            f"${latex(none_ratio)}$ without normalization. Post-norm pins $q_k$ at the "
-            f"fixed point ${latex(gamma**2)}$ but shrinks the input's share to "
-            f"${latex(post_share)}$, geometric in depth: deep post-norm stacks lose the "
-            f"identity path and need warm-up to train.",
+            "Pre-norm keeps the identity path: the forward moment grows linearly, and the "
+            "gradient ratio grows as $K^{G/g}$: linearly only when $G = g$. With "
+            "$\\tanh$ or GELU, $G > g$ and the gradient grows faster than linearly. "
+            "Post-norm pins $q_k$ at $\\gamma^2$ and changes the gradient by "
+            "$(1 + G)/(1 + g)$ per block (constant only when $G = g$), but it shrinks the "
+            f"input's share of $q_K$ to ${latex(post_share)}$: the identity path is lost.",
         ),
     )
 

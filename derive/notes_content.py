@@ -1,63 +1,43 @@
-"""What the study notes hold: sections of derivations, tables, figures and Anki cards.
+"""What the study notes hold: one section a concept, its figures and its Anki cards.
 
-Everything here comes out of the derivations (:mod:`derive.concepts`,
-:mod:`derive.pathsum`, :mod:`derive.variance_analysis`) and the simulation
-(:mod:`derive.simulation`); the templates only lay it out.
+Each section opens with its key results (each with its reason), states its
+assumptions once, and holds derivations, tables, figures and cards, all made
+by the code: :mod:`derive.concepts`, :mod:`derive.notes_paths` and
+:mod:`derive.notes_variance`. :class:`derive.notes_config.NotesOptions` choose
+the concepts, blocks and depths, the note names (and wikilink targets), the
+cards' tags and style. The templates only lay it out.
 
 >>> data = content(2)
->>> [s.key for s in data.sections]
-['residual-block', 'layer-norm', 'pre-vs-post-norm', 'gradient-paths', 'variance']
+>>> [s.key for s in data.sections][-3:]
+['gradient-paths', 'variance', 'block-variants']
+>>> [s.title for s in content(2, NotesOptions.of(names={"variance": "nn variance"})).sections][-2]
+'nn variance'
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import sympy
 
 from derive.anki import Card
-from derive.derivation import Derivation, Step
+from derive.notes_config import NotesOptions
+from derive.notes_parts import Section, card, number, with_links
+from derive.notes_variance import SIM
 from derive.printing import latex
 from derive.rendering import Figure, Table
-
-#: Activations whose closed forms are compact enough for the summary table.
-#: The simulation shown beside the derived values: small, so the notes stay fast.
-SIM = {"depth": 6, "width": 256, "seeds": 4, "batch": 8}
-#: Relative error within which a simulated value counts as agreeing (finite width).
-TOLERANCE = 0.15
-TABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu")
-#: The depth at which the table of every activation gives values.
-TABLE_DEPTH = 10
-#: Said of a growth read off the iterated recursion rather than a closed form.
-ITERATED = " (from the iteration, no closed form)"
-INITS = ("xavier", "he")
-
-
-@dataclass(frozen=True)
-class Section:
-    """One concept: its derivations, tables, figures, prose, links and cards."""
-
-    key: str
-    title: str
-    intro: tuple[str, ...]
-    derivations: tuple[Derivation, ...]
-    tables: tuple[Table, ...] = ()
-    figures: tuple[Figure, ...] = ()
-    links: tuple[str, ...] = ()
-    cards: tuple[Card, ...] = ()
 
 
 @dataclass(frozen=True)
 class Content:
-    """All sections, the figures' bytes (stem -> {"png", "pdf"}) and the template context."""
+    """All sections and the options they were made with; figures come from :func:`figures`."""
 
     depth: int
     sections: tuple[Section, ...]
-    #: init -> (derived profiles by norm, simulated profiles by norm), for the figures
-    profiles: dict[str, Any] = field(default_factory=dict)
+    options: NotesOptions = field(default_factory=NotesOptions)
 
     @property
     def cards(self) -> list[Card]:
@@ -68,260 +48,304 @@ class Content:
     def context(self) -> dict[str, Any]:
         """The variables the notes templates see."""
         return {"title": "Deep residual networks: derived study notes", "depth": self.depth,
-                "sections": self.sections, "sim": _sim()}
+                "sections": self.sections, "sim": dict(SIM)}
 
 
-def _sim() -> dict[str, int]:
-    return dict(SIM)
+def _residual_block() -> Section:
+    from derive.concepts import p, residual_block, u
 
-
-class _Shown(sympy.Symbol):
-    """A symbol with its own LaTeX and text (display only, e.g. ``#paths``)."""
-
-    def __new__(cls, tex: str, plain: str) -> _Shown:
-        obj = super().__new__(cls, plain, commutative=False)
-        obj._tex = tex
-        return obj
-
-    def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, Any]]:
-        return (self._tex, self.name), {}
-
-    def _latex(self, printer: Any) -> str:
-        return self._tex
-
-    def _sympystr(self, printer: Any) -> str:
-        return self.name
-
-
-def _m(expr: object) -> str:
-    """Inline math of an expression, for prose and table cells."""
-    return f"${latex(expr)}$"
-
-
-def _late(expr: sympy.Expr) -> sympy.Expr:
-    """The value for K >= 1 of a closed form that is piecewise in K = 0."""
-    return expr.args[-1].expr if isinstance(expr, sympy.Piecewise) else expr
-
-
-def _card(key: str, front: str, step: Step | sympy.Expr) -> Card:
-    back = f"${step.latex()}$" if isinstance(step, Step) else _m(step)
-    return Card(key, front, back)
-
-
-@functools.cache
-def _concepts() -> tuple[Section, ...]:
-    from derive.concepts import layer_norm, pre_vs_post, residual_block
-
-    rb, ln, pp = residual_block(), layer_norm(), pre_vs_post()
-    return (
-        Section("residual-block", "Residual block", (
-            "A residual block adds a branch to an identity (skip) path; a stack of blocks "
-            "sums its gradient over [[Gradient paths|gradient paths]].",), (rb,),
-            links=("Gradient paths", "Pre vs post norm"),
-            cards=(_card("residual-block/definition", "Residual block with dropout?", rb.steps[0]),
-                   _card("residual-block/dropout", "Second moment after inverted dropout?",
-                         rb.steps[2]),
-                   _card("residual-block/derivative", "Derivative of a residual block?",
-                         rb.result))),
-        Section("layer-norm", "Layer norm", (
-            "Layer normalization fixes the scale of its output, whatever its input's; where "
-            "it sits is the subject of [[Pre vs post norm|pre- against post-norm]].",),
-            (ln,), links=("Pre vs post norm",),
-            cards=(_card("layer-norm/definition", "Layer norm of unit $i$?", ln.steps[2]),
-                   _card("layer-norm/moment", "Second moment of layer norm output ($\\beta = 0$)?",
-                         ln.result))),
-        Section("pre-vs-post-norm", "Pre vs post norm", (
-            "Where the norm sits decides how signal and gradient scale with depth; the "
-            "general recursions below are specialized in [[Variance under initialization]].",),
-            (pp,), figures=(Figure("moments-he-relu", "Derived (lines) and simulated (circles) "
-                                   "second moments, He initialization, ReLU."),),
-            links=("Layer norm", "Residual block", "Variance under initialization"),
-            cards=(_card("pre-vs-post-norm/none", "Forward moment $q_K$ without norm?",
-                         pp.steps[1]),
-                   _card("pre-vs-post-norm/pre", "Forward moment $q_K$ with pre-norm?",
-                         pp.steps[3]),
-                   _card("pre-vs-post-norm/post", "Forward moment $q_k$ with post-norm?",
-                         pp.steps[4]),
-                   _card("pre-vs-post-norm/gradient", "Gradient ratio with pre-norm?",
-                         pp.result))),
-    )
-
-
-def _paths(depth: int) -> Section:
-    from derive.pathsum import PathSum, count_paths, path_lengths
-
-    blocks, length = sympy.Symbol("N", integer=True, positive=True), sympy.Symbol("L")
-    block = sympy.Symbol("k", integer=True, positive=True)
-    total = sympy.summation(sympy.binomial(blocks, length), (length, 0, blocks))
-    at_depth = total.subs(blocks, depth)
-    if at_depth != count_paths(depth, "x"):  # pragma: no cover (two derivations disagree)
-        raise AssertionError("the path count disagrees with derive.paths")
-    paths_x = _Shown(r"\#\,\text{paths}(x \to y)", "#paths(x → y)")
-    factors = sympy.Product(_Shown("I", "I") + _Shown("J_{k}", "Jₖ"), (block, 1, blocks))
-    count = Derivation(
-        "Input-to-output paths", "paths/input-output",
-        ("$N$ residual blocks, $J_k$ the Jacobian of block $k$",),
-        (Step(_Shown(r"\partial y/\partial x", "∂y/∂x"), factors,
-              "chain rule: one factor (identity plus Jacobian) per block, later blocks on "
-              "the left"),
-         Step(paths_x, sympy.Sum(sympy.binomial(blocks, length), (length, 0, blocks)),
-              "choose which $L$ of the $N$ blocks the path passes through"),
-         Step(paths_x, total, "binomial theorem (SymPy summation)"),
-         Step(paths_x, at_depth, f"at $N = {depth}$")),
-        Step(paths_x, total))
-    grad = PathSum(depth, 1, notation="udl")
-    lengths_x, lengths_1 = path_lengths(depth, "x"), path_lengths(depth, 1)
-    table = Table(
-        f"Paths by length (number of Jacobians on the path), {depth} blocks",
-        ("length $L$", "$\\partial y/\\partial x$", "$\\partial y/\\partial f_1$"),
-        tuple((str(j), str(lengths_x[j]), str(lengths_1.get(j, 0))) for j in sorted(lengths_x)))
+    rb = residual_block()
+    factor = sympy.Pow(1 - p, -1, evaluate=False)  # as the book writes it, checked:
+    if sympy.simplify(rb.steps[2].rhs / u**2 - factor) != 0:  # pragma: no cover
+        raise AssertionError("dropout's factor")
     return Section(
-        "gradient-paths", "Gradient paths", (
-            f"The derivative of the output of {depth} stacked "
-            f"[[Residual block|residual blocks]] expands into a sum over paths: "
-            f"${count_paths(depth, 1)}$ terms for $\\partial y/\\partial f_1$ "
-            f"and ${count_paths(depth, 'x')}$ for $\\partial y/\\partial x$.",),
-        (grad.derivation, count), tables=(table,),
-        figures=(Figure("path-lengths", f"How many of the {count_paths(depth, 'x')} paths "
-                        f"from input to output pass through $L$ of the {depth} blocks."),),
-        links=("Residual block", "Variance under initialization"),
-        cards=(Card(f"gradient-paths/terms-{depth}",
-                    f"Terms of $\\partial y/\\partial f_1$ for {depth} blocks (book order)?",
-                    f"${grad.latex()}$"),
-               _card("gradient-paths/count", "Number of input-to-output paths for $N$ blocks?",
-                     total)))
+        "residual-block", "Residual block",
+        key_results=(
+            "$\\operatorname{RB}(x) = x + F(x)$ has derivative $1 + F'(x)$: the skip path's "
+            "$1$ reaches every earlier block, whatever the branch does.",
+            "Inverted dropout scales a branch's second moment by $1/(1 - p)$ and keeps its "
+            "mean: it keeps a unit with probability $1 - p$ and divides it by $1 - p$.",
+            "A stack of blocks sums its gradient over [[gradient-paths|gradient paths]].",
+        ),
+        derivations=(rb,), links=("gradient-paths", "pre-vs-post-norm"),
+        cards=(
+            card("residual-block/definition",
+                 "Residual block with dropout on the branch $F$: $\\operatorname{RB}(x) = ?$",
+                 rb.steps[0]),
+            card("residual-block/dropout",
+                 "Inverted dropout with rate $p$: by what factor does it scale a unit's "
+                 "second moment?",
+                 f"${latex(factor)}$: a kept unit is divided by $1 - p$"),
+            card("residual-block/derivative",
+                 "Derivative of $\\operatorname{RB}(x) = x + F(x)$ for a scalar $x$?",
+                 f"${latex(rb.result.rhs)}$: the $1$ is the skip path")))
 
 
-def _value(value: sympy.Expr) -> str:
-    return _m(value) if value.is_Integer else f"{float(value):.4g}"
+def _layer_norm() -> Section:
+    from derive.concepts import layer_norm, sigma, width
+
+    ln = layer_norm()
+    q = sympy.Symbol("q", positive=True)
+    wide = sympy.limit(ln.steps[-1].rhs, width, sympy.oo).subs(sigma, sympy.sqrt(q))
+    return Section(
+        "layer-norm", "Layer norm",
+        key_results=(
+            "$\\operatorname{LN}$ output has second moment $\\gamma^2$ ($\\beta = 0$) whatever "
+            "its input's scale: it divides by $\\sigma$.",
+            "Its Jacobian is $(\\gamma/\\sigma) P$, $P$ a projection that removes two "
+            "directions, so it scales a gradient's second moment by $\\gamma^2/q$ for a wide "
+            "zero-mean input of second moment $q$: every backward recursion through LN uses "
+            "this factor.",
+            "Where it sits is the subject of [[pre-vs-post-norm|pre- against post-norm]].",
+        ),
+        derivations=(ln,), links=("pre-vs-post-norm",),
+        cards=(
+            card("layer-norm/definition",
+                 "LayerNorm of unit $i$, with mean $\\mu$ and standard deviation $\\sigma$ "
+                 "over the $n$ units, gain $\\gamma$, shift $\\beta$?", ln.steps[2]),
+            card("layer-norm/moment",
+                 "Second moment of the LayerNorm output ($\\beta = 0$, gain $\\gamma$), for an "
+                 "input of any scale?", f"${latex(ln.result.rhs)}$: LN divides by $\\sigma$"),
+            card("layer-norm/jacobian",
+                 "Jacobian of LayerNorm over $n$ units, with $\\hat x = (x - \\mu)/\\sigma$?",
+                 f"${latex(ln.steps[6].rhs)}$"),
+            card("layer-norm/gradient",
+                 "By what factor does LayerNorm scale a gradient's second moment, for a wide "
+                 "zero-mean input of second moment $q$?",
+                 f"${latex(wide)}$: its Jacobian is $(\\gamma/\\sigma) P$ and $\\sigma^2 = q$")))
 
 
-@functools.cache
-def _variance() -> tuple[Section, dict[str, Any]]:
-    from derive.model import NORMS
-    from derive.simulation import simulate
+def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
+    from derive.choices import ACTIVATIONS
+    from derive.concepts import pre_vs_post
+    from derive.notes_variance import ACTIVATION_NAMES, gains, growth, power_law_exponent
     from derive.variance_analysis import variance
 
-    sim = _sim()
-    derivations: list[Derivation] = []
-    cards: list[Card] = []
-    closed_rows, sim_rows = [], []
-    profiles: dict[str, Any] = {}
-    for init in INITS:
-        for norm in NORMS:
-            analysis = variance(init, "relu", norm)
-            derivations += [analysis.forward.derivation, analysis.backward.derivation]
-            for r, what in ((analysis.forward, "q_K"), (analysis.backward, "d_0/d_K")):
-                if r.closed_form is not None:
-                    cards.append(_card(f"variance/{init}-relu-{norm}-{r.direction}",
-                                       f"${what}$ under {init} init, ReLU, norm {norm}?",
-                                       r.closed_form))
-    for activation in TABLE_ACTIVATIONS:
-        for init in INITS:
-            for norm in NORMS:
-                a = variance(init, activation, norm)
-                f, b = a.forward.closed_form, a.backward.closed_form
-                closed_rows.append((activation.replace("_", " "), init, norm,
-                                    _m(_late(f.rhs)) if f is not None else a.forward.growth,
-                                    _m(_late(b.rhs)) if b is not None else a.backward.growth,
-                                    a.forward.growth))
-    from derive.model import ACTIVATIONS
-
-    every_rows = []
+    pp = pre_vs_post()
+    rows = []
     for activation in ACTIVATIONS:
-        for init in INITS:
-            for norm in NORMS:
-                a = variance(init, activation, norm)
-                every_rows.append((
-                    activation.replace("_", " "), init, norm,
-                    a.forward.growth.replace(ITERATED, " †"),
-                    a.backward.growth.replace(ITERATED, " †"),
-                    _value(a.forward.at(TABLE_DEPTH)), _value(a.backward.at(TABLE_DEPTH))))
-    for init in INITS:
-        measured = {}
-        for norm in NORMS:
-            a = variance(init, "relu", norm)
-            run = simulate(init, "relu", norm, **sim)
-            measured[norm] = (run.forward, run.backward)
-            for direction, derived, got in (
-                ("forward", a.forward.at(sim["depth"]), run.forward[-1]),
-                ("backward", a.backward.at(sim["depth"]), run.backward[0]),
-            ):
-                error = abs(got - float(derived)) / abs(float(derived))
-                sim_rows.append((f"{init}, ReLU, {norm}", direction, str(sim["depth"]),
-                                 _value(derived), f"{got:.4g}", f"{error:.1%}",
-                                 "yes" if error <= TOLERANCE else "no"))
-        profiles[init] = (
-            {n: (variance(init, "relu", n).forward.profile(sim["depth"]),
-                 variance(init, "relu", n).backward.profile(sim["depth"])) for n in NORMS},
-            measured)
-    tables = (
-        Table("Closed forms ($K \\ge 1$), $q_0 = \\mathbb{E}[x^2]$, one linear layer and the "
-              "activation per branch",
-              ("activation", "init", "norm", "$q_K$", "$d_0/d_K$", "growth"),
-              tuple(closed_rows)),
-        Table(f"Every activation: growth with depth and values at $K = {TABLE_DEPTH}$, "
-              "$q_0 = 1$ († read off the iterated recursion: no closed form exists)",
-              ("activation", "init", "norm", "$q_K$ grows", "$d_0/d_K$ grows",
-               f"$q_{{{TABLE_DEPTH}}}$", f"$d_0/d_{{{TABLE_DEPTH}}}$"),
-              tuple(every_rows)),
-        Table(f"Derived against simulated (width {sim['width']}, {sim['seeds']} seeds, "
-              f"batch {sim['batch']}, $q_0 = 1$); agreement within {TOLERANCE:.0%}",
-              ("network", "direction", "$K$", "derived", "simulated", "error", "agrees"),
-              tuple(sim_rows)),
-    )
-    section = Section(
-        "variance", "Variance under initialization", (
-            "Forward second moments $q_k = \\mathbb{E}[h_k^2]$ and backward $d_k$ through "
-            "[[Residual block|residual blocks]] at initialization, without norm, pre-norm "
-            "and post-norm (see [[Pre vs post norm]]), derived step by step and checked "
-            "against a simulation of finite networks.",
-            "The table of closed forms covers the activations that are linear on half-lines "
-            "(linear, ReLU, leaky ReLU). Tanh and GELU have no closed form without "
-            "normalization: their recursions are iterated numerically, and the table of "
-            "every activation gives their growth and values.",),
-        tuple(derivations), tables=tables,
-        figures=tuple(Figure(f"moments-{init}-relu",
-                             f"Second moments against depth, {init} initialization, ReLU: "
-                             "derived (lines) and simulated (circles).") for init in INITS),
-        links=("Pre vs post norm", "Gradient paths"), cards=tuple(cards))
-    return section, profiles
+        g, G = gains("he", activation)
+        pre, post = variance("he", activation, "pre"), variance("he", activation, "post")
+        rows.append((ACTIVATION_NAMES[activation], number(g), number(G),
+                     f"{power_law_exponent('he', activation):.3g}", growth(pre.backward.growth),
+                     f"{float((1 + G) / (1 + g)):.4g}", growth(post.backward.growth),
+                     number(pre.backward.at(depth)), number(post.backward.at(depth))))
+    table = Table(
+        f"He initialization: the gradient ratio $d_0/d_K$ with pre-LN and post-LN ($q_0 = 1$, "
+        f"values at $K = {depth}$)",
+        ("activation", "$g$", "$G$", "$G/g$", "pre-LN", "post-LN factor $(1 + G)/(1 + g)$",
+         "post-LN", f"pre-LN $K = {depth}$", f"post-LN $K = {depth}$"), tuple(rows))
+    tanh, gelu = power_law_exponent("he", "tanh"), power_law_exponent("he", "gelu")
+    return Section(
+        "pre-vs-post-norm", "Pre vs post norm",
+        key_results=(
+            "Without norm $q_K = q_0 (1 + g)^K$: every block multiplies by $1 + g$, since "
+            "the branch adds $g q_{k-1}$, uncorrelated with the skip path.",
+            "Pre-LN adds $g\\gamma^2$ per block, $q_K = q_0 + K g \\gamma^2$: the branch sees "
+            "LN's fixed second moment $\\gamma^2$.",
+            "Pre-LN's gradient ratio grows as $K^{G/g}$: linearly only when the backward gain "
+            f"$G$ equals the forward gain $g$ (ReLU, leaky ReLU, linear); $K^{{{tanh:.2f}}}$ "
+            f"for tanh and $K^{{{gelu:.2f}}}$ for GELU under He initialization.",
+            "Post-LN keeps $q_k = \\gamma^2$ and changes the gradient by $(1 + G)/(1 + g)$ per "
+            "block, but it loses the identity path: the input's share of $q_K$ is "
+            "$(1 + g)^{-K}$, since each LN rescales the skip path.",
+        ),
+        assumptions=pp.assumptions,
+        intro=("The gains of each configuration, and tables of every one, are in "
+               "[[variance|variance under initialization]]; the LayerNorm Jacobian used "
+               "backward is derived in [[layer-norm|layer norm]]. The figure below draws "
+               "the gradient ratio for ReLU, tanh and GELU.",),
+        derivations=(replace(pp, assumptions=()),), tables=(table,),
+        figures=(Figure("gradient-depth", "The gradient ratio $d_0/d_K$ against depth $K$, "
+                        "He initialization, pre-LN and post-LN, one line per activation "
+                        "(log scale)."),),
+        links=("layer-norm", "residual-block", "variance"),
+        cards=(
+            card("pre-vs-post-norm/none",
+                 "No norm: $q_K = E[h_K^2]$ after $K$ blocks whose branch has forward gain $g$?",
+                 pp.steps[1]),
+            card("pre-vs-post-norm/pre",
+                 "Pre-LN: $q_K = E[h_K^2]$ after $K$ blocks, branch gain $g$, LN gain $\\gamma$?",
+                 pp.steps[3]),
+            card("pre-vs-post-norm/post",
+                 "Post-LN: $q_k = E[h_k^2]$ after block $k \\ge 1$ (LN gain $\\gamma$)?",
+                 f"${latex(pp.steps[4].rhs)}$: LN fixes it"),
+            card("pre-vs-post-norm/gradient",
+                 "Pre-LN, $d_k = E[(\\partial L/\\partial h_k)^2]$: the gradient ratio "
+                 "$d_0/d_K$ when the branch's backward gain $G$ equals its forward gain $g$?",
+                 pp.result),
+            card("pre-vs-post-norm/gradient-power",
+                 "Pre-LN, $d_k = E[(\\partial L/\\partial h_k)^2]$: how does $d_0/d_K$ grow "
+                 "with depth $K$ for forward gain $g$ and backward gain $G$?",
+                 "$\\propto K^{G/g}$: the log of the product is a harmonic sum")))
+
+
+def _sections(depth: int, options: NotesOptions) -> tuple[Section, ...]:
+    from derive.notes_paths import paths_section
+    from derive.notes_variance import variance_section
+    from derive.notes_variants import variants_section
+
+    makers = {
+        "residual-block": _residual_block,
+        "layer-norm": _layer_norm,
+        "pre-vs-post-norm": lambda: _pre_vs_post(options.blocks, options.depths[0]),
+        "gradient-paths": lambda: paths_section(depth),
+        "variance": lambda: variance_section(options.blocks, options.depths),
+        "block-variants": variants_section,
+    }
+    chosen = set(options.concepts)
+
+    def name(key: str) -> str | None:
+        return options.name(key) if key in chosen else None
+
+    out = []
+    for key in options.concepts:
+        section = with_links(makers[key](), name)
+        cards = tuple(replace(c, tags=(*c.tags, *options.tags), style=options.style)
+                      for c in section.cards)
+        out.append(replace(section, title=options.name(key), cards=cards))
+    return tuple(out)
 
 
 @functools.cache
-def content(depth: int) -> Content:
-    """Sections, cards and the profiles for the figures, for a path expansion of ``depth``.
+def content(depth: int, options: NotesOptions | None = None) -> Content:
+    """Sections and cards for a path expansion of ``depth`` blocks, as ``options`` choose.
 
     >>> len(content(2).cards) > 10
     True
     """
-    variance_section, profiles = _variance()
-    return Content(depth, (*_concepts(), _paths(depth), variance_section), profiles)
+    options = NotesOptions() if options is None else options
+    return Content(depth, _sections(depth, options), options)
+
+
+def figure_specs(depth: int, options: NotesOptions | None = None,
+                 simulation: bool = True) -> dict[str, tuple]:
+    """What each figure draws: stem -> (plotting function's name, its arguments).
+
+    The data come from the derivations (and, unless ``simulation`` is False,
+    the simulation); drawing them is :func:`derive.plots.draw`.
+
+    >>> sorted(figure_specs(2))
+    ['block-variants', 'gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
+    """
+    from derive.notes_variance import BLOCK_NAMES, curves, simulated
+    from derive.pathsum import path_lengths
+
+    options = NotesOptions() if options is None else options
+    chosen, deep = set(options.concepts), options.depth
+    specs: dict[str, tuple] = {}
+    if "gradient-paths" in chosen:
+        specs["path-lengths"] = ("path_length_figure", (
+            dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks"), {})
+    if "pre-vs-post-norm" in chosen:
+        specs["gradient-depth"] = ("curves_figure", (
+            {f"{BLOCK_NAMES[n]}: d₀/d_K": curves(n, deep, "backward") for n in ("pre", "post")},
+            "He initialization: gradient ratio against depth K"), {"xlabel": "depth K"})
+    if "variance" in chosen:
+        specs["signal-depth"] = ("curves_figure", (
+            {f"{BLOCK_NAMES[n]}: qₖ": curves(n, deep, "forward") for n in options.blocks},
+            "He initialization: second moment qₖ against depth"), {})
+    if "block-variants" in chosen:
+        from derive.notes_variants import profiles
+
+        specs["block-variants"] = ("variants_figure", (
+            profiles(), "He initialization, ReLU: every preset"), {})
+    if "variance" in chosen and simulation:
+        derived, measured = simulated(options.blocks)[1]["he"]
+        specs["simulation-check"] = ("moments_figure", (
+            {n: tuple([float(v) for v in part] for part in pair) for n, pair in derived.items()},
+            "He initialization, ReLU", measured), {})
+    return specs
 
 
 @functools.cache
-def figures(depth: int) -> dict[str, dict[str, bytes]]:
-    """The figures' bytes: stem -> {"png": ..., "pdf": ...}.
+def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[str, bytes]]:
+    """The figures' bytes: stem -> {"png": ..., "pdf": ...}, for the sections chosen.
 
     >>> sorted(figures(2))
-    ['moments-he-relu', 'moments-xavier-relu', 'path-lengths']
+    ['block-variants', 'gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
     """
-    from derive.pathsum import path_lengths
-    from derive.plots import path_length_figure
+    from derive.plots import draw
 
-    images = dict(_moment_figures())
-    images["path-lengths"] = path_length_figure(
-        dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks")
-    return images
+    return draw(figure_specs(depth, options))
 
 
-@functools.cache
-def _moment_figures() -> tuple[tuple[str, dict[str, bytes]], ...]:
-    from derive.plots import moments_figure
+class PendingFigures:
+    """Figures drawn in a second process while this one derives the content.
 
-    return tuple(
-        (f"moments-{init}-relu", moments_figure(derived, f"{init} initialization, ReLU", measured))
-        for init, (derived, measured) in _variance()[1].items())
+    The second process starts at once: it simulates the networks of the
+    simulation check and draws that figure, then draws the others from the
+    data this process derives first; meanwhile this process derives the rest
+    on the other core. Where no second process can start, all is done here.
+
+    >>> sorted(start_figures(2).result())[0]
+    'block-variants'
+    """
+
+    def __init__(self, depth: int, options: NotesOptions) -> None:
+        self.key, self.options = (depth, options), options
+        self.future: Any = None
+        self.check: Any = None
+        self.pool: Any = None
+        if self.key in _DRAWN:
+            return
+        try:
+            import concurrent.futures
+            import multiprocessing
+
+            from derive.plots import warm
+
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self.pool.submit(warm)
+        except (OSError, ImportError, NotImplementedError):  # pragma: no cover
+            self.pool = None
+        if self.pool is None:  # pragma: no cover
+            _DRAWN[self.key] = figures(depth, options)
+            return
+        from derive.notes_variance import MEASURING, derived_profiles, simulation_check
+        from derive.plots import draw
+
+        if "variance" in options.concepts:
+            blocks = options.blocks
+            self.check = self.pool.submit(simulation_check, blocks, derived_profiles(blocks))
+            MEASURING[blocks] = self._measured
+        self.future = self.pool.submit(draw, figure_specs(depth, options, simulation=False))
+
+    def _measured(self) -> dict:
+        """The simulated profiles from the second process, or measured here if it failed."""
+        from derive.notes_variance import measure
+
+        try:
+            return self.check.result()[0]
+        except Exception:  # pragma: no cover (the worker died)
+            return measure(self.options.blocks)
+
+    def result(self) -> dict[str, dict[str, bytes]]:
+        """The figures' bytes (stem -> {"png", "pdf"}), drawn here if the process failed."""
+        try:
+            if self.future is not None:
+                images = self.future.result()
+                if self.check is not None:
+                    images["simulation-check"] = self.check.result()[1]
+                _DRAWN[self.key] = dict(sorted(images.items()))
+        except Exception:  # pragma: no cover (the worker died: draw the figures here)
+            pass
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+        if self.key not in _DRAWN:  # pragma: no cover
+            _DRAWN[self.key] = figures(*self.key)
+        return _DRAWN[self.key]
+
+
+#: Figures already drawn in this process, by (depth, options).
+_DRAWN: dict[tuple[int, NotesOptions], dict[str, dict[str, bytes]]] = {}
+
+
+def start_figures(depth: int, options: NotesOptions | None = None) -> PendingFigures:
+    """Derive the figures' data, and draw them in a second process; ``.result()`` waits."""
+    return PendingFigures(depth, NotesOptions() if options is None else options)
 
 
 def obsidian_notes(data: Content, templates: Path | None = None) -> dict[str, str]:
@@ -337,6 +361,6 @@ def obsidian_notes(data: Content, templates: Path | None = None) -> dict[str, st
     out = {}
     for section in data.sections:
         body = render_template("obsidian.md.j2", {"section": section, "depth": data.depth,
-                                                  "sim": _sim()}, templates)
+                                                  "sim": dict(SIM)}, templates)
         out[section.title] = region("note", body) + "\n# anki\n\n" + cards_region(section.cards)
     return out

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from derive.errors import DeriveError, choice_error
+from derive.notes_config import NotesOptions
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
 #: Where the Anki deck lands; the deck found there carries its notes' times over.
@@ -121,11 +122,14 @@ def build(
     pdf: bool = False,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    options: NotesOptions | None = None,
 ) -> NotesResult:
     """Build and write the notes; return every file, those written and orphaned cards.
 
     Nothing is written when anything fails (bad input, a template, LaTeX, a
-    file conflict). ``progress`` receives a short message before each slow part.
+    file conflict). ``progress`` receives a short message before each slow part;
+    ``options`` (:class:`derive.notes_config.NotesOptions`) say what the notes
+    hold and how the cards are tagged, styled and filed.
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "n"
@@ -135,11 +139,12 @@ def build(
     """
     from derive import files as files_mod
     from derive.model import check_depth
-    from derive.notes_content import content, figures, obsidian_notes
+    from derive.notes_content import content, obsidian_notes, start_figures
     from derive.output_folder import check_output_folder
     from derive.rendering import render_template, template_dir
 
     chosen = check_formats(formats)
+    options = NotesOptions() if options is None else options
     depth = check_depth(depth)
     if depth > 10:
         raise DeriveError(f"depth must be an integer from 1 to 10 for the notes, got {depth}")
@@ -151,12 +156,15 @@ def build(
     say = progress or (lambda message: None)
     root = check_output_folder(out)
 
-    say("deriving concepts, gradient paths and variance; simulating")
-    data = content(depth)
-    images: dict[str, dict[str, bytes]] = {}
+    drawing = None
     if {"latex", "markdown", "obsidian"} & set(chosen):
+        drawing = start_figures(depth, options)  # drawn on the other core meanwhile
+    say("deriving concepts, gradient paths and variance; simulating")
+    data = content(depth, options)
+    images: dict[str, dict[str, bytes]] = {}
+    if drawing is not None:
         say("plotting")
-        images = figures(depth)
+        images = drawing.result()
     say("rendering " + ", ".join(chosen))
     planned: dict[str, str | bytes] = {}
     merged_from: dict[str, str | None] = {}
@@ -205,7 +213,7 @@ def build(
 
         say("writing the Anki deck")
         previous = files_mod.read_existing_bytes(root, DECK) if root.is_dir() else None
-        planned[DECK] = apkg_bytes(data.cards, "derive", previous=previous)
+        planned[DECK] = apkg_bytes(data.cards, options.deck, previous=previous)
     report = files_mod.write_files(root, planned, force=force, merged_from=merged_from)
     return NotesResult(
         files=tuple(root / rel for rel in sorted(planned)),
@@ -222,6 +230,7 @@ def notes(
     templates: str | os.PathLike[str] | None = None,
     pdf: bool = False,
     force: bool = False,
+    **options: object,
 ) -> list[Path]:
     """Write the study notes under ``out``; return the paths of the notes' files, sorted.
 
@@ -229,10 +238,13 @@ def notes(
     the number of blocks of the path-sum expansion (1 to 10); ``templates``: a
     folder holding a full set of templates; ``pdf``: compile the LaTeX;
     ``force``: overwrite files that derive did not write or that were edited.
+    Keyword ``options`` are those of :class:`derive.notes_config.NotesOptions`:
+    ``tags``, ``deck``, ``style``, ``names``, ``concepts``, ``blocks``, ``depths``.
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "n"
     >>> notes(out, formats="latex", depth=2)[-1].name
     'notes.tex'
     """
-    return build(out, formats, depth, templates, pdf, force).paths
+    return build(out, formats, depth, templates, pdf, force,
+                 options=NotesOptions.of(**options)).paths

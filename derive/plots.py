@@ -12,6 +12,7 @@ files' metadata.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,8 @@ def moments_figure(
                             markerfacecolor="none", color=_COLORS.get(norm),
                             label=f"{norm} (simulated)")
             ax.set_yscale("log")
+            shown = [float(v) for values in series.values() for v in values[index]]
+            _log_ticks(ax, min(shown), max(shown))
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_xlabel("block k")
             ax.set_title(label)
@@ -95,6 +98,78 @@ def moments_figure(
         out = _save(fig)
         plt.close(fig)
     return out
+
+
+_LINES = ("#2471a3", "#c0392b", "#229954", "#7d3c98", "#b9770e")
+
+
+def _log_ticks(ax: Any, low: float | None = None, high: float | None = None) -> None:
+    """Log-axis labels a reader can read: 1, 10, 100, then 10³ ...; 1, 2, 5 ... on a short axis.
+
+    At most seven labels; a range of less than three decades also labels 2 and 5.
+    """
+    import matplotlib.ticker
+
+    def label(value: float, _position: int) -> str:
+        exponent = math.floor(math.log10(value) + 1e-9) if value > 0 else 0
+        return f"{value:g}" if -2 <= exponent <= 3 else f"$10^{{{exponent}}}$"
+
+    short = low is not None and high is not None and low > 0 and high / low < 1000
+    subs = (1.0, 2.0, 5.0) if short else (1.0,)
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs, numticks=7))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
+                  title: str, xlabel: str = "block k") -> dict[str, bytes]:
+    """One panel a title, one line a label, values against depth 0..K, log scale.
+
+    >>> fig = curves_figure({"pre-LN": {"ReLU": [1, 2, 3], "tanh": [1, 1.5, 2]}}, "q")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    plt = _pyplot()
+    import matplotlib
+    import matplotlib.ticker
+
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=SIZE, squeeze=False)
+        for ax, (panel, lines) in zip(axes[0], panels.items(), strict=True):
+            every = []
+            for color, dash, (label, values) in zip(_LINES, ("-", "--", ":", "-."),
+                                                    lines.items(), strict=False):
+                ys = [float(v) for v in values]
+                every += ys
+                ax.plot(range(len(ys)), ys, color=color, linestyle=dash, linewidth=1.6,
+                        label=label)
+            ax.set_yscale("log")
+            _log_ticks(ax, min(every), max(every))
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=5))
+            ax.set_xlabel(xlabel)
+            ax.set_title(panel)
+        axes[0][0].legend(fontsize=7, loc="upper left")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.3)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def warm() -> None:
+    """Import matplotlib (a second process does this while the first derives the data)."""
+    _pyplot()
+
+
+def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, bytes]]:
+    """Draw figures: stem -> (name of a figure function here, args, kwargs) -> their bytes.
+
+    >>> sorted(draw({"p": ("path_length_figure", ({0: 1, 1: 1},), {})})["p"])
+    ['pdf', 'png']
+    """
+    makers = {"moments_figure": moments_figure, "curves_figure": curves_figure,
+              "path_length_figure": path_length_figure, "variants_figure": variants_figure}
+    return {stem: makers[name](*args, **kwargs) for stem, (name, args, kwargs) in specs.items()}
 
 
 def path_length_figure(counts: Mapping[int, int], title: str = "") -> dict[str, bytes]:
@@ -151,7 +226,7 @@ def variants_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]
                         linestyle=styles[i % len(styles)], linewidth=1.3, label=name)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             ax.set_xlabel("block k")
             ax.set_title(label)
         axes[1].legend(fontsize=6.5, loc="upper left", ncol=2)

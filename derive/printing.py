@@ -56,7 +56,33 @@ def _unicode_name(name: str) -> str:
     return base + (subscript(_GREEK.get(sub, sub)) if sub else "")
 
 
+def book_order(terms: list) -> list:
+    """A sum's terms as a textbook writes them: not led by a minus sign if avoidable.
+
+    SymPy prints ``-mu + x_i``; the book writes ``x_i - mu``. Terms keep their
+    order otherwise.
+
+    >>> import sympy
+    >>> mu, x = sympy.symbols("mu x_i")
+    >>> book_order([-mu, x])
+    [x_i, -mu]
+    """
+    if not terms or not terms[0].could_extract_minus_sign():
+        return terms
+    positive = [t for t in terms if not t.could_extract_minus_sign()]
+    return positive + [t for t in terms if t.could_extract_minus_sign()]
+
+
 class _Latex(LatexPrinter):
+    def _as_ordered_terms(self, expr, order=None):
+        return book_order(list(super()._as_ordered_terms(expr, order)))
+
+    def _print_Pow(self, expr):
+        base, exp = expr.as_base_exp()
+        if exp.could_extract_minus_sign() and not exp.is_number:
+            return rf"\frac{{1}}{{{self._print(sympy.Pow(base, -exp, evaluate=False))}}}"
+        return super()._print_Pow(expr)
+
     def _print_Function(self, expr, exp=None):
         name = expr.func.__name__
         if isinstance(expr, AppliedUndef) and name in SEQUENCES and len(expr.args) == 1:
@@ -66,6 +92,9 @@ class _Latex(LatexPrinter):
 
 
 class _Text(StrPrinter):
+    def _as_ordered_terms(self, expr, order=None):
+        return book_order(list(super()._as_ordered_terms(expr, order)))
+
     def _print_Function(self, expr):
         name = expr.func.__name__
         if isinstance(expr, AppliedUndef) and name in SEQUENCES and len(expr.args) == 1:
@@ -79,10 +108,13 @@ class _Text(StrPrinter):
         base, exp = expr.as_base_exp()
         if exp == sympy.S.Half:
             return f"√({self._print(base)})"
+        b = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"])
         if (exp.is_Integer and exp.is_positive) or exp.is_Symbol or exp.is_Add:
-            b = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Pow"])
             return b + superscript(self._print(exp))
-        return super()._print_Pow(expr, rational)
+        if exp.could_extract_minus_sign():
+            return "1/" + (b if exp == -1 else self._print(sympy.Pow(base, -exp, evaluate=False)))
+        shown = self._print(exp)
+        return f"{b}^{shown}" if shown.isalnum() else f"{b}^({shown})"
 
     def _print_binomial(self, expr):
         return f"C({self._print(expr.args[0])}, {self._print(expr.args[1])})"
@@ -92,17 +124,33 @@ class _Text(StrPrinter):
             f"{symbol}={self._print(low)}..{self._print(high)}" for symbol, low, high in limits
         )
 
+    def _body(self, expr) -> str:
+        body = self._print(expr)
+        return f"({body})" if expr.is_Add else body
+
     def _print_Sum(self, expr):
-        return f"Σ[{self._bounds(expr.limits)}] {self._print(expr.function)}"
+        return f"Σ[{self._bounds(expr.limits)}] {self._body(expr.function)}"
 
     def _print_Product(self, expr):
-        return f"∏[{self._bounds(expr.limits)}] {self._print(expr.function)}"
+        return f"∏[{self._bounds(expr.limits)}] {self._body(expr.function)}"
 
     def _print_Mul(self, expr):
         return re.sub(r"(?<!\*)\*(?!\*)", "·", super()._print_Mul(expr))
 
     def _print_Pi(self, expr):
         return "π"
+
+    def _print_Equality(self, expr):
+        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
+    def _print_Piecewise(self, expr):
+        parts = []
+        for value, condition in expr.args:
+            if condition == sympy.true:
+                parts.append(f"else {self._print(value)}")
+            else:
+                parts.append(f"{self._print(value)} if {self._print(condition)}")
+        return ", ".join(parts)
 
     def _print_gamma(self, expr):
         return f"Γ({self._print(expr.args[0])})"
@@ -129,5 +177,7 @@ def text(expr: object) -> str:
     >>> m, L = sympy.symbols("m L")
     >>> text(sympy.Sum(sympy.binomial(m, L), (L, 0, m)))
     'Σ[L=0..m] C(m, L)'
+    >>> text(sympy.Piecewise((q(0), sympy.Eq(K, 0)), (1, True)))
+    'q₀ if K = 0, else 1'
     """
     return _Text().doprint(sympy.sympify(expr))

@@ -502,6 +502,19 @@ def grid(inits: Sequence[str] = (), activations: Sequence[str] = (), norms: Sequ
     ]
 
 
+def default_grid(**options: object) -> list[VarianceConfig]:
+    """``derive check``'s default: the norm placements under every init, activation and
+    branch, and the other presets under He initialization (whose variance they target).
+
+    >>> len(default_grid())
+    170
+    """
+    from derive.blocks.presets import NORM_PRESETS, PRESETS
+
+    others = [name for name in PRESETS if name not in NORM_PRESETS]
+    return grid(norms=NORM_PRESETS, **options) + grid(["he"], blocks=others, **options)
+
+
 def _row(label: str, direction: str, k: int, want: float, got: float, tol: float) -> CheckRow:
     with np.errstate(invalid="ignore", divide="ignore"):
         error = float(abs(got - want) / abs(want) if want != 0 else abs(got - want))

@@ -111,8 +111,8 @@ def test_parser_reads_the_plugin_readme_example() -> None:
 
 
 def test_parser_refuses_unknown_note_types() -> None:
-    with pytest.raises(DeriveError, match="note type 'Cloze' is not one of Basic"):
-        parse_plugin_notes("START\nCloze\n{{c1::x}}\nEND\n")
+    with pytest.raises(DeriveError, match="note type 'Fancy' is not one of Basic"):
+        parse_plugin_notes("START\nFancy\nx\nEND\n")
 
 
 def test_plugin_converts_all_card_math() -> None:

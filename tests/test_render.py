@@ -95,21 +95,51 @@ def test_variance_and_path_objects_render():
 # ---- concepts: checked against computations that do not reuse the derivation
 
 
-def test_pre_norm_closed_forms_satisfy_their_recursions():
-    steps = concepts.pre_vs_post().steps
-    c, g = concepts.c, concepts.g
-    pre_q = steps[3].rhs
-    assert sympy.simplify(pre_q.subs(K, k) - pre_q.subs(K, k - 1) - c) == 0
-    none_q = steps[1].rhs
-    assert sympy.simplify(none_q.subs(K, k) - (1 + g) * none_q.subs(K, k - 1)) == 0
-    # gradient ratio: multiply the per-block factors numerically (q0 = 0.7, c = 0.3, K = 9)
-    ratio = 1.0
-    qs = [0.7 + 0.3 * j for j in range(10)]
-    for j in range(1, 10):
-        ratio *= 1 + 0.3 / qs[j - 1]
-    derived = float(concepts.pre_vs_post().result.rhs.subs({q0: 0.7, c: 0.3, K: 9}))
-    assert derived == pytest.approx(ratio, rel=1e-12)
-    assert concepts.pre_vs_post().result.lhs == d(0) / d(K)
+def test_pre_vs_post_closed_forms_match_iterated_recursions():
+    pp = concepts.pre_vs_post()
+    g, G, gamma = concepts.g, concepts.G, concepts.gamma
+    values = {g: 0.7, G: 0.9, gamma: 1.3, q0: 0.6}
+    # no norm and pre-norm forward: iterate q_k by hand
+    qn, qp = 0.6, 0.6
+    for _ in range(9):
+        qn, qp = qn * 1.7, qp + 0.7 * 1.3**2
+    assert float(pp.steps[1].rhs.subs(values).subs(K, 9)) == pytest.approx(qn, rel=1e-12)
+    assert float(pp.steps[3].rhs.subs(values).subs(K, 9)) == pytest.approx(qp, rel=1e-12)
+    # pre-norm backward with G = g telescopes to (q_0 + K g gamma^2)/q_0
+    ratio, qk = 1.0, 0.6
+    for _ in range(9):
+        ratio *= 1 + 0.7 * 1.3**2 / qk
+        qk += 0.7 * 1.3**2
+    assert float(pp.result.rhs.subs(values).subs(K, 9)) == pytest.approx(ratio, rel=1e-12)
+    # and with G != g it grows as K^(G/g): the log-log slope between K = 2000 and 4000
+    def pre_ratio(depth: int, a: float = 0.9 * 1.69, c: float = 0.7 * 1.69) -> float:
+        total = 0.0
+        for j in range(depth):
+            total += np.log1p(a / (0.6 + j * c))
+        return total
+    slope = (pre_ratio(4000) - pre_ratio(2000)) / np.log(2)
+    assert slope == pytest.approx(0.9 / 0.7, rel=0.01)
+    # post-norm backward: gamma^2 (1 + G)/((1 + g) q_0) per first block, then (1+G)/(1+g)
+    post = pp.steps[9].rhs.subs(values).subs(K, 5)
+    by_hand = 1.3**2 * 1.9 / (1.7 * 0.6) * (1.9 / 1.7) ** 4
+    assert float(post) == pytest.approx(by_hand, rel=1e-12)
+    assert pp.result.lhs == d(0) / d(K)
+
+
+def test_layer_norm_jacobian_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    x, gamma, eps = rng.normal(0.0, 2.0, size=6), 1.4, 1e-6
+
+    def ln(v):
+        return gamma * (v - v.mean()) / v.std()
+
+    numeric = np.stack([(ln(x + eps * e) - ln(x - eps * e)) / (2 * eps) for e in np.eye(6)],
+                       axis=1)
+    xhat, n = (x - x.mean()) / x.std(), 6
+    formula = gamma / x.std() * (np.eye(n) - np.ones((n, n)) / n - np.outer(xhat, xhat) / n)
+    assert np.allclose(numeric, formula, atol=1e-6)
+    step = concepts.layer_norm().steps[6]
+    assert "J_LN" in step.text() and "x̂·x̂ᵀ/n" in step.text()
 
 
 def test_layer_norm_moments_match_numpy():

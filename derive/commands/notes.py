@@ -1,4 +1,8 @@
-"""``derive notes``: write the study notes (LaTeX, Markdown, Obsidian + Anki, .apkg)."""
+"""``derive notes``: write the study notes (LaTeX, Markdown, Obsidian + Anki, .apkg).
+
+Options left out fall back to the ``[notes]`` table of ``derive.toml`` (in the
+output folder, else the current folder; see :mod:`derive.notes_config`).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,75 @@ import click
 FORMAT_CHOICES = ("latex", "markdown", "obsidian", "anki", "all")
 
 
+def _names(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    from derive.errors import DeriveError
+
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        concept, sep, name = pair.partition("=")
+        if not sep:
+            raise DeriveError(f"--name {pair!r} must read CONCEPT=NOTE NAME, "
+                              "e.g. residual-block='nn residual block'")
+        out[concept.strip()] = name.strip()
+    return out
+
+
 @click.command("notes")
-@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="all",
-              show_default=True, help="Which notes to write.")
+@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default=None,
+              help="Which notes to write.  [default: all]")
 @click.option("--out", "out", default="output", show_default=True, metavar="DIR",
               help="Output folder (created if its parent exists).")
-@click.option("--depth", type=click.IntRange(1, 10), default=4, show_default=True,
-              help="Blocks in the path-sum expansion of dy/df1.")
+@click.option("--depth", type=click.IntRange(1, 10), default=None,
+              help="Blocks in the path-sum expansion of dy/df1.  [default: 4]")
+@click.option("--tags", default=None, metavar="'T1 T2'",
+              help="Anki tags added to every card, e.g. 'ml WS2526'.")
+@click.option("--deck", default=None, metavar="NAME",
+              help="Anki deck name of the .apkg (A::B for a sub-deck).  [default: derive]")
+@click.option("--style", default=None, metavar="STYLE",
+              help="Card style: Basic, 'Basic reversed' or Cloze.  [default: Basic]")
+@click.option("--name", "names", multiple=True, metavar="CONCEPT=NOTE",
+              help="Name a concept's note (and its wikilinks), e.g. "
+                   "residual-block='nn residual block'; repeatable.")
+@click.option("--concepts", default=None, metavar="LIST",
+              help="Concepts to write: residual-block, layer-norm, pre-vs-post-norm, "
+                   "gradient-paths, variance.  [default: all]")
+@click.option("--blocks", default=None, metavar="LIST",
+              help="Blocks in the variance notes: none, pre, post.  [default: all]")
+@click.option("--depths", default=None, metavar="LIST",
+              help="Depths K at which tables give values; figures reach the largest.  "
+                   "[default: 10,50]")
+@click.option("--config", default=None, metavar="FILE",
+              help="Project file to read instead of DIR/derive.toml or ./derive.toml.")
 @click.option("--pdf", is_flag=True, help="Compile the LaTeX with latexmk or pdflatex.")
 @click.option("--templates", default=None, metavar="DIR",
               help="A folder holding a full set of templates to use instead.")
 @click.option("--force", is_flag=True,
               help="Overwrite files that derive did not write or that were edited.")
-def notes(fmt: str, out: str, depth: int, pdf: bool, templates: str | None,
+def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: str | None,
+          style: str | None, names: tuple[str, ...], concepts: str | None, blocks: str | None,
+          depths: str | None, config: str | None, pdf: bool, templates: str | None,
           force: bool) -> None:
-    """Write study notes built from the derivations under DIR (default output/)."""
+    """Write study notes built from the derivations under DIR (default output/).
+
+    Options left out are read from the [notes] table of DIR/derive.toml, else
+    ./derive.toml (same keys as the options), else their defaults.
+    """
+    from derive.notes_config import options_of, resolve
     from derive.notes_writer import build
+    from derive.output_folder import check_output_folder
 
     start = time.perf_counter()
-    result = build(out, fmt, depth, templates, pdf, force,
-                   progress=lambda message: click.echo(f"derive: {message} ...", err=True))
+    check_output_folder(out)
+    given = {"format": fmt, "depth": depth, "tags": tags, "deck": deck, "style": style,
+             "names": _names(names), "concepts": concepts, "blocks": blocks, "depths": depths}
+    values, found = resolve(given, out, config)
+    if found is not None:
+        click.echo(f"derive: reading {found}", err=True)
+    result = build(out, values.get("format", "all"), values.get("depth", 4), templates, pdf,
+                   force, progress=lambda message: click.echo(f"derive: {message} ...", err=True),
+                   options=options_of(values))
     unchanged = len(result.files) - len(result.written)
     plural = "" if len(result.written) == 1 else "s"
     click.echo(f"wrote {len(result.written)} file{plural} under {out} ({unchanged} unchanged) "
