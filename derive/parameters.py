@@ -78,13 +78,19 @@ def checked(name: str, value: object) -> sympy.Expr:
     return result
 
 
-def options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add every parameter of the table to a click command, as text options."""
+def options(command: Callable[..., Any] | None = None, *, symbols: bool = True) -> Any:
+    """Add every parameter of the table to a click command (``@options``), as exact numbers
+    parsed by derive.numbers; ``@options(symbols=False)`` refuses symbol names."""
     import click
 
+    from derive.commands.options import Exact
+
+    if command is None:
+        return lambda decorated: options(decorated, symbols=symbols)
     for p in reversed(PARAMETERS):
-        command = click.option(p.flag, p.name, default=p.default, metavar=p.metavar,
-                               show_default=p.default is not None, help=p.help)(command)
+        command = click.option(p.flag, p.name, type=Exact(symbols), default=p.default,
+                               metavar=p.metavar, show_default=p.default is not None,
+                               help=p.help)(command)
     return command
 
 

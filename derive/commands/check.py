@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.simulation import CheckRow
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.commands.options import Integer, Real
 from derive.parameters import options
 
 EPILOG = """\b
@@ -81,15 +82,17 @@ def _number(value: float) -> float | None:
               help="Check the whole grid: every preset under every init (330 configurations). "
                    "Without it and without a choice above: the norm placements under every "
                    "init, the other presets under He (170).")
-@click.option("--depth", "-K", type=int, default=6, show_default=True, help="Blocks K.")
-@click.option("--width", "-n", type=int, default=512, show_default=True, help="Units per layer.")
-@click.option("--seeds", type=int, default=32, show_default=True,
+@click.option("--depth", "-K", type=Integer(1), default=6, show_default=True, help="Blocks K.")
+@click.option("--width", "-n", type=Integer(2), default=512, show_default=True,
+              help="Units per layer.")
+@click.option("--seeds", type=Integer(1), default=32, show_default=True,
               help="Independent networks per configuration.")
-@click.option("--batch", type=int, default=16, show_default=True, help="Inputs per network.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of all draws.")
-@click.option("--q0", type=float, default=1.0, show_default=True, help="E[x^2] of the inputs.")
-@options
-@click.option("--tolerance", "-t", type=float, default=0.1, show_default=True,
+@click.option("--batch", type=Integer(1), default=16, show_default=True,
+              help="Inputs per network.")
+@click.option("--seed", type=Integer(0), default=0, show_default=True, help="Seed of all draws.")
+@click.option("--q0", type=Real(), default=1.0, show_default=True, help="E[x^2] of the inputs.")
+@options(symbols=False)
+@click.option("--tolerance", "-t", type=Real(), default=0.1, show_default=True,
               help="Largest relative error accepted at any block.")
 @click.option("--blocks", is_flag=True, help="Show every block, not only the final depth.")
 @click.option("--weights", is_flag=True,
@@ -117,7 +120,7 @@ def check(
     weights: bool,
     final_norm: bool,
     fmt: str,
-    **parameters: str | None,
+    **parameters: object,
 ) -> None:
     """Compare the derived variance profiles with simulated finite networks.
 

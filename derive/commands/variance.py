@@ -7,6 +7,7 @@ import re
 import click
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.commands.options import Exact, Integer
 from derive.parameters import options
 
 EPILOG = """\b
@@ -196,9 +197,9 @@ def _epilog() -> str:
 @click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
               help="F: single W phi(h); mlp W2 phi(W1 h).")
 @options
-@click.option("--q0", default="1", show_default=True, metavar="Q0",
+@click.option("--q0", type=Exact(), default="1", show_default=True, metavar="Q0",
               help="E[x^2]: a number or a symbol name.")
-@click.option("--depth", type=int, default=10, show_default=True, metavar="K",
+@click.option("--depth", type=Integer(0), default=10, show_default=True, metavar="K",
               help="Depth K for the values.")
 @click.option("--direction", type=click.Choice(("forward", "backward", "both")), default="both",
               show_default=True, help="forward q_k, backward d_k (gradients), or both.")
