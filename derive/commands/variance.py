@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import click
@@ -66,7 +67,8 @@ def _value_text(value: object) -> str:
     shown = _text(value)
     if not isinstance(value, sympy.Expr) or not value.is_number or value.is_Rational:
         return shown
-    decimal = f"{float(value):.6g}"
+    number = float(value)  # past a double's range: SymPy's own six digits, 3.98028e+6020
+    decimal = f"{number:.6g}" if math.isfinite(number) else str(sympy.Float(value, 6))
     if isinstance(value, sympy.Float):
         return decimal
     return f"{shown} ≈ {decimal}" if len(shown) <= 40 else f"≈ {decimal} (exact: --format json)"
