@@ -31,6 +31,7 @@ PRECISION = 15
 #: Exact values keep at most this many digits (what Python prints of an int); larger
 #: ones are floats at PRECISION digits.
 EXACT_DIGITS = 4300
+_EXACT_LIMIT = 10**EXACT_DIGITS
 #: What one power of an irrational base counts against EXACT_DIGITS: exact up to K = 67.
 IRRATIONAL_DIGITS = 64
 #: Recursions without a closed form are iterated block by block up to this depth.
@@ -336,7 +337,7 @@ def mask(expr: sympy.Expr, keep: sympy.Symbol | None = None
 
 def _is_exact(value: sympy.Expr) -> bool:
     if value.is_Rational:
-        return max(abs(value.p), value.q).bit_length() < EXACT_DIGITS * 3.32
+        return max(abs(value.p), value.q) < _EXACT_LIMIT
     return bool(value.free_symbols and not value.is_number)
 
 

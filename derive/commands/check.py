@@ -131,7 +131,17 @@ def check(
     tolerance (--blocks: every block).
     """
     from derive.parameters import symbol_values
-    from derive.simulation import CHUNK, compare, default_grid, grid
+    from derive.resources import check_simulation_memory
+    from derive.simulation import (
+        CHUNK,
+        ROWS,
+        batching,
+        compare,
+        default_grid,
+        grid,
+        numeric,
+        skeleton,
+    )
 
     if everything and (inits or activations or norms or blocks_ or branches):
         raise click.UsageError(
@@ -145,6 +155,9 @@ def check(
         configs = default_grid(values=values, **parameters)
     if final_norm and not weights:
         raise click.UsageError("--final-norm goes with --weights")
+    checked = [numeric(c, width) for c in configs]
+    check_simulation_memory(checked, [batching(c, seeds, batch) for c in checked], depth=depth,
+                            width=width, chunk=CHUNK, rows=ROWS, skeleton=skeleton)
     settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
                 "q0": q0, "tolerance": tolerance, "weights": weights, "final_norm": final_norm}
     total = len(configs) + -(-max(seeds, 1) // CHUNK)
