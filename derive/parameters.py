@@ -111,7 +111,7 @@ def symbol_values(pairs: tuple[str, ...]) -> dict[str, sympy.Expr]:
         name, sep, text = pair.partition("=")
         if not sep or not name.strip().isidentifier():
             raise DeriveError(f"--set takes name=value, such as alpha=1/2, got {pair!r}")
-        value = exact(text.strip(), name.strip())
+        value = exact(text.strip(), f"--set {name.strip()}")
         if not value.is_number:
             raise DeriveError(f"--set {name.strip()} needs a number, got {text.strip()!r}")
         out[name.strip()] = value

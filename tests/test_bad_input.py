@@ -27,7 +27,9 @@ BAD_INTEGERS = ("-1", "2.5", "1e3", "10**30", "100000000000000000000", "0x10", "
 BAD_FOR_NUMBERS_ONLY = ("gamma", "x1")
 #: Text options that are not numbers, and how a bad value for them is caught elsewhere.
 TEXT_OPTIONS = {("paths", "--wrt"): "a block index or x", ("notes", "--out"): "a folder",
-                ("notes", "--templates"): "a folder"}
+                ("notes", "--templates"): "a folder", ("variance", "--block"): "an expression",
+                ("check", "--block"): "an expression", ("variance", "--set"): "name=value",
+                ("check", "--set"): "name=value"}
 #: The arguments each command needs besides the option under test, so that only it is bad.
 CONTEXT = {"paths": [], "variance": [], "check": ["--init", "he", "--activation", "relu",
                                                   "--norm", "none", "--branch", "single"],
@@ -80,6 +82,8 @@ def _cases() -> list[tuple[str, str, str]]:
             values = ("nope", "", "1/0")
         if (command, name) == ("paths", "--wrt"):
             values = (*BAD_NUMBERS, *BAD_INTEGERS, "5", "y")
+        if name == "--set":
+            values = ("alpha", "=1", "1=2", *(f"alpha={v}" for v in (*BAD_NUMBERS, "beta")))
         cases += [(command, name, value) for value in values]
     return cases
 
