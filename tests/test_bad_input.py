@@ -37,7 +37,7 @@ TEXT_OPTIONS = {("paths", "--wrt"): "a block index or x", ("notes", "--out"): "a
 #: The arguments each command needs besides the option under test, so that only it is bad.
 CONTEXT = {"paths": [], "variance": [], "check": ["--init", "he", "--activation", "relu",
                                                   "--norm", "none", "--branch", "single"],
-           "notes": ["--out", "/nonexistent/derive-test"]}
+           "notes": ["--out", "{tmp}"]}
 
 
 def _options() -> list[tuple[str, click.Option]]:
@@ -117,13 +117,16 @@ OWN_TYPES = {(c, option_name(p)) for c, p in OPTIONS if isinstance(p.type, Integ
 
 
 @pytest.mark.parametrize(("command", "option", "value"), CASES, ids=[_id(c) for c in CASES])
-def test_bad_value_is_one_line_naming_the_option(capsys, command, option, value) -> None:
+def test_bad_value_is_one_line_naming_the_option(capsys, tmp_path, command, option,
+                                                 value) -> None:
+    context = [arg.format(tmp=tmp_path / "out") for arg in CONTEXT[command]]
     with pytest.raises(SystemExit) as done:
-        main([command, *CONTEXT[command], option, value])
+        main([command, *context, option, value])
     out, err = capsys.readouterr()
     assert done.value.code == 2, err
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("derive: error: "), err
     assert (option in err or option.lstrip("-") in err) and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
     if (command, option) in OWN_TYPES:  # click's own types repeat the whole value
         assert len(err) < 300, err
