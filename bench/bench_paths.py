@@ -80,6 +80,12 @@ def main() -> None:
     rows.append(("`derive paths --depth 100000 --count --lengths`, wall / peak RSS",
                  f"{wall:.2f} s / {rss:.0f} MB", "works", True))
 
+    for args in (["--depth", "1000000000000000000", "--count"],
+                 ["--depth", "200000", "--lengths"]):
+        wall, rss = run_cli(["paths", *args], 1)
+        rows.append((f"`derive paths {' '.join(args)}`, wall / peak RSS",
+                     f"{wall:.2f} s / {rss:.0f} MB", "at once", wall < 10))
+
     import sympy  # after the command-line runs: only this process needs it
 
     from derive.notation import iter_text_chunks

@@ -16,16 +16,28 @@ SymPy's ``product`` and simplifies the rising factorials it produces.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cache, lru_cache
 
 import sympy
 
+from derive.errors import DeriveError
 from derive.model import K, k, q, q0
 
 #: Significant digits of numeric values: iterations without a closed form run in
 #: double precision, and irrational closed-form values are rounded to as many digits.
 PRECISION = 15
+#: Exact values keep at most this many digits (what Python prints of an int); larger
+#: ones are floats at PRECISION digits.
+EXACT_DIGITS = 4300
+_EXACT_LIMIT = 10**EXACT_DIGITS
+#: What one power of an irrational base counts against EXACT_DIGITS: exact up to K = 67.
+IRRATIONAL_DIGITS = 64
+#: Recursions without a closed form are iterated block by block up to this depth.
+MAX_ITERATED = 10_000
+#: JSON profiles hold at most this many blocks (evenly spaced past it).
+PROFILE_POINTS = 1001
 
 _a = sympy.Symbol("a")
 _b = sympy.Symbol("b")
@@ -141,20 +153,93 @@ def tidy(expr: sympy.Expr) -> sympy.Expr:
     )
 
 
+def exact_digits(expr: sympy.Expr, depth: int) -> float:
+    """About how many digits the exact value of ``expr`` at ``K = depth`` needs (an upper guess).
+
+    Rational powers ``c^K`` need about ``K log10(c)`` digits (numerator or denominator),
+    irrational ones are counted IRRATIONAL_DIGITS a power (their expansion grows with K),
+    and gamma ratios about ``K log10(K)``; the rest of a closed form stays short.
+
+    >>> round(exact_digits(2**K * q0, 20000)), exact_digits(K + q0, 10**18)
+    (6021, 0.0)
+    """
+    total = 0.0
+    for power in expr.atoms(sympy.Pow):
+        base, exponent = power.base, power.exp.xreplace({K: sympy.Integer(depth)})
+        if not (power.exp.has(K) and base.is_number and exponent.is_number):
+            continue
+        if base.is_Rational:
+            total += abs(float(exponent)) * math.log10(max(abs(base.p), base.q, 2))
+        else:  # an irrational power expands into a term per power of each part
+            total += abs(float(exponent)) * IRRATIONAL_DIGITS
+    for function in expr.atoms(sympy.gamma, sympy.RisingFactorial, sympy.factorial):
+        argument = function.args[0].xreplace({K: sympy.Integer(depth)})
+        if function.has(K) and argument.is_number:
+            size = abs(float(argument)) + 2
+            total += size * math.log10(size)
+    return total
+
+
 def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
     """``expr`` at ``K = depth`` and ``q_0 = q0_value``, with gamma ratios reduced.
+
+    Exact while its numbers have at most EXACT_DIGITS digits (the most Python
+    prints); past that a float at PRECISION digits, computed without building
+    the exact number, so ``2^(10^18)`` takes no longer than ``2^10``.
 
     >>> evaluate(2**K * q0, 3, sympy.Integer(1))
     8
     >>> evaluate(sympy.gamma(K + sympy.Rational(1, 2)) / sympy.gamma(sympy.Rational(1, 2)), 2, 1)
     3/4
+    >>> evaluate(2**K * q0, 10**18, q0)
+    1.63583...e+301029995663981195*q_0
     """
+    if exact_digits(expr, depth) > EXACT_DIGITS:
+        digits = len(str(depth)) + PRECISION + 10
+        value = expr.xreplace({q0: sympy.sympify(q0_value)})
+        return sympy.N(value.xreplace({K: sympy.Float(depth, digits)}), PRECISION)
     value = expr.xreplace({K: sympy.Integer(depth), q0: sympy.sympify(q0_value)})
     if isinstance(value, sympy.Piecewise):
         value = value.doit()
     if value.has(sympy.gamma) and all(g.args[0].is_Rational for g in value.atoms(sympy.gamma)):
         value = sympy.gammasimp(sympy.expand_func(value))
     return value
+
+
+def check_iterated(recursion: object, depth: int) -> int:
+    """``depth`` if a recursion without closed form may be iterated that far, else DeriveError.
+
+    >>> check_iterated("tanh", 10)
+    10
+    """
+    if depth > MAX_ITERATED:
+        label = getattr(getattr(recursion, "config", None), "label", recursion)
+        raise DeriveError(
+            f"{label} has no closed form: its values are iterated block by block, up to "
+            f"depth {MAX_ITERATED}, got depth {depth}"
+        )
+    return depth
+
+
+def sample_blocks(depth: int, points: int = PROFILE_POINTS) -> list[int]:
+    """Blocks 0..depth, or ``points`` of them evenly spaced (0 and depth included).
+
+    >>> sample_blocks(3), sample_blocks(10, 3)
+    ([0, 1, 2, 3], [0, 5, 10])
+    """
+    if depth + 1 <= points:
+        return list(range(depth + 1))
+    return [i * depth // (points - 1) for i in range(points)]
+
+
+def json_float(value: sympy.Expr) -> float | None:
+    """``float(value)``, or None where JSON has no number (overflow, nan).
+
+    >>> json_float(sympy.Rational(1, 4)), json_float(sympy.Float("1e400"))
+    (0.25, None)
+    """
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _power_exponent(expr: sympy.Expr) -> sympy.Expr | None:
@@ -251,7 +336,9 @@ def mask(expr: sympy.Expr, keep: sympy.Symbol | None = None
 
 
 def _is_exact(value: sympy.Expr) -> bool:
-    return bool(value.is_Rational or (value.free_symbols and not value.is_number))
+    if value.is_Rational:
+        return max(abs(value.p), value.q) < _EXACT_LIMIT
+    return bool(value.free_symbols and not value.is_number)
 
 
 def _special(expr: sympy.Expr) -> list[sympy.Function]:
@@ -265,8 +352,12 @@ def _special(expr: sympy.Expr) -> list[sympy.Function]:
 def finish(value: sympy.Expr) -> sympy.Expr:
     """Exact when rational or symbolic, else a float at PRECISION digits.
 
+    Rationals past EXACT_DIGITS digits become floats too.
+
     >>> finish(sympy.Rational(27, 8)), finish(q0 / 2), finish(sympy.sqrt(2))
     (27/8, q_0/2, 1.41421356237310)
+    >>> finish(sympy.Integer(3) ** 20000)
+    2.66130342721742e+9542
     """
     value = sympy.sympify(value)
     if _is_exact(value):
@@ -285,8 +376,8 @@ def exact_value(value: sympy.Expr) -> sympy.Expr:
     value = sympy.sympify(value)
     if _is_exact(value):
         return value
-    if _special(value) or not value.is_number:
-        return finish(value)
+    if _special(value) or not value.is_number or value.is_Rational or value.is_Float:
+        return finish(value)  # a rational past EXACT_DIGITS digits, or a float already
     if value.has(sympy.gamma):
         return value
     return sympy.expand(value)

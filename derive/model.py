@@ -8,14 +8,14 @@ are sequence functions of the block index, so that ``rsolve`` can solve them.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import sympy
 
+from derive import numbers
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.errors import DeriveError, choice_error
+from derive.errors import choice_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block
@@ -41,44 +41,29 @@ def jacobian(block: int) -> sympy.Symbol:
     return sympy.Symbol(f"J_{block}", commutative=False)
 
 
-def check_depth(depth: object, *, minimum: int = 1, name: str = "depth") -> int:
-    """Return ``depth`` as an int, or raise DeriveError naming it.
+def check_depth(depth: object, *, minimum: int = 1, name: str = "depth",
+                maximum: int | None = numbers.MAX_DEPTH) -> int:
+    """Return ``depth`` as an int in ``minimum..maximum``, or raise DeriveError naming it.
 
     >>> check_depth(4)
     4
     >>> check_depth(0)
     Traceback (most recent call last):
     ...
-    derive.errors.DeriveError: depth must be an integer >= 1, got 0
+    derive.errors.DeriveError: depth must be an integer >= 1 and <= 10^18, got 0
     """
-    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < minimum:
-        raise DeriveError(f"{name} must be an integer >= {minimum}, got {depth!r}")
-    return int(depth)
+    return numbers.integer(depth, name, minimum=minimum, maximum=maximum, text=False)
 
 
 def exact(value: object, name: str) -> sympy.Expr:
     """An exact SymPy value: ints and decimal floats become rationals, names symbols.
 
+    See :func:`derive.numbers.exact`, which this is.
+
     >>> exact(0.1, "dropout"), exact("gamma", "gamma"), exact(2, "gamma")
     (1/10, gamma, 2)
     """
-    if isinstance(value, sympy.Basic):
-        return value
-    if isinstance(value, bool):
-        raise DeriveError(f"{name} must be a number or a symbol name, got {value!r}")
-    if isinstance(value, float):
-        return sympy.Rational(repr(value))
-    if isinstance(value, numbers.Rational):
-        return sympy.Rational(int(value.numerator), int(value.denominator))
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isidentifier():
-            return sympy.Symbol(text, positive=True)
-        try:
-            return sympy.Rational(text)
-        except (TypeError, ValueError):
-            pass
-    raise DeriveError(f"{name} must be a number or a symbol name, got {value!r}")
+    return numbers.exact(value, name)
 
 
 @dataclass(frozen=True)

@@ -280,6 +280,25 @@ def format_log10(log10: float, digits: int = 6) -> str:
     return f"{mantissa:.{digits - 1}f}e{exponent}"
 
 
+def power_of_two_scientific(exponent: int, digits: int = 6) -> str:
+    """2^exponent in scientific notation, exact in every digit shown at any exponent.
+
+    The logarithm is taken in decimal arithmetic with as many digits as the
+    exponent has and ``digits`` more, so ``2^(10^18)`` is as right as ``2^10``.
+
+    >>> power_of_two_scientific(99999), power_of_two_scientific(10), power_of_two_scientific(10**18)
+    ('4.99501e30102', '1.02400e3', '1.63583e301029995663981195')
+    """
+    context = decimal.Context(prec=len(str(exponent)) + digits + 12)
+    log10 = context.multiply(decimal.Decimal(2).log10(context), exponent)
+    whole = int(log10.to_integral_value(rounding=decimal.ROUND_FLOOR))
+    mantissa = context.power(decimal.Decimal(10), log10 - whole)
+    shown = round(mantissa, digits - 1)
+    if shown >= 10:
+        shown, whole = round(shown / 10, digits - 1), whole + 1
+    return f"{shown:.{digits - 1}f}e{whole}"
+
+
 def format_power_of_two(exponent: int) -> str:
     """2^exponent in full when short enough, else as ``2^exponent``.
 
@@ -330,12 +349,14 @@ def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> I
     >>> "".join(iter_text_chunks(3))
     '∂y/∂f₁ = I + ∂f₂/∂f₁ + ∂f₃/∂f₁ + (∂f₃/∂f₂)(∂f₂/∂f₁)'
     """
-    from derive.pathsum import check_path_args
+    from derive.pathsum import MAX_BLOCKS, check_path_args
 
     depth, wrt = check_path_args(depth, wrt)
     check_notation(notation)
     j = 0 if wrt == "x" else wrt
     m = depth - j
+    if m > MAX_BLOCKS:
+        raise DeriveError(f"{m} later blocks: terms are listed for at most {MAX_BLOCKS}")
     yield gradient_text(wrt) + " = "
     low_bits = min(m, LOW_BITS)
     lows = [tuple(b for b in range(j + low_bits, j, -1) if mask >> (b - j - 1) & 1)

@@ -79,13 +79,19 @@ def checked(name: str, value: object) -> sympy.Expr:
     return result
 
 
-def options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add every parameter of the table to a click command, as text options."""
+def options(command: Callable[..., Any] | None = None, *, symbols: bool = True) -> Any:
+    """Add every parameter of the table to a click command (``@options``), as exact numbers
+    parsed by derive.numbers; ``@options(symbols=False)`` refuses symbol names."""
     import click
 
+    from derive.commands.options import Exact
+
+    if command is None:
+        return lambda decorated: options(decorated, symbols=symbols)
     for p in reversed(PARAMETERS):
-        command = click.option(p.flag, p.name, default=p.default, metavar=p.metavar,
-                               show_default=p.default is not None, help=p.help)(command)
+        command = click.option(p.flag, p.name, type=Exact(symbols), default=p.default,
+                               metavar=p.metavar, show_default=p.default is not None,
+                               help=p.help)(command)
     return command
 
 
@@ -106,7 +112,7 @@ def symbol_values(pairs: tuple[str, ...]) -> dict[str, sympy.Expr]:
         name, sep, text = pair.partition("=")
         if not sep or not name.strip().isidentifier():
             raise DeriveError(f"--set takes name=value, such as alpha=1/2, got {pair!r}")
-        value = exact(text.strip(), name.strip())
+        value = exact(text.strip(), f"--set {name.strip()}")
         if not value.is_number:
             raise DeriveError(f"--set {name.strip()} needs a number, got {text.strip()!r}")
         out[name.strip()] = value

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from derive import notation as _nt
 from derive.errors import DeriveError
+from derive.numbers import integer, shown
 
 if TYPE_CHECKING:  # pragma: no cover
     import sympy
@@ -37,6 +38,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Enumerating more terms than this needs ``force=True`` (``--force``).
 MAX_TERMS = 2**22
+#: The command line never lists more than 2^MAX_FORCED_BITS terms, even with --force
+#: (years of output).
+MAX_FORCED_BITS = 48
+#: count_paths returns an exact int up to 2^MAX_COUNT_BITS (12.5 MB); past it, it refuses.
+MAX_COUNT_BITS = 10**8
+#: The later blocks are listed (``.blocks``, the derivation) up to this many.
+MAX_BLOCKS = 10**7
 
 Term = tuple[int, ...]
 
@@ -51,13 +59,11 @@ def check_path_args(depth: object, wrt: object = 1) -> tuple[int, int | str]:
     ...
     derive.errors.DeriveError: wrt must be a block index 1..4 or 'x', got 5
     """
-    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
-        raise DeriveError(f"depth must be an integer >= 1, got {depth!r}")
-    depth = int(depth)
+    depth = integer(depth, "depth", minimum=1, text=False)
     if wrt == "x":
         return depth, "x"
     if isinstance(wrt, bool) or not isinstance(wrt, numbers.Integral) or not 1 <= wrt <= depth:
-        raise DeriveError(f"wrt must be a block index 1..{depth} or 'x', got {wrt!r}")
+        raise DeriveError(f"wrt must be a block index 1..{depth} or 'x', got {shown(wrt)}")
     return depth, int(wrt)
 
 
@@ -69,12 +75,37 @@ def _later(depth: object, wrt: object) -> tuple[int, int | str, int, int]:
 
 
 def count_paths(depth: int, wrt: int | str = 1) -> int:
-    """Number of terms of dy/df_wrt (2^(N-j)); exact at any depth, no enumeration.
+    """Number of terms of dy/df_wrt (2^(N-j)), exact, no enumeration.
+
+    Past 2^MAX_COUNT_BITS (an int of 12.5 MB) it refuses, naming the power.
 
     >>> count_paths(4), count_paths(4, "x"), count_paths(100_000).bit_length()
     (8, 16, 100000)
+    >>> count_paths(10**12)
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: dy/df_1 at depth 1000000000000 has 2^999999999999 terms, more than the 2^100000000 an exact int holds
+    """  # noqa: E501
+    depth, wrt, _, m = _later(depth, wrt)
+    if m > MAX_COUNT_BITS:
+        raise DeriveError(
+            f"{_name(wrt)} at depth {depth} has 2^{m} terms, more than the "
+            f"2^{MAX_COUNT_BITS} an exact int holds"
+        )
+    return 1 << m
+
+
+def more_terms_than(later: int, limit: int) -> bool:
+    """Whether 2^later > limit, without building 2^later.
+
+    >>> more_terms_than(22, 2**22), more_terms_than(23, 2**22), more_terms_than(10**18, 5)
+    (False, True, True)
     """
-    return 1 << _later(depth, wrt)[3]
+    return later >= limit.bit_length() or 1 << later > limit
+
+
+def _name(wrt: int | str) -> str:
+    return "dy/dx" if wrt == "x" else f"dy/df_{wrt}"
 
 
 class PathLengths(Mapping[int, int]):
@@ -135,6 +166,11 @@ def iter_terms(depth: int, wrt: int | str = 1) -> Iterator[Term]:
     [(), (2,), (3,), (3, 2), (4,), (4, 2), (4, 3), (4, 3, 2)]
     """
     depth, wrt, j, m = _later(depth, wrt)
+    if m > MAX_BLOCKS:
+        raise DeriveError(
+            f"{_name(wrt)} at depth {depth} has {m} later blocks, more than the {MAX_BLOCKS} "
+            "whose terms are listed; use count_paths()/path_lengths()"
+        )
     low_bits = min(m, _nt.LOW_BITS)
     low_blocks = range(j + low_bits, j, -1)  # descending: the bits low_bits-1 .. 0
     lows = [tuple(b for b in low_blocks if mask >> (b - j - 1) & 1)
@@ -178,12 +214,39 @@ class PathSum:
 
     @property
     def blocks(self) -> tuple[int, ...]:
-        """The later blocks, left to right (N down to j+1).
+        """The later blocks, left to right (N down to j+1); refused past MAX_BLOCKS.
 
         >>> PathSum(4).blocks
         (4, 3, 2)
         """
-        return tuple(range(self.depth, 0 if self.wrt == "x" else self.wrt, -1))
+        if self.later > MAX_BLOCKS:
+            raise DeriveError(
+                f"{_name(self.wrt)} at depth {self.depth} has {self.later} later blocks, more "
+                f"than the {MAX_BLOCKS} listed; use count_paths()/path_lengths()"
+            )
+        return tuple(self._later_blocks)
+
+    @property
+    def later(self) -> int:
+        """The number of later blocks, N - j (the count is 2^later).
+
+        >>> PathSum(4).later, PathSum(4, "x").later
+        (3, 4)
+        """
+        return self.depth - (0 if self.wrt == "x" else self.wrt)
+
+    @property
+    def _later_blocks(self) -> range:
+        return range(self.depth, 0 if self.wrt == "x" else self.wrt, -1)
+
+    def _at_most(self, terms: int) -> bool:
+        """Whether the sum has at most ``terms`` terms (no big int built)."""
+        return self.later < 64 and 1 << self.later <= terms
+
+    def _longest(self) -> Term:
+        """The longest term, shortened to its first three and last two blocks."""
+        blocks = self._later_blocks
+        return tuple(blocks) if len(blocks) <= 6 else (*blocks[:3], *blocks[-2:])
 
     @property
     def count(self) -> int:
@@ -204,8 +267,8 @@ class PathSum:
         return path_lengths(self.depth, self.wrt)
 
     def __len__(self) -> int:
-        if self.count > sys.maxsize:
-            raise DeriveError(f"2^{len(self.blocks)} terms do not fit len(); use .count")
+        if not self._at_most(sys.maxsize):
+            raise DeriveError(f"2^{self.later} terms do not fit len(); use .count")
         return self.count
 
     def check_size(self) -> None:
@@ -216,11 +279,12 @@ class PathSum:
         ...
         derive.errors.DeriveError: dy/df_1 at depth 30 has 2^29 = 536870912 terms, more than 2^22 = 4194304: use count_paths()/path_lengths(), or force=True
         """  # noqa: E501
-        if self.count > MAX_TERMS and not self.force:
+        if more_terms_than(self.later, MAX_TERMS) and not self.force:
+            count = _nt.format_power_of_two(self.later) if self.later < 10**6 else "2^"
+            count = "" if count.startswith("2^") else f" = {count}"
             raise DeriveError(
-                f"dy/d{'x' if self.wrt == 'x' else f'f_{self.wrt}'} at depth {self.depth} "
-                f"has 2^{len(self.blocks)} = {_nt.format_int(self.count)} terms, more than "
-                f"2^22 = {MAX_TERMS}: use count_paths()/path_lengths(), or force=True"
+                f"{_name(self.wrt)} at depth {self.depth} has 2^{self.later}{count} terms, more "
+                f"than 2^22 = {MAX_TERMS}: use count_paths()/path_lengths(), or force=True"
             )
 
     def __iter__(self) -> Iterator[Term]:
@@ -301,11 +365,12 @@ class PathSum:
         >>> PathSum(12, notation="jacobian").short_latex(4)
         'I + J_{2} + J_{3} + J_{3} J_{2} + \\\\cdots + J_{12} J_{11} \\\\cdots J_{2}'
         """
-        if self.count <= limit:
+        if self._at_most(limit):
             return _nt.sum_latex(iter_terms(self.depth, self.wrt), self.wrt, self.notation)
-        head = [t for t, _ in zip(iter_terms(self.depth, self.wrt), range(4), strict=False)]
+        head = [t for t, _ in zip(iter_terms(min(self.depth, self.depth - self.later + 4),
+                                             self.wrt), range(4), strict=False)]
         parts = [_nt.term_latex(t, self.wrt, self.notation) for t in head]
-        parts += ["\\cdots", _nt.term_latex(self.blocks, self.wrt, self.notation, 4)]
+        parts += ["\\cdots", _nt.term_latex(self._longest(), self.wrt, self.notation, 4)]
         return " + ".join(parts)
 
     def _latex(self, printer: Any = None) -> str:
@@ -318,7 +383,7 @@ class PathSum:
         >>> PathSum(2, notation="jacobian")._repr_latex_()
         '$\\\\begin{aligned}\\n\\\\frac{\\\\partial y}{\\\\partial f_{1}} &= I + J_{2}\\n\\\\end{aligned}$'
         """  # noqa: E501
-        if self.count <= 64:
+        if self._at_most(64):
             rows = " \\\\\n".join(self.latex_lines())
             return f"$\\begin{{aligned}}\n{rows}\n\\end{{aligned}}$"
         return f"$\\displaystyle {_nt.gradient_latex(self.wrt)} = {self.short_latex()}$"
@@ -344,11 +409,12 @@ EXPANDED_TERMS = 16
 def _sum_forms(s: PathSum, notation: str) -> tuple[str, str]:
     """(text, LaTeX) of the expansion, abbreviated past EXPANDED_TERMS terms."""
     p = PathSum(s.depth, s.wrt, notation)
-    if s.count <= EXPANDED_TERMS:
+    if s._at_most(EXPANDED_TERMS):
         return _nt.sum_text(p, s.wrt, notation), p.short_latex(EXPANDED_TERMS)
-    head = [t for t, _ in zip(iter_terms(s.depth, s.wrt), range(4), strict=False)]
+    head = [t for t, _ in zip(iter_terms(min(s.depth, s.depth - s.later + 4), s.wrt), range(4),
+                              strict=False)]
     text = " + ".join([*(_nt.term_text(t, s.wrt, notation) for t in head), "⋯",
-                       _nt.term_text(s.blocks, s.wrt, notation, 4)])
+                       _nt.term_text(s._longest(), s.wrt, notation, 4)])
     return text, p.short_latex(EXPANDED_TERMS)
 
 

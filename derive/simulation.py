@@ -13,7 +13,6 @@ larger batches (:func:`batching`).
 from __future__ import annotations
 
 import math
-import numbers
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from derive.blocks.primitives import LayerNorm, Weight
 from derive.errors import DeriveError
 from derive.model import VarianceConfig, check_depth, exact
 from derive.model import n as _n
+from derive.numbers import real, shown
+from derive.resources import check_simulation_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block
@@ -78,9 +79,10 @@ def _count(value: object, name: str, minimum: int) -> int:
 
 
 def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-        raise DeriveError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    number = real(value, name)
+    if not number > 0:
+        raise DeriveError(f"{name} must be a finite number > 0, got {shown(value)}")
+    return number
 
 
 def _number(value: sympy.Expr, name: str) -> float:
@@ -352,6 +354,8 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
     configs = [numeric(config, width) for config in configs]
     plans = [batching(c, seeds, batch) for c in configs]
+    check_simulation_memory(configs, plans, depth=depth, width=width, chunk=CHUNK, rows=ROWS,
+                            skeleton=skeleton)
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
         groups.setdefault((plans[i], skeleton(config.block.expanded(config))), []).append(i)

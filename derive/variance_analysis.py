@@ -24,7 +24,7 @@ import sympy
 
 from derive import closed_forms
 from derive.block_maps import C_PREV, Q_PREV, block_maps, c_seq
-from derive.closed_forms import PRECISION, exact_value, finish, numeric_map
+from derive.closed_forms import PRECISION, PROFILE_POINTS, exact_value, finish, numeric_map
 from derive.derivation import Derivation
 from derive.errors import DeriveError
 from derive.model import NORMS, K, VarianceConfig, check_depth, d, exact, k, q, q0
@@ -202,33 +202,42 @@ class Recursion:
         """q_K (forward) or d_0/d_K (backward) at ``K = depth``.
 
         Exact whenever the closed form is (rational, symbolic, or irrational such as
-        5/3 + sqrt(3)/(3 pi)); a float at PRECISION digits where the recursion is
-        iterated or a moment is computed by quadrature.
+        5/3 + sqrt(3)/(3 pi)) and its numbers have at most 4,300 digits; a float at
+        PRECISION digits past that, where a moment is computed by quadrature, or where
+        the recursion is iterated (up to depth MAX_ITERATED).
 
         >>> variance("xavier", "relu").forward.at(2, q0=4)
         9
         >>> variance("he", "gelu", "pre").forward.at(1)
         sqrt(3)/(3*pi) + 5/3
+        >>> variance("he", "relu").forward.at(20000)
+        3.98027684033797e+6020
         """
         depth, q0_value = self._check(depth, q0)
         if self.closed_form is not None:
             return exact_value(closed_forms.evaluate(self.closed_form.rhs, depth, q0_value))
-        return finish(self._iterate(depth, q0_value)[-1])
+        return finish(self._iterate(closed_forms.check_iterated(self, depth), q0_value)[-1])
 
-    def profile(self, depth: int, q0: object = 1) -> list[sympy.Expr]:
-        """The depth + 1 values: q_0..q_K (forward) or d_k/d_K for k = 0..K (backward).
+    def profile(self, depth: int, q0: object = 1, blocks: Sequence[int] | None = None
+                ) -> list[sympy.Expr]:
+        """The values at blocks k = 0..K (or at ``blocks``): q_k, or d_k/d_K backward.
 
-        >>> variance("he", "relu").backward.profile(2)
-        [4, 2, 1]
-        """
+        >>> variance("he", "relu").backward.profile(2), variance("he", "relu").forward.profile(8, blocks=[0, 8])
+        ([4, 2, 1], [1, 256])
+        """  # noqa: E501
         depth, q0_value = self._check(depth, q0)
+        ks = list(range(depth + 1)) if blocks is None else [check_depth(b, minimum=0, name="block",
+                                                                        maximum=depth)
+                                                             for b in blocks]
         if self.closed_form is not None:
             rhs = self.closed_form.rhs
-            values = [closed_forms.evaluate(rhs, j, q0_value) for j in range(depth + 1)]
+            values = [closed_forms.evaluate(rhs, j, q0_value) for j in ks]
+            last = closed_forms.evaluate(rhs, depth, q0_value)
         else:
-            values = self._iterate(depth, q0_value)
+            iterated = self._iterate(closed_forms.check_iterated(self, depth), q0_value)
+            values, last = [iterated[j] for j in ks], iterated[-1]
         if self.direction == "backward":
-            values = [sympy.cancel(values[-1] / v) for v in values]
+            values = [sympy.cancel(last / v) for v in values]
         if self.closed_form is not None:
             return [exact_value(v) for v in values]
         return [finish(v) for v in values]
@@ -249,11 +258,20 @@ class Recursion:
     def to_dict(self, depth: int = 10, q0: object = 1) -> dict[str, object]:
         """JSON-ready summary: LaTeX and text formulas, growth, value and profile.
 
+        The profile holds every block up to PROFILE_POINTS of them, else that many
+        evenly spaced ones (``profile_sampled``); ``profile_k`` names the blocks.
+
         >>> variance("he", "relu", "pre").forward.to_dict(2)["closed_form"]
         'q_{K} = K + q_{0}'
+        >>> d = variance("he", "relu").forward.to_dict(100_000)
+        >>> len(d["profile"]), d["profile_k"][:3], d["profile_sampled"], d["value"]
+        (1001, [0, 100, 200], True, '9.99002093014385e+30102')
         """
         closed = self.closed_form
-        profile = self.profile(depth, q0)
+        depth = check_depth(depth, minimum=0)
+        blocks = closed_forms.sample_blocks(depth, PROFILE_POINTS)
+        profile = self.profile(depth, q0, blocks)
+        value = self.at(depth, q0)
         numeric = all(v.is_number for v in profile)
         return {
             "recurrence": latex(self.recurrence),
@@ -263,9 +281,11 @@ class Recursion:
                 f"{text(closed.lhs)} = {text(closed.rhs)}"),
             "reason": self.reason,
             "growth": self.growth,
-            "value": str(profile[-1] if self.direction == "forward" else profile[0]),
+            "value": str(value),
             "profile": [str(v) for v in profile],
-            "profile_float": [float(v) for v in profile] if numeric else None,
+            "profile_k": blocks,
+            "profile_sampled": len(blocks) < depth + 1,
+            "profile_float": [closed_forms.json_float(v) for v in profile] if numeric else None,
         }
 
 

@@ -260,7 +260,7 @@ def test_enumeration_is_refused_past_the_limit_unless_forced() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((0,), "depth must be an integer >= 1, got 0"),
+        ((0,), "depth must be an integer >= 1 and <= 10\\^18, got 0"),
         ((-3,), "got -3"),
         ((2.5,), "got 2.5"),
         ((True,), "got True"),

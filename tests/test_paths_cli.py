@@ -129,16 +129,16 @@ def test_huge_numbers_are_shown_short(capsysbinary) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--depth", "0"), "depth must be an integer >= 1, got 0"),
-        (("--depth", "abc"), "depth must be an integer >= 1, got 'abc'"),
+        (("--depth", "0"), "--depth must be an integer >= 1 and <= 10^18, got '0'"),
+        (("--depth", "abc"), "--depth must be an integer >= 1 and <= 10^18, got 'abc'"),
         (("--depth", "2.5"), "got '2.5'"),
-        (("--depth", "4", "--wrt", "5"), "wrt must be a block index 1..4 or 'x', got 5"),
-        (("--depth", "4", "--wrt", "0"), "got 0"),
+        (("--depth", "4", "--wrt", "5"), "--wrt must be a block index 1..4 or 'x', got '5'"),
+        (("--depth", "4", "--wrt", "0"), "got '0'"),
         (("--depth", "4", "--wrt", "y"), "got 'y'"),
         (("--format", "pdf"), "'pdf' is not one of 'text', 'latex', 'markdown', 'json'"),
         (("--notation", "book"), "'book' is not one of 'udl', 'jacobian'"),
         (("--depth", "24"), "2^23 terms, more than 2^22 = 4194304 to enumerate: use --count or"),
-        (("--depth", "0", "--count"), "got 0"),
+        (("--depth", "0", "--count"), "got '0'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(capsysbinary, args, message) -> None:
@@ -175,4 +175,4 @@ def test_subprocess_no_traceback_and_no_sympy() -> None:
     bad = subprocess.run([sys.executable, "-m", "derive", "paths", "--wrt", "z"],
                          capture_output=True, text=True, encoding="utf-8")
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr == "derive: error: wrt must be a block index 1..4 or 'x', got 'z'\n"
+    assert bad.stderr == "derive: error: --wrt must be a block index 1..4 or 'x', got 'z'\n"

@@ -195,10 +195,11 @@ def run(*args: str) -> subprocess.CompletedProcess:
     [
         (["--depth", "0"], "depth must be an integer >= 1"),
         (["--init", "kaiming"], "kaiming"),
-        (["--gamma", "g", *SMALL], "gamma must be a number"),
+        (["--gamma", "g", *SMALL], "--gamma must be a finite number"),
         (["--all", "--init", "he"], "--all"),
         (["--tolerance", "-1", *SMALL], "tolerance must be a finite number > 0"),
-        (["--q0", "inf", *SMALL], "q0 must be a finite number > 0"),
+        (["--q0", "inf", *SMALL], "--q0 must be a finite number"),
+        (["--q0", "0", *SMALL], "q0 must be a finite number > 0"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:

@@ -235,9 +235,9 @@ def test_bad_configuration_raises(kwargs, fragment) -> None:
 
 def test_bad_depth_and_q0_raise() -> None:
     rec = variance().forward
-    with pytest.raises(DeriveError, match="depth must be an integer >= 0, got -1"):
+    with pytest.raises(DeriveError, match=r"depth must be an integer >= 0 and <= 10\^18, got -1"):
         rec.at(-1)
-    with pytest.raises(DeriveError, match=r"depth must be an integer >= 0, got 2\.5"):
+    with pytest.raises(DeriveError, match=r"depth must be an integer >= 0 and <= 10\^18, got 2\.5"):
         rec.profile(2.5)
     with pytest.raises(DeriveError, match="q0 must be > 0"):
         rec.at(3, q0=-1)

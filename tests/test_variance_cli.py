@@ -95,7 +95,7 @@ def test_output_is_byte_identical_across_processes() -> None:
     (("--dropout", "1"), "dropout must be in [0, 1), got 1"),
     (("--mlp-ratio", "0"), "mlp_ratio must be > 0, got 0"),
     (("--gamma", "-1"), "gamma must be > 0, got -1"),
-    (("--depth", "-3"), "depth must be an integer >= 0, got -3"),
+    (("--depth", "-3"), "--depth must be an integer >= 0 and <= 10^18, got '-3'"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message) -> None:
     result = run(*args)

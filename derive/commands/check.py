@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.simulation import CheckRow
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.commands.options import Integer, Real
 from derive.parameters import options
 
 EPILOG = """\b
@@ -81,15 +82,17 @@ def _number(value: float) -> float | None:
               help="Check the whole grid: every preset under every init (330 configurations). "
                    "Without it and without a choice above: the norm placements under every "
                    "init, the other presets under He (170).")
-@click.option("--depth", "-K", type=int, default=6, show_default=True, help="Blocks K.")
-@click.option("--width", "-n", type=int, default=512, show_default=True, help="Units per layer.")
-@click.option("--seeds", type=int, default=32, show_default=True,
+@click.option("--depth", "-K", type=Integer(1), default=6, show_default=True, help="Blocks K.")
+@click.option("--width", "-n", type=Integer(2), default=512, show_default=True,
+              help="Units per layer.")
+@click.option("--seeds", type=Integer(1), default=32, show_default=True,
               help="Independent networks per configuration.")
-@click.option("--batch", type=int, default=16, show_default=True, help="Inputs per network.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of all draws.")
-@click.option("--q0", type=float, default=1.0, show_default=True, help="E[x^2] of the inputs.")
-@options
-@click.option("--tolerance", "-t", type=float, default=0.1, show_default=True,
+@click.option("--batch", type=Integer(1), default=16, show_default=True,
+              help="Inputs per network.")
+@click.option("--seed", type=Integer(0), default=0, show_default=True, help="Seed of all draws.")
+@click.option("--q0", type=Real(), default=1.0, show_default=True, help="E[x^2] of the inputs.")
+@options(symbols=False)
+@click.option("--tolerance", "-t", type=Real(), default=0.1, show_default=True,
               help="Largest relative error accepted at any block.")
 @click.option("--blocks", is_flag=True, help="Show every block, not only the final depth.")
 @click.option("--weights", is_flag=True,
@@ -117,7 +120,7 @@ def check(
     weights: bool,
     final_norm: bool,
     fmt: str,
-    **parameters: str | None,
+    **parameters: object,
 ) -> None:
     """Compare the derived variance profiles with simulated finite networks.
 
@@ -128,7 +131,17 @@ def check(
     tolerance (--blocks: every block).
     """
     from derive.parameters import symbol_values
-    from derive.simulation import CHUNK, compare, default_grid, grid
+    from derive.resources import check_simulation_memory
+    from derive.simulation import (
+        CHUNK,
+        ROWS,
+        batching,
+        compare,
+        default_grid,
+        grid,
+        numeric,
+        skeleton,
+    )
 
     if everything and (inits or activations or norms or blocks_ or branches):
         raise click.UsageError(
@@ -142,6 +155,9 @@ def check(
         configs = default_grid(values=values, **parameters)
     if final_norm and not weights:
         raise click.UsageError("--final-norm goes with --weights")
+    checked = [numeric(c, width) for c in configs]
+    check_simulation_memory(checked, [batching(c, seeds, batch) for c in checked], depth=depth,
+                            width=width, chunk=CHUNK, rows=ROWS, skeleton=skeleton)
     settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
                 "q0": q0, "tolerance": tolerance, "weights": weights, "final_norm": final_norm}
     total = len(configs) + -(-max(seeds, 1) // CHUNK)

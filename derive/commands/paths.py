@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import sys
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -16,33 +15,29 @@ from typing import BinaryIO
 import click
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS
+from derive.commands.options import Integer
 from derive.notation import NOTATIONS
 from derive.parameters import options
 
 FORMATS = ("text", "latex", "markdown", "json")
 #: Bytes gathered before one write to stdout.
 _BUFFER = 1 << 20
-
-
-def _parse_depth(value: str) -> int:
-    from derive.errors import DeriveError
-
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise DeriveError(f"depth must be an integer >= 1, got {value!r}") from None
+#: --lengths lists at most this many lengths (the cost grows with the square: 4 s here).
+MAX_LENGTHS = 200_001
 
 
 def _parse_wrt(value: str, depth: int) -> int | str:
     from derive.errors import DeriveError
+    from derive.numbers import integer, shown
 
     text = value.strip().lower()
     if text == "x":
         return "x"
     try:
-        return int(text)
-    except ValueError:
-        raise DeriveError(f"wrt must be a block index 1..{depth} or 'x', got {value!r}") from None
+        return integer(text, "--wrt", minimum=1, maximum=depth)
+    except DeriveError:
+        raise DeriveError(
+            f"--wrt must be a block index 1..{depth} or 'x', got {shown(value)}") from None
 
 
 def _write(stream: BinaryIO, pieces: Iterable[str]) -> None:
@@ -61,11 +56,11 @@ def _write(stream: BinaryIO, pieces: Iterable[str]) -> None:
 
 def _count_forms(m: int) -> tuple[str, str]:
     """(text, LaTeX) of 2^m: in full when short, else 2^m with its size."""
-    from derive.notation import format_log10, format_power_of_two
+    from derive.notation import format_power_of_two, power_of_two_scientific
 
     exact = format_power_of_two(m)
     if exact.startswith("2^"):
-        approx = format_log10(m * math.log10(2))
+        approx = power_of_two_scientific(m)
         mantissa, _, exponent = approx.partition("e")
         return f"{exact} ≈ {approx}", f"2^{{{m}}} \\approx {mantissa} \\times 10^{{{exponent}}}"
     return exact, f"2^{{{m}}} = {exact}"
@@ -208,7 +203,7 @@ Examples:
                                          counts and the gradient carried by each length
   derive paths --depth 54 --wrt x --lengths --init he --span 5..17""",
 )
-@click.option("--depth", "depth_text", default="4", show_default=True, metavar="N",
+@click.option("--depth", type=Integer(1), default=4, show_default=True, metavar="N",
               help="Number of residual blocks N (an integer >= 1).")
 @click.option("--wrt", "wrt_text", default="1", show_default=True, metavar="J|x",
               help="Differentiate with respect to f_J's output (1..N) or the input x.")
@@ -235,7 +230,7 @@ Examples:
 @click.option("--q0", default="1", show_default=True, metavar="Q0", help="E[x^2].")
 @click.option("--span", default=None, metavar="LO..HI",
               help="The share of paths and of gradient of the lengths LO..HI.")
-def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, lengths: bool,
+def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengths: bool,
           force: bool, block_spec: str | None, settings: tuple[str, ...], span: str | None,
           **variance_options: str | None) -> None:
     """Expand dy/df_J = (I + J_N)...(I + J_{J+1}) into its 2^(N-J) paths.
@@ -245,11 +240,16 @@ def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, 
     Output streams; --count and --lengths never enumerate.
     """
     from derive.errors import DeriveError
-    from derive.pathsum import MAX_TERMS, check_path_args
+    from derive.pathsum import MAX_FORCED_BITS, MAX_TERMS, check_path_args, more_terms_than
 
-    depth = _parse_depth(depth_text)
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
     stream = sys.stdout.buffer
+    m = depth - (0 if wrt == "x" else wrt)
+    if lengths and m + 1 > MAX_LENGTHS:
+        raise DeriveError(
+            f"--lengths at depth {depth} lists {m + 1} path lengths, more than {MAX_LENGTHS}: "
+            "use --count, or a smaller --depth"
+        )
     source = click.get_current_context().get_parameter_source
     weighted = any(source(name) != click.core.ParameterSource.DEFAULT
                    for name in (*variance_options, "settings"))
@@ -264,8 +264,13 @@ def paths(depth_text: str, wrt_text: str, fmt: str, notation: str, count: bool, 
     if count or lengths:
         _write(stream, _stats(depth, wrt, fmt, count, lengths))
         return
-    m = depth - (0 if wrt == "x" else wrt)
-    if (1 << m) > MAX_TERMS and not force:
+    if m > MAX_FORCED_BITS:
+        raise DeriveError(
+            f"dy/d{'x' if wrt == 'x' else f'f_{wrt}'} at depth {depth} has 2^{m} terms, more "
+            f"than the 2^{MAX_FORCED_BITS} that can be listed even with --force: use "
+            + ("--count or --lengths" if m < MAX_LENGTHS else "--count")
+        )
+    if more_terms_than(m, MAX_TERMS) and not force:
         name = "x" if wrt == "x" else f"f_{wrt}"
         raise DeriveError(
             f"dy/d{name} at depth {depth} has 2^{m} terms, more than 2^22 = {MAX_TERMS} to "

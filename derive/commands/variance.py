@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import click
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.commands.options import Exact, Integer
 from derive.parameters import options
 
 EPILOG = """\b
@@ -65,7 +67,8 @@ def _value_text(value: object) -> str:
     shown = _text(value)
     if not isinstance(value, sympy.Expr) or not value.is_number or value.is_Rational:
         return shown
-    decimal = f"{float(value):.6g}"
+    number = float(value)  # past a double's range: SymPy's own six digits, 3.98028e+6020
+    decimal = f"{number:.6g}" if math.isfinite(number) else str(sympy.Float(value, 6))
     if isinstance(value, sympy.Float):
         return decimal
     return f"{shown} ≈ {decimal}" if len(shown) <= 40 else f"≈ {decimal} (exact: --format json)"
@@ -196,9 +199,9 @@ def _epilog() -> str:
 @click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
               help="F: single W phi(h); mlp W2 phi(W1 h).")
 @options
-@click.option("--q0", default="1", show_default=True, metavar="Q0",
+@click.option("--q0", type=Exact(), default="1", show_default=True, metavar="Q0",
               help="E[x^2]: a number or a symbol name.")
-@click.option("--depth", type=int, default=10, show_default=True, metavar="K",
+@click.option("--depth", type=Integer(0), default=10, show_default=True, metavar="K",
               help="Depth K for the values.")
 @click.option("--direction", type=click.Choice(("forward", "backward", "both")), default="both",
               show_default=True, help="forward q_k, backward d_k (gradients), or both.")

@@ -1,0 +1,66 @@
+"""The click types of every numeric option, thin wrappers over :mod:`derive.numbers`.
+
+A bad value raises :class:`~derive.errors.DeriveError` naming the option as
+typed (``--gamma must be ...``), which ``derive.cli.main`` prints as one line
+with exit code 2.
+
+>>> Integer(minimum=1).convert("12", None, None), Exact(symbols=False).convert("1/4", None, None)
+(12, 1/4)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from derive import numbers
+
+
+def option_name(param: click.Parameter | None) -> str:
+    """The option's long name as a user types it (``--mlp-ratio``), or ``value``.
+
+    >>> option_name(click.Option(["--depth", "-K"]))
+    '--depth'
+    """
+    if param is None:
+        return "value"
+    names = getattr(param, "opts", None) or [param.name or "value"]
+    return max(names, key=len)
+
+
+class Integer(click.ParamType):
+    """An integer in ``minimum..maximum``, parsed by :func:`derive.numbers.integer`."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int = 0, maximum: int | None = numbers.MAX_DEPTH) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:
+        return numbers.integer(value, option_name(param), minimum=self.minimum,
+                               maximum=self.maximum)
+
+
+class Exact(click.ParamType):
+    """An exact number (or a symbol name, if ``symbols``), by :func:`derive.numbers.exact`."""
+
+    name = "number"
+
+    def __init__(self, symbols: bool = True) -> None:
+        self.symbols = symbols
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        return numbers.exact(value, option_name(param), symbol=self.symbols)
+
+
+class Real(click.ParamType):
+    """A finite number as a float, parsed exactly first (:func:`derive.numbers.real`)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> float:
+        return numbers.real(value, option_name(param))
