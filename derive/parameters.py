@@ -79,19 +79,24 @@ def checked(name: str, value: object) -> sympy.Expr:
     return result
 
 
-def options(command: Callable[..., Any] | None = None, *, symbols: bool = True) -> Any:
+def options(command: Callable[..., Any] | None = None, *, symbols: bool = True,
+            defaults: bool = True) -> Any:
     """Add every parameter of the table to a click command (``@options``), as exact numbers
-    parsed by derive.numbers; ``@options(symbols=False)`` refuses symbol names."""
+    parsed by derive.numbers; ``@options(symbols=False)`` refuses symbol names, and
+    ``@options(defaults=False)`` leaves an option not given as None (nothing is parsed, so
+    a command that may not need them starts without SymPy)."""
     import click
 
     from derive.commands.options import Exact
 
     if command is None:
-        return lambda decorated: options(decorated, symbols=symbols)
+        return lambda decorated: options(decorated, symbols=symbols, defaults=defaults)
     for p in reversed(PARAMETERS):
-        command = click.option(p.flag, p.name, type=Exact(symbols), default=p.default,
-                               metavar=p.metavar, show_default=p.default is not None,
-                               help=p.help)(command)
+        shown = f" [default: {p.default}]" if p.default is not None and not defaults else ""
+        command = click.option(p.flag, p.name, type=Exact(symbols),
+                               default=p.default if defaults else None, metavar=p.metavar,
+                               show_default=defaults and p.default is not None,
+                               help=p.help + shown)(command)
     return command
 
 

@@ -33,7 +33,8 @@ TEXT_OPTIONS = {("paths", "--wrt"): "a block index or x", ("notes", "--out"): "a
                 ("notes", "--deck"): "a deck name", ("notes", "--style"): "a style",
                 ("notes", "--name"): "NAME=TITLE", ("notes", "--concepts"): "names",
                 ("notes", "--blocks"): "blocks", ("notes", "--depths"): "a list of depths",
-                ("notes", "--config"): "a file"}
+                ("notes", "--config"): "a file", ("paths", "--block"): "an expression",
+                ("paths", "--set"): "name=value", ("paths", "--span"): "LO..HI"}
 #: The arguments each command needs besides the option under test, so that only it is bad.
 CONTEXT = {"paths": [], "variance": [], "check": ["--init", "he", "--activation", "relu",
                                                   "--norm", "none", "--branch", "single"],

@@ -195,7 +195,8 @@ def run(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool, force:
                    if name not in names and value is not None}
         gradients = path_gradients(depth, wrt, block=spec, init=options["init"],
                                    activation=options["activation"], branch=options["branch"],
-                                   q0=options["q0"], **numbers)
+                                   q0=1 if options["q0"] is None else options["q0"],
+                                   **numbers)
         return length_table(gradients, fmt, span, table=lengths)
     if is_plain(spec):
         return None

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import click
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS
-from derive.commands.options import Integer
+from derive.commands.options import Exact, Integer
 from derive.notation import NOTATIONS
 from derive.parameters import options
 
@@ -226,8 +226,9 @@ Examples:
               show_default=True, help="For the gradient shares: phi.")
 @click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
               help="For the gradient shares: F is single W phi(h) or mlp W2 phi(W1 h).")
-@options
-@click.option("--q0", default="1", show_default=True, metavar="Q0", help="E[x^2].")
+@options(defaults=False)
+@click.option("--q0", type=Exact(), default=None, metavar="Q0",
+              help="E[x^2] (for the gradient shares). [default: 1]")
 @click.option("--span", default=None, metavar="LO..HI",
               help="The share of paths and of gradient of the lengths LO..HI.")
 def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengths: bool,
