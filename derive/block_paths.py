@@ -30,7 +30,7 @@ from derive.blocks.nodes import STD_X, Input, Node
 from derive.blocks.primitives import Branch
 from derive.errors import DeriveError
 from derive.notation import gradient_latex, gradient_text, subscript
-from derive.pathsum import MAX_TERMS, check_path_args
+from derive.path_limits import MAX_TERMS, check_path_args
 from derive.printing import latex, text
 
 #: The text streamer builds the terms of the lowest blocks once, about this many.

@@ -18,7 +18,7 @@ from derive.choices import ACTIVATIONS
 from derive.derivation import Derivation, Step
 from derive.errors import DeriveError, choice_error
 from derive.expectations import Activation, Expectation, a, applied, s, u, z
-from derive.model import exact
+from derive.numbers import exact
 from derive.printing import latex
 
 #: The default negative slope of leaky_relu (as in PyTorch).

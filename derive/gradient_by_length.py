@@ -41,7 +41,7 @@ from derive.blocks.primitives import Branch
 from derive.closed_forms import numeric_map
 from derive.errors import DeriveError
 from derive.model import K, VarianceConfig, exact, q, q0
-from derive.pathsum import check_path_args
+from derive.path_limits import check_path_args
 from derive.printing import text
 from derive.variance_analysis import VarianceAnalysis, variance
 

@@ -349,7 +349,7 @@ def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> I
     >>> "".join(iter_text_chunks(3))
     '∂y/∂f₁ = I + ∂f₂/∂f₁ + ∂f₃/∂f₁ + (∂f₃/∂f₂)(∂f₂/∂f₁)'
     """
-    from derive.pathsum import MAX_BLOCKS, check_path_args
+    from derive.path_limits import MAX_BLOCKS, check_path_args
 
     depth, wrt = check_path_args(depth, wrt)
     check_notation(notation)

@@ -72,7 +72,7 @@ def checked(name: str, value: object) -> sympy.Expr:
     >>> checked("gamma", "g"), checked("mlp_ratio", 0.5)
     (g, 1/2)
     """
-    from derive.model import exact
+    from derive.numbers import exact
 
     result = exact(value, name)
     BY_NAME[name].rule(name, result)
@@ -110,7 +110,7 @@ def symbol_values(pairs: tuple[str, ...]) -> dict[str, sympy.Expr]:
     ...
     derive.errors.DeriveError: --set takes name=value, such as alpha=1/2, got 'alpha'
     """
-    from derive.model import exact
+    from derive.numbers import exact
 
     out = {}
     for pair in pairs:

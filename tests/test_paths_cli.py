@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_and_exit_code_2(capsysbinary, args, message) -> N
 
 
 def test_force_lifts_the_limit(capsysbinary, monkeypatch) -> None:
-    monkeypatch.setattr("derive.pathsum.MAX_TERMS", 4)
+    monkeypatch.setattr("derive.path_limits.MAX_TERMS", 4)
     code, _, err = run(capsysbinary, "--depth", "4", "--notation", "jacobian")
     assert code == 2 and "--force" in err
     code, out, _ = run(capsysbinary, "--depth", "4", "--notation", "jacobian", "--force")

@@ -241,7 +241,7 @@ def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengt
     Output streams; --count and --lengths never enumerate.
     """
     from derive.errors import DeriveError
-    from derive.pathsum import MAX_FORCED_BITS, MAX_TERMS, check_path_args, more_terms_than
+    from derive.path_limits import MAX_FORCED_BITS, MAX_TERMS, check_path_args, more_terms_than
 
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
     stream = sys.stdout.buffer
