@@ -135,6 +135,8 @@ def test_every_preset_parses_and_names_its_source() -> None:
     ("x + 1", "a bias"),
     ("2**1000*x", "too large"),
     ("x/0", "division by zero"),
+    ("x + nan*F(x)", "'nan' is not a finite number"),
+    ("inf*x + F(x)", "'inf' is not a finite number"),
     ("std(F(x))", "std takes the block input"),
     ("x + F(x, x)", "F takes one argument"),
 ])

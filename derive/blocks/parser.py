@@ -30,6 +30,7 @@ import sympy
 from derive.blocks.nodes import STD_X, Input, Node, Scale, Sum
 from derive.blocks.primitives import Activation, BatchNorm, Branch, Dropout, LayerNorm, Weight
 from derive.errors import DeriveError
+from derive.numbers import NOT_FINITE
 
 #: The longest block text, in characters, and the most syntax nodes it may hold.
 MAX_LENGTH, MAX_NODES = 400, 200
@@ -90,6 +91,9 @@ class _Parser:
             return Input()
         if name in FUNCTIONS:
             raise self.fail(f"{name} is a function: write {name}(...)")
+        if name.lower() in NOT_FINITE:
+            raise self.fail(f"{name!r} is not a finite number: numbers in a block must be "
+                            "finite, such as 2, 0.1 or 1/3")
         if name in RESERVED or name.startswith("_") or not name.isascii():
             raise self.fail(f"{name!r} cannot name a symbol here (reserved); try alpha, beta")
         return sympy.Symbol(name, positive=True)
