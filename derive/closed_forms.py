@@ -194,6 +194,9 @@ def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
     >>> evaluate(2**K * q0, 10**18, q0)
     1.63583...e+301029995663981195*q_0
     """
+    if _special(expr):  # moments known only by quadrature: no exact value to keep
+        value = expr.xreplace({K: sympy.Integer(depth), q0: sympy.sympify(q0_value)})
+        return finish(value.doit() if isinstance(value, sympy.Piecewise) else value)
     if exact_digits(expr, depth) > EXACT_DIGITS:
         digits = len(str(depth)) + PRECISION + 10
         value = expr.xreplace({q0: sympy.sympify(q0_value)})
@@ -378,8 +381,9 @@ def exact_value(value: sympy.Expr) -> sympy.Expr:
         return value
     if _special(value) or not value.is_number or value.is_Rational or value.is_Float:
         return finish(value)  # a rational past EXACT_DIGITS digits, or a float already
-    if value.has(sympy.gamma):
-        return value
+    if value.has(sympy.gamma) or any(
+            p.base.is_Add and p.exp.is_Integer and abs(p.exp) > 2 for p in value.atoms(sympy.Pow)):
+        return value  # expanding a power of a sum would only make it long
     return sympy.expand(value)
 
 
