@@ -18,9 +18,11 @@ t0 = time.perf_counter()
 c0 = time.process_time()
 from derive.blocks.presets import PRESETS
 from derive.model import ACTIVATIONS, BRANCHES, INITS
+from derive.simulation import checkable
 from derive.variance_analysis import variance
 count = 0
-for name in PRESETS:
+for preset in PRESETS:
+    name = checkable(preset)  # the symbols at the check's values, so every value is a number
     for init in INITS:
         for act in ACTIVATIONS:
             for branch in BRANCHES:

@@ -149,7 +149,11 @@ class Recursion:
         """How the quantity grows with depth, read off the closed form (or the iteration)."""
         if self.closed_form is not None:
             return closed_forms.growth(self.closed_form.rhs)
-        v48, v72, v96 = (float(v) for v in self._iterate(96, sympy.Integer(1))[48::24])
+        try:
+            v48, v72, v96 = (float(v) for v in self._iterate(96, sympy.Integer(1))[48::24])
+        except DeriveError:
+            names = ", ".join(s.name for s in self.config.block.symbols)
+            return f"depends on {names} (no closed form; iterated once they have values)"
         r1, r2 = math.log(v96 / v72), math.log(v72 / v48)
         d1, d2 = v96 - v72, v72 - v48
         if abs(v96 - v48) <= 1e-9 * abs(v96):
@@ -423,6 +427,11 @@ def compare(
                             **options)  # type: ignore[arg-type]
         for recursion in (analysis.forward, analysis.backward):
             closed = recursion.closed_form
+            try:
+                value: object = recursion.at(depth, q0)
+            except DeriveError:  # iterated, with symbols that have no values
+                names = ", ".join(s.name for s in analysis.config.block.symbols)
+                value = f"needs a value for {names} (--set)"
             rows.append({
                 "norm": analysis.config.block.name,
                 "block": analysis.config.block.text,
@@ -431,7 +440,7 @@ def compare(
                 "closed_form": closed,
                 "reason": recursion.reason,
                 "growth": recursion.growth,
-                "value": recursion.at(depth, q0),
+                "value": value,
             })
     return rows
 

@@ -189,3 +189,10 @@ def test_batchnorm_agrees_with_the_simulation_and_layernorms_rule_does_not() -> 
     measured = next(r for r in rows if r.label.endswith("BN(x + F(x))/single")
                 and r.direction == "backward" and r.k == 0).measured
     assert abs(measured - float(ln[0])) > 0.5
+
+
+def test_compare_with_a_symbol_and_no_closed_form_says_what_it_needs() -> None:
+    done = run("variance", "--activation", "gelu", "--compare")
+    assert done.returncode == 0
+    row = next(line for line in done.stdout.splitlines() if line.startswith("skipinit"))
+    assert "needs a value for alpha" in row and "depends on alpha" in row

@@ -64,6 +64,8 @@ def _value_text(value: object) -> str:
     """An exact value, with its decimal where it is irrational; long ones as the decimal."""
     import sympy
 
+    if isinstance(value, str):
+        return value
     shown = _text(value)
     if not isinstance(value, sympy.Expr) or not value.is_number or value.is_Rational:
         return shown
@@ -158,12 +160,16 @@ def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
 
     head = ("block", "direction", "closed form", "growth", f"value at K = {depth}")
     if fmt == "latex":
+        def cell(value: object) -> str:
+            return value if isinstance(value, str) else f"${latex(value)}$"
+
         body = [" & ".join((r["norm"], r["direction"], closed(r, True), r["growth"],
-                            f"${latex(r['value'])}$")) + " \\\\" for r in rows]
+                            cell(r["value"]))) + " \\\\" for r in rows]
         return "\n".join(["% " + title, "\\begin{tabular}{lllll}", " & ".join(head) + " \\\\",
                           "\\hline", *body, "\\end{tabular}"])
     table = [(r["norm"], r["direction"], closed(r, fmt == "markdown"), r["growth"],
-              _value_text(r["value"]) if fmt == "text" else _text(r["value"])) for r in rows]
+              _value_text(r["value"]) if fmt == "text" or isinstance(r["value"], str)
+              else _text(r["value"])) for r in rows]
     if fmt == "markdown":
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join([f"**{title}**", "", *lines,
