@@ -60,6 +60,10 @@ def gaussian_mean(activation: str, s2: object, *,
     >>> gaussian_mean("gelu", 1)
     1/(2*sqrt(pi))
     """
-    value = _mean_in_variance(activation).xreplace(
-        {_v: sympy.sympify(s2), a: sympy.sympify(negative_slope)})
+    return _mean(activation, sympy.sympify(s2), sympy.sympify(negative_slope))
+
+
+@functools.lru_cache(maxsize=4096)
+def _mean(activation: str, s2: sympy.Expr, slope: sympy.Expr) -> sympy.Expr:
+    value = _mean_in_variance(activation).xreplace({_v: s2, a: slope})
     return sympy.simplify(value) if value.is_number else value
