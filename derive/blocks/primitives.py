@@ -275,6 +275,22 @@ class Activation(Node):
         return [grad if cache is None else grad * cache]
 
 
+def _normalize(v: np.ndarray, gamma: float, axis: int) -> tuple[np.ndarray, Any]:
+    """gamma (v - mean) / std along ``axis`` (units: LayerNorm; the batch: BatchNorm)."""
+    centred = v - v.mean(axis=axis, keepdims=True)
+    std = np.sqrt((centred * centred).mean(axis=axis, keepdims=True))
+    y = centred / std
+    return gamma * y, (y, std)
+
+
+def _normalize_backward(grad: np.ndarray, cache: Any, gamma: float, axis: int) -> np.ndarray:
+    """The gradient at the input of :func:`_normalize` from the gradient at its output."""
+    y, std = cache
+    gy = gamma * grad
+    mean, corr = gy.mean(axis=axis, keepdims=True), (gy * y).mean(axis=axis, keepdims=True)
+    return (gy - mean - y * corr) / std
+
+
 @dataclass(frozen=True)
 class LayerNorm(Node):
     """``LN(v)``: each sample's units centred and divided by their std, times gain gamma
@@ -321,17 +337,10 @@ class LayerNorm(Node):
                 "of $n$ directions, so the gain is $\\gamma^2/s$")
 
     def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
-        v = values[0]
-        centred = v - v.mean(axis=-1, keepdims=True)
-        std = np.sqrt((centred * centred).mean(axis=-1, keepdims=True))
-        y = centred / std
-        return net.gamma * y, (y, std)
+        return _normalize(values[0], net.gamma, axis=-1)
 
     def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
-        y, std = cache
-        gy = net.gamma * grad
-        mean, corr = gy.mean(axis=-1, keepdims=True), (gy * y).mean(axis=-1, keepdims=True)
-        return [(gy - mean - y * corr) / std]
+        return [_normalize_backward(grad, cache, net.gamma, axis=-1)]
 
 
 @dataclass(frozen=True)
@@ -386,17 +395,10 @@ class BatchNorm(Node):
                 "batch)")
 
     def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
-        v = values[0]
-        centred = v - v.mean(axis=-2, keepdims=True)
-        std = np.sqrt((centred * centred).mean(axis=-2, keepdims=True))
-        y = centred / std
-        return net.gamma * y, (y, std)
+        return _normalize(values[0], net.gamma, axis=-2)
 
     def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
-        y, std = cache
-        gy = net.gamma * grad
-        mean, corr = gy.mean(axis=-2, keepdims=True), (gy * y).mean(axis=-2, keepdims=True)
-        return [(gy - mean - y * corr) / std]
+        return [_normalize_backward(grad, cache, net.gamma, axis=-2)]
 
 
 @dataclass(frozen=True)
