@@ -6,11 +6,7 @@ fresh interpreter (cold caches, imports included); each command is a fresh proce
 
 from __future__ import annotations
 
-import resource
-import statistics
-import subprocess
-import sys
-import time
+from bench_variance import python_output, wall_time
 
 GRID = """
 import time
@@ -42,33 +38,15 @@ COMMANDS = (
 )
 
 
-def _python(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
-
-
-def _wall(args: list[str], repeat: int = 3) -> tuple[float, float]:
-    """Median wall time and CPU time (user + sys) of ``derive ARGS`` in a fresh process."""
-    walls, cpus = [], []
-    for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "derive", *args], capture_output=True, check=True)
-        walls.append(time.perf_counter() - start)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return statistics.median(walls), statistics.median(cpus)
-
-
 def main() -> None:
     """Run the measurements and print one Markdown table."""
-    runs = [tuple(float(v) for v in _python(GRID).split()) for _ in range(2)]
+    runs = [tuple(float(v) for v in python_output(GRID).split()) for _ in range(2)]
     count, wall, cpu = min(runs, key=lambda r: r[1])
     rows = [(f"every preset over the grid: {int(count)} configurations x 2 directions, closed "
              "forms, growth, values at K = 50 (cold, fresh process, best of 2)",
              f"{wall:.2f} s wall, {cpu:.2f} s CPU", "< 10 s")]
     for args in COMMANDS:
-        wall, cpu = _wall(args)
+        wall, cpu = wall_time(args)
         shown = " ".join(f"'{a}'" if " " in a or "(" in a else a for a in args)
         rows.append((f"`derive {shown}`, start-up included (median of 3)",
                      f"{wall:.2f} s wall, {cpu:.2f} s CPU", "< 2 s"))

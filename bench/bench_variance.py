@@ -57,12 +57,12 @@ print(len(pairs), t1 - t0, t2 - t1, t3 - t2)
 """
 
 
-def _python(code: str) -> str:
+def python_output(code: str) -> str:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
 
-def _wall(args: list[str], repeat: int = 3) -> tuple[float, float]:
+def wall_time(args: list[str], repeat: int = 3) -> tuple[float, float]:
     """Median wall time and CPU time (user + sys) of ``derive ARGS`` in a fresh process."""
     walls, cpus = [], []
     for _ in range(repeat):
@@ -78,7 +78,7 @@ def _wall(args: list[str], repeat: int = 3) -> tuple[float, float]:
 def main() -> None:
     """Run the measurements and print one Markdown table."""
     rows = []
-    grid = min(tuple(float(v) for v in _python(GRID).split()) for _ in range(2))
+    grid = min(tuple(float(v) for v in python_output(GRID).split()) for _ in range(2))
     rows.append(("full grid: 90 configurations x 2 directions, closed forms, growth, "
                  "values at K = 50 (cold, fresh process, imports included, best of 2)",
                  f"{grid[0]:.2f} s wall, {grid[1]:.2f} s CPU", "< 10 s"))
@@ -86,16 +86,16 @@ def main() -> None:
                  ["variance", "--init", "he", "--activation", "gelu", "--norm", "pre"],
                  ["variance", "--activation", "tanh", "--depth", "50"],
                  ["variance", "--init", "he", "--compare"]):
-        wall, cpu = _wall(args)
+        wall, cpu = wall_time(args)
         rows.append((f"`derive {' '.join(args)}`, start-up included (median of 3)",
                      f"{wall:.2f} s wall, {cpu:.2f} s CPU", "< 2 s"))
     for args in (["variance", "--init", "he", "--depth", "20000"],
                  ["variance", "--init", "he", "--depth", "1000000000000000000"],
                  ["variance", "--depth", "100000", "--format", "json"]):
-        wall, cpu = _wall(args)
+        wall, cpu = wall_time(args)
         rows.append((f"`derive {' '.join(args)}`, start-up included (median of 3)",
                      f"{wall:.2f} s wall, {cpu:.2f} s CPU", "answers at once"))
-    count, direct, shape, shipped = _python(SHAPES).split()
+    count, direct, shape, shipped = python_output(SHAPES).split()
     direct_s = float(direct)
     rows.append((f"rsolve on each of {count} affine forward recursions (no cache)",
                  f"{direct_s:.3f} s", "1x"))
