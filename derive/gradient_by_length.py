@@ -130,23 +130,27 @@ class PathGradients:
             raise DeriveError(f"gradient shares at depth {depth} need numbers, got the "
                               f"symbols {', '.join(dict.fromkeys(names))}: give them values "
                               f"(--set, --gamma, --q0) or a depth <= {SYMBOLIC_DEPTH}")
-        self.exact = exact_mode
+        self.exact, self.symbolic = exact_mode, symbolic
         self.gradient_shares = self._exact_shares() if exact_mode else self._float_shares()
         if not exact_mode:
             self.exact = False
 
     # --- the forward moments and each block's polynomial --------------------------
-    def forward_moments(self, exact_values: bool) -> list[tuple[object, object]]:
-        """(q_{k-1}, c_{k-1}) for k = 1..depth."""
+    def forward_moments(self, exact_values: bool) -> list[tuple[object, object]] | None:
+        """(q_{k-1}, c_{k-1}) for k = 1..depth; ``exact_values``: exact, or None when
+        numbers stop being rational."""
         fwd = self.analysis.forward.step
         cross = self.analysis.cross.step if self.analysis.cross is not None else None
         if exact_values:
             qv, cv, out = self.q0, sympy.Integer(0), []
+            tidy = sympy.simplify if self.symbolic else (lambda e: e)
             for _ in range(self.depth):
                 out.append((qv, cv))
-                qv, cv = (sympy.simplify(fwd.xreplace({Q_PREV: qv, C_PREV: cv})),
+                if not self.symbolic and not (qv.is_Rational and cv.is_Rational):
+                    return None  # irrational moments: the shares are computed in floats
+                qv, cv = (tidy(fwd.xreplace({Q_PREV: qv, C_PREV: cv})),
                           cv if cross is None else
-                          sympy.simplify(cross.xreplace({Q_PREV: qv, C_PREV: cv})))
+                          tidy(cross.xreplace({Q_PREV: qv, C_PREV: cv})))
             return out
         step = numeric_map(fwd, (Q_PREV, C_PREV))
         cstep = None if cross is None else numeric_map(cross, (Q_PREV, C_PREV))
@@ -157,7 +161,11 @@ class PathGradients:
         return outf
 
     def _exact_shares(self) -> list[object]:
-        moments = self.forward_moments(True)[self.first - 1:]
+        found = self.forward_moments(True)
+        if found is None:
+            self.exact = False
+            return self._float_shares()
+        moments = found[self.first - 1:]
         polys = [[sympy.nsimplify(c.xreplace({Q_PREV: qv, C_PREV: cv})) if c.is_number else
                   c.xreplace({Q_PREV: qv, C_PREV: cv}) for c in self.polynomial]
                  for qv, cv in moments]

@@ -31,6 +31,7 @@ from derive.resources import check_simulation_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block
+    from derive.variance_analysis import VarianceAnalysis
 
 _INPUT, _UPSTREAM, _WEIGHT, _DROPOUT = range(4)
 #: Networks drawn and run side by side (stacked along the first axis).
@@ -189,6 +190,8 @@ class Network:
         self.gamma = float(config.gamma)
         self.slope = float(config.negative_slope)
         self.std_x = np.sqrt((x * x).mean(axis=(-2, -1), keepdims=True))
+        #: Gradients carry a leading axis of path lengths (branches passed so far).
+        self.by_length = False
 
     def weight(self, key: tuple, fan_in: sympy.Expr, fan_out: sympy.Expr,
                variance: sympy.Expr) -> tuple[np.ndarray, float]:
@@ -249,8 +252,17 @@ def _forward(nodes: Sequence[Node], nets: Sequence[Network]) -> tuple[list[np.nd
                                       [t for _, t in children])
 
 
+def _is_branch_output(node: Node) -> bool:
+    """Whether ``node`` is the last weight matrix of a branch F: every path through the
+    branch passes it once."""
+    return isinstance(node, Weight) and node.key[0] == "F" and node.key[-1] == "out"
+
+
 def _backward(trace: tuple, grads: Sequence[np.ndarray], nets: Sequence[Network]) -> None:
     nodes, cache, children = trace
+    if nets[0].by_length and _is_branch_output(nodes[0]):
+        # gradients by path length (leading axis): the branch adds one to the length
+        grads = [np.concatenate([np.zeros_like(g[:1]), g[:-1]]) for g in grads]
     if isinstance(nodes[0], Weight):
         for node, g, net in zip(nodes, grads, nets, strict=True):
             if net.watched == node.key:
@@ -268,12 +280,14 @@ def _backward(trace: tuple, grads: Sequence[np.ndarray], nets: Sequence[Network]
 
 
 def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
-         record: list | None = None, *, watch: bool = False, final_norm: bool = False
-         ) -> list[tuple[np.ndarray, ...]]:
+         record: list | None = None, *, watch: bool = False, final_norm: bool = False,
+         lengths: int = 0) -> list[tuple[np.ndarray, ...]]:
     """Forward and hand-written backward passes of stacks of one skeleton, block by block.
     Returns per configuration the sums of h_k^2 and of (dL/dh_k)^2, k = 0..K; with
     ``watch``, also per block the sum over inputs of mean(g^2) mean(a^2) for the last
-    weight matrix (g its output gradient, a its input); ``final_norm``: L = <g, LN(h_K)>."""
+    weight matrix (g its output gradient, a its input); ``final_norm``: L = <g, LN(h_K)>.
+    ``lengths`` > 0: the gradient is split by the number of branches its paths pass
+    (0 .. lengths - 1), and the sums of (dL/dh_0)^2 per length come last."""
     depth, count = draws.depth, len(configs)
     trees = [c.block.expanded(c) for c in configs]
     watched = [c.block.last_weight(c) for c in configs]
@@ -301,11 +315,14 @@ def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
             grads.append(final.backward_np(upstream, cache, net)[0])
     for i, g in enumerate(grads):
         backward[i, depth] = np.sum(g * g)
+    if lengths:
+        grads = [np.concatenate([g[None], np.zeros((lengths - 1, *g.shape))]) for g in grads]
     history = [[g] for g in grads]
     for block in reversed(range(depth)):
         nets, trace = traces[block]
         for net in nets:
             net.x_grad = np.zeros_like(net.x)
+            net.by_length = bool(lengths)
         _backward(trace, grads, nets)
         grads = [net.x_grad for net in nets]
         for i, g in enumerate(grads):
@@ -318,6 +335,9 @@ def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
                 weights[i, block + 1] = np.sum(a2 * g2)
     if record is not None:
         record.extend((h, g[::-1]) for h, g in zip(hs, history, strict=True))
+    if lengths:
+        by_length = [np.sum(g * g, axis=tuple(range(1, g.ndim))) for g in grads]
+        return list(zip(forward, backward, by_length, strict=True))
     if watch:
         return list(zip(forward, backward, weights, strict=True))
     return list(zip(forward, backward, strict=True))
@@ -412,6 +432,38 @@ def measure_weights(config: VarianceConfig, *, depth: int, width: int, seeds: in
     return total[1:] / (networks * inputs)
 
 
+def measure_lengths(config: VarianceConfig, *, depth: int, width: int, seeds: int,
+                    batch: int, q0: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Measured share of E[(dL/dx)^2] carried by the paths through L branches, L = 0, 1,
+    ...: the backward pass keeps one gradient per length (each branch F moves its
+    gradient one length up), and the share is the mean of its square over the sum.
+
+    >>> s = measure_lengths(VarianceConfig(init="he"), depth=2, width=512, seeds=4, batch=64)
+    >>> [round(float(v), 2) for v in s]  # binomial(2, 1/2): 1/4, 1/2, 1/4
+    [0.25, 0.5, 0.25]
+    """
+    from derive.blocks.primitives import Branch
+
+    seeds, q0 = _count(seeds, "seeds", 1), _positive(q0, "q0")
+    depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
+    config = numeric(config, width)
+    networks, inputs = batching(config, seeds, batch)
+    branches = sum(1 for node in config.block.tree.walk() if isinstance(node, Branch))
+    slots = depth * branches + 1
+    total = np.zeros(slots)
+    for first in range(0, networks, CHUNK):
+        sample = Draws(depth, width, inputs, seed=seed, first=first,
+                       count=min(CHUNK, networks - first))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            [(_, _, by_length)] = _run([config], sample, sample.inputs() * math.sqrt(q0),
+                                       lengths=slots)
+        total += by_length
+    while len(total) > 1 and total[-1] == 0:
+        total = total[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / total.sum()
+
+
 def simulate(
     init: str = "xavier", activation: str = "relu", norm: str = "none", branch: str = "single",
     *, depth: int = 10, width: int = 512, seeds: int = 4, batch: int = 64, q0: float = 1,
@@ -456,14 +508,7 @@ def derived(config: VarianceConfig, depth: int, q0: float = 1.0, width: int = 51
     >>> derived(VarianceConfig(init="he", norm="pre"), 3)
     ([1.0, 2.0, 3.0, 4.0], [4.0, 2.0, 1.3333333333333333, 1.0])
     """
-    from derive.model import n
-    from derive.variance_analysis import variance
-
-    c = config
-    sigma_w2 = None if c.sigma_w2 is None else c.sigma_w2 * width / n
-    analysis = variance(c.init, c.activation, c.norm, c.branch, mlp_ratio=c.mlp_ratio,
-                        dropout=c.dropout, gamma=c.gamma, sigma_w2=sigma_w2,
-                        negative_slope=c.negative_slope)
+    analysis = _analysis(config, width)
     q0_exact = sympy.nsimplify(q0)
     return ([float(v) for v in analysis.forward.profile(depth, q0=q0_exact)],
             [float(v) for v in analysis.backward.profile(depth, q0=q0_exact)])
@@ -530,14 +575,15 @@ def compare(
     configs: Sequence[VarianceConfig], depth: int = 6, width: int = 512, seeds: int = 32, *,
     batch: int = 16, q0: float = 1.0, tolerance: float = 0.1, seed: int = 0,
     predict: Prediction | None = None, progress: Callable[[int], None] | None = None,
-    weights: bool = False, final_norm: bool = False,
+    weights: bool = False, final_norm: bool = False, lengths: bool = False,
 ) -> list[CheckRow]:
     """Derived profiles against simulated networks at every block.
 
     Per configuration: forward q_k for k = 1..K, then backward d_k / d_K for
     k = K-1..0, so each direction ends with its final-depth row; with ``weights``,
     then E[(dL/dW)^2] of each block's last matrix for k = 1..K (behind a final
-    LayerNorm with ``final_norm``). ``predict``
+    LayerNorm with ``final_norm``); with ``lengths``, then the share of
+    E[(dL/dx)^2] carried by the paths through L branches, ``k`` = L. ``predict``
     defaults to :func:`derived`; ``progress(1)`` follows each derivation and each
     chunk of networks (``len(configs) + ceil(seeds / CHUNK)`` calls).
 
@@ -564,19 +610,41 @@ def compare(
                  for k in reversed(range(depth))]
         if weights:
             rows += _weight_rows(c, depth, width, seeds, batch, q0, seed, tolerance, final_norm)
+        if lengths:
+            rows += _length_rows(c, depth, width, seeds, batch, q0, seed, tolerance)
     return rows
 
 
-def _weight_rows(config: VarianceConfig, depth: int, width: int, seeds: int, batch: int,
-                 q0: float, seed: int, tolerance: float, final_norm: bool) -> list[CheckRow]:
+def _analysis(config: VarianceConfig, width: int, final_norm: bool = False) -> VarianceAnalysis:
+    """The variance analysis of ``config`` with an explicit sigma_w2 made exact in n."""
     from derive.variance_analysis import variance
 
     c = config
     sigma_w2 = None if c.sigma_w2 is None else c.sigma_w2 * width / _n
-    analysis = variance(c.init, c.activation, branch=c.branch, mlp_ratio=c.mlp_ratio,
-                        dropout=c.dropout, gamma=c.gamma, sigma_w2=sigma_w2,
-                        negative_slope=c.negative_slope, block=c.block,
-                        final_norm=final_norm)
+    return variance(c.init, c.activation, branch=c.branch, mlp_ratio=c.mlp_ratio,
+                    dropout=c.dropout, gamma=c.gamma, sigma_w2=sigma_w2,
+                    negative_slope=c.negative_slope, block=c.block, final_norm=final_norm)
+
+
+def _length_rows(config: VarianceConfig, depth: int, width: int, seeds: int, batch: int,
+                 q0: float, seed: int, tolerance: float) -> list[CheckRow]:
+    """The derived share of E[(dL/dx)^2] of each path length against its measurement
+    (``k`` is the length); lengths whose derived share is zero are left out."""
+    from derive.gradient_by_length import PathGradients
+
+    want = PathGradients(depth, "x", _analysis(config, width), sympy.nsimplify(q0),
+                         exact_mode=False).gradient_shares
+    got = measure_lengths(config, depth=depth, width=width, seeds=seeds, batch=batch, q0=q0,
+                          seed=seed)
+    got = np.concatenate([got, np.zeros(max(0, len(want) - len(got)))])
+    return [_row(config.label, "lengths", length, float(share), float(got[length]), tolerance)
+            for length, share in enumerate(want) if share > 0]
+
+
+def _weight_rows(config: VarianceConfig, depth: int, width: int, seeds: int, batch: int,
+                 q0: float, seed: int, tolerance: float, final_norm: bool) -> list[CheckRow]:
+    c = config
+    analysis = _analysis(c, width, final_norm)
     if c.block.last_weight(c) is None:
         return []
     want = analysis.weights.profile(depth, sympy.nsimplify(q0))

@@ -23,6 +23,7 @@ Examples:
   derive check --norm pre --blocks             every block, not only the final depth
   derive check --block 'x + F(BN(x))' --block 'x + alpha*F(x)' --set alpha=1/2
   derive check --branch mlp --mlp-ratio 4 --dropout 0.1 --format json
+  derive check --init he --activation relu --branch single --lengths
 
 \b
 Exit status: 0 when every block agrees within the tolerance, 1 when some
@@ -99,6 +100,9 @@ def _number(value: float) -> float | None:
               help="Also compare E[(dL/dW)^2] of each block's last weight matrix.")
 @click.option("--final-norm", is_flag=True,
               help="With --weights: a final LayerNorm after the last block.")
+@click.option("--lengths", is_flag=True,
+              help="Also compare the share of E[(dL/dx)^2] carried by the paths through L "
+                   "branches (k = L), measured by splitting the backward pass by length.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def check(
@@ -119,6 +123,7 @@ def check(
     blocks: bool,
     weights: bool,
     final_norm: bool,
+    lengths: bool,
     fmt: str,
     **parameters: object,
 ) -> None:
@@ -126,9 +131,11 @@ def check(
 
     Builds real networks in NumPy for each configuration (init x activation x
     block x branch), measures E[h_k^2] and the backpropagated E[(dL/dh_k)^2]
-    at every block, and compares them with the derivation of `derive variance`.
-    The table shows each configuration's final depth and any block outside the
-    tolerance (--blocks: every block).
+    at every block, and compares them with the derivation of `derive variance`;
+    --weights adds the gradient of each block's last weight matrix, --lengths the
+    share of the input gradient carried by each path length (`derive paths
+    --lengths`). The table shows each configuration's final depth (or longest
+    path) and any value outside the tolerance (--blocks: every value).
     """
     from derive.parameters import symbol_values
     from derive.resources import check_simulation_memory
@@ -159,7 +166,8 @@ def check(
     check_simulation_memory(checked, [batching(c, seeds, batch) for c in checked], depth=depth,
                             width=width, chunk=CHUNK, rows=ROWS, skeleton=skeleton)
     settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
-                "q0": q0, "tolerance": tolerance, "weights": weights, "final_norm": final_norm}
+                "q0": q0, "tolerance": tolerance, "weights": weights, "final_norm": final_norm,
+                "lengths": lengths}
     total = len(configs) + -(-max(seeds, 1) // CHUNK)
     if sys.stderr.isatty():
         with click.progressbar(length=total, label="Checking", file=sys.stderr) as bar:
