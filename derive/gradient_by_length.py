@@ -368,8 +368,24 @@ def _sum(summand: sympy.Expr, start: int) -> sympy.Expr:
         roots = sympy.roots(sympy.Poly(sympy.fraction(term)[1], k)) if term.has(k) else {}
         if len(roots) == 1 and next(iter(roots)).is_integer:
             shift = -int(next(iter(roots)))
-        total += sympy.summation(term.xreplace({k: k - shift}), (k, start + shift, K + shift))
+        total += _harmonic_sum(term.xreplace({k: k - shift}), start + shift, shift)
     return total
+
+
+def _harmonic_sum(term: sympy.Expr, low: int, shift: int) -> sympy.Expr:
+    """sum_{k=low}^{K+shift} term; c/k^n gives c (H^{(n)}_{K+shift} - H^{(n)}_{low-1}), the
+    constant kept as a harmonic number where it reads better than its long fraction.
+
+    >>> _harmonic_sum(1 / k, 26, 25)
+    harmonic(K + 25) - harmonic(25)
+    """
+    coefficient, power = term.as_coeff_exponent(k)
+    if coefficient.has(k) or not (power.is_Integer and power < 0) or low <= 2:
+        return sympy.summation(term, (k, low, K + shift))
+    n = -power
+    order = () if n == 1 else (n,)
+    return coefficient * (sympy.harmonic(K + shift, *order)
+                          - sympy.harmonic(low - 1, *order, evaluate=False))
 
 
 def _multiply(a: list[Fraction], b: list[Fraction]) -> list[Fraction]:

@@ -225,8 +225,8 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
     The data come from the derivations (and, unless ``simulation`` is False,
     the simulation); drawing them is :func:`derive.plots.draw`.
 
-    >>> sorted(figure_specs(2))
-    ['block-variants', 'gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
+    >>> sorted(figure_specs(2))[:3]
+    ['block-variants', 'gradient-depth', 'gradient-lengths']
     """
     from derive.notes_variance import BLOCK_NAMES, curves, simulated
     from derive.pathsum import path_lengths
@@ -235,8 +235,13 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
     chosen, deep = set(options.concepts), options.depth
     specs: dict[str, tuple] = {}
     if "gradient-paths" in chosen:
+        from derive.notes_path_gradients import VEIT_DEPTH, series
+
         specs["path-lengths"] = ("path_length_figure", (
             dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks"), {})
+        specs["gradient-lengths"] = ("gradient_length_figure", (
+            series(), f"{VEIT_DEPTH} blocks, He initialization, ReLU: paths and gradient by "
+            "length"), {})
     if "pre-vs-post-norm" in chosen:
         specs["gradient-depth"] = ("curves_figure", (
             {f"{BLOCK_NAMES[n]}: d₀/d_K": curves(n, deep, "backward") for n in ("pre", "post")},
@@ -262,8 +267,8 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
 def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[str, bytes]]:
     """The figures' bytes: stem -> {"png": ..., "pdf": ...}, for the sections chosen.
 
-    >>> sorted(figures(2))
-    ['block-variants', 'gradient-depth', 'path-lengths', 'signal-depth', 'simulation-check']
+    >>> sorted(figures(2))[2:]
+    ['gradient-lengths', 'path-lengths', 'signal-depth', 'simulation-check']
     """
     from derive.plots import draw
 

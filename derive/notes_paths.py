@@ -1,4 +1,5 @@
-"""The gradient-paths note: the product of (I + J_k), its 2^K paths, and UDL problem 11.2.
+"""The gradient-paths note: the product of (I + J_k), its 2^K paths, UDL problem 11.2, and
+the gradient each path length carries (:mod:`derive.notes_path_gradients`).
 
 Every count here comes from :mod:`derive.pathsum` (terms enumerated or counted)
 and is checked against SymPy's binomial sums.
@@ -148,10 +149,12 @@ def _typical(depth: int) -> tuple[int, int]:
 
 def paths_section(depth: int) -> Section:
     """The gradient-paths note for a path sum of ``depth`` blocks (and problem 11.2)."""
+    from derive.notes_path_gradients import VEIT_DEPTH, weighted_parts
     from derive.pathsum import PathSum, count_paths, path_lengths
 
     c = counts()
     K = c["K"]
+    weighted = weighted_parts()
     near, total = _typical(depth)
     first = through_first(depth)
     if first != c["through_first"].subs(K, depth):  # pragma: no cover
@@ -225,11 +228,7 @@ def paths_section(depth: int) -> Section:
             f"{math(sympy.Rational(depth, 2))}).",
             f"$f_1$ is on {first} of the {total} paths through {plural(depth, 'block')} "
             f"(${latex(c['through_first'])}$): the other blocks choose freely.",
-            "In trained networks most of the gradient comes from paths much shorter than "
-            "the typical one (Veit et al., 2016): not because short paths are many (they "
-            "are few), but because the gradient along a path shrinks with each branch it "
-            "passes. At initialization each branch keeps it (see "
-            "[[variance|variance under initialization]]).",
+            *weighted.key_results,
         ),
         assumptions=(
             f"$h_0 = x$, $h_k = h_{{k-1}} + f_k(h_{{k-1}})$ for $k = 1, \\dots, K$, "
@@ -238,11 +237,15 @@ def paths_section(depth: int) -> Section:
             "numerator layout (out $\\times$ in); the book's $\\partial f_a/\\partial f_b$ "
             "is the direct partial $J_a$",
         ),
-        derivations=(_derivation(depth),),
-        tables=(table,),
+        derivations=(_derivation(depth), weighted.derivation),
+        tables=(table, weighted.table, weighted.weights),
         figures=(Figure("path-lengths", f"How many of the {total} paths from $x$ to $y$ "
-                        f"pass $L$ of the {depth} branches."),),
-        links=("residual-block", "variance"),
-        cards=cards,
+                        f"pass $L$ of the {depth} branches."),
+                 Figure("gradient-lengths", f"{VEIT_DEPTH} blocks, He initialization, ReLU: "
+                        "the share of the paths of each length (bars) and the share of "
+                        "the gradient they carry (lines). The rescaled block's line lies on "
+                        "the plain block's: it scales skip and branch alike.")),
+        links=("residual-block", "variance", "block-variants"),
+        cards=(*cards, *weighted.cards),
         problems=problems,
     )

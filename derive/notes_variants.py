@@ -1,19 +1,20 @@
-"""The note on residual-block variants from the literature, and on weight gradients.
+"""The note on residual-block variants from the literature.
 
 Every preset's block, its source, its recursions and closed forms (or growth) come
 from ``derive.variance(block=...)``; the figure draws their profiles, and the weight
-gradients of post-LN and pre-LN come from ``.weights``.
+gradients of post-LN and pre-LN (their table is in the gradient-paths note) come from
+``.weights``.
 
 >>> section = variants_section()
 >>> section.key, len(section.tables)
-('block-variants', 2)
+('block-variants', 1)
 """
 
 from __future__ import annotations
 
 import functools
 
-from derive.notes_parts import Section, card, math, number, readable
+from derive.notes_parts import Section, card, readable
 from derive.printing import latex
 from derive.rendering import Figure, Table
 
@@ -66,21 +67,6 @@ def _variants_table() -> Table:
                  ("preset", "block", "source", "$q_K$", "$d_0/d_K$"), tuple(rows))
 
 
-def _weights_table() -> Table:
-    rows = []
-    for name, final in (("post", False), ("post", True), ("pre", False), ("pre", True),
-                        ("none", True), ("rescaled", False)):
-        w = _analysis(name, final).weights  # type: ignore[attr-defined]
-        last = w.last
-        rows.append((name, "yes" if final else "no",
-                     "—" if last is None else math(readable(last.rhs)), w.growth,
-                     number(w.profile(DEPTH)[-1])))
-    return Table("Weight gradients of the last block, $w_K = E[(\\partial L/\\partial W)^2]$ "
-                 f"per entry, He + ReLU (value at $K = {DEPTH}$, $q_0 = 1$)",
-                 ("block", "final LN", "$w_K$", "as $K$ grows", f"$w_{{{DEPTH}}}$"),
-                 tuple(rows))
-
-
 def variants_section() -> Section:
     """The note: key results with reasons, two tables, one figure, cards."""
     rescaled, bn, skip = _analysis("rescaled"), _analysis("bn-first"), _analysis("skipinit")
@@ -107,7 +93,8 @@ def variants_section() -> Section:
         f"The last block's weight gradient stays of order one with post-LN "
         f"($w_K = {latex(post_w.last.rhs)}$) but shrinks like $1/K$ with pre-LN and a final "
         f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): pre-LN's "
-        "final LN divides the gradient by $q_K$, which grows linearly.",
+        "final LN divides the gradient by $q_K$, which grows linearly (the table is in "
+        "[[gradient-paths|gradient paths]]).",
     )
     cards = (
         card("variants/rescaled", "Why does $h_k = (h_{k-1} + f_k(h_{k-1}))/\\sqrt{2}$ keep "
@@ -146,10 +133,10 @@ def variants_section() -> Section:
         ),
         intro=("Each block is written as in the notes and derived from its primitives; "
                "`derive variance --block NAME` shows any of them step by step.",),
-        tables=(_variants_table(), _weights_table()),
+        tables=(_variants_table(),),
         figures=(Figure("block-variants",
                         f"Every preset, He initialization, ReLU: $q_k$ and $d_0/d_k$ against "
                         f"depth on log axes, {DEPTH} blocks."),),
-        links=("variance", "pre-vs-post-norm"),
+        links=("variance", "pre-vs-post-norm", "gradient-paths"),
         cards=cards,
     )

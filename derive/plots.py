@@ -168,7 +168,8 @@ def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, by
     ['pdf', 'png']
     """
     makers = {"moments_figure": moments_figure, "curves_figure": curves_figure,
-              "path_length_figure": path_length_figure, "variants_figure": variants_figure}
+              "path_length_figure": path_length_figure, "variants_figure": variants_figure,
+              "gradient_length_figure": gradient_length_figure}
     return {stem: makers[name](*args, **kwargs) for stem, (name, args, kwargs) in specs.items()}
 
 
@@ -232,6 +233,44 @@ def variants_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]
         axes[1].legend(fontsize=6.5, loc="upper left", ncol=2)
         fig.suptitle(title)
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.87, wspace=0.22)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def gradient_length_figure(series: Mapping[str, Sequence[float]], title: str,
+                           paths: str = "share of paths") -> dict[str, bytes]:
+    """The share of the paths (bars, ``series[paths]``) and each block's share of the
+    gradient (lines) against the path length.
+
+    >>> fig = gradient_length_figure({"share of paths": [0.25, 0.5, 0.25],
+    ...                               "pre": [0.5, 0.4, 0.1]}, "2 blocks")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    plt = _pyplot()
+    import matplotlib
+
+    cycle = ("#c0392b", "#2471a3", "#229954", "#8e44ad", "#d35400")
+    styles = ("-", "-", "--", "-.")
+    markers = ("o", "s", "", "^")
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(SIZE[0], SIZE[1] + 0.6))
+        counted = [100 * float(v) for v in series[paths]]
+        ax.bar(range(len(counted)), counted, color="#bdc3c7", width=0.8, label=paths)
+        lines = [(name, values) for name, values in series.items() if name != paths]
+        for i, (name, values) in enumerate(lines):
+            ys = [100 * float(v) for v in values]
+            ax.plot(range(len(ys)), ys, color=cycle[i % len(cycle)],
+                    linestyle=styles[i % len(styles)], marker=markers[i % len(markers)],
+                    markersize=2.5, linewidth=1.2, label=f"gradient, {name}")
+        ax.set_xlabel("path length L (branches passed)")
+        ax.set_ylabel("share (%)")
+        ax.set_xlim(-0.8, len(counted) - 0.2)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title(title)
+        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.13, top=0.91)
         out = _save(fig)
         plt.close(fig)
     return out

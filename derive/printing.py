@@ -90,6 +90,11 @@ class _Latex(LatexPrinter):
             return f"{out}^{{{exp}}}" if exp is not None else out
         return super()._print_Function(expr, exp)
 
+    def _print_harmonic(self, expr, exp=None):
+        n, *order = expr.args
+        out = f"H_{{{self._print(n)}}}" + (f"^{{({self._print(order[0])})}}" if order else "")
+        return f"\\left({out}\\right)^{{{exp}}}" if exp is not None else out
+
 
 class _Text(StrPrinter):
     def _as_ordered_terms(self, expr, order=None):
@@ -154,6 +159,11 @@ class _Text(StrPrinter):
 
     def _print_gamma(self, expr):
         return f"Γ({self._print(expr.args[0])})"
+
+    def _print_harmonic(self, expr):
+        n, *order = expr.args
+        return f"H{'⁽' + superscript(self._print(order[0])) + '⁾' if order else ''}" + (
+            f"({self._print(n)})")
 
 
 def latex(expr: object) -> str:

@@ -245,7 +245,7 @@ def test_cli_check_lengths_json(capsysbinary) -> None:
         main(["check", "--init", "he", "--activation", "relu", "--branch", "single",
               "--block", "pre", "--lengths", "--blocks", "--format", "json"])
     out, err = capsysbinary.readouterr()
-    assert done.value.code == 0 and err == "", out
+    assert done.value.code == 0 and err == b"", out
     data = json.loads(out)
     rows = [r for r in data["rows"] if r["direction"] == "lengths"]
     assert [r["k"] for r in rows] == list(range(7))

@@ -150,3 +150,32 @@ def test_text_output_has_no_raw_sympy(activation, norm):
 
     out = render(derive.variance("he", activation, norm), "text")
     assert "**" not in out and "Piecewise(" not in out and "Eq(" not in out
+
+
+def test_gradient_paths_note_weighs_the_paths_by_their_gradient(out):
+    """The weighted path sum in the note, against independent sums: math.comb for the
+    plain block (Veit et al. 2016: lengths 5 to 17 of 54 blocks are 0.45% of the paths),
+    a direct product over the blocks for pre-LN (q_{k-1} = k, branch share 1/(k + 1))."""
+    from fractions import Fraction
+    from math import comb
+
+    text = _notes(out)["Gradient paths"]
+    window = Fraction(sum(comb(54, n) for n in range(5, 18)), 2**54)
+    assert f"are {100 * float(window):.2g}% of the paths and carry {100 * float(window):.2g}%" \
+        in text
+    shares = [Fraction(1)]
+    for k in range(1, 55):  # block k: the skip keeps k/(k + 1), the branch 1/(k + 1)
+        p = Fraction(1, k + 1)
+        shares = [a * (1 - p) + (shares[i - 1] * p if i else 0)
+                  for i, a in enumerate([*shares, Fraction(0)])]
+    mean = float(sum(i * s for i, s in enumerate(shares)))
+    pre_window = float(sum(shares[5:18]))
+    assert f"({mean:.3g} at 54 blocks" in text and f"carry {100 * pre_window:.2g}% of its" in text
+    assert "$H_{K + 1} - 1$" in text and "$1 + \\frac{t}{q_{k - 1}}$" in text
+    assert "![[gradient-lengths.png]]" in text or "gradient-lengths.png" in text
+    assert "Xiong et al. (2020)" in text and "| post | yes |" in text
+    cards = {c.key: c for c in parse_plugin_notes(text)}
+    for key in ("gradient-paths/short-share", "gradient-paths/pre-ln-shorter",
+                "gradient-paths/weighted-share", "gradient-paths/weights-final-ln"):
+        assert key in cards, key
+    assert f"pre-LN: {100 * pre_window:.2g}%" in cards["gradient-paths/short-share"].fields["Back"]

@@ -111,6 +111,8 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
                  table: bool = True) -> Iterator[str]:
     """The lengths' counts, shares of paths and shares of gradient, and what the block
     does to the effective path length."""
+    import sympy
+
     from derive.printing import text
 
     g = gradients
@@ -164,8 +166,11 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
     lines.append(f"{prefix}mean length: {g.path_mean:.4g} ± {g.path_spread:.3g} over the paths, "
                  f"{mean} weighted by gradient")
     if closed is not None:
+        harmonic = any(e.has(sympy.harmonic) for e in closed)
         lines.append(f"{prefix}closed form in the depth K: mean {text(closed[0])}, "
-                     f"variance {text(closed[1])}")
+                     f"variance {text(closed[1])}"
+                     + (", where H(n) = 1 + 1/2 + ⋯ + 1/n and H⁽²⁾(n) = 1 + 1/2² + ⋯ + 1/n²"
+                        if harmonic else ""))
     if window is not None:
         lines.append(f"{prefix}lengths {span[0]}..{span[1]}: {_percent(window[0])} of the paths, "  # type: ignore[index]
                      f"{_percent(window[1])} of the gradient")
