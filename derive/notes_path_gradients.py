@@ -166,6 +166,17 @@ def _derivation() -> Derivation:
     )
 
 
+def _row_name(name: str) -> str:
+    """A preset's name with the values its symbols take: ``skipinit ($\\alpha = 1/2$)``."""
+    from derive.blocks.presets import PRESETS
+
+    values = PRESETS[name].check
+    if not values:
+        return name
+    shown_values = ", ".join(f"${latex(sympy.Symbol(k))} = {v}$" for k, v in values.items())
+    return f"{name} ({shown_values})"
+
+
 def binomial_share(p: sympy.Expr) -> sympy.Expr:
     """The share of length L when every block passes the same share p through its branch:
     binomial(K, L) p^L (1 - p)^(K - L), with the powers of one base combined.
@@ -192,7 +203,7 @@ def _length_table() -> Table:
         if len(mean) > SHORT:
             mean = "—"
         _, window = g.window(low, high)  # type: ignore[attr-defined]
-        rows.append((name, math(_polynomial(g)), mean,
+        rows.append((_row_name(name), math(_polynomial(g)), mean,
                      f"{g.mean:.3g} ± {g.spread:.2g}",  # type: ignore[attr-defined]
                      f"{100 * window:.3g}%"))
     from derive.block_paths import block_terms
@@ -208,8 +219,8 @@ def _length_table() -> Table:
                  f"{plain.path_mean:.3g} ± {plain.path_spread:.2g}",  # type: ignore[attr-defined]
                  f"{100 * paths:.3g}%"))
     return Table(
-        f"The gradient-weighted path length, He initialization, ReLU, $q_0 = 1$ ($\\alpha$, "
-        f"$\\beta$, $p$ at the simulation's values): block $k$'s gain split by branches "
+        f"The gradient-weighted path length, He initialization, ReLU, $q_0 = 1$: block $k$'s "
+        "gain split by branches "
         f"$G_k(t)$, the mean length in closed form, its value ± spread at $K = {VEIT_DEPTH}$, "
         f"and the share of $\\mathbb{{E}}[(\\partial L/\\partial x)^2]$ on lengths {low} to "
         f"{high}",
