@@ -212,7 +212,7 @@ def _piecewise_linear(activation: str, derivative: bool) -> tuple[Step, ...]:
         halves = ((pos, (z, 0, sympy.oo)), (neg, (z, -sympy.oo, 0)))
         integral = sympy.Add(*[sympy.Integral(f**2 * p, lim) for f, lim in halves if f != 0])
         reason = f"{what} is ${latex(pos)}$ for $z > 0$ and ${latex(neg)}$ for $z < 0$"
-    value = sympy.factor(sympy.simplify(integral.doit()))
+    value = sympy.factor(integral.doit())
     lhs = Expectation(applied(activation, derivative) ** 2)
     return (
         Step(lhs, integral, f"integrate against the Gaussian density: {reason}"),
