@@ -13,11 +13,13 @@ import argparse
 import time
 
 from bench_paths import best_of, run_cli
+from installed import compile_package
 
 BLOCKS = ("x + F(LN(x))", "LN(x + F(x))", "(x + F(x))/sqrt(2)", "x + alpha*F(x)")
 
 
 def main() -> None:
+    compile_package()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     repeat = parser.parse_args().repeat

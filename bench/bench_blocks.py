@@ -7,6 +7,7 @@ fresh interpreter (cold caches, imports included); each command is a fresh proce
 from __future__ import annotations
 
 from bench_variance import python_output, wall_time
+from installed import compile_package
 
 GRID = """
 import time
@@ -40,6 +41,7 @@ COMMANDS = (
 
 def main() -> None:
     """Run the measurements and print one Markdown table."""
+    compile_package()
     runs = [tuple(float(v) for v in python_output(GRID).split()) for _ in range(2)]
     count, wall, cpu = min(runs, key=lambda r: r[1])
     rows = [(f"every preset over the grid: {int(count)} configurations x 2 directions, closed "

@@ -19,6 +19,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from installed import compile_package
+
 DEFAULTS = {"depth": 6, "width": 512, "seeds": 32, "batch": 16}
 
 
@@ -39,6 +41,7 @@ def timed(function: Callable[..., object], *args: object, **kwargs: object) -> f
 
 
 def main() -> None:
+    compile_package()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()

@@ -20,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from installed import compile_package
+
 BUDGET = 5.0
 
 
 def _commands(out: Path) -> dict[str, list[str]]:
-    derive = [sys.executable, "-c", "from derive.cli import main; main()"]
+    derive = [sys.executable, "-m", "derive"]
     return {
         "derive --help": [*derive, "--help"],
         "derive notes --format anki": [*derive, "notes", "--format", "anki", "--out",
@@ -37,6 +39,7 @@ def _commands(out: Path) -> dict[str, list[str]]:
 
 
 def main() -> None:
+    compile_package()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from installed import compile_package
+
 
 def _command() -> list[str]:
     exe = shutil.which("derive")
@@ -55,6 +57,7 @@ def best_of(function, repeat: int) -> float:
 
 
 def main() -> None:
+    compile_package()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     repeat = parser.parse_args().repeat

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from installed import compile_package
+
 GRID = """
 import time
 t0 = time.perf_counter()
@@ -77,6 +79,7 @@ def wall_time(args: list[str], repeat: int = 3) -> tuple[float, float]:
 
 def main() -> None:
     """Run the measurements and print one Markdown table."""
+    compile_package()
     rows = []
     grid = min(tuple(float(v) for v in python_output(GRID).split()) for _ in range(2))
     rows.append(("full grid: 90 configurations x 2 directions, closed forms, growth, "

@@ -6,9 +6,9 @@ iterated with :func:`numeric_map`.
 
 Every forward recursion of the variance model has the shape
 ``q_k = a q_{k-1} + b`` (or no closed form at all); :func:`solve_affine`
-runs ``rsolve`` on it, cached by the coefficients when they are numbers, and
-for symbolic coefficients solves the shape once with symbolic ``a`` and ``b``
-and substitutes them. Every backward recursion is a product
+unrolls it to q_K = a^K q_0 + b (1 + a + ... + a^(K-1)), the geometric sum by
+SymPy's ``summation``, solved once with symbolic ``a`` and ``b`` and
+substituted (expanded when they are numbers). Every backward recursion is a product
 ``d_0/d_K = prod_{k=1}^{K} B_k``; :func:`solve_product` evaluates it with
 SymPy's ``product`` and simplifies the rising factorials it produces.
 :func:`growth` reads the growth law off a closed form.
@@ -45,12 +45,14 @@ _b = sympy.Symbol("b")
 
 @cache
 def _affine_shape(additive: bool) -> sympy.Expr:
-    """``rsolve`` on ``q_k = a q_{k-1} + b`` (``a != 1``) or ``q_k = q_{k-1} + b``."""
+    """``q_k = a q_{k-1} + b`` (``a != 1``) or ``q_k = q_{k-1} + b`` unrolled down to q_0:
+    q_K = a^K q_0 + b sum_{j=0}^{K-1} a^j, the geometric sum by SymPy's ``summation``."""
+    j = sympy.Symbol("j", integer=True, nonnegative=True)
     a = sympy.Integer(1) if additive else _a
-    solution = sympy.rsolve(q(k) - a * q(k - 1) - _b, q(k), {q(0): q0})
-    if solution is None:  # pragma: no cover (SymPy solves both shapes)
-        raise RuntimeError("rsolve found no solution of the affine recursion")
-    return solution.xreplace({k: K})
+    geometric = sympy.summation(a**j, (j, 0, K - 1))
+    if isinstance(geometric, sympy.Piecewise):  # the branch a != 1
+        geometric = next(e for e, cond in geometric.args if cond == sympy.true)
+    return a**K * q0 + _b * geometric
 
 
 def affine_coefficients(rhs: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr] | None:
@@ -72,7 +74,7 @@ def affine_coefficients(rhs: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, s
 
 
 def solve_affine(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
-    """``q_K`` for ``q_k = a q_{k-1} + b``, ``q(0) = q_0``, from the cached ``rsolve`` shape.
+    """``q_K`` for ``q_k = a q_{k-1} + b``, ``q(0) = q_0``, from the cached unrolled shape.
 
     ``a = 0`` (the map forgets its input, as post-LN does) gives a Piecewise:
     ``q_0`` at ``K = 0`` and ``b`` after.
@@ -91,11 +93,8 @@ def solve_affine(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
 
 @lru_cache(maxsize=1024)
 def _solve_numeric(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
-    """``rsolve`` on a recursion with numeric coefficients: fast for a single call."""
-    solution = sympy.rsolve(q(k) - a * q(k - 1) - b, q(k), {q(0): q0})
-    if solution is None:  # pragma: no cover (SymPy solves affine recursions)
-        return solve_affine_by_shape(a, b)
-    return sympy.powsimp(sympy.expand(solution.xreplace({k: K})))
+    """The unrolled recursion with numeric coefficients, expanded into powers of ``a``."""
+    return sympy.powsimp(sympy.expand(_affine_shape(False).xreplace({_a: a, _b: b})))
 
 
 def solve_affine_by_shape(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:

@@ -3,7 +3,7 @@
 The recursions are built from the block structure (branch second moment from
 the weight variances and fan-ins, the Gaussian moment of the activation,
 dropout, LayerNorm) and then solved: closed forms come from
-:mod:`derive.closed_forms` (``rsolve`` and ``product``), and where none
+:mod:`derive.closed_forms` (the unrolled sum and ``product``), and where none
 exists the map is iterated numerically at :data:`PRECISION` digits.
 
 >>> import derive

@@ -163,8 +163,11 @@ def build_derivation(recursion: Recursion) -> Derivation:
     notes = [f"Growth with depth: {recursion.growth}."]
     closed = recursion.closed_form
     if closed is not None:
-        how = ("rsolve on the shape $q_k = a q_{k-1} + b$" if recursion.direction == "forward"
-               else "the product of the factors over $k = 1..K$ (SymPy product, combsimp)")
+        how = ("unroll $q_k = a q_{k-1} + b$ down to $q_0$: "
+               "$q_K = a^K q_0 + b (1 + a + \\dots + a^{K-1})$, a geometric sum"
+               if recursion.direction == "forward"
+               else "multiply the factors of blocks $k = 1, \\dots, K$; products of "
+                    "shifted factors are ratios of factorials (Gamma functions), simplified")
         result = Step(closed.lhs, closed.rhs, f"solution: {how}")
         steps.append(result)
         check = _check(recursion)
