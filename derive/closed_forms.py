@@ -23,7 +23,7 @@ from functools import cache, lru_cache
 import sympy
 
 from derive.errors import DeriveError
-from derive.model import K, k, q, q0
+from derive.model import K, k, q0
 
 #: Significant digits of numeric values: iterations without a closed form run in
 #: double precision, and irrational closed-form values are rounded to as many digits.

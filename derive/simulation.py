@@ -584,8 +584,9 @@ def compare(
     then E[(dL/dW)^2] of each block's last matrix for k = 1..K (behind a final
     LayerNorm with ``final_norm``); with ``lengths``, then the share of
     E[(dL/dx)^2] carried by the paths through L branches, ``k`` = L. ``predict``
-    defaults to :func:`derived`; ``progress(1)`` follows each derivation and each
-    chunk of networks (``len(configs) + ceil(seeds / CHUNK)`` calls).
+    defaults to :func:`derived`; ``progress(1)`` follows each derivation, each
+    chunk of networks and each configuration's weight and length measurement
+    (``len(configs) * (1 + weights + lengths) + ceil(seeds / CHUNK)`` calls).
 
     >>> rows = compare(grid(["he"], ["relu"], ["none"], ["single"]), 3, 256, 4)
     >>> [(r.direction, r.k, r.derived, r.ok) for r in rows if r.k in (0, 3)]
@@ -610,8 +611,12 @@ def compare(
                  for k in reversed(range(depth))]
         if weights:
             rows += _weight_rows(c, depth, width, seeds, batch, q0, seed, tolerance, final_norm)
+            if progress is not None:
+                progress(1)
         if lengths:
             rows += _length_rows(c, depth, width, seeds, batch, q0, seed, tolerance)
+            if progress is not None:
+                progress(1)
     return rows
 
 

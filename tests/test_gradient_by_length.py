@@ -251,3 +251,13 @@ def test_cli_check_lengths_json(capsysbinary) -> None:
     assert [r["k"] for r in rows] == list(range(7))
     assert rows[0]["derived"] == pytest.approx(1 / 7)  # pre-LN at depth 6: prod k/(k+1)
     assert data["settings"]["lengths"] is True and all(r["ok"] for r in rows)
+
+
+def test_check_progress_counts_the_length_measurements() -> None:
+    from derive.simulation import CHUNK, compare, grid
+
+    configs = grid(["he"], ["relu"], ["none", "pre"], ["single"])
+    ticks: list[int] = []
+    rows = compare(configs, 2, 64, 8, batch=4, lengths=True, progress=ticks.append)
+    assert len(ticks) == 2 * len(configs) + -(-8 // CHUNK)
+    assert [r.k for r in rows if r.direction == "lengths"] == [0, 1, 2, 0, 1, 2]

@@ -168,7 +168,7 @@ def check(
     settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
                 "q0": q0, "tolerance": tolerance, "weights": weights, "final_norm": final_norm,
                 "lengths": lengths}
-    total = len(configs) + -(-max(seeds, 1) // CHUNK)
+    total = len(configs) * (1 + weights + lengths) + -(-max(seeds, 1) // CHUNK)
     if sys.stderr.isatty():
         with click.progressbar(length=total, label="Checking", file=sys.stderr) as bar:
             rows = compare(configs, **settings, progress=bar.update)
