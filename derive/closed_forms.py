@@ -135,10 +135,12 @@ def _split_depth(arg: sympy.Expr) -> sympy.Expr:
     return slope * K + sympy.together(arg - slope * K)
 
 
+@lru_cache(maxsize=4096)
 def tidy(expr: sympy.Expr) -> sympy.Expr:
     """Cancel an expression free of functions; leave gammas, atan and moments factored.
 
-    Gamma arguments are written as ``K`` plus one fraction.
+    Gamma arguments are written as ``K`` plus one fraction. Cached: the products of
+    many configurations share their factors.
 
     >>> tidy(sympy.gamma(K + 1 + q0 / 2) / sympy.gamma(1 + q0 / 2))
     gamma(K + (q_0 + 2)/2)/gamma((q_0 + 2)/2)
@@ -274,8 +276,9 @@ def _rate_law(rates: list[sympy.Expr]) -> str:
     return "exponential (rate depends on the parameters)"
 
 
+@lru_cache(maxsize=4096)
 def growth(expr: sympy.Expr) -> str:
-    """The growth law of a closed form in the depth ``K``, read off its shape.
+    """The growth law of a closed form in the depth ``K``, read off its shape (cached).
 
     >>> growth(2**K * q0), growth(q0 + K / 2), growth(sympy.Integer(3))
     ('exponential', 'linear', 'constant')
