@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from fractions import Fraction
 from functools import cache, lru_cache
 
 import sympy
@@ -247,8 +248,43 @@ def json_float(value: sympy.Expr) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _power_exponent(expr: sympy.Expr) -> sympy.Expr | None:
-    """The exponent p of ``expr ~ C K^p`` for a ratio of gammas and polynomials in K."""
+#: An irrational exponent this close to a fraction with a denominator up to
+#: FRACTION_DENOMINATOR is simplified in full, in case it is that fraction.
+FRACTION_DENOMINATOR = 1000
+FRACTION_TOLERANCE = 1e-9
+
+
+def _near_fraction(value: sympy.Expr) -> bool:
+    """Whether a number lies within FRACTION_TOLERANCE (relative) of a small fraction.
+
+    >>> _near_fraction(sympy.sqrt(2)), _near_fraction(sympy.sqrt(2) ** 2 / 3)
+    (False, True)
+    """
+    number = float(value)
+    if not math.isfinite(number):
+        return True
+    fraction = Fraction(number).limit_denominator(FRACTION_DENOMINATOR)
+    return abs(number - float(fraction)) <= FRACTION_TOLERANCE * max(1.0, abs(number))
+
+
+def _exponent_shown(exponent: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+    """``exponent``, simplified as far as :func:`growth` shows it.
+
+    An irrational number (once the masked moments in ``back`` are numbers) is shown
+    by its value to 3 digits, so cancelling it is enough; a rational or symbolic
+    exponent, or one close to a small fraction, is simplified in full.
+    """
+    cancelled = sympy.cancel(exponent)
+    value = cancelled.xreplace(back)
+    if value.is_number and not value.is_Rational and not _near_fraction(value):
+        return cancelled
+    return sympy.simplify(exponent)
+
+
+def _power_exponent(expr: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]
+                    ) -> sympy.Expr | None:
+    """The exponent p of ``expr ~ C K^p`` for a ratio of gammas and polynomials in K
+    (``back``: the masked moments, see :func:`mask`)."""
     exponent = sympy.Integer(0)
     num, den = sympy.fraction(sympy.powsimp(expr))
     for part, sign in ((num, 1), (den, -1)):
@@ -262,7 +298,7 @@ def _power_exponent(expr: sympy.Expr) -> sympy.Expr | None:
                 exponent += sign * sympy.degree(factor, K)
             else:
                 return None
-    return sympy.simplify(exponent)
+    return _exponent_shown(exponent, back)
 
 
 def _rate_law(rates: list[sympy.Expr]) -> str:
@@ -293,7 +329,7 @@ def growth(expr: sympy.Expr) -> str:
         return "constant"
     masked, back = mask(expr)
     if expr.has(sympy.gamma, sympy.RisingFactorial):
-        exponent = _power_exponent(masked)
+        exponent = _power_exponent(masked, back)
         if exponent is None:
             return "power law"
         exponent = exponent.xreplace(back)
