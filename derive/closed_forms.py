@@ -271,13 +271,14 @@ def _exponent_shown(exponent: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) 
     """``exponent``, simplified as far as :func:`growth` shows it.
 
     An irrational number (once the masked moments in ``back`` are numbers) is shown
-    by its value to 3 digits, so cancelling it is enough; a rational or symbolic
-    exponent, or one close to a small fraction, is simplified in full.
+    by its value only, so it is cancelled and evaluated (:func:`finish`); a rational
+    or symbolic exponent, or one close to a small fraction, is simplified in full.
     """
-    cancelled = sympy.cancel(exponent)
-    value = cancelled.xreplace(back)
-    if value.is_number and not value.is_Rational and not _near_fraction(value):
-        return cancelled
+    value = sympy.cancel(exponent).xreplace(back)
+    if value.is_number and not value.is_Rational:
+        shown = finish(value)
+        if not _near_fraction(shown):
+            return shown
     return sympy.simplify(exponent)
 
 
