@@ -54,10 +54,12 @@ def _affine_shape(additive: bool) -> sympy.Expr:
     return solution.xreplace({k: K})
 
 
+@lru_cache(maxsize=4096)
 def affine_coefficients(rhs: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr] | None:
     """``(a, b)`` when ``rhs`` is ``a x + b`` with ``a``, ``b`` free of ``x``, else None.
 
-    Read off by differentiation, so the coefficients keep their shape.
+    Read off by differentiation, so the coefficients keep their shape. Cached, as
+    are :func:`solve_affine` and :func:`evaluate`: configurations share their maps.
 
     >>> x = sympy.Symbol("x")
     >>> affine_coefficients(3 * x / 2, x), affine_coefficients(x + sympy.sqrt(x), x)
@@ -72,6 +74,7 @@ def affine_coefficients(rhs: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, s
     return (sympy.cancel(a) if not a.atoms(sympy.Function) else a), b
 
 
+@lru_cache(maxsize=4096)
 def solve_affine(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     """``q_K`` for ``q_k = a q_{k-1} + b``, ``q(0) = q_0``, from the cached ``rsolve`` shape.
 
@@ -183,6 +186,7 @@ def exact_digits(expr: sympy.Expr, depth: int) -> float:
     return total
 
 
+@lru_cache(maxsize=4096)
 def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
     """``expr`` at ``K = depth`` and ``q_0 = q0_value``, with gamma ratios reduced.
 
