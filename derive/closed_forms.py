@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from fractions import Fraction
 from functools import cache, lru_cache
 
 import sympy
@@ -55,10 +56,12 @@ def _affine_shape(additive: bool) -> sympy.Expr:
     return a**K * q0 + _b * geometric
 
 
+@lru_cache(maxsize=4096)
 def affine_coefficients(rhs: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, sympy.Expr] | None:
     """``(a, b)`` when ``rhs`` is ``a x + b`` with ``a``, ``b`` free of ``x``, else None.
 
-    Read off by differentiation, so the coefficients keep their shape.
+    Read off by differentiation, so the coefficients keep their shape. Cached, as
+    are :func:`solve_affine` and :func:`evaluate`: configurations share their maps.
 
     >>> x = sympy.Symbol("x")
     >>> affine_coefficients(3 * x / 2, x), affine_coefficients(x + sympy.sqrt(x), x)
@@ -73,6 +76,7 @@ def affine_coefficients(rhs: sympy.Expr, x: sympy.Symbol) -> tuple[sympy.Expr, s
     return (sympy.cancel(a) if not a.atoms(sympy.Function) else a), b
 
 
+@lru_cache(maxsize=4096)
 def solve_affine(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     """``q_K`` for ``q_k = a q_{k-1} + b``, ``q(0) = q_0``, from the cached unrolled shape.
 
@@ -134,10 +138,12 @@ def _split_depth(arg: sympy.Expr) -> sympy.Expr:
     return slope * K + sympy.together(arg - slope * K)
 
 
+@lru_cache(maxsize=4096)
 def tidy(expr: sympy.Expr) -> sympy.Expr:
     """Cancel an expression free of functions; leave gammas, atan and moments factored.
 
-    Gamma arguments are written as ``K`` plus one fraction.
+    Gamma arguments are written as ``K`` plus one fraction. Cached: the products of
+    many configurations share their factors.
 
     >>> tidy(sympy.gamma(K + 1 + q0 / 2) / sympy.gamma(1 + q0 / 2))
     gamma(K + (q_0 + 2)/2)/gamma((q_0 + 2)/2)
@@ -179,6 +185,7 @@ def exact_digits(expr: sympy.Expr, depth: int) -> float:
     return total
 
 
+@lru_cache(maxsize=4096)
 def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
     """``expr`` at ``K = depth`` and ``q_0 = q0_value``, with gamma ratios reduced.
 
@@ -244,8 +251,44 @@ def json_float(value: sympy.Expr) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _power_exponent(expr: sympy.Expr) -> sympy.Expr | None:
-    """The exponent p of ``expr ~ C K^p`` for a ratio of gammas and polynomials in K."""
+#: An irrational exponent this close to a fraction with a denominator up to
+#: FRACTION_DENOMINATOR is simplified in full, in case it is that fraction.
+FRACTION_DENOMINATOR = 1000
+FRACTION_TOLERANCE = 1e-9
+
+
+def _near_fraction(value: sympy.Expr) -> bool:
+    """Whether a number lies within FRACTION_TOLERANCE (relative) of a small fraction.
+
+    >>> _near_fraction(sympy.sqrt(2)), _near_fraction(sympy.sqrt(2) ** 2 / 3)
+    (False, True)
+    """
+    number = float(value)
+    if not math.isfinite(number):
+        return True
+    fraction = Fraction(number).limit_denominator(FRACTION_DENOMINATOR)
+    return abs(number - float(fraction)) <= FRACTION_TOLERANCE * max(1.0, abs(number))
+
+
+def _exponent_shown(exponent: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+    """``exponent``, simplified as far as :func:`growth` shows it.
+
+    An irrational number (once the masked moments in ``back`` are numbers) is shown
+    by its value only, so it is cancelled and evaluated (:func:`finish`); a rational
+    or symbolic exponent, or one close to a small fraction, is simplified in full.
+    """
+    value = sympy.cancel(exponent).xreplace(back)
+    if value.is_number and not value.is_Rational:
+        shown = finish(value)
+        if not _near_fraction(shown):
+            return shown
+    return sympy.simplify(exponent)
+
+
+def _power_exponent(expr: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]
+                    ) -> sympy.Expr | None:
+    """The exponent p of ``expr ~ C K^p`` for a ratio of gammas and polynomials in K
+    (``back``: the masked moments, see :func:`mask`)."""
     exponent = sympy.Integer(0)
     num, den = sympy.fraction(sympy.powsimp(expr))
     for part, sign in ((num, 1), (den, -1)):
@@ -259,7 +302,7 @@ def _power_exponent(expr: sympy.Expr) -> sympy.Expr | None:
                 exponent += sign * sympy.degree(factor, K)
             else:
                 return None
-    return sympy.simplify(exponent)
+    return _exponent_shown(exponent, back)
 
 
 def _rate_law(rates: list[sympy.Expr]) -> str:
@@ -273,8 +316,9 @@ def _rate_law(rates: list[sympy.Expr]) -> str:
     return "exponential (rate depends on the parameters)"
 
 
+@lru_cache(maxsize=4096)
 def growth(expr: sympy.Expr) -> str:
-    """The growth law of a closed form in the depth ``K``, read off its shape.
+    """The growth law of a closed form in the depth ``K``, read off its shape (cached).
 
     >>> growth(2**K * q0), growth(q0 + K / 2), growth(sympy.Integer(3))
     ('exponential', 'linear', 'constant')
@@ -289,7 +333,7 @@ def growth(expr: sympy.Expr) -> str:
         return "constant"
     masked, back = mask(expr)
     if expr.has(sympy.gamma, sympy.RisingFactorial):
-        exponent = _power_exponent(masked)
+        exponent = _power_exponent(masked, back)
         if exponent is None:
             return "power law"
         exponent = exponent.xreplace(back)

@@ -3,8 +3,9 @@
 BatchNorm's batch statistics see the covariance of two independent inputs of a
 batch, and an activation whose two inputs are independent gives it
 E[phi(z)] E[phi(z')] = E[phi(z)]^2. The means are derived, not typed in: SymPy
-integrates the density for linear, relu, leaky_relu and gelu (z Phi(z)); tanh
-is odd, which SymPy shows, so its mean is zero.
+integrates the density for linear, relu and leaky_relu; for gelu (z Phi(z)),
+z = s u and Stein's lemma give s^2 E[phi(su)], a Gaussian integral (the steps of
+:mod:`derive.gelu`); tanh is odd, which SymPy shows, so its mean is zero.
 
 >>> gaussian_mean("relu", 1)
 sqrt(2)/(2*sqrt(pi))
@@ -18,8 +19,9 @@ import functools
 
 import sympy
 
-from derive.expectations import a, s, z
+from derive.expectations import Expectation, a, s, u, z
 from derive.gaussian import DEFAULT_SLOPE
+from derive.gelu import Phi, expectation, gaussian_integral, stein
 
 _v = sympy.Dummy("v", positive=True)
 
@@ -42,13 +44,23 @@ def _mean_in_variance(activation: str) -> sympy.Expr:
     if sympy.simplify(phi.subs(z, -z) + phi) == 0:  # odd: the mean of a symmetric law is 0
         return sympy.Integer(0)
     density = sympy.exp(-(z**2) / (2 * s**2)) / (s * sympy.sqrt(2 * sympy.pi))
-    if isinstance(phi, sympy.Piecewise):
+    if activation == "gelu":  # SymPy integrates z Phi(z) too, but Stein's lemma is faster
+        mean = _gelu_mean()
+    elif isinstance(phi, sympy.Piecewise):
         (pos, _), (neg, _) = phi.args
         mean = (sympy.integrate(pos * density, (z, 0, sympy.oo))
                 + sympy.integrate(neg * density, (z, -sympy.oo, 0)))
     else:
         mean = sympy.integrate(phi * density, (z, -sympy.oo, sympy.oo))
     return sympy.factor(sympy.simplify(mean)).subs(s, sympy.sqrt(_v))
+
+
+def _gelu_mean() -> sympy.Expr:
+    """E[z Phi(z)] in s: z = s u, Stein's lemma on E[u Phi(su)], then a Gaussian integral."""
+    inner = Expectation(u * Phi(s * u))
+    mean = expectation((z * Phi(z)).subs(z, s * u)).subs(inner, stein(Phi(s * u)))
+    return mean.replace(lambda e: isinstance(e, Expectation),
+                        lambda e: gaussian_integral(e.args[0]))
 
 
 def gaussian_mean(activation: str, s2: object, *,

@@ -150,7 +150,7 @@ class Recursion:
         if self.closed_form is not None:
             return closed_forms.growth(self.closed_form.rhs)
         try:
-            v48, v72, v96 = (float(v) for v in self._iterate(96, sympy.Integer(1))[48::24])
+            v48, v72, v96 = self._iterate_floats(96, sympy.Integer(1))[48::24]
         except DeriveError:
             names = ", ".join(s.name for s in self.config.block.symbols)
             return f"depends on {names} (no closed form; iterated once they have values)"
@@ -175,7 +175,11 @@ class Recursion:
 
     def _iterate(self, depth: int, q0_value: sympy.Expr) -> list[sympy.Expr]:
         """Forward: q_0..q_depth; cross: c_0..c_depth; backward: d_0/d_k for k = 0..depth,
-        numerically."""
+        numerically, as Floats at PRECISION digits."""
+        return [sympy.Float(v, PRECISION) for v in self._iterate_floats(depth, q0_value)]
+
+    def _iterate_floats(self, depth: int, q0_value: sympy.Expr) -> list[float]:
+        """The values of :meth:`_iterate` as Python floats (double precision)."""
         numeric = self.step.xreplace({Q_PREV: sympy.Integer(1), C_PREV: sympy.Integer(0)}).is_number
         if not (numeric and q0_value.is_number):
             c = self.config
@@ -193,14 +197,14 @@ class Recursion:
                     values.append(step(values[-1], 0.0))
             else:
                 assert self.forward_part is not None
-                qs = self.forward_part._iterate(depth, q0_value)
-                cs = (self.cross_part._iterate(depth, q0_value) if self.cross_part is not None
-                      else [0.0] * (depth + 1))
+                qs = self.forward_part._iterate_floats(depth, q0_value)
+                cs = (self.cross_part._iterate_floats(depth, q0_value)
+                      if self.cross_part is not None else [0.0] * (depth + 1))
                 while len(values) <= depth:
                     i = len(values) - 1
-                    now = step(float(qs[i]), float(cs[i]))
+                    now = step(qs[i], cs[i])
                     values.append(now if self.direction == "cross" else values[-1] * now)
-        return [sympy.Float(v, PRECISION) for v in values[: depth + 1]]
+        return values[: depth + 1]
 
     def at(self, depth: int, q0: object = 1) -> sympy.Expr:
         """q_K (forward) or d_0/d_K (backward) at ``K = depth``.
@@ -220,7 +224,8 @@ class Recursion:
         depth, q0_value = self._check(depth, q0)
         if self.closed_form is not None:
             return exact_value(closed_forms.evaluate(self.closed_form.rhs, depth, q0_value))
-        return finish(self._iterate(closed_forms.check_iterated(self, depth), q0_value)[-1])
+        last = self._iterate_floats(closed_forms.check_iterated(self, depth), q0_value)[-1]
+        return finish(sympy.Float(last, PRECISION))
 
     def profile(self, depth: int, q0: object = 1, blocks: Sequence[int] | None = None
                 ) -> list[sympy.Expr]:
