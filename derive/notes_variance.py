@@ -243,20 +243,6 @@ def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
     return table, profiles
 
 
-def _gradient_curve(analysis: Any, depth: int) -> list[float]:
-    """d_0/d_j for j = 0..depth: the backward recurrence's factors along the forward profile."""
-    from derive.model import d, k, q
-
-    factor = (analysis.backward.recurrence.rhs / d(k)).doit()
-    values: dict[float, float] = {}
-    ratios = [1.0]
-    for q_prev in (float(v) for v in analysis.forward.profile(depth - 1)):
-        if q_prev not in values:
-            values[q_prev] = float(factor.xreplace({q(k - 1): sympy.Float(q_prev)}).evalf())
-        ratios.append(ratios[-1] * values[q_prev])
-    return ratios
-
-
 def curves(norm: str, depth: int, direction: str) -> dict[str, list[float]]:
     """He init: q_k (forward) or d_0/d_k (backward) for k = 0..depth, one list an activation.
 
@@ -266,10 +252,8 @@ def curves(norm: str, depth: int, direction: str) -> dict[str, list[float]]:
     out = {}
     for activation in CURVES:
         a = _analysis("he", activation, norm)
-        if direction == "forward":
-            out[ACTIVATION_NAMES[activation]] = [float(v) for v in a.forward.profile(depth)]
-        else:
-            out[ACTIVATION_NAMES[activation]] = _gradient_curve(a, depth)
+        recursion = a.forward if direction == "forward" else a.backward
+        out[ACTIVATION_NAMES[activation]] = recursion.iterated(depth)
     return out
 
 

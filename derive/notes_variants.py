@@ -49,9 +49,8 @@ def profiles() -> dict[str, tuple[list[float], list[float]]]:
     out = {}
     for name in PRESETS:
         a = _analysis(checkable(name))
-        forward = [float(v) for v in a.forward.profile(DEPTH)]
-        backward = [float(v) for v in a.backward.profile(DEPTH)]
-        out[PRESETS[name].name] = (forward, [backward[0] / b for b in backward])
+        out[PRESETS[name].name] = (a.forward.iterated(DEPTH),  # type: ignore[attr-defined]
+                                   a.backward.iterated(DEPTH))  # type: ignore[attr-defined]
     return out
 
 

@@ -202,8 +202,10 @@ class Recursion:
                       if self.cross_part is not None else [0.0] * (depth + 1))
                 while len(values) <= depth:
                     i = len(values) - 1
-                    now = step(qs[i], cs[i])
-                    values.append(now if self.direction == "cross" else values[-1] * now)
+                    if self.direction == "cross":  # c_k from q_{k-1} and its own c_{k-1}
+                        values.append(step(qs[i], values[-1]))
+                    else:
+                        values.append(values[-1] * step(qs[i], cs[i]))
         return values[: depth + 1]
 
     def at(self, depth: int, q0: object = 1) -> sympy.Expr:
@@ -226,6 +228,16 @@ class Recursion:
             return exact_value(closed_forms.evaluate(self.closed_form.rhs, depth, q0_value))
         last = self._iterate_floats(closed_forms.check_iterated(self, depth), q0_value)[-1]
         return finish(sympy.Float(last, PRECISION))
+
+    def iterated(self, depth: int, q0: object = 1) -> list[float]:
+        """The recursion iterated block by block in floats, for k = 0..K: q_k forward,
+        d_0/d_k backward (what a figure draws; :meth:`profile` gives exact values).
+
+        >>> variance("he", "relu").backward.iterated(3)
+        [1.0, 2.0, 4.0, 8.0]
+        """
+        depth, q0_value = self._check(depth, q0)
+        return list(self._iterate_floats(closed_forms.check_iterated(self, depth), q0_value))
 
     def profile(self, depth: int, q0: object = 1, blocks: Sequence[int] | None = None
                 ) -> list[sympy.Expr]:

@@ -8,6 +8,7 @@ import sympy
 from scipy import integrate, stats
 
 import derive
+from derive.blocks.presets import PRESETS
 from derive.errors import DeriveError
 from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS, K, d, k, q, q0
 from derive.variance_analysis import Recursion, VarianceAnalysis, compare, variance
@@ -243,3 +244,18 @@ def test_bad_depth_and_q0_raise() -> None:
         rec.at(3, q0=-1)
     with pytest.raises(DeriveError, match="numeric iteration needs numbers"):
         variance("he", "tanh", sigma_w2="s").forward.at(3)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_iterated_profiles_follow_the_closed_forms(preset: str, activation: str) -> None:
+    """The float iteration a figure draws (and ``.at`` uses where no closed form exists)
+    against the exact values of the closed forms; with BatchNorm it iterates c_k too."""
+    from derive.simulation import checkable
+
+    a = derive.variance("he", activation, block=checkable(preset))
+    forward, backward = a.forward.iterated(30), a.backward.iterated(30)
+    exact_forward = [float(v) for v in a.forward.profile(30)]
+    exact_backward = [float(v) for v in a.backward.profile(30)]  # d_k / d_K
+    assert forward == pytest.approx(exact_forward, rel=1e-9)
+    assert backward == pytest.approx([exact_backward[0] / v for v in exact_backward], rel=1e-9)
