@@ -22,7 +22,7 @@ import decimal
 import itertools
 import math
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError, choice_error
 
@@ -398,32 +398,9 @@ def shown(text: str, latex: str) -> sympy.Symbol:
     >>> print(text(a), latex(a))
     ∂y/∂f₁ \frac{\partial y}{\partial f_{1}}
     """
-    return _shown_class()(text, latex)
+    from derive.shown import Shown
 
-
-_SHOWN: dict[str, str] = {}
-_SHOWN_CLASS: list[type] = []
-
-
-def _shown_class() -> type:
-    if not _SHOWN_CLASS:
-        import sympy
-
-        class Shown(sympy.Symbol):
-            """An atom with fixed text and LaTeX forms."""
-
-            def __new__(cls, text: str, latex: str) -> Shown:
-                _SHOWN[text] = latex
-                return super().__new__(cls, text, commutative=False)
-
-            def _latex(self, printer: Any = None) -> str:
-                return _SHOWN[self.name]
-
-            def _sympystr(self, printer: Any = None) -> str:
-                return self.name
-
-        _SHOWN_CLASS.append(Shown)
-    return _SHOWN_CLASS[0]
+    return Shown(text, latex)
 
 
 def product_forms(blocks: tuple[int, ...]) -> tuple[str, str]:
