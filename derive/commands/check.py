@@ -191,7 +191,7 @@ def check(
         click.echo(_table(_shown(rows, blocks)))
         worst = max(rows, key=lambda r: r.error)
         click.echo(
-            f"\n{len(configs)} configuration{'s' * (len(configs) != 1)}, {len(rows)} blocks "
+            f"\n{len(configs)} configuration{'s' * (len(configs) != 1)}, {len(rows)} values "
             "compared "
             f"(depth {depth}, width {width}, {seeds} networks of {batch} inputs); "
             f"largest relative error {100 * worst.error:.2f}% ({worst.label} {worst.direction} "
