@@ -269,6 +269,9 @@ class WeightedParts:
 @functools.cache
 def weighted_parts() -> WeightedParts:
     """Key results, derivation, tables and cards of the weighted path sum."""
+    from derive.block_maps import Q_PREV
+    from derive.model import K, q
+
     plain, pre, skip = gradients("none"), gradients("pre"), gradients("skipinit")
     bn = gradients("bn-first")
     low, high = VEIT_WINDOW
@@ -278,6 +281,12 @@ def weighted_parts() -> WeightedParts:
     post_w = _analysis("post", True).weights  # type: ignore[attr-defined]
     pre_w = _analysis("pre", True).weights  # type: ignore[attr-defined]
     pre_q = _analysis("pre", True).forward.closed_form.rhs  # type: ignore[attr-defined]
+    pre_q_prev = pre_q.xreplace({K: sympy.Symbol("k") - 1})
+    skip_gain, branch_gain = (latex(sympy.factor(c).xreplace({Q_PREV: q(sympy.Symbol("k") - 1)}))
+                    for c in pre.polynomial)  # type: ignore[attr-defined]
+    post_q = _analysis("post", True).forward.closed_form.rhs  # type: ignore[attr-defined]
+    if isinstance(post_q, sympy.Piecewise):  # q_0 before the first block, then LN's gamma^2
+        post_q = post_q.args[-1].expr
     mean_pre = latex(pre.closed_form[0])  # type: ignore[attr-defined]
     skip_p = skip.per_block[0]  # type: ignore[attr-defined]
     results = (
@@ -290,8 +299,8 @@ def weighted_parts() -> WeightedParts:
         f"of length {low} to {high} are {100 * paths:.2g}% of the paths and carry "
         f"{100 * plain_share:.2g}% of the gradient. Post-LN and the $1/\\sqrt{{2}}$ "
         "rescaling scale skip and branch alike and keep this.",
-        f"Pre-LN shortens the effective paths: block $k$'s branch passes $1/q_{{k-1}}$ of "
-        f"the gradient against $1$ through its skip, and $q_{{k-1}}$ grows, so the "
+        f"Pre-LN shortens the effective paths: block $k$'s branch passes ${branch_gain}$ of "
+        f"the gradient against ${skip_gain}$ through its skip, and $q_{{k-1}}$ grows, so the "
         f"gradient-weighted mean length is ${mean_pre}$, about $\\ln K$ ({pre.mean:.3g} at "
         f"{VEIT_DEPTH} blocks, against {plain.path_mean:.3g} for the counts); lengths {low} "
         f"to {high} carry {100 * pre_share:.2g}% of its gradient. A scalar $\\alpha$ on the "
@@ -322,13 +331,14 @@ def weighted_parts() -> WeightedParts:
         card("gradient-paths/pre-ln-shorter",
              "Why does pre-LN shorten the effective gradient paths at initialization "
              "(He, ReLU)?",
-             "Block $k$'s branch passes $1/q_{k-1}$ of the gradient against $1$ through the "
-             f"skip, and $q_{{k-1}} = q_0 + k - 1$ grows: mean length ${mean_pre}$ "
+             f"Block $k$'s branch passes ${branch_gain}$ of the gradient against ${skip_gain}$ "
+             "through the "
+             f"skip, and $q_{{k-1}} = {latex(pre_q_prev)}$ grows: mean length ${mean_pre}$ "
              f"($q_0 = 1$), about $\\ln K$"),
         card("gradient-paths/weights-final-ln",
              "Why does the last block's weight gradient shrink like $1/K$ with pre-LN and a "
              "final LN, but not with post-LN?",
              f"The final LN divides the gradient by $q_K = {latex(pre_q)}$, which grows "
-             "with pre-LN; post-LN keeps $q_k = 1$ at every block"),
+             f"with pre-LN; post-LN keeps $q_k = {latex(post_q)}$ at every block"),
     )
     return WeightedParts(results, _derivation(), _length_table(), _weights_table(), cards)
