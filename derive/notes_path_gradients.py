@@ -14,7 +14,9 @@ shares at Veit et al.'s depth, 54 blocks.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sympy
 
@@ -23,6 +25,11 @@ from derive.notation import shown
 from derive.notes_parts import card, math, number, readable
 from derive.printing import latex
 from derive.rendering import Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.anki import Card
+    from derive.gradient_by_length import PathGradients
+    from derive.variance_analysis import VarianceAnalysis
 
 #: Veit et al. (2016): a ResNet of 54 blocks, whose effective paths are 5 to 17 long.
 VEIT_DEPTH = 54
@@ -37,7 +44,7 @@ SHORT = 70
 
 
 @functools.cache
-def gradients(name: str, depth: int = VEIT_DEPTH) -> object:
+def gradients(name: str, depth: int = VEIT_DEPTH) -> PathGradients:
     """The path gradients of preset ``name`` under He + ReLU at ``depth`` (q_0 = 1)."""
     from derive.gradient_by_length import path_gradients
     from derive.simulation import checkable
@@ -54,7 +61,7 @@ def _label(name: str) -> str:
     return f"{name}: {text}"
 
 
-def _polynomial(g: object) -> sympy.Expr:
+def _polynomial(g: PathGradients) -> sympy.Expr:
     """G_k(t) of ``g``'s block in q_{k-1} (and c_{k-1}), as :func:`ascending` writes it."""
     from derive.block_maps import C_PREV, Q_PREV, c_seq
     from derive.model import q
@@ -62,7 +69,7 @@ def _polynomial(g: object) -> sympy.Expr:
     previous = sympy.Symbol("k") - 1
     names = {Q_PREV: q(previous), C_PREV: c_seq(previous)}
     return ascending([sympy.factor(c).xreplace(names)
-                      for c in g.polynomial])  # type: ignore[attr-defined]
+                      for c in g.polynomial])
 
 
 def ascending(coefficients: list[sympy.Expr]) -> sympy.Expr:
@@ -100,13 +107,13 @@ def _text(expr: sympy.Expr) -> str:
     return text(expr)
 
 
-def _term(coefficient: sympy.Expr, power: int, printer: object) -> str:
+def _term(coefficient: sympy.Expr, power: int, printer: Callable[[object], str]) -> str:
     """One term c t^i of G_k(t), as ``printer`` writes it."""
     from derive.gradient_by_length import t
 
     if power == 0:
-        return printer(coefficient)  # type: ignore[operator]
-    return printer(coefficient * t**power)  # type: ignore[operator]
+        return printer(coefficient)
+    return printer(coefficient * t**power)
 
 
 def series() -> dict[str, list[float]]:
@@ -118,14 +125,14 @@ def series() -> dict[str, list[float]]:
 
 
 def _derivation() -> Derivation:
-    plain, pre = gradients("none"), gradients("pre")
     from derive.block_maps import Q_PREV
     from derive.model import K, q, q0
 
+    plain, pre = gradients("none"), gradients("pre")
     G = shown("Gₖ", "G_{k}")
     k = sympy.Symbol("k", integer=True, positive=True)
-    p_pre = pre.per_block[0]  # type: ignore[attr-defined]
-    forward = pre.analysis.forward.closed_form.rhs  # type: ignore[attr-defined]
+    p_pre = pre.per_block[0]
+    forward = pre.analysis.forward.closed_form.rhs
     q_prev = forward.xreplace({K: k - 1, q0: 1})
     p_k = sympy.factor(p_pre.xreplace({Q_PREV: q_prev}))
     p_pre = p_pre.xreplace({Q_PREV: q(sympy.Symbol("k") - 1)})
@@ -147,13 +154,13 @@ def _derivation() -> Derivation:
              "are the coefficient of $t^L$"),
         Step(shown("Gₖ(t), no norm", "G_{k}(t)\\big|_{\\text{no norm}}"), _polynomial(plain),
              "He and ReLU: the branch's gain is $2 \\cdot \\frac{1}{2} = 1$, the skip's $1$"),
-        Step(share, binomial_share(plain.per_block[0]),  # type: ignore[attr-defined]
+        Step(share, binomial_share(plain.per_block[0]),
              "$s_k = b_k$: every path carries the same gradient, so the shares are the "
              "counts' binomial"),
         Step(shown("Gₖ(t), pre-LN", "G_{k}(t)\\big|_{\\text{pre-LN}}"), _polynomial(pre),
              "LN divides the branch's gradient by the std of $h_{k-1}$: gain $1/q_{k-1}$"),
         Step(shown("mean length, pre-LN", "\\text{mean length}\\big|_{\\text{pre-LN}}"),
-             pre.closed_form[0],  # type: ignore[attr-defined]
+             pre.closed_form[0],
              f"block $k$ adds $p_k = b_k/(s_k + b_k) = {latex(p_pre)} = {latex(p_k)}$ with "
              f"$q_{{k-1}} = {latex(q_prev)}$ ($q_0 = 1$): a harmonic sum, about $\\ln K$"),
     )
@@ -161,8 +168,8 @@ def _derivation() -> Derivation:
         title="The gradient each path length carries",
         key="gradient-paths/weighted",
         steps=steps,
-        notes=(f"At {VEIT_DEPTH} blocks the pre-LN mean is {pre.mean:.4g} against "  # type: ignore[attr-defined]
-               f"{plain.path_mean:.4g} for the counts.",),  # type: ignore[attr-defined]
+        notes=(f"At {VEIT_DEPTH} blocks the pre-LN mean is {pre.mean:.4g} against "
+               f"{plain.path_mean:.4g} for the counts.",),
     )
 
 
@@ -198,25 +205,25 @@ def _length_table() -> Table:
     rows = []
     for name in TABLE_BLOCKS:
         g = gradients(name)
-        closed = g.closed_form  # type: ignore[attr-defined]
+        closed = g.closed_form
         mean = "—" if closed is None else math(readable(closed[0]))
         if len(mean) > SHORT:
             mean = "—"
-        _, window = g.window(low, high)  # type: ignore[attr-defined]
+        _, window = g.window(low, high)
         rows.append((_row_name(name), math(_polynomial(g)), mean,
-                     f"{g.mean:.3g} ± {g.spread:.2g}",  # type: ignore[attr-defined]
+                     f"{g.mean:.3g} ± {g.spread:.2g}",
                      f"{100 * window:.3g}%"))
     from derive.block_paths import block_terms
 
     plain = gradients("none")
-    paths, _ = plain.window(low, high)  # type: ignore[attr-defined]
-    counting = [0] * (max(term.branches for term in block_terms(plain.config.block, 1)) + 1)  # type: ignore[attr-defined]
-    for term in block_terms(plain.config.block, 1):  # type: ignore[attr-defined]
+    paths, _ = plain.window(low, high)
+    counting = [0] * (max(term.branches for term in block_terms(plain.config.block, 1)) + 1)
+    for term in block_terms(plain.config.block, 1):
         counting[term.branches] += 1
     counted = ascending([sympy.Integer(c) for c in counting])
     per_block = sympy.Rational(sum(i * c for i, c in enumerate(counting)), sum(counting))
     rows.append(("(path counts)", math(counted), math(per_block * K),
-                 f"{plain.path_mean:.3g} ± {plain.path_spread:.2g}",  # type: ignore[attr-defined]
+                 f"{plain.path_mean:.3g} ± {plain.path_spread:.2g}",
                  f"{100 * paths:.3g}%"))
     return Table(
         f"The gradient-weighted path length, He initialization, ReLU, $q_0 = 1$: block $k$'s "
@@ -228,7 +235,7 @@ def _length_table() -> Table:
          f"lengths {low}–{high}"), tuple(rows))
 
 
-def _analysis(name: str, final_norm: bool) -> object:
+def _analysis(name: str, final_norm: bool) -> VarianceAnalysis:
     from derive.variance_analysis import variance
 
     return variance("he", "relu", block=name, final_norm=final_norm)
@@ -244,7 +251,7 @@ WEIGHT_DEPTH = 50
 def _weights_table() -> Table:
     rows = []
     for name, final in WEIGHT_ROWS:
-        w = _analysis(name, final).weights  # type: ignore[attr-defined]
+        w = _analysis(name, final).weights
         last = w.last
         rows.append((name, "yes" if final else "no",
                      "—" if last is None else math(readable(last.rhs)), w.growth,
@@ -263,7 +270,7 @@ class WeightedParts:
     derivation: Derivation
     table: Table
     weights: Table
-    cards: tuple
+    cards: tuple[Card, ...]
 
 
 @functools.cache
@@ -275,20 +282,20 @@ def weighted_parts() -> WeightedParts:
     plain, pre, skip = gradients("none"), gradients("pre"), gradients("skipinit")
     bn = gradients("bn-first")
     low, high = VEIT_WINDOW
-    _, bn_share = bn.window(low, high)  # type: ignore[attr-defined]
-    paths, plain_share = plain.window(low, high)  # type: ignore[attr-defined]
-    _, pre_share = pre.window(low, high)  # type: ignore[attr-defined]
-    post_w = _analysis("post", True).weights  # type: ignore[attr-defined]
-    pre_w = _analysis("pre", True).weights  # type: ignore[attr-defined]
-    pre_q = _analysis("pre", True).forward.closed_form.rhs  # type: ignore[attr-defined]
+    _, bn_share = bn.window(low, high)
+    paths, plain_share = plain.window(low, high)
+    _, pre_share = pre.window(low, high)
+    post_w = _analysis("post", True).weights
+    pre_w = _analysis("pre", True).weights
+    pre_q = _analysis("pre", True).forward.closed_form.rhs
     pre_q_prev = pre_q.xreplace({K: sympy.Symbol("k") - 1})
     skip_gain, branch_gain = (latex(sympy.factor(c).xreplace({Q_PREV: q(sympy.Symbol("k") - 1)}))
-                    for c in pre.polynomial)  # type: ignore[attr-defined]
-    post_q = _analysis("post", True).forward.closed_form.rhs  # type: ignore[attr-defined]
+                    for c in pre.polynomial)
+    post_q = _analysis("post", True).forward.closed_form.rhs
     if isinstance(post_q, sympy.Piecewise):  # q_0 before the first block, then LN's gamma^2
         post_q = post_q.args[-1].expr
-    mean_pre = latex(pre.closed_form[0])  # type: ignore[attr-defined]
-    skip_p = skip.per_block[0]  # type: ignore[attr-defined]
+    mean_pre = latex(pre.closed_form[0])
+    skip_p = skip.per_block[0]
     results = (
         "At initialization the paths through $L$ branches carry the share "
         "$[t^L] \\prod_k G_k(t)/G_k(1)$ of $\\mathbb{E}[(\\partial L/\\partial x)^2]$: block "
