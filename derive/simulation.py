@@ -417,19 +417,29 @@ def measure_weights(config: VarianceConfig, *, depth: int, width: int, seeds: in
     >>> [round(float(v), 1) for v in w]
     [0.2, 0.2]
     """
+    total, inputs = _summed(config, depth, width, seeds, batch, q0, seed, watch=True,
+                            final_norm=final_norm)
+    return total[1:] / inputs
+
+
+def _summed(config: VarianceConfig, depth: int, width: int, seeds: int, batch: int,
+            q0: float, seed: int, *, watch: bool = False, final_norm: bool = False,
+            lengths: int = 0) -> tuple[np.ndarray, int]:
+    """The extra output of :func:`_run` (``watch`` or ``lengths``) for one configuration,
+    summed over its networks drawn CHUNK at a time, and how many inputs they saw."""
     seeds, q0 = _count(seeds, "seeds", 1), _positive(q0, "q0")
     depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
     config = numeric(config, width)
     networks, inputs = batching(config, seeds, batch)
-    total = np.zeros(depth + 1)
+    total: np.ndarray | float = 0.0
     for first in range(0, networks, CHUNK):
         sample = Draws(depth, width, inputs, seed=seed, first=first,
                        count=min(CHUNK, networks - first))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            [(_, _, weights)] = _run([config], sample, sample.inputs() * math.sqrt(q0),
-                                     watch=True, final_norm=final_norm)
-        total += weights
-    return total[1:] / (networks * inputs)
+            [(_, _, extra)] = _run([config], sample, sample.inputs() * math.sqrt(q0),
+                                   watch=watch, final_norm=final_norm, lengths=lengths)
+        total = total + extra
+    return np.asarray(total), networks * inputs
 
 
 def measure_lengths(config: VarianceConfig, *, depth: int, width: int, seeds: int,
@@ -444,20 +454,9 @@ def measure_lengths(config: VarianceConfig, *, depth: int, width: int, seeds: in
     """
     from derive.blocks.primitives import Branch
 
-    seeds, q0 = _count(seeds, "seeds", 1), _positive(q0, "q0")
-    depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
-    config = numeric(config, width)
-    networks, inputs = batching(config, seeds, batch)
     branches = sum(1 for node in config.block.tree.walk() if isinstance(node, Branch))
-    slots = depth * branches + 1
-    total = np.zeros(slots)
-    for first in range(0, networks, CHUNK):
-        sample = Draws(depth, width, inputs, seed=seed, first=first,
-                       count=min(CHUNK, networks - first))
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            [(_, _, by_length)] = _run([config], sample, sample.inputs() * math.sqrt(q0),
-                                       lengths=slots)
-        total += by_length
+    total, _ = _summed(config, depth, width, seeds, batch, q0, seed,
+                       lengths=_count(depth, "depth", 1) * branches + 1)
     while len(total) > 1 and total[-1] == 0:
         total = total[:-1]
     with np.errstate(invalid="ignore", divide="ignore"):
