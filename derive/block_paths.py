@@ -176,6 +176,20 @@ def block_terms(spec: Block, k: int) -> tuple[BlockTerm, ...]:
     return tuple(sorted(found, key=lambda t: t.branches))
 
 
+def branch_counts(spec: Block) -> list[int]:
+    """How many terms of a block's Jacobian pass 0, 1, 2, ... branch Jacobians J: the
+    coefficients of the block's factor in the generating polynomial of path lengths.
+
+    >>> branch_counts(block("x + F(x)")), branch_counts(block("x + F(x + F(x))"))
+    ([1, 1], [1, 1, 1])
+    """
+    terms = block_terms(spec, 1)
+    counts = [0] * (max(t.branches for t in terms) + 1)
+    for t in terms:
+        counts[t.branches] += 1
+    return counts
+
+
 @lru_cache(maxsize=4096)
 def block_names(spec: Block, k: int) -> BlockNames:
     """The factor symbols of block k (see :class:`BlockNames`).
@@ -290,10 +304,8 @@ class BlockPathSum:
         >>> BlockPathSum(3, "x", block("x + F(x + F(x))")).lengths
         {0: 1, 1: 3, 2: 6, 3: 7, 4: 6, 5: 3, 6: 1}
         """
-        poly = [0] * (max(t.branches for t in block_terms(self.spec, 1)) + 1)
-        for t in block_terms(self.spec, 1):
-            poly[t.branches] += 1
-        return dict(enumerate(power_coefficients(poly, len(self.blocks))))
+        return dict(enumerate(power_coefficients(branch_counts(self.spec),
+                                                 len(self.blocks))))
 
     def tail(self) -> BlockTerm:
         """dh_j/df_j on the right of every term (the identity for dy/dx)."""

@@ -213,13 +213,11 @@ def _length_table() -> Table:
         rows.append((_row_name(name), math(_polynomial(g)), mean,
                      f"{g.mean:.3g} ± {g.spread:.2g}",
                      f"{100 * window:.3g}%"))
-    from derive.block_paths import block_terms
+    from derive.block_paths import branch_counts
 
     plain = gradients("none")
     paths, _ = plain.window(low, high)
-    counting = [0] * (max(term.branches for term in block_terms(plain.config.block, 1)) + 1)
-    for term in block_terms(plain.config.block, 1):
-        counting[term.branches] += 1
+    counting = branch_counts(plain.config.block)
     counted = ascending([sympy.Integer(c) for c in counting])
     per_block = sympy.Rational(sum(i * c for i, c in enumerate(counting)), sum(counting))
     rows.append(("(path counts)", math(counted), math(per_block * K),
