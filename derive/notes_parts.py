@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import sympy
 
@@ -21,6 +22,9 @@ from derive.anki import Card
 from derive.derivation import Derivation, Step
 from derive.printing import latex
 from derive.rendering import Figure, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.variance_analysis import VarianceAnalysis
 
 _LINK_RE = re.compile(r"\[\[([^\]|]*)(?:\|([^\]]*))?\]\]")
 
@@ -86,6 +90,18 @@ def readable(expr: sympy.Expr) -> sympy.Expr:
                     and (atom.q > 1000 or abs(atom.p) > 1000))
 
     return expr.replace(long, lambda r: sympy.Float(float(r), 6))
+
+
+def he_relu(block: object, final_norm: bool = False) -> VarianceAnalysis:
+    """The variance analysis of ``block`` (a preset, an expression or a Block) under He
+    initialization and ReLU, the setting of the notes' tables across blocks.
+
+    >>> he_relu("pre").forward.closed_form.rhs
+    K + q_0
+    """
+    from derive.variance_analysis import variance
+
+    return variance("he", "relu", block=block, final_norm=final_norm)  # type: ignore[arg-type]
 
 
 def card(key: str, front: str, back: str | Step | sympy.Expr, **kwargs: object) -> Card:

@@ -22,14 +22,13 @@ import sympy
 
 from derive.derivation import Derivation, Step
 from derive.notation import shown
-from derive.notes_parts import card, math, number, readable
-from derive.printing import latex
+from derive.notes_parts import card, he_relu, math, number, readable
+from derive.printing import latex, text
 from derive.rendering import Table
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.anki import Card
     from derive.gradient_by_length import PathGradients
-    from derive.variance_analysis import VarianceAnalysis
 
 #: Veit et al. (2016): a ResNet of 54 blocks, whose effective paths are 5 to 17 long.
 VEIT_DEPTH = 54
@@ -90,29 +89,21 @@ def ascending(coefficients: list[sympy.Expr]) -> sympy.Expr:
     common = base / scale
     ratios = [sympy.cancel(r * scale) if scale != 1 else r for r in ratios]
     terms = [(r, i) for i, r in enumerate(ratios) if r != 0]
-    text_sum = " + ".join(_term(r, i, _text) for r, i in terms).replace("+ -", "- ")
+    text_sum = " + ".join(_term(r, i, text) for r, i in terms).replace("+ -", "- ")
     latex_sum = " + ".join(_term(r, i, latex) for r, i in terms).replace("+ -", "- ")
     if common == 1:
         return shown(text_sum, latex_sum)
     numerator, denominator = sympy.fraction(common)
     if numerator == 1:
-        return shown(f"({text_sum})/({_text(denominator)})".replace("/(2)", "/2"),
+        return shown(f"({text_sum})/({text(denominator)})".replace("/(2)", "/2"),
                      f"\\frac{{{latex_sum}}}{{{latex(denominator)}}}")
-    return shown(f"{_text(common)}·({text_sum})", f"{latex(common)} \\left({latex_sum}\\right)")
-
-
-def _text(expr: sympy.Expr) -> str:
-    from derive.printing import text
-
-    return text(expr)
+    return shown(f"{text(common)}·({text_sum})", f"{latex(common)} \\left({latex_sum}\\right)")
 
 
 def _term(coefficient: sympy.Expr, power: int, printer: Callable[[object], str]) -> str:
     """One term c t^i of G_k(t), as ``printer`` writes it."""
     from derive.gradient_by_length import t
 
-    if power == 0:
-        return printer(coefficient)
     return printer(coefficient * t**power)
 
 
@@ -233,12 +224,6 @@ def _length_table() -> Table:
          f"lengths {low}–{high}"), tuple(rows))
 
 
-def _analysis(name: str, final_norm: bool) -> VarianceAnalysis:
-    from derive.variance_analysis import variance
-
-    return variance("he", "relu", block=name, final_norm=final_norm)
-
-
 #: The weight-gradient table's rows: (block, final LayerNorm).
 WEIGHT_ROWS = (("post", False), ("post", True), ("pre", False), ("pre", True),
                ("none", True), ("rescaled", False))
@@ -249,7 +234,7 @@ WEIGHT_DEPTH = 50
 def _weights_table() -> Table:
     rows = []
     for name, final in WEIGHT_ROWS:
-        w = _analysis(name, final).weights
+        w = he_relu(name, final).weights
         last = w.last
         rows.append((name, "yes" if final else "no",
                      "—" if last is None else math(readable(last.rhs)), w.growth,
@@ -283,13 +268,13 @@ def weighted_parts() -> WeightedParts:
     _, bn_share = bn.window(low, high)
     paths, plain_share = plain.window(low, high)
     _, pre_share = pre.window(low, high)
-    post_w = _analysis("post", True).weights
-    pre_w = _analysis("pre", True).weights
-    pre_q = _analysis("pre", True).forward.closed_form.rhs
+    post_w = he_relu("post", True).weights
+    pre_w = he_relu("pre", True).weights
+    pre_q = he_relu("pre", True).forward.closed_form.rhs
     pre_q_prev = pre_q.xreplace({K: sympy.Symbol("k") - 1})
     skip_gain, branch_gain = (latex(sympy.factor(c).xreplace({Q_PREV: q(sympy.Symbol("k") - 1)}))
                     for c in pre.polynomial)
-    post_q = _analysis("post", True).forward.closed_form.rhs
+    post_q = he_relu("post", True).forward.closed_form.rhs
     if isinstance(post_q, sympy.Piecewise):  # q_0 before the first block, then LN's gamma^2
         post_q = post_q.args[-1].expr
     mean_pre = latex(pre.closed_form[0])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 
-from derive.notes_parts import Section, card, readable
+from derive.notes_parts import Section, card, he_relu, readable
 from derive.printing import latex
 from derive.rendering import Figure, Table
 
@@ -22,12 +22,6 @@ from derive.rendering import Figure, Table
 DEPTH = 50
 #: A closed form longer than this (LaTeX characters) is given by its growth instead.
 SHORT = 60
-
-
-def _analysis(name: str, final_norm: bool = False) -> object:
-    from derive.variance_analysis import variance
-
-    return variance("he", "relu", block=name, final_norm=final_norm)
 
 
 def _form(recursion: object) -> str:
@@ -48,9 +42,9 @@ def profiles() -> dict[str, tuple[list[float], list[float]]]:
 
     out = {}
     for name in PRESETS:
-        a = _analysis(checkable(name))
-        out[PRESETS[name].name] = (a.forward.iterated(DEPTH),  # type: ignore[attr-defined]
-                                   a.backward.iterated(DEPTH))  # type: ignore[attr-defined]
+        a = he_relu(checkable(name))
+        out[PRESETS[name].name] = (a.forward.iterated(DEPTH),
+                                   a.backward.iterated(DEPTH))
     return out
 
 
@@ -59,7 +53,7 @@ def _variants_table() -> Table:
 
     rows = []
     for name, preset in PRESETS.items():
-        a = _analysis(name)
+        a = he_relu(name)
         rows.append((name, f"`{preset.expression}`", preset.source, _form(a.forward),
                      _form(a.backward)))
     return Table("Every preset under He initialization and ReLU ($K \\ge 1$; symbols kept)",
@@ -68,10 +62,10 @@ def _variants_table() -> Table:
 
 def variants_section() -> Section:
     """The note: key results with reasons, two tables, one figure, cards."""
-    rescaled, bn, skip = _analysis("rescaled"), _analysis("bn-first"), _analysis("skipinit")
-    nf, fixup = _analysis("nf-resnet"), _analysis("fixup")
-    post_w = _analysis("post", True).weights  # type: ignore[attr-defined]
-    pre_w = _analysis("pre", True).weights  # type: ignore[attr-defined]
+    rescaled, bn, skip = he_relu("rescaled"), he_relu("bn-first"), he_relu("skipinit")
+    nf, fixup = he_relu("nf-resnet"), he_relu("fixup")
+    post_w = he_relu("post", True).weights
+    pre_w = he_relu("pre", True).weights
     cross = bn.cross.closed_form.rhs  # type: ignore[attr-defined]
     results = (
         "Rescaling the sum, $(x + F(x))/\\sqrt{2}$ (UDL 11.3), keeps "

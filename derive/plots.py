@@ -30,6 +30,9 @@ _STYLE = {
 }
 _COLORS = {"none": "#c0392b", "pre": "#2471a3", "post": "#229954"}
 _MARKERS = {"none": "o", "pre": "s", "post": "^"}
+#: Line colours of the figures with one line per block.
+_CYCLE = ("#c0392b", "#2471a3", "#229954", "#8e44ad", "#d35400", "#16a085", "#7f8c8d",
+          "#2c3e50", "#b7950b", "#a93226", "#1f618d")
 
 
 def _pyplot() -> Any:
@@ -215,8 +218,7 @@ def variants_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]
     import matplotlib
     import matplotlib.ticker
 
-    cycle = ("#c0392b", "#2471a3", "#229954", "#8e44ad", "#d35400", "#16a085", "#7f8c8d",
-             "#2c3e50", "#b7950b", "#a93226", "#1f618d")
+    cycle = _CYCLE
     styles = ("-", "--", "-.", ":")
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(SIZE[0], SIZE[1] + 1.0), sharex=True)
@@ -251,7 +253,7 @@ def gradient_length_figure(series: Mapping[str, Sequence[float]], title: str,
     plt = _pyplot()
     import matplotlib
 
-    cycle = ("#c0392b", "#2471a3", "#229954", "#8e44ad", "#d35400")
+    cycle = _CYCLE
     styles = ("-", "-", "--", "-.")
     markers = ("o", "s", "", "^")
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
