@@ -104,7 +104,7 @@ def main() -> None:
                  f"{direct_s:.3f} s", "1x"))
     rows.append(("shape solved once with symbolic a, b, then substituted",
                  f"{float(shape):.3f} s", f"{direct_s / float(shape):.1f}x faster"))
-    rows.append(("shipped solve_affine (numeric: rsolve cached by coefficients)",
+    rows.append(("shipped solve_affine (numeric: the unrolled shape, cached by coefficients)",
                  f"{float(shipped):.3f} s", f"{direct_s / float(shipped):.1f}x faster"))
     print("| measurement | result | target / ratio |")
     print("|---|---|---|")

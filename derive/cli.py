@@ -99,7 +99,6 @@ def run() -> None:
     caches are full. Output is flushed first; with a child process still running, the
     interpreter exits as usual and lets it finish."""
     import contextlib
-    import multiprocessing
     import os
 
     try:
@@ -118,7 +117,8 @@ def run() -> None:
         _silence_stdout()
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
-    if multiprocessing.active_children():
+    pool = sys.modules.get("multiprocessing")  # no child process unless it was imported
+    if pool is not None and pool.active_children():
         sys.exit(code)
     os._exit(code)
 

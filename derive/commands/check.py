@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.simulation import CheckRow
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.commands.options import Integer, Real
+from derive.commands.options import Integer, Real, symbol_settings
 from derive.parameters import options
 
 EPILOG = """\b
@@ -75,8 +75,7 @@ def _number(value: float) -> float | None:
 @click.option("--block", "blocks_", multiple=True, metavar="EXPR",
               help="A block: a preset or an expression in x (repeat for several; default: "
                    "every preset of derive variance --help).")
-@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
-              help="A number for a block's symbol (repeatable); presets have their own.")
+@symbol_settings("A number for a block's symbol (repeatable); presets have their own.")
 @click.option("--branch", "branches", multiple=True, type=click.Choice(BRANCHES),
               help="Residual branch (repeat for several; default all).")
 @click.option("--all", "everything", is_flag=True,

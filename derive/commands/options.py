@@ -17,6 +17,12 @@ import click
 from derive import numbers
 
 
+def symbol_settings(help: str = "A number for one of the block's symbols (repeatable), e.g. "
+                    "alpha=1/2.") -> Any:
+    """``--set NAME=VALUE`` (repeatable), read by :func:`derive.parameters.symbol_values`."""
+    return click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help=help)
+
+
 def option_name(param: click.Parameter | None) -> str:
     """The option's long name as a user types it (``--mlp-ratio``), or ``value``.
 

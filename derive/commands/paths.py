@@ -15,7 +15,7 @@ from typing import BinaryIO
 import click
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS
-from derive.commands.options import Exact, Integer
+from derive.commands.options import Exact, Integer, symbol_settings
 from derive.notation import NOTATIONS
 from derive.parameters import options
 
@@ -218,8 +218,7 @@ Examples:
 @click.option("--block", "block_spec", default=None, metavar="EXPR",
               help="The block: a preset or an expression in x, e.g. 'x + F(LN(x))'; each term "
                    "then carries the block's factors. [default: x + F(x)]")
-@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
-              help="A number for one of the block's symbols (repeatable), e.g. alpha=1/2.")
+@symbol_settings()
 @click.option("--init", type=click.Choice(INITS), default="xavier", show_default=True,
               help="For the gradient shares (--lengths): weight initialization.")
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu",

@@ -8,7 +8,7 @@ import re
 import click
 
 from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.commands.options import Exact, Integer
+from derive.commands.options import Exact, Integer, symbol_settings
 from derive.parameters import options
 
 EPILOG = """\b
@@ -200,8 +200,7 @@ def _epilog() -> str:
 @click.option("--block", "block_spec", default=None, metavar="EXPR",
               help="The block: a preset (below) or an expression in x, such as "
                    "'(x + F(x))/sqrt(2)' or 'x + alpha*F(LN(x))'.")
-@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
-              help="A number for one of the block's symbols (repeatable), e.g. alpha=1/2.")
+@symbol_settings()
 @click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
               help="F: single W phi(h); mlp W2 phi(W1 h).")
 @options
