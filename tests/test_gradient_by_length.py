@@ -20,11 +20,12 @@ from fractions import Fraction
 
 import pytest
 import sympy
+from cli_runner import invoke
+from cli_runner import run_paths as run
 
 from derive.block_maps import Q_PREV, block_input
 from derive.blocks.block import block
 from derive.blocks.presets import PRESETS
-from derive.cli import main
 from derive.errors import DeriveError
 from derive.gradient_by_length import MAX_DEPTH, path_gradients, term_gains
 from derive.model import VarianceConfig
@@ -148,13 +149,6 @@ def test_bad_input() -> None:
         path_gradients(5, init="he", q0=0)
 
 
-def run(capsysbinary, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(["paths", *args])
-    out, err = capsysbinary.readouterr()
-    return done.value.code, out.decode(), err.decode()
-
-
 def test_cli_length_table_json(capsysbinary) -> None:
     code, out, err = run(capsysbinary, "--depth", "54", "--wrt", "x", "--lengths", "--block",
                          "pre", "--init", "he", "--format", "json")
@@ -241,11 +235,10 @@ def test_derived_shares_agree_with_the_simulation(spec: str, activation: str,
 
 
 def test_cli_check_lengths_json(capsysbinary) -> None:
-    with pytest.raises(SystemExit) as done:
-        main(["check", "--init", "he", "--activation", "relu", "--branch", "single",
-              "--block", "pre", "--lengths", "--blocks", "--format", "json"])
-    out, err = capsysbinary.readouterr()
-    assert done.value.code == 0 and err == b"", out
+    code, out, err = invoke(capsysbinary, "check", "--init", "he", "--activation", "relu",
+                            "--branch", "single", "--block", "pre", "--lengths", "--blocks",
+                            "--format", "json")
+    assert code == 0 and err == "", out
     data = json.loads(out)
     rows = [r for r in data["rows"] if r["direction"] == "lengths"]
     assert [r["k"] for r in rows] == list(range(7))

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from cli_runner import run_paths as run
 
-from derive.cli import main
 from derive.notation import gradient_latex, term_latex
 from derive.pathsum import iter_terms
 
@@ -19,14 +19,6 @@ EQ_11_6 = (
     "∂y/∂f₁ = I + ∂f₂/∂f₁ + ∂f₃/∂f₁ + (∂f₃/∂f₂)(∂f₂/∂f₁) + ∂f₄/∂f₁ + (∂f₄/∂f₂)(∂f₂/∂f₁)"
     " + (∂f₄/∂f₃)(∂f₃/∂f₁) + (∂f₄/∂f₃)(∂f₃/∂f₂)(∂f₂/∂f₁)"
 )
-
-
-def run(capsysbinary, *args: str) -> tuple[int, str, str]:
-    """Run ``derive paths ARGS`` in process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as done:
-        main(["paths", *args])
-    out, err = capsysbinary.readouterr()
-    return done.value.code, out.decode(), err.decode()
 
 
 def test_depth_four_text_is_eq_11_6(capsysbinary) -> None:
