@@ -132,8 +132,6 @@ class PathGradients:
                               f"(--set, --gamma, --q0) or a depth <= {SYMBOLIC_DEPTH}")
         self.exact, self.symbolic = exact_mode, symbolic
         self.gradient_shares = self._exact_shares() if exact_mode else self._float_shares()
-        if not exact_mode:
-            self.exact = False
 
     # --- the forward moments and each block's polynomial --------------------------
     def forward_moments(self, exact_values: bool) -> list[tuple[object, object]] | None:
