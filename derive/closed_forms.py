@@ -9,8 +9,9 @@ Every forward recursion of the variance model has the shape
 unrolls it to q_K = a^K q_0 + b (1 + a + ... + a^(K-1)), the geometric sum by
 SymPy's ``summation``, solved once with symbolic ``a`` and ``b`` and
 substituted (expanded when they are numbers). Every backward recursion is a product
-``d_0/d_K = prod_{k=1}^{K} B_k``; :func:`solve_product` evaluates it with
-SymPy's ``product`` and simplifies the rising factorials it produces.
+``d_0/d_K = prod_{k=1}^{K} B_k``; :func:`solve_product` writes a ratio of
+factors linear in k as gamma functions (telescoped where they cancel), and
+evaluates any other product with SymPy's ``product``.
 :func:`growth` reads the growth law off a closed form.
 """
 
@@ -124,12 +125,59 @@ def solve_product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:
     >>> solve_product((q0 + k) / (q0 + k - 1))
     (K + q_0)/q_0
     """
+    result = _linear_product(factor, start)
+    if result is not None:
+        return tidy(result)
     result = sympy.product(factor, (k, start, K))
     if isinstance(result, sympy.Product):
         return result
     if result.has(sympy.RisingFactorial, sympy.gamma, sympy.FallingFactorial):
         result = sympy.combsimp(result)
     return tidy(result)
+
+
+def _linear_product(factor: sympy.Expr, start: int) -> sympy.Expr | None:
+    """``prod_{k=start}^{K} factor`` for a ratio of factors at most linear in ``k``, one of
+    them linear, in gamma functions; None for any other factor.
+
+    With n = K - start + 1 terms, a linear factor gives prod (c k + d) = c^n
+    Gamma(x + n)/Gamma(x) with x = start + d/c. A ratio of two such factors whose x
+    differ by an integer m telescopes to m factors, as Gamma(x + 1) = x Gamma(x) cancels.
+
+    >>> tidy(_linear_product((k + 1) / (k + 3), 1))
+    6/(K**2 + 5*K + 6)
+    >>> _linear_product((k + q0) / (2 * k), 1)
+    gamma(K + q_0 + 1)/(2**K*gamma(K + 1)*gamma(q_0 + 1))
+    >>> _linear_product(k**2, 1) is None
+    True
+    """
+    numer, denom = sympy.fraction(sympy.together(factor))
+    if not (numer.has(k) or denom.has(k)):
+        return None
+    terms = K - start + 1
+    scale, shifts = [], []
+    for part in (numer, denom):
+        if not part.has(k):
+            scale.append(part**terms)
+            shifts.append(None)
+            continue
+        poly = sympy.Poly(part, k)
+        if poly.degree() != 1:
+            return None
+        slope, offset = poly.all_coeffs()
+        scale.append(slope**terms)
+        shifts.append(start + sympy.cancel(offset / slope))
+    up, down = shifts
+    if up is not None and down is not None and (apart := sympy.cancel(up - down)).is_Integer:
+        low, steps = (down, int(apart)) if apart >= 0 else (up, -int(apart))
+        ratio = sympy.Mul(*[(low + terms + j) / (low + j) for j in range(steps)])
+        ratio = ratio if apart >= 0 else 1 / ratio
+    else:
+        def rising(x: sympy.Expr | None) -> sympy.Expr:
+            return 1 if x is None else sympy.gamma(x + terms) / sympy.gamma(x)
+
+        ratio = rising(up) / rising(down)
+    return scale[0] / scale[1] * ratio
 
 
 def _split_depth(arg: sympy.Expr) -> sympy.Expr:

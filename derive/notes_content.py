@@ -128,7 +128,7 @@ def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
         pre, post = variance("he", activation, "pre"), variance("he", activation, "post")
         rows.append((ACTIVATION_NAMES[activation], number(g), number(G),
                      f"{power_law_exponent('he', activation):.3g}", growth(pre.backward.growth),
-                     f"{float((1 + G) / (1 + g)):.4g}", growth(post.backward.growth),
+                     f"{(1 + float(G)) / (1 + float(g)):.4g}", growth(post.backward.growth),
                      number(pre.backward.at(depth)), number(post.backward.at(depth))))
     table = Table(
         f"He initialization: the gradient ratio $d_0/d_K$ with pre-LN and post-LN ($q_0 = 1$, "

@@ -107,6 +107,25 @@ def test_symbolic_parameters_still_solve() -> None:
     assert b.forward.closed_form.rhs == (1 + sympy.Symbol("n", positive=True) * s / 2) ** K * q0
 
 
+@pytest.mark.parametrize("factor,start", [
+    ((k + q0) / (k + q0 - 1), 1),          # telescopes to one factor
+    ((k + 1) / (k + 4), 1),                # telescopes, the other way
+    ((2 * k + 1) / (3 * k + q0), 2),       # different slopes: gammas and a power
+    ((k + sympy.pi) / (k + sympy.sqrt(2)), 1),
+    ((g * k + q0) / (g * k - g + q0 + 1), 1),
+    (k / 5, 3),                            # one side constant
+])
+def test_linear_products_match_multiplying_out(factor, start) -> None:
+    from derive.closed_forms import solve_product
+
+    closed = solve_product(factor, start)
+    values = {q0: sympy.Rational(7, 3), g: sympy.Rational(5, 2)}
+    for depth in range(start, start + 7):
+        direct = sympy.Mul(*[factor.subs(k, j) for j in range(start, depth + 1)])
+        got = closed.subs(values).subs(K, depth)
+        assert float(got) == pytest.approx(float(direct.subs(values)), rel=1e-12)
+
+
 # --- values: .at and .profile against iterating the recurrence step by step -------------
 
 
