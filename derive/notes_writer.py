@@ -33,6 +33,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from derive.errors import DeriveError, choice_error
 from derive.notes_config import NotesOptions
@@ -123,13 +124,16 @@ def build(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     options: NotesOptions | None = None,
+    cache: bool = True,
 ) -> NotesResult:
     """Build and write the notes; return every file, those written and orphaned cards.
 
     Nothing is written when anything fails (bad input, a template, LaTeX, a
     file conflict). ``progress`` receives a short message before each slow part;
     ``options`` (:class:`derive.notes_config.NotesOptions`) say what the notes
-    hold and how the cards are tagged, styled and filed.
+    hold and how the cards are tagged, styled and filed. With ``cache`` the
+    derived content and figures are kept on disk and read back by the next
+    build with the same code and options (:mod:`derive.notes_cache`).
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "n"
@@ -139,7 +143,7 @@ def build(
     """
     from derive import files as files_mod
     from derive.model import check_depth
-    from derive.notes_content import content, obsidian_notes, start_figures
+    from derive.notes_content import obsidian_notes
     from derive.output_folder import check_output_folder
     from derive.rendering import render_template, template_dir
 
@@ -156,15 +160,8 @@ def build(
     say = progress or (lambda message: None)
     root = check_output_folder(out)
 
-    drawing = None
-    if {"latex", "markdown", "obsidian"} & set(chosen):
-        drawing = start_figures(depth, options)  # drawn on the other core meanwhile
-    say("deriving concepts, gradient paths and variance; simulating")
-    data = content(depth, options)
-    images: dict[str, dict[str, bytes]] = {}
-    if drawing is not None:
-        say("plotting")
-        images = drawing.result()
+    data, images = _derived(depth, options, bool({"latex", "markdown", "obsidian"} & set(chosen)),
+                            cache, say)
     say("rendering " + ", ".join(chosen))
     planned: dict[str, str | bytes] = {}
     merged_from: dict[str, str | None] = {}
@@ -223,6 +220,34 @@ def build(
     )
 
 
+def _derived(depth: int, options: NotesOptions, figures: bool, cache: bool,
+             say: Callable[[str], None]) -> tuple[Any, dict[str, dict[str, bytes]]]:
+    """The notes' content, and their figures if ``figures``: from the cache, else derived
+    (the figures drawn in a second process meanwhile) and then kept in the cache."""
+    from derive import notes_cache
+    from derive.notes_content import content, start_figures
+
+    folder = notes_cache.cache_folder() if cache else None
+    if folder is not None:
+        data = notes_cache.load(folder, "content", depth, options)
+        images = notes_cache.load(folder, "figures", depth, options) if figures else {}
+        if data is not None and images is not None:
+            say(f"reading the derived notes from {folder}")
+            return data, images
+    drawing = start_figures(depth, options) if figures else None
+    say("deriving concepts, gradient paths and variance; simulating")
+    data = content(depth, options)
+    images = {}
+    if drawing is not None:
+        say("plotting")
+        images = drawing.result()
+    if folder is not None:
+        notes_cache.store(folder, "content", depth, options, data)
+        if figures:
+            notes_cache.store(folder, "figures", depth, options, images)
+    return data, images
+
+
 def notes(
     out: str | os.PathLike[str] = "output",
     formats: str | Iterable[str] = FORMATS,
@@ -230,6 +255,7 @@ def notes(
     templates: str | os.PathLike[str] | None = None,
     pdf: bool = False,
     force: bool = False,
+    cache: bool = True,
     **options: object,
 ) -> list[Path]:
     """Write the study notes under ``out``; return the paths of the notes' files, sorted.
@@ -237,7 +263,8 @@ def notes(
     ``formats``: any of latex, markdown, obsidian, anki (or "all"); ``depth``:
     the number of blocks of the path-sum expansion (1 to 10); ``templates``: a
     folder holding a full set of templates; ``pdf``: compile the LaTeX;
-    ``force``: overwrite files that derive did not write or that were edited.
+    ``force``: overwrite files that derive did not write or that were edited;
+    ``cache``: read and keep the derived content on disk (:mod:`derive.notes_cache`).
     Keyword ``options`` are those of :class:`derive.notes_config.NotesOptions`:
     ``tags``, ``deck``, ``style``, ``names``, ``concepts``, ``blocks``, ``depths``.
 
@@ -247,4 +274,4 @@ def notes(
     'notes.tex'
     """
     return build(out, formats, depth, templates, pdf, force,
-                 options=NotesOptions.of(**options)).paths
+                 options=NotesOptions.of(**options), cache=cache).paths

@@ -59,14 +59,19 @@ def _names(pairs: tuple[str, ...]) -> dict[str, str] | None:
               help="A folder holding a full set of templates to use instead.")
 @click.option("--force", is_flag=True,
               help="Overwrite files that derive did not write or that were edited.")
+@click.option("--no-cache", "no_cache", is_flag=True,
+              help="Derive everything anew, neither reading nor keeping the derived notes "
+                   "in the cache folder ($DERIVE_CACHE_DIR, else ~/.cache/derive).")
 def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: str | None,
           style: str | None, names: tuple[str, ...], concepts: str | None, blocks: str | None,
           depths: str | None, config: str | None, pdf: bool, templates: str | None,
-          force: bool) -> None:
+          force: bool, no_cache: bool) -> None:
     """Write study notes built from the derivations under DIR (default output/).
 
     Options left out are read from the [notes] table of DIR/derive.toml, else
-    ./derive.toml (same keys as the options), else their defaults.
+    ./derive.toml (same keys as the options), else their defaults. What is
+    derived is kept in a cache folder, so a second run with the same options
+    only renders (about a second); a new version of derive derives anew.
     """
     from derive.notes_config import options_of, resolve
     from derive.notes_writer import build
@@ -81,7 +86,7 @@ def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: 
         click.echo(f"derive: reading {found}", err=True)
     result = build(out, values.get("format", "all"), values.get("depth", 4), templates, pdf,
                    force, progress=lambda message: click.echo(f"derive: {message} ...", err=True),
-                   options=options_of(values))
+                   options=options_of(values), cache=not no_cache)
     unchanged = len(result.files) - len(result.written)
     plural = "" if len(result.written) == 1 else "s"
     click.echo(f"wrote {len(result.written)} file{plural} under {out} ({unchanged} unchanged) "
