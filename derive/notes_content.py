@@ -17,6 +17,7 @@ cards' tags and style. The templates only lay it out.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -180,11 +181,17 @@ def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
                  "$\\propto K^{G/g}$: the log of the product is a harmonic sum")))
 
 
-def _sections(depth: int, options: NotesOptions) -> tuple[Section, ...]:
+def section(key: str, depth: int, options: NotesOptions | None = None) -> Section:
+    """The section of concept ``key``, named, linked and its cards tagged as ``options`` say.
+
+    >>> section("residual-block", 2).title, len(section("layer-norm", 2).cards)
+    ('Residual block', 4)
+    """
     from derive.notes_paths import paths_section
     from derive.notes_variance import variance_section
     from derive.notes_variants import variants_section
 
+    options = NotesOptions() if options is None else options
     makers = {
         "residual-block": _residual_block,
         "layer-norm": _layer_norm,
@@ -195,16 +202,13 @@ def _sections(depth: int, options: NotesOptions) -> tuple[Section, ...]:
     }
     chosen = set(options.concepts)
 
-    def name(key: str) -> str | None:
-        return options.name(key) if key in chosen else None
+    def name(concept: str) -> str | None:
+        return options.name(concept) if concept in chosen else None
 
-    out = []
-    for key in options.concepts:
-        section = with_links(makers[key](), name)
-        cards = tuple(replace(c, tags=(*c.tags, *options.tags), style=options.style)
-                      for c in section.cards)
-        out.append(replace(section, title=options.name(key), cards=cards))
-    return tuple(out)
+    made = with_links(makers[key](), name)
+    cards = tuple(replace(c, tags=(*c.tags, *options.tags), style=options.style)
+                  for c in made.cards)
+    return replace(made, title=options.name(key), cards=cards)
 
 
 @functools.cache
@@ -215,24 +219,30 @@ def content(depth: int, options: NotesOptions | None = None) -> Content:
     True
     """
     options = NotesOptions() if options is None else options
-    return Content(depth, _sections(depth, options), options)
+    return Content(depth, tuple(section(key, depth, options) for key in options.concepts),
+                   options)
 
 
 def figure_specs(depth: int, options: NotesOptions | None = None,
-                 simulation: bool = True) -> dict[str, tuple]:
+                 concepts: Iterable[str] | None = None) -> dict[str, tuple]:
     """What each figure draws: stem -> (plotting function's name, its arguments).
 
-    The data come from the derivations (and, unless ``simulation`` is False,
-    the simulation); drawing them is :func:`derive.plots.draw`.
+    The figures of the chosen concepts (of those in ``concepts`` if given); the
+    data come from the derivations and the simulation, and drawing them is
+    :func:`derive.plots.draw`.
 
     >>> sorted(figure_specs(2))[:3]
     ['block-variants', 'gradient-depth', 'gradient-lengths']
+    >>> sorted(figure_specs(2, concepts=["gradient-paths"]))
+    ['gradient-lengths', 'path-lengths']
     """
     from derive.notes_variance import BLOCK_NAMES, curves, simulated
     from derive.pathsum import path_lengths
 
     options = NotesOptions() if options is None else options
     chosen, deep = set(options.concepts), options.depth
+    if concepts is not None:
+        chosen &= set(concepts)
     specs: dict[str, tuple] = {}
     if "gradient-paths" in chosen:
         from derive.notes_path_gradients import VEIT_DEPTH, series
@@ -255,7 +265,7 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
 
         specs["block-variants"] = ("variants_figure", (
             profiles(), "He initialization, ReLU: every preset"), {})
-    if "variance" in chosen and simulation:
+    if "variance" in chosen:
         derived, measured = simulated(options.blocks)[1]["he"]
         specs["simulation-check"] = ("moments_figure", (
             {n: tuple([float(v) for v in part] for part in pair) for n, pair in derived.items()},
@@ -273,84 +283,6 @@ def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[s
     from derive.plots import draw
 
     return draw(figure_specs(depth, options))
-
-
-class PendingFigures:
-    """Figures drawn in a second process while this one derives the content.
-
-    The second process starts at once: it simulates the networks of the
-    simulation check and draws that figure, then draws the others from the
-    data this process derives first; meanwhile this process derives the rest
-    on the other core. Where no second process can start, all is done here.
-
-    >>> sorted(start_figures(2).result())[0]
-    'block-variants'
-    """
-
-    def __init__(self, depth: int, options: NotesOptions) -> None:
-        self.key, self.options = (depth, options), options
-        self.future: Any = None
-        self.check: Any = None
-        self.pool: Any = None
-        if self.key in _DRAWN:
-            return
-        try:
-            import concurrent.futures
-            import multiprocessing
-
-            from derive.plots import warm
-
-            self.pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            self.pool.submit(warm)
-        except (OSError, ImportError, NotImplementedError):  # pragma: no cover
-            self.pool = None
-        if self.pool is None:  # pragma: no cover
-            _DRAWN[self.key] = figures(depth, options)
-            return
-        from derive.notes_variance import MEASURING, derived_profiles, simulation_check
-        from derive.plots import draw
-
-        if "variance" in options.concepts:
-            blocks = options.blocks
-            self.check = self.pool.submit(simulation_check, blocks, derived_profiles(blocks))
-            MEASURING[blocks] = self._measured
-        self.future = self.pool.submit(draw, figure_specs(depth, options, simulation=False))
-
-    def _measured(self) -> dict:
-        """The simulated profiles from the second process, or measured here if it failed."""
-        from derive.notes_variance import measure
-
-        try:
-            return self.check.result()[0]
-        except Exception:  # pragma: no cover (the worker died)
-            return measure(self.options.blocks)
-
-    def result(self) -> dict[str, dict[str, bytes]]:
-        """The figures' bytes (stem -> {"png", "pdf"}), drawn here if the process failed."""
-        try:
-            if self.future is not None:
-                images = self.future.result()
-                if self.check is not None:
-                    images["simulation-check"] = self.check.result()[1]
-                _DRAWN[self.key] = dict(sorted(images.items()))
-        except Exception:  # pragma: no cover (the worker died: draw the figures here)
-            pass
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown()
-        if self.key not in _DRAWN:  # pragma: no cover
-            _DRAWN[self.key] = figures(*self.key)
-        return _DRAWN[self.key]
-
-
-#: Figures already drawn in this process, by (depth, options).
-_DRAWN: dict[tuple[int, NotesOptions], dict[str, dict[str, bytes]]] = {}
-
-
-def start_figures(depth: int, options: NotesOptions | None = None) -> PendingFigures:
-    """Derive the figures' data, and draw them in a second process; ``.result()`` waits."""
-    return PendingFigures(depth, NotesOptions() if options is None else options)
 
 
 def obsidian_notes(data: Content, templates: Path | None = None) -> dict[str, str]:

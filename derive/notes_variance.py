@@ -182,35 +182,6 @@ def measure(blocks: tuple[str, ...]) -> dict[str, tuple[tuple[float, ...], tuple
     return {norm: (run.forward, run.backward) for norm, run in runs.items()}
 
 
-def derived_profiles(blocks: tuple[str, ...]) -> dict[str, tuple[list[float], list[float]]]:
-    """Derived profiles (forward, backward) of He + ReLU at the simulation's depth.
-
-    >>> derived_profiles(("pre",))["pre"][0]
-    [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
-    """
-    depth = SIM["depth"]
-    return {norm: ([float(v) for v in _analysis("he", "relu", norm).forward.profile(depth)],
-                   [float(v) for v in _analysis("he", "relu", norm).backward.profile(depth)])
-            for norm in blocks}
-
-
-def simulation_check(blocks: tuple[str, ...], derived: dict) -> tuple[dict, dict[str, bytes]]:
-    """Simulate, and draw the derived profiles against the simulated ones (a second process).
-
-    >>> measured, figure = simulation_check(("pre",), derived_profiles(("pre",)))
-    >>> sorted(measured), figure["png"][:4]
-    (['pre'], b'\\x89PNG')
-    """
-    from derive.plots import moments_figure
-
-    measured = measure(blocks)
-    return measured, moments_figure(derived, "He initialization, ReLU", measured)
-
-
-#: Simulated profiles another process is measuring, by blocks: a callable that waits.
-MEASURING: dict[tuple[str, ...], Any] = {}
-
-
 @functools.cache
 def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
     """Derived against simulated values (He, ReLU), and the profiles drawn.
@@ -220,8 +191,7 @@ def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
     """
     depth = SIM["depth"]
     rows, profiles = [], {}
-    waiting = MEASURING.pop(blocks, None)
-    runs = waiting() if waiting is not None else measure(blocks)
+    runs = measure(blocks)
     for init in ("he",):
         derived, measured = {}, {}
         for norm in blocks:

@@ -1,10 +1,12 @@
 """Study notes: every derivation laid out as LaTeX, Markdown, Obsidian notes and Anki cards.
 
 :func:`notes` gathers the derivations (concepts, gradient paths, variance),
-the tables and figures made from them and a small simulation beside them,
-renders each format with the templates of :mod:`derive.rendering`, and writes
-the whole set at once with :func:`derive.files.write_files` (atomic, never
-over a file the user edited unless ``force``). Obsidian notes are merged with
+the tables and figures made from them and a small simulation beside them
+(on two cores, :mod:`derive.notes_worker`, or read back from the cache of a
+previous run, :mod:`derive.notes_cache`), renders each format with the
+templates of :mod:`derive.rendering`, and writes the whole set at once with
+:func:`derive.files.write_files` (atomic, never over a file the user edited
+unless ``force``). Obsidian notes are merged with
 the notes on disk (:func:`derive.regions.merge_note`), so the user's text and
 the cards' Anki IDs survive regeneration; a note the user renamed or moved is
 found and updated in place (:mod:`derive.vault`). The Anki deck carries its
@@ -37,6 +39,7 @@ from typing import Any
 
 from derive.errors import DeriveError, choice_error
 from derive.notes_config import NotesOptions
+from derive.notes_worker import Images
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
 #: Where the Anki deck lands; the deck found there carries its notes' times over.
@@ -160,25 +163,18 @@ def build(
     say = progress or (lambda message: None)
     root = check_output_folder(out)
 
-    data, images = _derived(depth, options, bool({"latex", "markdown", "obsidian"} & set(chosen)),
-                            cache, say)
+    data, drawn = _derived(depth, options, bool({"latex", "markdown", "obsidian"} & set(chosen)),
+                           cache, say)
     say("rendering " + ", ".join(chosen))
-    planned: dict[str, str | bytes] = {}
+    texts: dict[str, str] = {}  # rendered while the figures are still being drawn
+    vault: dict[str, str] = {}  # the Obsidian notes, where they are (renamed or not)
     merged_from: dict[str, str | None] = {}
     orphaned: list[str] = []
     notices: list[str] = []
     if "latex" in chosen:
-        tex = render_template("notes.tex.j2", data.context, folder)
-        planned["latex/notes.tex"] = tex
-        pdfs = {f"{stem}.pdf": pair["pdf"] for stem, pair in images.items()}
-        planned.update({f"latex/figures/{name}": blob for name, blob in pdfs.items()})
-        if pdf:
-            say("compiling latex/notes.tex")
-            planned["latex/notes.pdf"] = _compile_pdf(tex, pdfs)
+        texts["latex/notes.tex"] = render_template("notes.tex.j2", data.context, folder)
     if "markdown" in chosen:
-        planned["markdown/notes.md"] = render_template("notes.md.j2", data.context, folder)
-        planned.update({f"markdown/figures/{stem}.png": pair["png"]
-                        for stem, pair in images.items()})
+        texts["markdown/notes.md"] = render_template("notes.md.j2", data.context, folder)
     if "obsidian" in chosen:
         from derive.files import read_existing
         from derive.regions import BrokenNote, merge_note
@@ -199,18 +195,35 @@ def build(
                 merged = merge_note(existing, text)
             except BrokenNote as err:
                 raise BrokenNote(f"{root / rel}, {err}") from None
-            planned[rel] = merged.text
+            vault[rel] = merged.text
             merged_from[rel] = merged.base
             orphaned.extend(merged.orphaned)
             notices.extend(f"{root / rel}, {notice}" for notice in merged.notices)
-        planned.update({f"obsidian/figures/{stem}.png": pair["png"]
-                        for stem, pair in images.items()})
     if "anki" in chosen:
         from derive.apkg import apkg_bytes
 
         say("writing the Anki deck")
         previous = files_mod.read_existing_bytes(root, DECK) if root.is_dir() else None
-        planned[DECK] = apkg_bytes(data.cards, options.deck, previous=previous)
+        deck = apkg_bytes(data.cards, options.deck, previous=previous)
+    images = drawn()
+    planned: dict[str, str | bytes] = {}
+    if "latex" in chosen:
+        planned["latex/notes.tex"] = texts["latex/notes.tex"]
+        pdfs = {f"{stem}.pdf": pair["pdf"] for stem, pair in images.items()}
+        planned.update({f"latex/figures/{name}": blob for name, blob in pdfs.items()})
+        if pdf:
+            say("compiling latex/notes.tex")
+            planned["latex/notes.pdf"] = _compile_pdf(texts["latex/notes.tex"], pdfs)
+    if "markdown" in chosen:
+        planned["markdown/notes.md"] = texts["markdown/notes.md"]
+        planned.update({f"markdown/figures/{stem}.png": pair["png"]
+                        for stem, pair in images.items()})
+    if "obsidian" in chosen:
+        planned.update(vault)
+        planned.update({f"obsidian/figures/{stem}.png": pair["png"]
+                        for stem, pair in images.items()})
+    if "anki" in chosen:
+        planned[DECK] = deck
     report = files_mod.write_files(root, planned, force=force, merged_from=merged_from)
     return NotesResult(
         files=tuple(root / rel for rel in sorted(planned)),
@@ -221,11 +234,12 @@ def build(
 
 
 def _derived(depth: int, options: NotesOptions, figures: bool, cache: bool,
-             say: Callable[[str], None]) -> tuple[Any, dict[str, dict[str, bytes]]]:
-    """The notes' content, and their figures if ``figures``: from the cache, else derived
-    (the figures drawn in a second process meanwhile) and then kept in the cache."""
+             say: Callable[[str], None]) -> tuple[Any, Callable[[], Images]]:
+    """The notes' content, and a call that returns their figures (empty unless
+    ``figures``): from the cache, else derived on two cores (:mod:`derive.notes_worker`,
+    the figures still being drawn when the content is ready) and then kept in the cache."""
     from derive import notes_cache
-    from derive.notes_content import content, start_figures
+    from derive.notes_worker import start
 
     folder = notes_cache.cache_folder() if cache else None
     if folder is not None:
@@ -233,19 +247,21 @@ def _derived(depth: int, options: NotesOptions, figures: bool, cache: bool,
         images = notes_cache.load(folder, "figures", depth, options) if figures else {}
         if data is not None and images is not None:
             say(f"reading the derived notes from {folder}")
-            return data, images
-    drawing = start_figures(depth, options) if figures else None
-    say("deriving concepts, gradient paths and variance; simulating")
-    data = content(depth, options)
-    images = {}
-    if drawing is not None:
-        say("plotting")
-        images = drawing.result()
-    if folder is not None:
-        notes_cache.store(folder, "content", depth, options, data)
-        if figures:
-            notes_cache.store(folder, "figures", depth, options, images)
-    return data, images
+            return data, lambda: images
+    say("deriving concepts, gradient paths and variance; simulating"
+        + ("; plotting" if figures else ""))
+    pending = start(depth, options, figures)
+    data = pending.content()
+
+    def drawn() -> Images:
+        images = pending.figures()
+        if folder is not None:
+            notes_cache.store(folder, "content", depth, options, data)
+            if figures:
+                notes_cache.store(folder, "figures", depth, options, images)
+        return images
+
+    return data, drawn
 
 
 def notes(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import derive.notes_content as content_mod
+import derive.notes_worker as worker_mod
 import derive.notes_writer as notes_mod
 from derive import notes_cache
 from tests.cli_runner import invoke
@@ -30,7 +30,7 @@ def test_a_cached_build_writes_the_bytes_of_a_derived_one(tmp_path):
             check=True))
     assert "reading the derived notes" not in runs[0].stderr
     assert f"reading the derived notes from {tmp_path / 'cache'}" in runs[1].stderr
-    assert "deriving" not in runs[1].stderr and "plotting" not in runs[1].stderr
+    assert "deriving" not in runs[1].stderr
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == [
         "content", "figures"]
     assert _tree(tmp_path / "cached") == _tree(tmp_path / "derived")
@@ -43,7 +43,7 @@ def test_a_hit_derives_nothing_and_other_options_miss(tmp_path, monkeypatch):
     def underived(*args, **kwargs):
         raise AssertionError("derived although cached")
 
-    monkeypatch.setattr(content_mod, "content", underived)
+    monkeypatch.setattr(worker_mod, "start", underived)
     said: list[str] = []
     again = notes_mod.build(tmp_path / "b", formats="anki", depth=2, progress=said.append)
     assert said[0].startswith("reading the derived notes from")
