@@ -3,8 +3,8 @@
 Deriving the notes' content (every derivation, table and card) and drawing
 their figures takes seconds; rendering them takes a fraction of one. This
 module keeps what was derived, pickled, in a cache folder, under a key that
-changes with anything the result depends on: the source of the ``derive``
-package, the versions of Python and of the libraries that derive and draw
+changes with anything the result depends on: the source and version of the
+``derive`` package, the versions of Python and of the libraries that derive and draw
 (SymPy, mpmath, NumPy, matplotlib), the depth and the notes' options. A
 change to any of them derives anew; an unreadable entry is derived anew and
 replaced. Entries are written atomically, and the oldest beyond
@@ -37,7 +37,7 @@ from typing import Any
 
 #: Entries kept in the cache folder; older ones are removed when one is stored.
 KEEP = 16
-#: Libraries whose version changes what is derived or drawn.
+#: Libraries whose version changes what is derived or drawn (besides derive's own).
 LIBRARIES = ("sympy", "mpmath", "numpy", "matplotlib")
 
 
@@ -52,7 +52,12 @@ def cache_folder(environ: Mapping[str, str] = os.environ) -> Path | None:
     chosen = environ.get("DERIVE_CACHE_DIR")
     if chosen is not None:
         return Path(chosen).expanduser() if chosen.strip() else None
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):  # no home folder: no cache
+            return None
     return Path(base) / "derive"
 
 
@@ -65,7 +70,7 @@ def _code_digest() -> str:
         digest.update(path.relative_to(package).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     versions = [sys.version]
-    for name in LIBRARIES:
+    for name in ("derive", *LIBRARIES):
         try:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:  # pragma: no cover (a dependency is missing)

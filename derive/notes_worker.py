@@ -8,9 +8,9 @@ sections. The content is then put together in the options' order. Where no
 second process can start, or it fails, this process does everything itself,
 so the result is the same either way (sections and figures pickle whole).
 
->>> data, images = derive_notes(2, NotesOptions.of(concepts=["residual-block"]))
+>>> data, images = derive_notes(2, NotesOptions.of(concepts=["layer-norm"]))
 >>> [s.key for s in data.sections], images
-(['residual-block'], {})
+(['layer-norm'], {})
 """
 
 from __future__ import annotations
@@ -185,6 +185,11 @@ def start(depth: int, options: NotesOptions | None = None, figures: bool = False
 def derive_notes(depth: int, options: NotesOptions | None = None,
                  figures: bool = False) -> tuple[Any, Images]:
     """The notes' :class:`derive.notes_content.Content` and, if ``figures``, their
-    figures (stem -> {"png", "pdf"}), derived on two cores."""
+    figures (stem -> {"png", "pdf"}), derived on two cores.
+
+    >>> data, images = derive_notes(2, NotesOptions.of(concepts=["residual-block"]))
+    >>> data.sections[0].title, images
+    ('Residual block', {})
+    """
     pending = start(depth, options, figures)
     return pending.content(), pending.figures()

@@ -104,3 +104,12 @@ def test_the_folder_follows_the_environment():
     assert notes_cache.cache_folder({"DERIVE_CACHE_DIR": "/x/y"}) == Path("/x/y")
     assert notes_cache.cache_folder({"XDG_CACHE_HOME": "/c"}) == Path("/c/derive")
     assert notes_cache.cache_folder({}) == Path.home() / ".cache" / "derive"
+
+
+def test_without_a_home_folder_there_is_no_cache(monkeypatch):
+    def homeless() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(homeless))
+    assert notes_cache.cache_folder({}) is None
+    assert notes_cache.cache_folder({"XDG_CACHE_HOME": "/c"}) == Path("/c/derive")
