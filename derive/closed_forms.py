@@ -143,16 +143,18 @@ def _linear_product(factor: sympy.Expr, start: int) -> sympy.Expr | None:
     With n = K - start + 1 terms, a linear factor gives prod (c k + d) = c^n
     Gamma(x + n)/Gamma(x) with x = start + d/c. A ratio of two such factors whose x
     differ by an integer m telescopes to m factors, as Gamma(x + 1) = x Gamma(x) cancels.
+    A factor that may vanish in the range (x + j an integer <= 0, where Gamma has a
+    pole), or that holds K, is left to SymPy's ``product``.
 
     >>> tidy(_linear_product((k + 1) / (k + 3), 1))
     6/(K**2 + 5*K + 6)
     >>> _linear_product((k + q0) / (2 * k), 1)
     gamma(K + q_0 + 1)/(2**K*gamma(K + 1)*gamma(q_0 + 1))
-    >>> _linear_product(k**2, 1) is None
-    True
+    >>> _linear_product(k**2, 1) is None, _linear_product((10 - k) / (k + 1), 1) is None
+    (True, True)
     """
     numer, denom = sympy.fraction(sympy.together(factor))
-    if not (numer.has(k) or denom.has(k)):
+    if not (numer.has(k) or denom.has(k)) or factor.has(K):
         return None
     terms = K - start + 1
     scale, shifts = [], []
@@ -161,12 +163,14 @@ def _linear_product(factor: sympy.Expr, start: int) -> sympy.Expr | None:
             scale.append(part**terms)
             shifts.append(None)
             continue
-        poly = sympy.Poly(part, k)
-        if poly.degree() != 1:
+        if not part.is_polynomial(k) or sympy.degree(part, k) != 1:
             return None
-        slope, offset = poly.all_coeffs()
+        slope, offset = sympy.Poly(part, k).all_coeffs()
+        shift = sympy.cancel(start + offset / slope)
+        if not _clear_of_poles(shift):
+            return None
         scale.append(slope**terms)
-        shifts.append(start + sympy.cancel(offset / slope))
+        shifts.append(shift)
     up, down = shifts
     if up is not None and down is not None and (apart := sympy.cancel(up - down)).is_Integer:
         low, steps = (down, int(apart)) if apart >= 0 else (up, -int(apart))
@@ -178,6 +182,18 @@ def _linear_product(factor: sympy.Expr, start: int) -> sympy.Expr | None:
 
         ratio = rising(up) / rising(down)
     return scale[0] / scale[1] * ratio
+
+
+def _clear_of_poles(x: sympy.Expr) -> bool:
+    """True when no x + j (j = 0, 1, ...) is an integer <= 0, where Gamma has its poles:
+    x positive, or a number that is not an integer.
+
+    >>> [_clear_of_poles(x) for x in (q0 + 1, sympy.Rational(-1, 2), sympy.Integer(-3))]
+    [True, True, False]
+    """
+    if x.is_positive:
+        return True
+    return bool(x.is_number and x.is_integer is False)
 
 
 def _split_depth(arg: sympy.Expr) -> sympy.Expr:

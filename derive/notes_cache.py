@@ -100,7 +100,7 @@ def store(folder: Path, kind: str, depth: int, options: object, value: object) -
     """
     target = _path(folder, kind, depth, options)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the user's alone: it is unpickled
         fd, tmp = tempfile.mkstemp(prefix=".derive-", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -110,7 +110,7 @@ def store(folder: Path, kind: str, depth: int, options: object, value: object) -
             Path(tmp).unlink(missing_ok=True)
             raise
         _prune(folder)
-    except (OSError, pickle.PicklingError):
+    except Exception:  # cannot write, or a value that does not pickle: no entry
         return
 
 

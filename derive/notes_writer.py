@@ -146,9 +146,8 @@ def build(
     """
     from derive import files as files_mod
     from derive.model import check_depth
-    from derive.notes_content import obsidian_notes
     from derive.output_folder import check_output_folder
-    from derive.rendering import render_template, template_dir
+    from derive.rendering import template_dir
 
     chosen = check_formats(formats)
     options = NotesOptions() if options is None else options
@@ -163,49 +162,16 @@ def build(
     say = progress or (lambda message: None)
     root = check_output_folder(out)
 
-    data, drawn = _derived(depth, options, bool({"latex", "markdown", "obsidian"} & set(chosen)),
-                           cache, say)
-    say("rendering " + ", ".join(chosen))
-    texts: dict[str, str] = {}  # rendered while the figures are still being drawn
-    vault: dict[str, str] = {}  # the Obsidian notes, where they are (renamed or not)
-    merged_from: dict[str, str | None] = {}
-    orphaned: list[str] = []
-    notices: list[str] = []
-    if "latex" in chosen:
-        texts["latex/notes.tex"] = render_template("notes.tex.j2", data.context, folder)
-    if "markdown" in chosen:
-        texts["markdown/notes.md"] = render_template("notes.md.j2", data.context, folder)
-    if "obsidian" in chosen:
-        from derive.files import read_existing
-        from derive.regions import BrokenNote, merge_note
-        from derive.vault import find_renamed, relink, title
-
-        generated = {f"obsidian/{name}.md": text
-                     for name, text in obsidian_notes(data, folder).items()}
-        renamed = find_renamed(root, generated) if root.is_dir() else {}
-        titles = {title(old): title(new) for old, new in renamed.items()}
-        for note_rel, text in generated.items():
-            rel = renamed.get(note_rel, note_rel)
-            if rel != note_rel:
-                notices.append(f"{root / rel}: the note {title(note_rel)!r}, renamed; "
-                               "updated in place (links to it follow the new name)")
-            text = relink(text, titles)
-            existing = read_existing(root, rel) if root.is_dir() else None
-            try:
-                merged = merge_note(existing, text)
-            except BrokenNote as err:
-                raise BrokenNote(f"{root / rel}, {err}") from None
-            vault[rel] = merged.text
-            merged_from[rel] = merged.base
-            orphaned.extend(merged.orphaned)
-            notices.extend(f"{root / rel}, {notice}" for notice in merged.notices)
-    if "anki" in chosen:
-        from derive.apkg import apkg_bytes
-
-        say("writing the Anki deck")
-        previous = files_mod.read_existing_bytes(root, DECK) if root.is_dir() else None
-        deck = apkg_bytes(data.cards, options.deck, previous=previous)
-    images = drawn()
+    derived = _Derived(depth, options, bool({"latex", "markdown", "obsidian"} & set(chosen)),
+                       cache, say)
+    try:
+        data = derived.content()
+        say("rendering " + ", ".join(chosen))
+        rendered = _render(data, chosen, root, folder, options, say)
+        images = derived.figures()  # drawn meanwhile
+    finally:
+        derived.close()
+    texts, vault, deck = rendered.texts, rendered.vault, rendered.deck
     planned: dict[str, str | bytes] = {}
     if "latex" in chosen:
         planned["latex/notes.tex"] = texts["latex/notes.tex"]
@@ -224,44 +190,123 @@ def build(
                         for stem, pair in images.items()})
     if "anki" in chosen:
         planned[DECK] = deck
-    report = files_mod.write_files(root, planned, force=force, merged_from=merged_from)
+    report = files_mod.write_files(root, planned, force=force,
+                                   merged_from=rendered.merged_from)
     return NotesResult(
         files=tuple(root / rel for rel in sorted(planned)),
         written=tuple(root / rel for rel in report.written),
-        orphaned=tuple(orphaned),
-        notices=tuple(notices),
+        orphaned=tuple(rendered.orphaned),
+        notices=tuple(rendered.notices),
     )
 
 
-def _derived(depth: int, options: NotesOptions, figures: bool, cache: bool,
-             say: Callable[[str], None]) -> tuple[Any, Callable[[], Images]]:
-    """The notes' content, and a call that returns their figures (empty unless
-    ``figures``): from the cache, else derived on two cores (:mod:`derive.notes_worker`,
-    the figures still being drawn when the content is ready) and then kept in the cache."""
-    from derive import notes_cache
-    from derive.notes_worker import start
+@dataclass
+class _Rendered:
+    """The notes' text, rendered: LaTeX and Markdown, the Obsidian notes where they are
+    (merged with the vault's), the deck, and what the merge did."""
 
-    folder = notes_cache.cache_folder() if cache else None
-    if folder is not None:
-        data = notes_cache.load(folder, "content", depth, options)
-        images = notes_cache.load(folder, "figures", depth, options) if figures else {}
-        if data is not None and images is not None:
-            say(f"reading the derived notes from {folder}")
-            return data, lambda: images
-    say("deriving concepts, gradient paths and variance; simulating"
-        + ("; plotting" if figures else ""))
-    pending = start(depth, options, figures)
-    data = pending.content()
+    texts: dict[str, str] = field(default_factory=dict)
+    vault: dict[str, str] = field(default_factory=dict)
+    deck: bytes = b""
+    merged_from: dict[str, str | None] = field(default_factory=dict)
+    orphaned: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
-    def drawn() -> Images:
-        images = pending.figures()
-        if folder is not None:
-            notes_cache.store(folder, "content", depth, options, data)
-            if figures:
-                notes_cache.store(folder, "figures", depth, options, images)
-        return images
 
-    return data, drawn
+def _render(data: Any, chosen: tuple[str, ...], root: Path, folder: Path | None,
+            options: NotesOptions, say: Callable[[str], None]) -> _Rendered:
+    """Every text of the formats ``chosen``, merged with what is on disk under ``root``."""
+    from derive import files as files_mod
+    from derive.notes_content import obsidian_notes
+    from derive.rendering import render_template
+
+    out = _Rendered()
+    if "latex" in chosen:
+        out.texts["latex/notes.tex"] = render_template("notes.tex.j2", data.context, folder)
+    if "markdown" in chosen:
+        out.texts["markdown/notes.md"] = render_template("notes.md.j2", data.context, folder)
+    if "obsidian" in chosen:
+        from derive.files import read_existing
+        from derive.regions import BrokenNote, merge_note
+        from derive.vault import find_renamed, relink, title
+
+        generated = {f"obsidian/{name}.md": text
+                     for name, text in obsidian_notes(data, folder).items()}
+        renamed = find_renamed(root, generated) if root.is_dir() else {}
+        titles = {title(old): title(new) for old, new in renamed.items()}
+        for note_rel, text in generated.items():
+            rel = renamed.get(note_rel, note_rel)
+            if rel != note_rel:
+                out.notices.append(f"{root / rel}: the note {title(note_rel)!r}, renamed; "
+                               "updated in place (links to it follow the new name)")
+            text = relink(text, titles)
+            existing = read_existing(root, rel) if root.is_dir() else None
+            try:
+                merged = merge_note(existing, text)
+            except BrokenNote as err:
+                raise BrokenNote(f"{root / rel}, {err}") from None
+            out.vault[rel] = merged.text
+            out.merged_from[rel] = merged.base
+            out.orphaned.extend(merged.orphaned)
+            out.notices.extend(f"{root / rel}, {notice}" for notice in merged.notices)
+    if "anki" in chosen:
+        from derive.apkg import apkg_bytes
+
+        say("writing the Anki deck")
+        previous = files_mod.read_existing_bytes(root, DECK) if root.is_dir() else None
+        out.deck = apkg_bytes(data.cards, options.deck, previous=previous)
+    return out
+
+
+class _Derived:
+    """The notes' content and figures for one build: read from the cache, or derived on
+    two cores (:mod:`derive.notes_worker`; the figures are still being drawn when the
+    content is ready) and then kept in the cache."""
+
+    def __init__(self, depth: int, options: NotesOptions, figures: bool, cache: bool,
+                 say: Callable[[str], None]) -> None:
+        from derive import notes_cache
+        from derive.notes_worker import start
+
+        self.key, self.wanted = (depth, options), figures
+        self.folder = notes_cache.cache_folder() if cache else None
+        self.pending: Any = None
+        self.data: Any = None
+        self.images: Images | None = None
+        if self.folder is not None:
+            self.data = notes_cache.load(self.folder, "content", depth, options)
+            self.images = (notes_cache.load(self.folder, "figures", depth, options)
+                           if figures else {})
+            if self.data is not None and self.images is not None:
+                say(f"reading the derived notes from {self.folder}")
+                return
+        say("deriving concepts, gradient paths and variance; simulating"
+            + ("; plotting" if figures else ""))
+        self.data, self.images = None, None
+        self.pending = start(depth, options, figures)
+
+    def content(self) -> Any:
+        """The :class:`derive.notes_content.Content`."""
+        if self.data is None:
+            self.data = self.pending.content()
+        return self.data
+
+    def figures(self) -> Images:
+        """The figures (empty unless asked for); derived ones are then kept in the cache."""
+        if self.images is None:
+            from derive import notes_cache
+
+            self.images = self.pending.figures()
+            if self.folder is not None:
+                notes_cache.store(self.folder, "content", *self.key, self.content())
+                if self.wanted:
+                    notes_cache.store(self.folder, "figures", *self.key, self.images)
+        return self.images
+
+    def close(self) -> None:
+        """Stop the second process, if a failure here left it running."""
+        if self.pending is not None:
+            self.pending.close()
 
 
 def notes(

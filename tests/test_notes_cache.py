@@ -94,7 +94,13 @@ def test_no_cache_neither_reads_nor_keeps(tmp_path, monkeypatch, capsysbinary):
     code, out, _ = invoke(capsysbinary, "notes", "--format", "anki", "--depth", "2",
                           "--out", str(tmp_path / "n"), "--no-cache")
     assert code == 0 and "wrote 1 file" in out
-    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "cache").exists()  # not kept
+    notes_mod.build(tmp_path / "m", formats="anki", depth=2)
+    kept = sorted((tmp_path / "cache").iterdir())
+    code, out, err = invoke(capsysbinary, "notes", "--format", "anki", "--depth", "2",
+                            "--out", str(tmp_path / "o"), "--no-cache")
+    assert code == 0 and "deriving" in err and "reading the derived notes" not in err
+    assert sorted((tmp_path / "cache").iterdir()) == kept  # not read, nor written
     code, help_text, _ = invoke(capsysbinary, "notes", "--help")
     assert code == 0 and "--no-cache" in help_text and "~/.cache/derive" in help_text
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
+import io
+import pickle
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from derive import notes_worker
+from derive.errors import DeriveError
 from derive.notes_config import NotesOptions
 from derive.notes_content import obsidian_notes
 
@@ -15,16 +19,24 @@ OPTIONS = NotesOptions.of(concepts=["residual-block", "gradient-paths", "varianc
                           depths=[10])
 
 
-def _derived() -> tuple[dict[str, str], dict[str, dict[str, bytes]]]:
+def _derived(kill: bool = False) -> tuple[tuple[dict[str, str], dict], notes_worker.Pending]:
     notes_worker._DONE.clear()
-    data, images = notes_worker.derive_notes(2, OPTIONS, figures=True)
+    pending = notes_worker.start(2, OPTIONS, figures=True)
+    if kill and pending.second.child is not None:
+        pending.second.child.kill()
+    data, images = pending.content(), pending.figures()
     assert [s.key for s in data.sections] == list(OPTIONS.concepts)
-    return obsidian_notes(data), images
+    return (obsidian_notes(data), images), pending
 
 
 @pytest.fixture(scope="module")
 def both_cores():
-    return _derived()
+    result, pending = _derived()
+    second = pending.second
+    assert second.child is not None and second.child.returncode == 0
+    assert not second.failed and sorted(second.own_images) == ["gradient-lengths",
+                                                               "path-lengths"]
+    return result
 
 
 def test_the_second_process_takes_its_sections_and_every_figure(both_cores):
@@ -40,13 +52,25 @@ def test_without_a_second_process_the_notes_are_the_same(both_cores, monkeypatch
     def refused(*args, **kwargs):
         raise OSError("no process may start here")
 
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refused)
-    assert _derived() == both_cores
+    monkeypatch.setattr(notes_worker.subprocess, "Popen", refused)
+    result, pending = _derived()
+    assert pending.second.child is None and result == both_cores
 
 
-def test_a_failing_second_process_leaves_its_part_to_this_one(both_cores, monkeypatch):
-    monkeypatch.setattr(notes_worker, "second_part", os._exit)  # raises TypeError there
-    assert _derived() == both_cores
+@pytest.mark.parametrize("program", [
+    "import sys; sys.exit(3)",                      # gone before any answer
+    "import sys; sys.stdout.write('not a pickle')",  # a broken answer
+])
+def test_a_failing_second_process_leaves_its_part_to_this_one(both_cores, monkeypatch,
+                                                              program):
+    monkeypatch.setattr(notes_worker, "_CHILD", program)
+    result, pending = _derived()
+    assert pending.second.failed and result == both_cores
+
+
+def test_a_second_process_killed_midway_leaves_its_part_to_this_one(both_cores):
+    result, pending = _derived(kill=True)
+    assert pending.second.failed and result == both_cores
 
 
 def test_notes_derived_once_are_not_derived_again(both_cores, monkeypatch):
@@ -57,3 +81,61 @@ def test_notes_derived_once_are_not_derived_again(both_cores, monkeypatch):
     monkeypatch.setattr(notes_worker, "_SecondProcess", underived)
     data, images = notes_worker.derive_notes(2, OPTIONS, figures=False)
     assert images == {} and obsidian_notes(data) == both_cores[0]
+
+
+def test_a_failed_build_stops_the_second_process(tmp_path, monkeypatch):
+    import derive.notes_writer as notes_mod
+
+    started = []
+    real_start = notes_worker.start
+
+    def recorded(*args, **kwargs):
+        started.append(real_start(*args, **kwargs))
+        return started[-1]
+
+    def broken(*args, **kwargs):
+        raise DeriveError("a template failed")
+
+    monkeypatch.setattr(notes_worker, "start", recorded)
+    monkeypatch.setattr(notes_mod, "_render", broken)
+    notes_worker._DONE.clear()
+    with pytest.raises(DeriveError, match="a template failed"):
+        notes_mod.build(tmp_path / "n", formats="markdown", depth=3, options=OPTIONS)
+    (pending,) = started
+    assert pending.second.child is not None and pending.second.child.returncode is not None
+
+
+def _script(tmp_path, name: str, body: str) -> list[str]:
+    script = tmp_path / f"{name}.py"
+    script.write_text("import multiprocessing\nimport derive\n\n\n" + textwrap.dedent("""\
+        def notes(out):
+            return [p.name for p in derive.notes(out, formats="anki", depth=2,
+                                                 concepts=["residual-block"])]
+
+        """) + textwrap.dedent(body).replace("OUT", repr(str(tmp_path / name))))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, check=True)
+    assert "Traceback" not in done.stderr
+    return done.stdout.splitlines()
+
+
+def test_a_script_without_a_main_guard_works(tmp_path):
+    assert _script(tmp_path, "unguarded", "print(notes(OUT))") == ["['derive.apkg']"]
+
+
+def test_a_daemonic_process_can_build_notes(tmp_path):
+    body = """\
+        if __name__ == "__main__":
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                print(pool.apply(notes, (OUT,)))
+        """
+    assert _script(tmp_path, "daemon", body) == ["['derive.apkg']"]
+
+
+def test_the_loop_answers_each_task_and_names_a_failure():
+    tasks = io.BytesIO(pickle.dumps((1, "draw", ({},))) + pickle.dumps((2, "nothing", ())))
+    answers = io.BytesIO()
+    notes_worker.serve(tasks, answers)
+    stream = io.BytesIO(answers.getvalue())
+    assert pickle.load(stream) == (1, "ok", {})
+    assert pickle.load(stream) == (2, "error", "KeyError: 'nothing'")

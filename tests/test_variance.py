@@ -114,16 +114,24 @@ def test_symbolic_parameters_still_solve() -> None:
     ((k + sympy.pi) / (k + sympy.sqrt(2)), 1),
     ((g * k + q0) / (g * k - g + q0 + 1), 1),
     (k / 5, 3),                            # one side constant
+    ((10 - k) / (k + 1), 1),               # a factor that vanishes at k = 10
+    ((k - 2) / (k + 1), 1),                # ... at k = 2
+    ((k - 1) / (2 * k), 1),                # ... at the first k
+    ((-2 * k + sympy.Rational(1, 3)) / (k + 2), 2),  # a negative slope, no zero
+    ((K - k + 1) / k, 1),                  # the depth inside the factor
+    (2**k * (k + 1), 1),                   # not a ratio of polynomials
 ])
 def test_linear_products_match_multiplying_out(factor, start) -> None:
     from derive.closed_forms import solve_product
 
     closed = solve_product(factor, start)
     values = {q0: sympy.Rational(7, 3), g: sympy.Rational(5, 2)}
-    for depth in range(start, start + 7):
-        direct = sympy.Mul(*[factor.subs(k, j) for j in range(start, depth + 1)])
+    for depth in range(start - 1, start + 12):
+        direct = sympy.Mul(*[factor.subs(K, depth).subs(k, j) for j in range(start, depth + 1)])
         got = closed.subs(values).subs(K, depth)
-        assert float(got) == pytest.approx(float(direct.subs(values)), rel=1e-12)
+        if isinstance(got, sympy.Product):
+            got = got.doit()
+        assert float(got) == pytest.approx(float(direct.subs(values)), rel=1e-12, abs=1e-300)
 
 
 # --- values: .at and .profile against iterating the recurrence step by step -------------
