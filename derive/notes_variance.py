@@ -317,7 +317,7 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
              "Post-LN: by what factor does the gradient's second moment change per block, in "
              "the branch's forward gain $g$ and backward gain $G$?",
              f"$(1 + G)/(1 + g)$: {latex((1 + G_relu) / (1 + g_he))} for ReLU; "
-             f"{float((1 + Gt) / (1 + gt)):.3f} for tanh "
+             f"{(1 + float(Gt)) / (1 + float(gt)):.3f} for tanh "
              f"under He init ($d_0/d_{{10}} = {float(tanh_post.backward.at(10)):.3g}$)."),
     )
     return Section(
