@@ -298,18 +298,18 @@ def pre_vs_post() -> Derivation:
     >>> pre_vs_post().result.text()
     'd₀/d_K = (K·g·γ² + q₀)/q₀'
     """
+    from derive.closed_forms import solve_affine
+
     gg = gamma**2
-    none_q = sympy.rsolve(q(k) - (1 + g) * q(k - 1), q(k), {q(0): q0}).subs(k, K)
-    pre_q = sympy.rsolve(q(k) - q(k - 1) - g * gg, q(k), {q(0): q0}).subs(k, K)
+    none_q = solve_affine(1 + g, sympy.Integer(0))  # q_k = a q_{k-1} + b, unrolled
+    pre_q = solve_affine(sympy.Integer(1), g * gg)
     none_ratio = sympy.product(1 + G, (k, 1, K))
     pre_factor = 1 + G * gg / pre_q.subs(K, k - 1)
     equal = sympy.simplify(sympy.product(sympy.together(pre_factor.subs(G, g)), (k, 1, K)))
     # Post-norm: from block 2 on the branch sees q = gamma^2, so each block multiplies by
     # gamma^2 (1 + G) / ((1 + g) gamma^2); block 1 by gamma^2 (1 + G)/((1 + g) q_0).
     post_ratio = sympy.powsimp(gg / q0 * sympy.product((1 + G) / (1 + g), (k, 1, K)))
-    share = sympy.Function("s")
-    post_share = sympy.rsolve(share(k) - share(k - 1) / (1 + g), share(k), {share(0): 1})
-    post_share = sympy.powsimp(post_share.subs(k, K))
+    post_share = sympy.powsimp(solve_affine(1 / (1 + g), sympy.Integer(0)).subs(q0, 1))
     pre_share = sympy.simplify(q0 / pre_q)
     ratio = d(0) / d(K)
     steps = (

@@ -46,7 +46,7 @@ def _sub(number: int) -> str:
 
 @functools.cache
 def counts() -> dict[str, sympy.Expr]:
-    """Solved once by SymPy: the total 2^K, the mean length K/2, the paths through f_1.
+    """Solved once: the total 2^K, the mean length K/2, the paths through f_1.
 
     Block K's factor (I + J_K) doubles the paths of K - 1 blocks (each takes the
     skip or the branch), and adds a branch to half of them: c_K = 2 c_{K-1} with
@@ -58,13 +58,14 @@ def counts() -> dict[str, sympy.Expr]:
     """
     from math import comb
 
+    from derive.closed_forms import solve_affine
+    from derive.model import K, q0
+
     depth, length = sympy.Symbol("K", integer=True, positive=True), sympy.Symbol("L")
-    c, k = sympy.Function("c"), sympy.Symbol("k", integer=True)
-    doubling = c(k) - 2 * c(k - 1)
-    total = sympy.rsolve(doubling, c(k), {c(0): 1}).subs(k, depth)
-    mean = sympy.rsolve(c(k) - c(k - 1) - sympy.Rational(1, 2), c(k), {c(0): 0}).subs(k, depth)
-    first = sympy.powsimp(sympy.rsolve(doubling, c(k), {c(1): 1}).subs(k, depth),
-                          force=True)
+    doubling = solve_affine(sympy.Integer(2), sympy.Integer(0))  # c_K = 2^K c_0, unrolled
+    total = doubling.xreplace({q0: 1, K: depth})
+    mean = solve_affine(sympy.Integer(1), sympy.Rational(1, 2)).xreplace({q0: 0, K: depth})
+    first = doubling.xreplace({q0: 1, K: depth - 1})  # from c_1 = 1
     for n in range(1, 11):
         paths = [comb(n, j) for j in range(n + 1)]
         if (total.subs(depth, n), mean.subs(depth, n) * sum(paths),

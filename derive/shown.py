@@ -16,22 +16,29 @@ from typing import Any
 
 import sympy
 
-#: text -> LaTeX of every atom made so far (an atom is named by its text).
-LATEX: dict[str, str] = {}
-
 
 class Shown(sympy.Symbol):
-    """An atom with fixed text and LaTeX forms."""
+    """An atom with fixed text and LaTeX forms; atoms differ when either form does.
+
+    >>> Shown("#L", "a") == Shown("#L", "b"), Shown("#L", "a")._latex()
+    (False, 'a')
+    """
 
     def __new__(cls, text: str, latex: str) -> Shown:
-        LATEX[text] = latex
-        return super().__new__(cls, text, commutative=False)
+        # Both forms name the symbol: SymPy keeps one symbol per name, so two atoms of the
+        # same text but different LaTeX must not share one (whichever came last would win).
+        return super().__new__(cls, f"{text}\0{latex}", commutative=False)
+
+    @property
+    def text(self) -> str:
+        """The atom's plain-text form."""
+        return self.name.split("\0", 1)[0]
 
     def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, Any]]:
-        return (self.name, LATEX[self.name]), {}
+        return (self.text, self._latex()), {}
 
     def _latex(self, printer: Any = None) -> str:
-        return LATEX[self.name]
+        return self.name.split("\0", 1)[1]
 
     def _sympystr(self, printer: Any = None) -> str:
-        return self.name
+        return self.text

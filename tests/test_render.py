@@ -186,3 +186,14 @@ def test_plots_are_byte_identical_and_valid():
     assert b"CreationDate" not in first["pdf"]
     bars = plots.path_length_figure({0: 1, 1: 4, 2: 6, 3: 4, 4: 1})
     assert bars == plots.path_length_figure({0: 1, 1: 4, 2: 6, 3: 4, 4: 1})
+
+
+def test_atoms_of_the_same_text_keep_their_own_latex():
+    from derive.notation import shown
+    from derive.printing import latex, text
+
+    first = shown("#paths of length L", r"\#\,\text{paths of length } L")
+    second = shown("#paths of length L", r"\#\,\text{paths with } L \text{ factors}")
+    assert first != second and text(first) == text(second) == "#paths of length L"
+    assert latex(first) == r"\#\,\text{paths of length } L"  # made first, printed as made
+    assert latex(second) == r"\#\,\text{paths with } L \text{ factors}"
