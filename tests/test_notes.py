@@ -52,6 +52,16 @@ def test_same_inputs_give_identical_bytes_in_a_fresh_process(out, tmp_path):
     assert _tree(other) == _tree(out)
 
 
+def test_what_a_process_derived_before_does_not_change_the_notes(out, tmp_path):
+    first, other = tmp_path / "first", tmp_path / "after"
+    code = (f"import derive; derive.notes({str(first)!r}, formats='obsidian', depth=4); "
+            "derive.paths(5).derivation; derive.paths(3, 'x').derivation; "
+            "derive.variance('he', 'tanh', 'pre').backward.derivation; "
+            f"derive.notes({str(other)!r}, formats='all', depth=4)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    assert _tree(other) == _tree(out)
+
+
 def test_regenerating_rewrites_nothing(out):
     result = notes_mod.build(out, formats="all", depth=4)
     assert result.written == () and result.orphaned == ()
