@@ -232,10 +232,10 @@ class Pending:
                 self._content, images = _DONE[key]
                 self._images = dict(images) if figures else {}
                 return
-        from derive.notes_content import section
-
-        self.second = _SecondProcess(depth, options, figures)
+        self.second = _SecondProcess(depth, options, figures)  # first: it starts at once
         try:
+            from derive.notes_content import section
+
             others = tuple(key for key in options.concepts if key not in self.second.keys)
             self.second.draw(others)
             self._own = {key: section(key, depth, options) for key in others}

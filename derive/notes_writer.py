@@ -145,13 +145,13 @@ def build(
     (['derive.apkg'], ())
     """
     from derive import files as files_mod
-    from derive.model import check_depth
+    from derive import numbers
     from derive.output_folder import check_output_folder
     from derive.rendering import template_dir
 
     chosen = check_formats(formats)
     options = NotesOptions() if options is None else options
-    depth = check_depth(depth)
+    depth = numbers.integer(depth, "depth", minimum=1, maximum=numbers.MAX_DEPTH, text=False)
     if depth > 10:
         raise DeriveError(f"depth must be an integer from 1 to 10 for the notes, got {depth}")
     if pdf and "latex" not in chosen:
@@ -162,6 +162,7 @@ def build(
     say = progress or (lambda message: None)
     root = check_output_folder(out)
 
+    # SymPy is not imported yet: the second process starts first, and imports it meanwhile
     derived = _Derived(depth, options, bool({"latex", "markdown", "obsidian"} & set(chosen)),
                        cache, say)
     try:
