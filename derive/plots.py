@@ -106,10 +106,6 @@ def moments_figure(
 _LINES = ("#2471a3", "#c0392b", "#229954", "#7d3c98", "#b9770e")
 
 
-#: Digits and minus as superscripts, for the exponents of log-axis labels (10⁴, 10⁻³).
-_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
-
-
 def _log_ticks(ax: Any, low: float | None = None, high: float | None = None) -> None:
     """Log-axis labels a reader can read: 1, 10, 100, then 10³ ...; 1, 2, 5 ... on a short axis.
 
@@ -117,9 +113,11 @@ def _log_ticks(ax: Any, low: float | None = None, high: float | None = None) -> 
     """
     import matplotlib.ticker
 
+    from derive.printing import superscript
+
     def label(value: float, _position: int) -> str:
         exponent = math.floor(math.log10(value) + 1e-9) if value > 0 else 0
-        return f"{value:g}" if -2 <= exponent <= 3 else "10" + str(exponent).translate(_SUPERSCRIPT)
+        return f"{value:g}" if -2 <= exponent <= 3 else "10" + superscript(str(exponent))
 
     short = low is not None and high is not None and low > 0 and high / low < 1000
     subs = (1.0, 2.0, 5.0) if short else (1.0,)
