@@ -283,7 +283,7 @@ class _Derived:
                 return
         say("deriving concepts, gradient paths and variance; simulating"
             + ("; plotting" if figures else ""))
-        self.data, self.images = None, None
+        self.data, self.images = None, None  # a content hit without its figures: derive both
         self.pending = start(depth, options, figures)
 
     def content(self) -> Any:
