@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from derive.anki import Card
-from derive.apkg import apkg_bytes
-from derive.files import write_files
-from derive.regions import cards_region, merge_note, region
+from derive.deck.apkg import apkg_bytes
+from derive.deck.cards import Card
+from derive.files.writes import write_files
+from derive.vault.regions import cards_region, merge_note, region
 
 
 def cards(n: int, variant: str = "") -> list[Card]:
@@ -42,7 +42,7 @@ def genanki_file(deck: list[Card], folder: str) -> bytes:
     """The baseline: genanki's Package.write_to_file with a fixed timestamp."""
     import genanki
 
-    from derive.apkg import MODEL_ID, TIMESTAMP, to_html
+    from derive.deck.apkg import MODEL_ID, TIMESTAMP, to_html
 
     model = genanki.Model(MODEL_ID, "derive basic", fields=[{"name": "Front"}, {"name": "Back"}],
                           templates=[{"name": "Card 1", "qfmt": "{{Front}}", "afmt": "{{Back}}"}])

@@ -44,7 +44,7 @@ def main() -> None:
         rows.append((f"`derive paths --depth 10000 --wrt x --lengths --block {spec} --init he`",
                      f"{wall:.2f} s / {rss:.0f} MB", "< 1 s", wall < 1))
 
-    from derive.gradient_by_length import path_gradients
+    from derive.pathsums.by_length import path_gradients
 
     path_gradients(10, block="pre", init="he")  # warm the block's rules
     seconds = best_of(lambda: path_gradients(10_000, block="pre", init="he").rows, repeat)

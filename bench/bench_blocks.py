@@ -14,9 +14,9 @@ import time
 t0 = time.perf_counter()
 c0 = time.process_time()
 from derive.blocks.presets import PRESETS
-from derive.model import ACTIVATIONS, BRANCHES, INITS
-from derive.simulation import checkable
-from derive.variance_analysis import variance
+from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS
+from derive.simulation.networks import checkable
+from derive.recursions.analysis import variance
 count = 0
 for preset in PRESETS:
     name = checkable(preset)  # the symbols at the check's values, so every value is a number

@@ -53,7 +53,7 @@ def main() -> None:
             rows.append((f"`derive check` (every preset, 170 configurations), {name}", seconds,
                          f"exit {code}"))
 
-    from derive.simulation import default_grid, derived, grid, measure
+    from derive.simulation.networks import default_grid, derived, grid, measure
 
     configs = default_grid()
     depth = DEFAULTS["depth"]

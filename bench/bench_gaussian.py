@@ -18,8 +18,8 @@ from collections.abc import Callable
 import mpmath
 import sympy
 
-from derive.gaussian import TanhMoment, _tanh_moment, gaussian_moment
-from derive.model import ACTIVATIONS, k, q
+from derive.blocks.config import ACTIVATIONS, k, q
+from derive.gaussian.moments import TanhMoment, _tanh_moment, gaussian_moment
 
 ROUNDS = 3
 
@@ -27,7 +27,8 @@ ROUNDS = 3
 def cold(activation: str) -> float:
     """Seconds for the first call in a fresh process (import excluded)."""
     code = (
-        "import time, derive.gaussian as g, derive.model as m; t = time.perf_counter(); "
+        "import time, derive.gaussian.moments as g, derive.blocks.config as m; "
+        "t = time.perf_counter(); "
         f"g.gaussian_moment({activation!r}, m.q(m.k - 1)); "
         f"g.gaussian_moment({activation!r}, m.q(m.k - 1), derivative=True); "
         "print(time.perf_counter() - t)"

@@ -92,7 +92,7 @@ def _measure(args: argparse.Namespace, tmp: str) -> None:
 
 def _split(tmp: Path) -> tuple[float, float]:
     """CPU seconds of the first process and of the second, for --format all."""
-    code = ("import resource, sys, time; import derive.notes_writer as n; "
+    code = ("import resource, sys, time; import derive.studynotes.writer as n; "
             "n.build(sys.argv[1], 'all', 4, force=True, cache=False); "
             "c = resource.getrusage(resource.RUSAGE_CHILDREN); "
             "print(time.process_time(), c.ru_utime + c.ru_stime)")

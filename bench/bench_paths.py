@@ -91,8 +91,8 @@ def main() -> None:
 
     import sympy  # after the command-line runs: only this process needs it
 
-    from derive.notation import iter_text_chunks
-    from derive.pathsum import PathSum, iter_terms
+    from derive.pathsums.expansion import PathSum, iter_terms
+    from derive.pathsums.notation import iter_text_chunks
 
     depth = 16
     ours_text = best_of(lambda: sum(map(len, iter_text_chunks(depth))), repeat)

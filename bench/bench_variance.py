@@ -19,8 +19,8 @@ GRID = """
 import time
 t0 = time.perf_counter()
 c0 = time.process_time()
-from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.variance_analysis import variance
+from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.recursions.analysis import variance
 for init in INITS:
     for act in ACTIVATIONS:
         for norm in NORMS:
@@ -33,10 +33,10 @@ print(time.perf_counter() - t0, time.process_time() - c0)
 
 SHAPES = """
 import time, sympy
-from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS, k, q, q0
-from derive.block_maps import Q_PREV
-from derive.variance_analysis import variance
-from derive import closed_forms
+from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, NORMS, k, q, q0
+from derive.recursions.block_maps import Q_PREV
+from derive.recursions.analysis import variance
+from derive.recursions import closed_forms
 pairs = []
 for init in INITS:
     for act in ("linear", "relu", "leaky_relu"):

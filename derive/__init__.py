@@ -19,23 +19,23 @@ _EXPORTS = {
     "DeriveError": "derive.errors",
     "Block": "derive.blocks.block",
     "block": "derive.blocks.block",
-    "Step": "derive.derivation",
-    "Derivation": "derive.derivation",
-    "VarianceConfig": "derive.model",
-    "PathSum": "derive.pathsum",
-    "paths": "derive.pathsum",
-    "count_paths": "derive.pathsum",
-    "path_lengths": "derive.pathsum",
-    "BlockPathSum": "derive.block_paths",
-    "PathGradients": "derive.gradient_by_length",
-    "path_gradients": "derive.gradient_by_length",
-    "gaussian_moment": "derive.gaussian",
-    "variance": "derive.variance_analysis",
-    "VarianceAnalysis": "derive.variance_analysis",
-    "Recursion": "derive.variance_analysis",
-    "simulate": "derive.simulation",
-    "render": "derive.rendering",
-    "notes": "derive.notes_writer",
+    "Step": "derive.derivation.value",
+    "Derivation": "derive.derivation.value",
+    "VarianceConfig": "derive.blocks.config",
+    "PathSum": "derive.pathsums.expansion",
+    "paths": "derive.pathsums.expansion",
+    "count_paths": "derive.pathsums.expansion",
+    "path_lengths": "derive.pathsums.expansion",
+    "BlockPathSum": "derive.pathsums.block_paths",
+    "PathGradients": "derive.pathsums.by_length",
+    "path_gradients": "derive.pathsums.by_length",
+    "gaussian_moment": "derive.gaussian.moments",
+    "variance": "derive.recursions.analysis",
+    "VarianceAnalysis": "derive.recursions.analysis",
+    "Recursion": "derive.recursions.analysis",
+    "simulate": "derive.simulation.networks",
+    "render": "derive.rendering.render",
+    "notes": "derive.studynotes.writer",
 }
 
 __all__ = [
@@ -62,18 +62,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.block_paths import BlockPathSum
     from derive.blocks.block import Block, block
-    from derive.derivation import Derivation, Step
+    from derive.blocks.config import VarianceConfig
+    from derive.derivation.value import Derivation, Step
     from derive.errors import DeriveError
-    from derive.gaussian import gaussian_moment
-    from derive.gradient_by_length import PathGradients, path_gradients
-    from derive.model import VarianceConfig
-    from derive.notes_writer import notes
-    from derive.pathsum import PathSum, count_paths, path_lengths, paths
-    from derive.rendering import render
-    from derive.simulation import simulate
-    from derive.variance_analysis import Recursion, VarianceAnalysis, variance
+    from derive.gaussian.moments import gaussian_moment
+    from derive.pathsums.block_paths import BlockPathSum
+    from derive.pathsums.by_length import PathGradients, path_gradients
+    from derive.pathsums.expansion import PathSum, count_paths, path_lengths, paths
+    from derive.recursions.analysis import Recursion, VarianceAnalysis, variance
+    from derive.rendering.render import render
+    from derive.simulation.networks import simulate
+    from derive.studynotes.writer import notes
 
 
 def __getattr__(name: str) -> Any:

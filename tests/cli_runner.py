@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from derive.cli import main
+from derive.commands.cli import main
 
 
 def invoke(capsysbinary: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, str, str]:

@@ -23,11 +23,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from derive.anki import Card, card_blocks, fix_math, parse_plugin_notes
-from derive.apkg import MODEL_ID, TIMESTAMP, apkg_bytes, stable_id, to_html, write_apkg
+from derive.deck.apkg import MODEL_ID, TIMESTAMP, apkg_bytes, stable_id, to_html, write_apkg
+from derive.deck.cards import Card, card_blocks, fix_math, parse_plugin_notes
 from derive.errors import DeriveError
-from derive.files import write_files
-from derive.regions import ORPHANS, cards_region, merge_note, region, split_regions
+from derive.files.writes import write_files
+from derive.vault.regions import ORPHANS, cards_region, merge_note, region, split_regions
 
 PLUGIN_NOTE = re.compile(r"^START\n([\s\S]*?\n)END", re.M)
 PLUGIN_ID = re.compile(r"(?:<!--)?ID: (\d+)")
@@ -324,7 +324,7 @@ def test_deck_holds_the_cards(tmp_path: Path) -> None:
 
 def test_deck_bytes_are_reproducible_across_processes(tmp_path: Path) -> None:
     code = (
-        "import sys; from derive.anki import Card; from derive.apkg import apkg_bytes; "
+        "import sys; from derive.deck.cards import Card; from derive.deck.apkg import apkg_bytes; "
         "sys.stdout.buffer.write(apkg_bytes([Card('paths/count', 'Q $x$', 'A')]))"
     )
     runs = [
@@ -381,7 +381,7 @@ def test_a_duplicated_card_keeps_both_ids() -> None:
 
 
 def test_broken_existing_note_is_its_own_error() -> None:
-    from derive.regions import BrokenNote
+    from derive.vault.regions import BrokenNote
 
     with pytest.raises(BrokenNote, match="line 1: region 'a' has no end marker; add the line"):
         merge_note("<!-- derive:begin a -->\n", note(["paths/count"]))

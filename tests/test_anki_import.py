@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from derive.anki import Card
-from derive.apkg import TIMESTAMP, apkg_bytes, note_times
+from derive.deck.apkg import TIMESTAMP, apkg_bytes, note_times
+from derive.deck.cards import Card
 
 
 def _anki():
@@ -130,8 +130,8 @@ def test_a_new_card_is_added_once(collection) -> None:
 
 
 def test_derive_notes_updates_the_deck_in_anki(collection, tmp_path, monkeypatch) -> None:
-    import derive.apkg as apkg_mod
-    from derive.notes_writer import build
+    import derive.deck.apkg as apkg_mod
+    from derive.studynotes.writer import build
 
     out = tmp_path / "out"
     build(out, formats="anki", depth=2)

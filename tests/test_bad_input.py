@@ -1,6 +1,6 @@
 """Bad input over every option of every command, enumerated from the click commands.
 
-Each command in derive.cli.COMMANDS is loaded and each of its options is read
+Each command in derive.commands.cli.COMMANDS is loaded and each of its options is read
 off the click command itself, so an option added later is covered by itself:
 a numeric option must use derive's number types (or a click range type), and
 every one gets the same table of bad values. Each case must end in one line on
@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from derive.cli import COMMANDS, cli, main
+from derive.commands.cli import COMMANDS, cli, main
 from derive.commands.options import Exact, Integer, Real, option_name
 
 #: Values no number option accepts.

@@ -18,7 +18,11 @@ import pytest
 import sympy
 
 import derive
-from derive.block_paths import (
+from derive.blocks.block import block
+from derive.blocks.nodes import Input, Node, Scale, Sum
+from derive.blocks.primitives import Activation, BatchNorm, Branch, Dropout, LayerNorm, Weight
+from derive.errors import DeriveError
+from derive.pathsums.block_paths import (
     BlockPathSum,
     block_jacobian,
     block_names,
@@ -26,11 +30,7 @@ from derive.block_paths import (
     branch_tail,
     power_coefficients,
 )
-from derive.blocks.block import block
-from derive.blocks.nodes import Input, Node, Scale, Sum
-from derive.blocks.primitives import Activation, BatchNorm, Branch, Dropout, LayerNorm, Weight
-from derive.errors import DeriveError
-from derive.pathsum import PathSum
+from derive.pathsums.expansion import PathSum
 
 DIM = 3
 _H = sympy.symbols(f"h0:{DIM}")

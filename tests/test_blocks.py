@@ -12,11 +12,11 @@ import sympy
 
 import derive
 from derive.blocks.block import block
+from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, K, k, q, q0
 from derive.blocks.presets import PRESETS
 from derive.errors import DeriveError
-from derive.gaussian import gaussian_moment
-from derive.model import ACTIVATIONS, BRANCHES, INITS, K, k, q, q0
-from derive.simulation import compare, grid
+from derive.gaussian.moments import gaussian_moment
+from derive.simulation.networks import compare, grid
 
 alpha = sympy.Symbol("alpha", positive=True)
 

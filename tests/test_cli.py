@@ -5,7 +5,7 @@ import sys
 
 from click.testing import CliRunner
 
-from derive.cli import COMMANDS, cli
+from derive.commands.cli import COMMANDS, cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

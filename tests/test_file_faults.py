@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from derive.errors import DeriveError
-from derive.files import MANIFEST, FileConflict, write_files
+from derive.files.writes import MANIFEST, FileConflict, write_files
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = {"a.md": "one\n", "b.md": "bee\n", "sub/c.md": "see\n"}
@@ -32,7 +32,7 @@ NEXT = {"a.md": "three\n", "b.md": "bee 3\n", "sub/c.md": "see 3\n", "sub/deeper
 #: of os.<kind>; with n = 0 it runs through and prints how many calls it made.
 CHILD = """
 import json, os, sys
-from derive.files import write_files
+from derive.files.writes import write_files
 folder, kind, n, files = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 real, calls = getattr(os, kind), [0]
 def dying(*args, **kwargs):
@@ -245,7 +245,7 @@ def test_unreadable_sub_folder_is_one_line(tmp_path: Path,
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str]:
-    from derive.cli import main
+    from derive.commands.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(argv)
@@ -294,7 +294,7 @@ def test_a_journal_with_foreign_paths_is_harmless(tmp_path: Path) -> None:
 
 KILL_NOTES = """
 import os, signal, sys
-from derive.cli import main
+from derive.commands.cli import main
 real, calls, at = os.replace, [0], int(sys.argv[1])
 def dying(*args):
     calls[0] += 1
@@ -308,7 +308,7 @@ main(sys.argv[2:])
 
 def test_derive_notes_killed_before_its_manifest_is_recovered(tmp_path: Path) -> None:
     """SIGKILL after the renames of `derive notes --depth 5`, before its manifest is written."""
-    from derive.notes_writer import build
+    from derive.studynotes.writer import build
 
     out = tmp_path / "vault"
     build(out, formats="obsidian", depth=4)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from derive import cli
+from derive.commands import cli
 from derive.errors import DeriveError
-from derive.files import MANIFEST, FileConflict, atomic_write, read_existing, write_files
+from derive.files.writes import MANIFEST, FileConflict, atomic_write, read_existing, write_files
 
 
 def manifest(root: Path) -> dict[str, str]:
@@ -273,7 +273,7 @@ def test_cli_reports_a_conflict_in_one_line(
         @click.command()
         @click.argument("out")
         def probe(out):
-            from derive.files import write_files
+            from derive.files.writes import write_files
             write_files(out, {"a.md": "derived\\n"})
     """))
     monkeypatch.syspath_prepend(str(tmp_path))

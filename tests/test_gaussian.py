@@ -15,8 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special
 
+from derive.blocks.config import ACTIVATIONS, d, k, q
+from derive.derivation.printing import latex, text
 from derive.errors import DeriveError
-from derive.gaussian import (
+from derive.gaussian.gelu import NormalPDF, Phi, lemmas, stein
+from derive.gaussian.moments import (
     TANH_GUARD_DIGITS,
     Activation,
     Expectation,
@@ -28,9 +31,6 @@ from derive.gaussian import (
     u,
     z,
 )
-from derive.gelu import NormalPDF, Phi, lemmas, stein
-from derive.model import ACTIVATIONS, d, k, q
-from derive.printing import latex, text
 
 RTOL = 1e-10
 VARIANCES = (1e-4, 0.04, 0.5, 1.0, 2.5, 9.0, 100.0)
@@ -349,8 +349,8 @@ def test_bad_input_derivation_and_tanh() -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, derive.gaussian as g; "
-        "assert 'derive.gelu' not in sys.modules; "
+        "import sys, derive.gaussian.moments as g; "
+        "assert 'derive.gaussian.gelu' not in sys.modules; "
         "assert g._moment_in_s.cache_info().currsize == 0; "
         "assert 'numpy' not in sys.modules and 'scipy' not in sys.modules"
     )
@@ -359,7 +359,7 @@ def test_import_is_light() -> None:
 
 def test_repeated_calls_are_cached() -> None:
     gaussian_moment("gelu", q(k - 1))
-    from derive.gaussian import _moment
+    from derive.gaussian.moments import _moment
 
     before = _moment.cache_info().hits
     for _ in range(5):
@@ -376,7 +376,7 @@ def test_plain_python_numbers_are_exact() -> None:
 
 def test_same_output_in_fresh_processes() -> None:
     code = (
-        "from derive.gaussian import moment_derivation as m\n"
+        "from derive.gaussian.moments import moment_derivation as m\n"
         "for a in ('leaky_relu', 'tanh', 'gelu'):\n"
         "    for flag in (False, True):\n"
         "        d = m(a, flag)\n"

@@ -23,14 +23,14 @@ import sympy
 from cli_runner import invoke
 from cli_runner import run_paths as run
 
-from derive.block_maps import Q_PREV, block_input
 from derive.blocks.block import block
+from derive.blocks.config import VarianceConfig
 from derive.blocks.presets import PRESETS
 from derive.errors import DeriveError
-from derive.gradient_by_length import MAX_DEPTH, path_gradients, term_gains
-from derive.model import VarianceConfig
-from derive.simulation import checkable, measure_lengths
-from derive.variance_analysis import variance
+from derive.pathsums.by_length import MAX_DEPTH, path_gradients, term_gains
+from derive.recursions.analysis import variance
+from derive.recursions.block_maps import Q_PREV, block_input
+from derive.simulation.networks import checkable, measure_lengths
 
 
 def _fraction(value: sympy.Expr) -> Fraction:
@@ -247,7 +247,7 @@ def test_cli_check_lengths_json(capsysbinary) -> None:
 
 
 def test_check_progress_counts_the_length_measurements() -> None:
-    from derive.simulation import CHUNK, compare, grid
+    from derive.simulation.networks import CHUNK, compare, grid
 
     configs = grid(["he"], ["relu"], ["none", "pre"], ["single"])
     ticks: list[int] = []

@@ -11,12 +11,11 @@ import pytest
 import sympy
 
 import derive
-from derive import resources
-from derive.cli import main
-from derive.closed_forms import EXACT_DIGITS, MAX_ITERATED, PROFILE_POINTS
+from derive.blocks.config import VarianceConfig
+from derive.commands.cli import main
 from derive.errors import DeriveError
-from derive.model import VarianceConfig
-from derive.simulation import measure
+from derive.recursions.closed_forms import EXACT_DIGITS, MAX_ITERATED, PROFILE_POINTS
+from derive.simulation.networks import measure, resources
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -160,7 +159,7 @@ def test_the_guard_uses_what_the_machine_has(monkeypatch) -> None:
 
 
 def test_the_estimate_bounds_what_the_simulation_takes() -> None:
-    from derive.simulation import CHUNK, ROWS, batching, grid, numeric, skeleton
+    from derive.simulation.networks import CHUNK, ROWS, batching, grid, numeric, skeleton
 
     for configs in (grid(["he"], ["relu"], ["pre"], ["single"]),
                     grid(["he"], ["relu"], dropout="1/10"), grid([], ["tanh"], ["none"], [])):

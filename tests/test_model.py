@@ -3,9 +3,9 @@
 import pytest
 import sympy
 
+from derive.blocks.config import VarianceConfig, check_depth, exact, jacobian, n, q
+from derive.derivation.printing import latex, text
 from derive.errors import DeriveError
-from derive.model import VarianceConfig, check_depth, exact, jacobian, n, q
-from derive.printing import latex, text
 
 
 def test_unknown_block_names_the_presets_and_the_language() -> None:

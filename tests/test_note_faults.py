@@ -16,9 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_anki import CARDS, PLUGIN_ID, PLUGIN_NOTE, POOL, keyed_ids, note, plugin_sync
 
-from derive.anki import Card, parse_plugin_notes
+from derive.deck.cards import Card, parse_plugin_notes
 from derive.errors import DeriveError
-from derive.regions import ORPHANS, BrokenNote, cards_region, merge_note, region, split_regions
+from derive.vault.regions import (
+    ORPHANS,
+    BrokenNote,
+    cards_region,
+    merge_note,
+    region,
+    split_regions,
+)
 
 #: The plugin's rule for deleting a note (src/setting-to-data.ts: EMPTY_REGEXP).
 PLUGIN_DELETE = re.compile(r"DELETE\n?(?:<!--)?(?:ID: (\d+).*)")
@@ -216,7 +223,7 @@ def test_broken_markers_name_the_line_and_the_fix(damage, message) -> None:
 
 
 def test_broken_note_through_the_command_line(tmp_path: Path, capsys) -> None:
-    from derive.cli import main
+    from derive.commands.cli import main
 
     out = tmp_path / "vault"
     main_args = ["notes", "--format", "obsidian", "--depth", "2", "--out", str(out)]
@@ -239,7 +246,7 @@ def test_broken_note_through_the_command_line(tmp_path: Path, capsys) -> None:
 
 
 def test_round_trip_depth_4_5_4_gives_the_note_back(tmp_path: Path) -> None:
-    from derive.notes_writer import build
+    from derive.studynotes.writer import build
 
     out = tmp_path / "vault"
     build(out, formats="obsidian", depth=4)
@@ -273,7 +280,7 @@ def test_generated_region_with_a_marker_is_refused() -> None:
 
 
 def test_a_renamed_note_is_found_and_updated_in_place(tmp_path: Path) -> None:
-    from derive.notes_writer import build
+    from derive.studynotes.writer import build
 
     out = tmp_path / "vault"
     build(out, formats="obsidian", depth=2)
@@ -318,7 +325,7 @@ def test_a_renamed_note_is_found_and_updated_in_place(tmp_path: Path) -> None:
 
 
 def test_derive_notes_prints_what_it_did(tmp_path: Path, capsys) -> None:
-    from derive.cli import main
+    from derive.commands.cli import main
 
     out = tmp_path / "vault"
     args = ["notes", "--format", "obsidian", "--depth", "2", "--out", str(out)]
@@ -339,7 +346,7 @@ def test_derive_notes_prints_what_it_did(tmp_path: Path, capsys) -> None:
 
 
 def test_a_note_that_is_not_utf8_is_one_line(tmp_path: Path, capsys) -> None:
-    from derive.cli import main
+    from derive.commands.cli import main
 
     out = tmp_path / "vault"
     args = ["notes", "--format", "obsidian", "--depth", "2", "--out", str(out)]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import derive.notes_writer as notes_mod
-from derive.cli import main
+import derive.studynotes.writer as notes_mod
+from derive.commands.cli import main
 from derive.errors import DeriveError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ def test_wheel_install_ships_the_templates(tmp_path):
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    code = "import derive.rendering as r; print(r.template_dir())"
+    code = "import derive.rendering.render as r; print(r.template_dir())"
     env = dict(os.environ, PYTHONPATH=str(target))
     found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True,
                            capture_output=True, text=True).stdout.strip()

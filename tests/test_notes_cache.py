@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import derive.notes_worker as worker_mod
-import derive.notes_writer as notes_mod
-from derive import notes_cache
+import derive.studynotes.worker as worker_mod
+import derive.studynotes.writer as notes_mod
+from derive.studynotes import cache as notes_cache
 from tests.cli_runner import invoke
 
 

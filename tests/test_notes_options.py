@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import derive.notes_writer as notes_mod
-from derive.anki import Card, parse_plugin_notes
-from derive.apkg import apkg_bytes
-from derive.cli import main
+import derive.studynotes.writer as notes_mod
+from derive.commands.cli import main
+from derive.deck.apkg import apkg_bytes
+from derive.deck.cards import Card, parse_plugin_notes
 from derive.errors import DeriveError
-from derive.notes_config import NotesOptions, read_config, resolve
+from derive.studynotes.options import NotesOptions, read_config, resolve
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:

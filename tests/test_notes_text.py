@@ -10,11 +10,11 @@ import pytest
 import sympy
 
 import derive
-import derive.notes_writer as notes_mod
-from derive.anki import parse_plugin_notes
-from derive.notes_paths import through_first
-from derive.notes_variance import gains, power_law_exponent, shifted_q1
-from derive.pathsum import iter_terms
+import derive.studynotes.writer as notes_mod
+from derive.deck.cards import parse_plugin_notes
+from derive.pathsums.expansion import iter_terms
+from derive.studynotes.paths import through_first
+from derive.studynotes.variance import gains, power_law_exponent, shifted_q1
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_outputs_read_like_a_textbook(out):
             assert "\\Gamma" not in math, math
         assert "Piecewise(" not in text
         assert not re.search(r"\b1 blocks\b", text)
-        for tool in ("rsolve", "SymPy product", "derive.gaussian", "combsimp"):
+        for tool in ("rsolve", "SymPy product", "derive.gaussian.moments", "combsimp"):
             assert tool not in text, tool
     assert "(I + J_{K})(I + J_{K-1}) \\cdots (I + J_{1})" in _notes(out)["Gradient paths"]
     assert "warm-up" not in " ".join(texts)
@@ -146,7 +146,7 @@ def test_why_cards_carry_computed_numbers(out):
 @pytest.mark.parametrize("activation, norm", [("relu", "post"), ("tanh", "pre"),
                                               ("gelu", "post"), ("leaky_relu", "none")])
 def test_text_output_has_no_raw_sympy(activation, norm):
-    from derive.rendering import render
+    from derive.rendering.render import render
 
     out = render(derive.variance("he", activation, norm), "text")
     assert "**" not in out and "Piecewise(" not in out and "Eq(" not in out

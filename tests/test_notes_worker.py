@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 
-from derive import notes_worker
 from derive.errors import DeriveError
-from derive.notes_config import NotesOptions
-from derive.notes_content import obsidian_notes
+from derive.studynotes import worker as notes_worker
+from derive.studynotes.content import obsidian_notes
+from derive.studynotes.options import NotesOptions
 
 OPTIONS = NotesOptions.of(concepts=["residual-block", "gradient-paths", "variance"],
                           depths=[10])
@@ -84,7 +84,7 @@ def test_notes_derived_once_are_not_derived_again(both_cores, monkeypatch):
 
 
 def test_a_failed_build_stops_the_second_process(tmp_path, monkeypatch):
-    import derive.notes_writer as notes_mod
+    import derive.studynotes.writer as notes_mod
 
     started = []
     real_start = notes_worker.start

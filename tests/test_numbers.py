@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import derive
 from derive.errors import DeriveError
-from derive.numbers import MAX_DIGITS, exact, integer, real, shown
+from derive.inputs.numbers import MAX_DIGITS, exact, integer, real, shown
 
 
 @pytest.mark.parametrize("text", ["2", "-3", "0.1", ".5", "5.", "1e-3", "2.5E+2", "1/3",

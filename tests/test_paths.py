@@ -23,10 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import derive
+from derive.blocks.config import jacobian
 from derive.errors import DeriveError
-from derive.model import jacobian
-from derive.notation import latex_lines
-from derive.pathsum import MAX_TERMS, PathSum, count_paths, iter_terms, path_lengths
+from derive.pathsums.expansion import MAX_TERMS, PathSum, count_paths, iter_terms, path_lengths
+from derive.pathsums.notation import latex_lines
 
 DIM = 2
 _H = sympy.symbols(f"h0:{DIM}")
@@ -183,7 +183,7 @@ EQ_11_6 = [
 
 
 def test_depth_four_is_eq_11_6_in_order() -> None:
-    from derive.notation import term_text
+    from derive.pathsums.notation import term_text
 
     paths = derive.paths(4)
     assert paths.terms == ((), (2,), (3,), (3, 2), (4,), (4, 2), (4, 3), (4, 3, 2))

@@ -11,8 +11,8 @@ import sys
 import pytest
 from cli_runner import run_paths as run
 
-from derive.notation import gradient_latex, term_latex
-from derive.pathsum import iter_terms
+from derive.pathsums.expansion import iter_terms
+from derive.pathsums.notation import gradient_latex, term_latex
 
 # Prince, Understanding Deep Learning, eq. 11.6 (later blocks on the left).
 EQ_11_6 = (
@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_and_exit_code_2(capsysbinary, args, message) -> N
 
 
 def test_force_lifts_the_limit(capsysbinary, monkeypatch) -> None:
-    monkeypatch.setattr("derive.path_limits.MAX_TERMS", 4)
+    monkeypatch.setattr("derive.pathsums.limits.MAX_TERMS", 4)
     code, _, err = run(capsysbinary, "--depth", "4", "--notation", "jacobian")
     assert code == 2 and "--force" in err
     code, out, _ = run(capsysbinary, "--depth", "4", "--notation", "jacobian", "--force")
@@ -155,7 +155,7 @@ def test_help_has_examples(capsysbinary) -> None:
 def test_subprocess_no_traceback_and_no_sympy() -> None:
     code = (
         "import sys\n"
-        "from derive.cli import main\n"
+        "from derive.commands.cli import main\n"
         "try:\n"
         "    main(sys.argv[1:])\n"
         "finally:\n"

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import sympy
 
+from derive.blocks.config import VarianceConfig
 from derive.blocks.nodes import Input, Moments, Scale, Sum
 from derive.blocks.primitives import Activation, BatchNorm, Dropout, LayerNorm, Weight
-from derive.model import VarianceConfig
-from derive.simulation import Draws, Network
+from derive.simulation.networks import Draws, Network
 
 WIDTH, BATCH, NETWORKS = 512, 256, 4
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import sympy
 
-import derive.rendering as render
-from derive import concepts, plots
-from derive.derivation import Derivation, Step
+import derive.rendering.render as render
+from derive.blocks.config import K, d, k, q, q0
+from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
-from derive.model import K, d, k, q, q0
+from derive.studynotes import concepts, plots
 
 x = sympy.Symbol("x")
 
@@ -189,8 +189,8 @@ def test_plots_are_byte_identical_and_valid():
 
 
 def test_atoms_of_the_same_text_keep_their_own_latex():
-    from derive.notation import shown
-    from derive.printing import latex, text
+    from derive.derivation.printing import latex, text
+    from derive.pathsums.notation import shown
 
     first = shown("#paths of length L", r"\#\,\text{paths of length } L")
     second = shown("#paths of length L", r"\#\,\text{paths with } L \text{ factors}")

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import derive.simulation as simulate_module
+import derive.simulation.networks as simulate_module
+from derive.blocks.config import ACTIVATIONS, BRANCHES, NORMS, VarianceConfig
 from derive.blocks.presets import PRESETS
-from derive.cli import cli
+from derive.commands.cli import cli
 from derive.errors import DeriveError
-from derive.model import ACTIVATIONS, BRANCHES, NORMS, VarianceConfig
-from derive.simulation import Draws, compare, derived, grid, measure, propagate, simulate
+from derive.simulation.networks import Draws, compare, derived, grid, measure, propagate, simulate
 
 #: The grid's test settings: every block of every preset's 30 configurations within TOLERANCE.
 GRID = {"depth": 4, "width": 256, "seeds": 16, "batch": 16, "tolerance": 0.1}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from derive.cli import main
-from derive.rendering import template_dir
-from derive.template_faults import TemplateFault
+from derive.commands.cli import main
+from derive.rendering.render import template_dir
+from derive.rendering.template_faults import TemplateFault
 
 #: fault -> (template to break, text put on its line 3, what the message must say)
 FAULTS = {

@@ -8,10 +8,10 @@ import sympy
 from scipy import integrate, stats
 
 import derive
+from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, NORMS, K, d, k, q, q0
 from derive.blocks.presets import PRESETS
 from derive.errors import DeriveError
-from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS, K, d, k, q, q0
-from derive.variance_analysis import Recursion, VarianceAnalysis, compare, variance
+from derive.recursions.analysis import Recursion, VarianceAnalysis, compare, variance
 
 GRID = list(itertools.product(INITS, ACTIVATIONS, NORMS, BRANCHES))
 g = sympy.Symbol("g", positive=True)
@@ -122,7 +122,7 @@ def test_symbolic_parameters_still_solve() -> None:
     (2**k * (k + 1), 1),                   # not a ratio of polynomials
 ])
 def test_linear_products_match_multiplying_out(factor, start) -> None:
-    from derive.closed_forms import solve_product
+    from derive.recursions.closed_forms import solve_product
 
     closed = solve_product(factor, start)
     values = {q0: sympy.Rational(7, 3), g: sympy.Rational(5, 2)}
@@ -278,7 +278,7 @@ def test_bad_depth_and_q0_raise() -> None:
 def test_iterated_profiles_follow_the_closed_forms(preset: str, activation: str) -> None:
     """The float iteration a figure draws (and ``.at`` uses where no closed form exists)
     against the exact values of the closed forms; with BatchNorm it iterates c_k too."""
-    from derive.simulation import checkable
+    from derive.simulation.networks import checkable
 
     a = derive.variance("he", activation, block=checkable(preset))
     forward, backward = a.forward.iterated(30), a.backward.iterated(30)

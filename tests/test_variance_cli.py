@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.blocks.presets import PRESETS
 from derive.commands import variance as command
-from derive.model import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.variance_analysis import variance
+from derive.recursions.analysis import variance
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    code = "import sys; from derive.cli import main; main(sys.argv[1:])"
+    code = "import sys; from derive.commands.cli import main; main(sys.argv[1:])"
     return subprocess.run(
         [sys.executable, "-c", code, "variance", *args], capture_output=True, text=True,
         check=False,
@@ -80,7 +80,7 @@ def test_output_is_byte_identical_across_processes() -> None:
     import os
 
     args = ["--activation", "gelu", "--norm", "pre", "--format", "json"]
-    code = "import sys; from derive.cli import main; main(sys.argv[1:])"
+    code = "import sys; from derive.commands.cli import main; main(sys.argv[1:])"
     outputs = {
         subprocess.run([sys.executable, "-c", code, "variance", *args], capture_output=True,
                        check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout

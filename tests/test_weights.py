@@ -15,8 +15,8 @@ import pytest
 import sympy
 
 import derive
-from derive.model import ACTIVATIONS, K, VarianceConfig
-from derive.simulation import measure_weights
+from derive.blocks.config import ACTIVATIONS, K, VarianceConfig
+from derive.simulation.networks import measure_weights
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

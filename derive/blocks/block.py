@@ -3,7 +3,7 @@
 >>> b = block("pre")
 >>> b.text, b.name
 ('x + F(LN(x))', 'pre')
->>> from derive.model import VarianceConfig
+>>> from derive.blocks.config import VarianceConfig
 >>> v = sympy.Symbol("v", positive=True)
 >>> b.forward(VarianceConfig(init="he"), Moments(v)).q
 v + 1
@@ -24,7 +24,7 @@ from derive.blocks.primitives import BatchNorm, Dropout, Weight
 from derive.errors import DeriveError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.model import VarianceConfig
+    from derive.blocks.config import VarianceConfig
 
 #: The block's input h_{k-1}, as it is printed.
 h_prev = sympy.Symbol("x")
@@ -79,7 +79,7 @@ class Block:
         return self.tree.display(arg)
 
     def _repr_latex_(self) -> str:
-        from derive.printing import latex
+        from derive.derivation.printing import latex
 
         return f"$B(x) = {latex(self.display())}$"
 

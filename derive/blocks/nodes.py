@@ -34,7 +34,7 @@ from derive.errors import DeriveError
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from derive.model import VarianceConfig
+    from derive.blocks.config import VarianceConfig
 
 
 class FactorNames(Protocol):
@@ -51,7 +51,7 @@ class StdOfInput(sympy.Symbol):
     """``std(x)``: the expected standard deviation sqrt(q) of the block's input at
     initialization, a constant of the network (NF-ResNets compute it analytically).
 
-    >>> from derive.printing import latex
+    >>> from derive.derivation.printing import latex
     >>> latex(STD_X)
     '\\\\operatorname{std}(x)'
     """

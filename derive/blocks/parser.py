@@ -30,7 +30,7 @@ import sympy
 from derive.blocks.nodes import STD_X, Input, Node, Scale, Sum
 from derive.blocks.primitives import Activation, BatchNorm, Branch, Dropout, LayerNorm, Weight
 from derive.errors import DeriveError
-from derive.numbers import NOT_FINITE
+from derive.inputs.numbers import NOT_FINITE
 
 #: The longest block text, in characters, and the most syntax nodes it may hold.
 MAX_LENGTH, MAX_NODES = 400, 200

@@ -24,11 +24,11 @@ import sympy
 
 from derive.blocks.nodes import FactorNames, Moments, Node
 from derive.errors import DeriveError
-from derive.gaussian import gaussian_moment
-from derive.gaussian_mean import gaussian_mean
+from derive.gaussian.mean import gaussian_mean
+from derive.gaussian.moments import gaussian_moment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.model import VarianceConfig
+    from derive.blocks.config import VarianceConfig
 
 n = sympy.Symbol("n", positive=True)
 #: Activations that are odd functions, so that phi(W h) changes sign with W.
@@ -141,7 +141,7 @@ class Branch(Node):
     zero-initialized (Fixup). Expands into its primitives before any rule is used.
 
     >>> from derive.blocks.nodes import Input
-    >>> from derive.model import VarianceConfig
+    >>> from derive.blocks.config import VarianceConfig
     >>> Branch(0, Input()).expand(VarianceConfig(branch="mlp")).text()
     'W(relu(W(x)))'
     """
@@ -219,7 +219,7 @@ class Activation(Node):
         return f"{self.name or 'phi'}({self.child.text()})"
 
     def display(self, arg: sympy.Expr) -> sympy.Expr:
-        from derive.gaussian import Activation as Shown
+        from derive.gaussian.moments import Activation as Shown
 
         return Shown(sympy.Symbol(self.name or "phi"), self.child.display(arg))
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.simulation import CheckRow
+    from derive.simulation.networks import CheckRow
 
-from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.commands.options import Integer, Real, symbol_settings
-from derive.parameters import options
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.inputs.parameters import options
 
 EPILOG = """\b
 Examples:
@@ -136,9 +136,8 @@ def check(
     --lengths`). The table shows each configuration's final depth (or longest
     path) and any value outside the tolerance (--blocks: every value).
     """
-    from derive.parameters import symbol_values
-    from derive.resources import check_simulation_memory
-    from derive.simulation import (
+    from derive.inputs.parameters import symbol_values
+    from derive.simulation.networks import (
         CHUNK,
         ROWS,
         batching,
@@ -148,6 +147,7 @@ def check(
         numeric,
         skeleton,
     )
+    from derive.simulation.resources import check_simulation_memory
 
     if everything and (inits or activations or norms or blocks_ or branches):
         raise click.UsageError(

@@ -1,7 +1,7 @@
 """``derive notes``: write the study notes (LaTeX, Markdown, Obsidian + Anki, .apkg).
 
 Options left out fall back to the ``[notes]`` table of ``derive.toml`` (in the
-output folder, else the current folder; see :mod:`derive.notes_config`).
+output folder, else the current folder; see :mod:`derive.studynotes.options`).
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: 
     derived is kept in a cache folder, so a second run with the same options
     only renders (about a second); a new version of derive derives anew.
     """
-    from derive.notes_config import options_of, resolve
-    from derive.notes_writer import build
-    from derive.output_folder import check_output_folder
+    from derive.files.output_folder import check_output_folder
+    from derive.studynotes.options import options_of, resolve
+    from derive.studynotes.writer import build
 
     start = time.perf_counter()
     check_output_folder(out)

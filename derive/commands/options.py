@@ -1,7 +1,7 @@
-"""The click types of every numeric option, thin wrappers over :mod:`derive.numbers`.
+"""The click types of every numeric option, thin wrappers over :mod:`derive.inputs.numbers`.
 
 A bad value raises :class:`~derive.errors.DeriveError` naming the option as
-typed (``--gamma must be ...``), which ``derive.cli.main`` prints as one line
+typed (``--gamma must be ...``), which ``derive.commands.cli.main`` prints as one line
 with exit code 2.
 
 >>> Integer(minimum=1).convert("12", None, None), Exact(symbols=False).convert("1/4", None, None)
@@ -14,12 +14,12 @@ from typing import Any
 
 import click
 
-from derive import numbers
+from derive.inputs import numbers
 
 
 def symbol_settings(help: str = "A number for one of the block's symbols (repeatable), e.g. "
                     "alpha=1/2.") -> Any:
-    """``--set NAME=VALUE`` (repeatable), read by :func:`derive.parameters.symbol_values`."""
+    """``--set NAME=VALUE`` (repeatable), read by :func:`derive.inputs.parameters.symbol_values`."""
     return click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help=help)
 
 
@@ -36,7 +36,7 @@ def option_name(param: click.Parameter | None) -> str:
 
 
 class Integer(click.ParamType):
-    """An integer in ``minimum..maximum``, parsed by :func:`derive.numbers.integer`."""
+    """An integer in ``minimum..maximum``, parsed by :func:`derive.inputs.numbers.integer`."""
 
     name = "integer"
 
@@ -50,7 +50,7 @@ class Integer(click.ParamType):
 
 
 class Exact(click.ParamType):
-    """An exact number (or a symbol name, if ``symbols``), by :func:`derive.numbers.exact`."""
+    """An exact number (or a symbol name, if ``symbols``): :func:`derive.inputs.numbers.exact`."""
 
     name = "number"
 
@@ -63,7 +63,7 @@ class Exact(click.ParamType):
 
 
 class Real(click.ParamType):
-    """A finite number as a float, parsed exactly first (:func:`derive.numbers.real`)."""
+    """A finite number as a float, parsed exactly first (:func:`derive.inputs.numbers.real`)."""
 
     name = "number"
 

@@ -35,8 +35,8 @@ def parse_span(value: str | None) -> tuple[int, int] | None:
 
 def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> Iterator[str]:
     """The expanded sum of a block's path sum in ``fmt``, streamed."""
-    from derive.block_paths import BlockPathSum
-    from derive.notation import gradient_latex, gradient_text
+    from derive.pathsums.block_paths import BlockPathSum
+    from derive.pathsums.notation import gradient_latex, gradient_text
 
     s = BlockPathSum(depth, wrt, spec, force)
     s.check_size()
@@ -77,7 +77,7 @@ def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> I
 
 def count_line(depth: int, wrt: int | str, spec: Any, fmt: str) -> str:
     """The number of terms of a block's path sum."""
-    from derive.block_paths import BlockPathSum
+    from derive.pathsums.block_paths import BlockPathSum
 
     s = BlockPathSum(depth, wrt, spec)
     if fmt == "json":
@@ -102,7 +102,7 @@ def _json_value(value: object) -> object:
 def _count_text(count: int) -> str:
     if count < 10**15:
         return str(count)
-    from derive.notation import format_log10
+    from derive.pathsums.notation import format_log10
 
     return format_log10(math.log10(count), 4)
 
@@ -113,7 +113,7 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
     does to the effective path length."""
     import sympy
 
-    from derive.printing import text
+    from derive.derivation.printing import text
 
     g = gradients
     window = g.window(*span) if span is not None else None
@@ -183,9 +183,9 @@ def run(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool, force:
         options: dict[str, str | None]) -> Iterable[str] | None:
     """What ``derive paths`` prints for a block or for gradient shares, streamed; None when
     the plain block's own output (:mod:`derive.commands.paths`) answers it."""
-    from derive.block_paths import is_plain
     from derive.blocks.block import block
-    from derive.parameters import symbol_values
+    from derive.inputs.parameters import symbol_values
+    from derive.pathsums.block_paths import is_plain
 
     spec = block(block_spec or "none")
     values = symbol_values(settings)
@@ -193,7 +193,7 @@ def run(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool, force:
         spec = spec.substituted(values)
     span = parse_span(span_text)
     if lengths or span is not None:
-        from derive.gradient_by_length import path_gradients
+        from derive.pathsums.by_length import path_gradients
 
         names = {"init", "activation", "branch", "q0"}
         numbers = {name: value for name, value in options.items()

@@ -14,10 +14,10 @@ from typing import BinaryIO
 
 import click
 
-from derive.choices import ACTIVATIONS, BRANCHES, INITS
 from derive.commands.options import Exact, Integer, symbol_settings
-from derive.notation import NOTATIONS
-from derive.parameters import options
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
+from derive.inputs.parameters import options
+from derive.pathsums.notation import NOTATIONS
 
 FORMATS = ("text", "latex", "markdown", "json")
 #: Bytes gathered before one write to stdout.
@@ -28,7 +28,7 @@ MAX_LENGTHS = 200_001
 
 def _parse_wrt(value: str, depth: int) -> int | str:
     from derive.errors import DeriveError
-    from derive.numbers import integer, shown
+    from derive.inputs.numbers import integer, shown
 
     text = value.strip().lower()
     if text == "x":
@@ -56,7 +56,7 @@ def _write(stream: BinaryIO, pieces: Iterable[str]) -> None:
 
 def _count_forms(m: int) -> tuple[str, str]:
     """(text, LaTeX) of 2^m: in full when short, else 2^m with its size."""
-    from derive.notation import format_power_of_two, power_of_two_scientific
+    from derive.pathsums.notation import format_power_of_two, power_of_two_scientific
 
     exact = format_power_of_two(m)
     if exact.startswith("2^"):
@@ -72,7 +72,7 @@ def _json_number(value: str) -> str:
 
 def _stats(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool) -> Iterator[str]:
     """The count and/or the length histogram, without enumerating."""
-    from derive.notation import binomial_row, format_power_of_two
+    from derive.pathsums.notation import binomial_row, format_power_of_two
 
     m = depth - (0 if wrt == "x" else wrt)
     text, tex = _count_forms(m)
@@ -108,7 +108,7 @@ def _stats(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool) -> 
 
 
 def _summary(depth: int, wrt: int | str) -> str:
-    from derive.notation import format_int
+    from derive.pathsums.notation import format_int
 
     j = 0 if wrt == "x" else wrt
     m = depth - j
@@ -122,8 +122,8 @@ def _summary(depth: int, wrt: int | str) -> str:
 
 def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
     """The expanded sum in ``fmt``, streamed."""
-    from derive import notation as nt
-    from derive.pathsum import iter_terms
+    from derive.pathsums import notation as nt
+    from derive.pathsums.expansion import iter_terms
 
     if fmt == "text":
         yield from nt.iter_text_chunks(depth, wrt, notation)
@@ -152,8 +152,8 @@ def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
 
 def _latex_terms(depth: int, wrt: int | str, notation: str, escape: bool) -> Iterator[str]:
     """Each term's LaTeX (JSON-escaped if ``escape``), from cached factor pieces."""
-    from derive.notation import factor_latex
-    from derive.pathsum import iter_terms
+    from derive.pathsums.expansion import iter_terms
+    from derive.pathsums.notation import factor_latex
 
     pieces: dict[tuple[int, int | str], str] = {}
     for term in iter_terms(depth, wrt):
@@ -240,7 +240,7 @@ def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengt
     Output streams; --count and --lengths never enumerate.
     """
     from derive.errors import DeriveError
-    from derive.path_limits import MAX_FORCED_BITS, MAX_TERMS, check_path_args, more_terms_than
+    from derive.pathsums.limits import MAX_FORCED_BITS, MAX_TERMS, check_path_args, more_terms_than
 
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
     stream = sys.stdout.buffer

@@ -7,9 +7,9 @@ import re
 
 import click
 
-from derive.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.commands.options import Exact, Integer, symbol_settings
-from derive.parameters import options
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.inputs.parameters import options
 
 EPILOG = """\b
 Examples:
@@ -43,7 +43,7 @@ def _text(expr: object) -> str:
     """One-line text of a formula; the post-LN Piecewise reads 'a if K = 0, else b'."""
     import sympy
 
-    from derive.printing import text
+    from derive.derivation.printing import text
 
     if isinstance(expr, sympy.Piecewise):
         first, rest = expr.args[0], expr.args[-1]
@@ -127,7 +127,7 @@ def _weights_text(analysis: object, depth: int, q0: object) -> str:
 
 
 def _single_latex(recursions: list, depth: int, q0: object, markdown: bool) -> str:
-    from derive.printing import latex
+    from derive.derivation.printing import latex
 
     out = []
     for r in recursions:
@@ -150,7 +150,7 @@ def _single_latex(recursions: list, depth: int, q0: object, markdown: bool) -> s
 
 
 def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
-    from derive.printing import latex
+    from derive.derivation.printing import latex
 
     def closed(row: dict, tex: bool) -> str:
         if row["closed_form"] is None:
@@ -231,11 +231,11 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
     """
     import json
 
+    from derive.blocks.config import check_depth, exact
     from derive.blocks.presets import PRESETS
-    from derive.model import check_depth, exact
-    from derive.parameters import checked, symbol_values
-    from derive.variance_analysis import compare as compare_rows
-    from derive.variance_analysis import variance as analyse
+    from derive.inputs.parameters import checked, symbol_values
+    from derive.recursions.analysis import compare as compare_rows
+    from derive.recursions.analysis import variance as analyse
 
     if norm is not None and block_spec is not None:
         raise click.UsageError("--norm and --block both name the block: give one of them")
@@ -251,7 +251,7 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
         if direction != "both":
             rows = [r for r in rows if r["direction"] == direction]
         if fmt == "json":
-            from derive.printing import latex
+            from derive.derivation.printing import latex
 
             data = [{"norm": r["norm"], "block": r["block"], "direction": r["direction"],
                      "recurrence": latex(r["recurrence"]),

@@ -1,0 +1,2 @@
+"""Anki cards and the ``.apkg`` deck.
+"""

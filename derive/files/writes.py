@@ -1,0 +1,398 @@
+"""Writing output files safely: atomically, and never over the user's work.
+
+Every file goes to a temporary file in its own directory, is flushed to disk
+(``fsync``) and renamed over the target (``os.replace``), so a reader sees the
+old file or the new one, never half of one. Text is UTF-8 with LF line endings.
+
+Ownership: the output folder holds ``.derive-manifest.json``, a JSON object
+mapping each file derive wrote (relative path, ``/`` separators) to the
+SHA-256 of the bytes it wrote (sorted keys, written atomically). A file that
+exists but is not in the manifest, or whose bytes no longer match it (edited
+since), is left alone unless ``force=True``: :class:`FileConflict` names every
+such file. A file whose content would not change is not rewritten at all.
+
+:func:`write_files` plans first and writes second: all conflicts are checked
+before the first byte is written, so a refusal leaves the folder as it was.
+
+A file that derive regenerates by merging with what is on disk (an Obsidian
+note, see :func:`derive.vault.regions.merge_note`) passes the text it merged from in
+``merged_from``: the merge already kept the user's edits, so the file may be
+replaced as long as it still holds exactly that text.
+
+Faults are found before the first byte is written, each in one line: an
+empty, too long or looping ``--out`` name, an unreadable or unwritable
+folder, a manifest that is a folder, a sub-folder (or file) inside the output
+folder that is a symbolic link (derive never writes through one). Each file
+is checked once more just before it is replaced: an edit saved meanwhile is
+kept, and reported. A run killed half-way is recovered by the next one from
+its journal (:mod:`derive.files.journal`), which also removes its temporary files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from derive.errors import DeriveError
+from derive.files import journal
+from derive.files.output_folder import (
+    MANIFEST,
+    check_no_links,
+    check_output_folder,
+    make_dirs,
+    prepare,
+)
+
+
+class FileConflict(DeriveError):
+    """Files exist that derive did not write, or that were edited since.
+
+    ``paths`` holds the conflicting paths relative to the output folder.
+
+    >>> print(FileConflict("out", ["a.md", "b.pdf"]))
+    refusing to overwrite out/a.md, out/b.pdf: not written by derive, or edited since; ...
+    """
+
+    def __init__(self, root: str | os.PathLike[str], paths: list[str],
+                 reason: str = "not written by derive, or edited since; "
+                               "pass --force to overwrite") -> None:
+        self.paths = tuple(paths)
+        shown = ", ".join(str(PurePosixPath(os.fspath(root)) / p) for p in paths)
+        super().__init__(f"refusing to overwrite {shown}: {reason}")
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    """What :func:`write_files` did: relative paths written and left unchanged.
+
+    >>> WriteReport(written=("a.md",), unchanged=()).written
+    ('a.md',)
+    """
+
+    written: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+def sha256(data: bytes) -> str:
+    """The hex SHA-256 of ``data``.
+
+    >>> sha256(b"")[:12]
+    'e3b0c44298fc'
+    """
+    return hashlib.sha256(data).hexdigest()
+
+
+def to_bytes(content: str | bytes) -> bytes:
+    """Bytes to write: text becomes UTF-8 with LF line endings, bytes stay.
+
+    >>> to_bytes("a\\r\\nb\\rc")
+    b'a\\nb\\nc'
+    """
+    if isinstance(content, bytes):
+        return content
+    if not isinstance(content, str):
+        raise DeriveError(f"file content must be str or bytes, got {type(content).__name__}")
+    return content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+
+
+#: ``expect`` of :func:`atomic_write` when the target's content does not matter.
+ANY = object()
+
+
+class FileChanged(DeriveError):
+    """The target of :func:`atomic_write` changed after it was checked (an edit saved)."""
+
+
+def atomic_write(path: str | os.PathLike[str], content: str | bytes, *,
+                 expect: bytes | object | None = ANY) -> None:
+    """Write ``content`` to ``path`` atomically (temporary file, fsync, rename).
+
+    With ``expect`` (the bytes the target held when it was checked, None: no
+    file), the target is read once more just before the rename and left
+    alone, raising :class:`FileChanged`, if it changed meanwhile.
+
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> atomic_write(target, "x\\r\\n")
+    >>> target.read_bytes()
+    b'x\\n'
+    >>> atomic_write(target, "y\\n", expect=b"old\\n")
+    Traceback (most recent call last):
+    ...
+    derive.files.writes.FileChanged: .../a.txt changed while derive was writing it; ...
+    """
+    target = Path(path)
+    data = to_bytes(content)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    except OSError as err:
+        raise DeriveError(f"cannot write {target}: {err.strerror}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=journal.temp_prefix(target.name), suffix=".tmp",
+                                   dir=target.parent)
+    except OSError as err:
+        raise DeriveError(f"cannot write in {target.parent}: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        if expect is not ANY and _bytes_at(target) != expect:
+            raise FileChanged(f"{target} changed while derive was writing it; "
+                              "your version is kept: run derive again")
+        os.replace(tmp, target)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise DeriveError(f"cannot write {target}: {err.strerror}") from None
+        raise
+    _fsync_dir(target.parent)
+
+
+def _bytes_at(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def read_existing(root: str | os.PathLike[str], relpath: str) -> str | None:
+    """The text of ``root/relpath`` if it exists (UTF-8), else None.
+
+    >>> import tempfile
+    >>> read_existing(tempfile.mkdtemp(), "missing.md") is None
+    True
+    """
+    data = read_existing_bytes(root, relpath)
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise DeriveError(f"{Path(root) / relpath}, line {line}: not UTF-8 text "
+                          f"(byte 0x{err.object[err.start]:02x}); save it as UTF-8") from None
+
+
+def read_existing_bytes(root: str | os.PathLike[str], relpath: str) -> bytes | None:
+    """The bytes of ``root/relpath`` if it is a file, else None.
+
+    >>> import tempfile
+    >>> read_existing_bytes(tempfile.mkdtemp(), "missing.apkg") is None
+    True
+    """
+    path = Path(root) / _check_relpath(relpath)
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise DeriveError(f"cannot read {path}: {err.strerror}") from None
+
+
+def load_manifest(root: str | os.PathLike[str]) -> dict[str, str]:
+    """The manifest of ``root`` (relative path -> sha256); empty if there is none.
+
+    >>> import tempfile
+    >>> load_manifest(tempfile.mkdtemp())
+    {}
+    """
+    path = Path(root) / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise DeriveError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in data.items()
+    ):
+        raise DeriveError(
+            f"{path} is not a derive manifest (a JSON object of path -> sha256); "
+            "delete it or pass --force"
+        )
+    return data
+
+
+def write_files(
+    root: str | os.PathLike[str],
+    files: Mapping[str, str | bytes],
+    *,
+    force: bool = False,
+    merged_from: Mapping[str, str | bytes | None] | None = None,
+) -> WriteReport:
+    """Write ``files`` (relative path -> content) under ``root``, safely.
+
+    Creates ``root`` if its parent exists; checks every file for conflicts
+    before writing any (raising :class:`FileConflict` unless ``force``); skips
+    files whose bytes would not change; records what it wrote in the manifest.
+    ``merged_from`` maps a path to the content it was merged from (None: not
+    merged); such a file is replaced if it still holds exactly that content.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "notes"
+    >>> write_files(out, {"a.md": "# A\\n", "img/b.png": b"\\x89PNG"})
+    WriteReport(written=('a.md', 'img/b.png'), unchanged=())
+    >>> write_files(out, {"a.md": "# A\\n"})
+    WriteReport(written=(), unchanged=('a.md',))
+    >>> _ = (out / "a.md").write_text("# A, edited\\n")
+    >>> write_files(out, {"a.md": "# A2\\n"})
+    Traceback (most recent call last):
+    ...
+    derive.files.writes.FileConflict: refusing to overwrite .../a.md: ... pass --force to overwrite
+    >>> write_files(out, {"a.md": "# A2\\n"}, force=True).written
+    ('a.md',)
+    """
+    base = check_output_folder(root)
+    planned = {_check_relpath(rel): to_bytes(content) for rel, content in files.items()}
+    bases = {
+        _check_relpath(rel): content.encode("utf-8") if isinstance(content, str) else content
+        for rel, content in (merged_from or {}).items()
+    }
+    for rel in planned:
+        for parent in PurePosixPath(rel).parents:
+            if parent.as_posix() in planned:
+                raise DeriveError(f"output path {parent.as_posix()!r} is both a file and "
+                                  f"the folder of {rel!r}")
+    for rel in planned:
+        check_no_links(base, rel)
+    if base.exists():
+        _current_bytes(base, MANIFEST)  # a manifest that is a folder stops even --force
+    prepare(base)
+    try:
+        manifest = load_manifest(base)
+    except DeriveError:
+        if not force:
+            raise
+        manifest = {}
+    intended = journal.pending(base)
+    journal.clean_stale_temporaries({(base / rel).parent for rel in planned} | {base})
+
+    def owned(rel: str, current: bytes) -> bool:
+        digest = sha256(current)
+        return manifest.get(rel) == digest or digest in intended.get(rel, ())
+
+    written: list[str] = []
+    unchanged: list[str] = []
+    conflicts: list[str] = []
+    seen: dict[str, bytes | None] = {}
+    for rel in sorted(planned):
+        current = seen[rel] = _current_bytes(base, rel)
+        if current is None:
+            written.append(rel)
+        elif current == planned[rel]:
+            unchanged.append(rel)
+        elif force or current == bases.get(rel) or owned(rel, current):
+            written.append(rel)
+        else:
+            conflicts.append(rel)
+    if conflicts:
+        raise FileConflict(base, conflicts)
+
+    if written:
+        journal.record(base, {rel: sha256(planned[rel]) for rel in written},
+                                     atomic_write)
+    done: list[str] = []
+    edited: list[str] = []
+    for rel in written:
+        target = base / rel
+        make_dirs(base, target.parent)
+        try:
+            atomic_write(target, planned[rel], expect=seen[rel])
+        except FileChanged:
+            now = _current_bytes(base, rel)  # another derive run's file is derive's own
+            if now is None or sha256(now) not in journal.pending(base).get(rel, ()):
+                edited.append(rel)
+                continue
+            try:
+                atomic_write(target, planned[rel], expect=now)
+            except FileChanged:
+                edited.append(rel)
+                continue
+        done.append(rel)
+    new_manifest = {}
+    for rel, digest in manifest.items():
+        if (base / rel).is_file():
+            new_manifest[rel] = digest
+    for rel, digests in intended.items():  # what a run killed half-way did write
+        try:
+            current = _current_bytes(base, _check_relpath(rel)) if rel not in planned else None
+        except DeriveError:  # not a path derive writes, or no longer a file
+            continue
+        if current is not None and sha256(current) in digests:
+            new_manifest[rel] = sha256(current)
+    new_manifest.update({rel: sha256(planned[rel]) for rel in done + unchanged})
+    text = json.dumps(dict(sorted(new_manifest.items())), indent=2) + "\n"
+    if _current_bytes(base, MANIFEST) != text.encode("utf-8"):
+        atomic_write(base / MANIFEST, text)
+    journal.finish(base)
+    if edited:
+        raise FileConflict(base, edited, "edited while derive was writing; your version "
+                           "is kept, the other files are written: run derive again")
+    return WriteReport(tuple(done), tuple(unchanged))
+
+
+def _check_relpath(relpath: str) -> str:
+    """Validate a relative output path and return it in ``a/b`` form."""
+    if not isinstance(relpath, str) or not relpath or "\\" in relpath or "\0" in relpath:
+        raise DeriveError(f"output path must be a relative path like 'a/b.md', got {relpath!r}")
+    if any(part in ("", ".", "..") for part in relpath.split("/")):
+        raise DeriveError(
+            f"output path must be relative and stay inside the output folder, got {relpath!r}"
+        )
+    if relpath == MANIFEST or journal.is_reserved(relpath):
+        raise DeriveError(f"output path {relpath!r} is reserved for derive's own records")
+    return relpath
+
+
+def _current_bytes(root: Path, rel: str) -> bytes | None:
+    """The bytes now at ``root/rel``; None if missing; DeriveError if not a file."""
+    path = root / rel
+    if path.is_dir():
+        raise DeriveError(f"cannot write {path}: it is a folder")
+    for parent in path.parents:
+        if parent == root:
+            break
+        if parent.exists() and not parent.is_dir():
+            raise DeriveError(f"cannot write {path}: {parent} is a file, not a folder")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise DeriveError(f"cannot read {path}: {err.strerror}") from None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory entry to disk where the platform allows it (a real failure raises)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise DeriveError(f"cannot write in {folder}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

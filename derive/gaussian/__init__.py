@@ -1,0 +1,3 @@
+"""Gaussian expectations of the activations: second moments, means, the GELU derivation,
+and expectations written as the notes print them.
+"""

@@ -1,0 +1,124 @@
+"""The scalar parameters of a residual stack, in one table that the API and every
+command read: their names, flags, defaults, help and the values they allow.
+
+>>> [p.flag for p in PARAMETERS]
+['--mlp-ratio', '--dropout', '--gamma', '--sigma-w2', '--negative-slope']
+>>> checked("dropout", "1/10")
+1/10
+>>> checked("dropout", 1)
+Traceback (most recent call last):
+...
+derive.errors.DeriveError: dropout must be in [0, 1), got 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from derive.errors import DeriveError
+
+if TYPE_CHECKING:  # pragma: no cover (imported where the values are built)
+    import sympy
+
+
+def _positive(name: str, value: sympy.Expr) -> None:
+    if value.is_number and not value > 0:
+        raise DeriveError(f"{name} must be > 0, got {value}")
+
+
+def _rate(name: str, value: sympy.Expr) -> None:
+    if value.is_number and not (0 <= value < 1):
+        raise DeriveError(f"{name} must be in [0, 1), got {value}")
+
+
+def _nonnegative(name: str, value: sympy.Expr) -> None:
+    if value.is_number and not value >= 0:
+        raise DeriveError(f"{name} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One scalar of the stack: ``name`` in the API, ``flag`` on the command line."""
+
+    name: str
+    default: str | None
+    metavar: str
+    help: str
+    rule: Callable[[str, sympy.Expr], None]
+
+    @property
+    def flag(self) -> str:
+        """The command-line option, e.g. ``--mlp-ratio``."""
+        return "--" + self.name.replace("_", "-")
+
+
+PARAMETERS = (
+    Parameter("mlp_ratio", "1", "R", "Hidden width / n of the mlp branch.", _positive),
+    Parameter("dropout", "0", "P", "Dropout rate p in [0, 1) on the output of every F.", _rate),
+    Parameter("gamma", "1", "G", "LayerNorm and BatchNorm gain: a number or a symbol name.",
+              _positive),
+    Parameter("sigma_w2", None, "S", "Weight variance of every matrix (overrides --init).",
+              _positive),
+    Parameter("negative_slope", "1/100", "A", "leaky_relu slope.", _nonnegative),
+)
+BY_NAME = {p.name: p for p in PARAMETERS}
+
+
+def checked(name: str, value: object) -> sympy.Expr:
+    """``value`` of parameter ``name`` as an exact SymPy value, or a DeriveError.
+
+    >>> checked("gamma", "g"), checked("mlp_ratio", 0.5)
+    (g, 1/2)
+    """
+    from derive.inputs.numbers import exact
+
+    result = exact(value, name)
+    BY_NAME[name].rule(name, result)
+    return result
+
+
+def options(command: Callable[..., Any] | None = None, *, symbols: bool = True,
+            defaults: bool = True) -> Any:
+    """Add every parameter of the table to a click command (``@options``), as exact numbers
+    parsed by derive.inputs.numbers; ``@options(symbols=False)`` refuses symbol names, and
+    ``@options(defaults=False)`` leaves an option not given as None (nothing is parsed, so
+    a command that may not need them starts without SymPy)."""
+    import click
+
+    from derive.commands.options import Exact
+
+    if command is None:
+        return lambda decorated: options(decorated, symbols=symbols, defaults=defaults)
+    for p in reversed(PARAMETERS):
+        shown = f" [default: {p.default}]" if p.default is not None and not defaults else ""
+        command = click.option(p.flag, p.name, type=Exact(symbols),
+                               default=p.default if defaults else None, metavar=p.metavar,
+                               show_default=defaults and p.default is not None,
+                               help=p.help + shown)(command)
+    return command
+
+
+def symbol_values(pairs: tuple[str, ...]) -> dict[str, sympy.Expr]:
+    """``--set name=value`` pairs as exact values (numbers only).
+
+    >>> symbol_values(("alpha=1/2",))
+    {'alpha': 1/2}
+    >>> symbol_values(("alpha",))
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: --set takes name=value, such as alpha=1/2, got 'alpha'
+    """
+    from derive.inputs.numbers import exact
+
+    out = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise DeriveError(f"--set takes name=value, such as alpha=1/2, got {pair!r}")
+        value = exact(text.strip(), f"--set {name.strip()}")
+        if not value.is_number:
+            raise DeriveError(f"--set {name.strip()} needs a number, got {text.strip()!r}")
+        out[name.strip()] = value
+    return out

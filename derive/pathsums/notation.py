@@ -1,0 +1,420 @@
+"""How a path term is written: the book's notation or Jacobians, LaTeX or text.
+
+A term of the path sum is the tuple of its Jacobians' block indices, left to
+right, e.g. ``(4, 3, 2)`` for J_4 J_3 J_2; ``()`` is the identity path I.
+``wrt`` is the block j of dy/df_j, or ``"x"`` for dy/dx.
+
+Two notations:
+
+- ``"udl"`` (Prince, Understanding Deep Learning, eq. 11.6): the factor J_a
+  reached from block b is written df_a/df_b, where b is the index of the next
+  factor to its right, or j (or x) for the rightmost factor. A term of one
+  factor is written bare, a longer one as a product of parenthesized factors:
+  (∂f₃/∂f₂)(∂f₂/∂f₁).
+- ``"jacobian"``: J₄J₃J₂ in text, ``J_{4} J_{3} J_{2}`` in LaTeX.
+
+This module imports no SymPy, so the command line streams text fast.
+"""
+
+from __future__ import annotations
+
+import decimal
+import itertools
+import math
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from derive.errors import DeriveError, choice_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    import sympy
+
+NOTATIONS = ("udl", "jacobian")
+#: Estimated widths (in em, display style) used to break long sums over lines.
+LINE_WIDTH = 32.0
+_PLUS_WIDTH = 1.6
+#: The text streamer builds the terms of this many low blocks once (1024 a chunk).
+LOW_BITS = 10
+#: Numbers with more digits than this are written in scientific notation.
+MAX_DIGITS = 4300
+_LIMIT = 10**MAX_DIGITS
+
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+Term = tuple[int, ...]
+Wrt = int | str
+
+
+def check_notation(notation: object) -> str:
+    """Return ``notation`` if it is one of NOTATIONS, else raise DeriveError.
+
+    >>> check_notation("udl")
+    'udl'
+    """
+    if notation not in NOTATIONS:
+        raise choice_error("notation", notation, NOTATIONS)
+    return str(notation)
+
+
+def subscript(index: int | str) -> str:
+    """Unicode subscript digits of a block index.
+
+    >>> subscript(12)
+    '₁₂'
+    """
+    return str(index).translate(_SUB)
+
+
+def _base_text(wrt: Wrt) -> str:
+    return "x" if wrt == "x" else "f" + str(wrt).translate(_SUB)
+
+
+def _base_latex(wrt: Wrt) -> str:
+    return "x" if wrt == "x" else f"f_{{{wrt}}}"
+
+
+def gradient_text(wrt: Wrt = 1) -> str:
+    """The left-hand side dy/df_j (or dy/dx) as Unicode text.
+
+    >>> gradient_text(1), gradient_text("x")
+    ('∂y/∂f₁', '∂y/∂x')
+    """
+    return f"∂y/∂{_base_text(wrt)}"
+
+
+def gradient_latex(wrt: Wrt = 1) -> str:
+    """The left-hand side dy/df_j (or dy/dx) in LaTeX.
+
+    >>> gradient_latex(2)
+    '\\\\frac{\\\\partial y}{\\\\partial f_{2}}'
+    """
+    return f"\\frac{{\\partial y}}{{\\partial {_base_latex(wrt)}}}"
+
+
+def factor_text(block: int, right: int | str, notation: str = "udl") -> str:
+    """One factor J_block, reached from ``right`` (a block index or ``"x"``), as text.
+
+    >>> factor_text(4, 3), factor_text(2, "x"), factor_text(4, 3, "jacobian")
+    ('∂f₄/∂f₃', '∂f₂/∂x', 'J₄')
+    """
+    if notation == "jacobian":
+        return "J" + str(block).translate(_SUB)
+    return f"∂f{str(block).translate(_SUB)}/∂{_base_text(right)}"
+
+
+def factor_latex(block: int, right: int | str, notation: str = "udl") -> str:
+    """One factor J_block, reached from ``right``, in LaTeX.
+
+    >>> factor_latex(4, 3, "jacobian")
+    'J_{4}'
+    >>> print(factor_latex(2, "x"))
+    \\frac{\\partial f_{2}}{\\partial x}
+    """
+    if notation == "jacobian":
+        return f"J_{{{block}}}"
+    return f"\\frac{{\\partial f_{{{block}}}}}{{\\partial {_base_latex(right)}}}"
+
+
+def pairs(term: Term, wrt: Wrt) -> Iterator[tuple[int, int | str]]:
+    """Pairs (block, reached from): the next factor's block, or wrt for the last.
+
+    >>> list(pairs((4, 3, 2), 1))
+    [(4, 3), (3, 2), (2, 1)]
+    """
+    for i, block in enumerate(term):
+        yield block, term[i + 1] if i + 1 < len(term) else wrt
+
+
+def term_text(
+    term: Term, wrt: Wrt = 1, notation: str = "udl", max_factors: int | None = None
+) -> str:
+    """A term as Unicode text: ``I``, a bare factor, or a product of factors.
+
+    Past ``max_factors`` factors the middle ones are elided (``⋯``).
+
+    >>> term_text((3, 2)), term_text((4,)), term_text(())
+    ('(∂f₃/∂f₂)(∂f₂/∂f₁)', '∂f₄/∂f₁', 'I')
+    >>> term_text((4, 3, 2), notation="jacobian"), term_text((5, 4, 3, 2), max_factors=3)
+    ('J₄J₃J₂', '(∂f₅/∂f₄)(∂f₄/∂f₃)⋯(∂f₂/∂f₁)')
+    """
+    if not term:
+        return "I"
+    factors: list[str] = [factor_text(a, b, notation) for a, b in pairs(term, wrt)]
+    if max_factors is not None and len(factors) > max_factors:
+        factors = [*factors[:2], "⋯", factors[-1]]
+    if notation == "udl" and len(factors) > 1:
+        return "".join(f if f == "⋯" else f"({f})" for f in factors)
+    return "".join(factors)
+
+
+def term_latex(
+    term: Term, wrt: Wrt = 1, notation: str = "udl", max_factors: int | None = None
+) -> str:
+    """A term in LaTeX: ``I`` or the factors side by side (``\\cdots`` past ``max_factors``).
+
+    >>> term_latex((4, 3, 2), notation="jacobian")
+    'J_{4} J_{3} J_{2}'
+    >>> print(term_latex((3, 2)))
+    \\frac{\\partial f_{3}}{\\partial f_{2}} \\frac{\\partial f_{2}}{\\partial f_{1}}
+    """
+    if not term:
+        return "I"
+    factors = [factor_latex(a, b, notation) for a, b in pairs(term, wrt)]
+    if max_factors is not None and len(factors) > max_factors:
+        factors = [*factors[:2], "\\cdots", factors[-1]]
+    return " ".join(factors)
+
+
+def sum_text(terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl") -> str:
+    """The sum of ``terms`` as one line of text, e.g. ``I + J₂``.
+
+    >>> sum_text([(), (2,)], notation="jacobian")
+    'I + J₂'
+    """
+    return " + ".join(term_text(t, wrt, notation) for t in terms)
+
+
+def sum_latex(terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl") -> str:
+    """The sum of ``terms`` as one line of LaTeX.
+
+    >>> sum_latex([(), (2,), (3, 2)], notation="jacobian")
+    'I + J_{2} + J_{3} J_{2}'
+    """
+    return " + ".join(term_latex(t, wrt, notation) for t in terms)
+
+
+def _factor_width(block: int, notation: str) -> float:
+    digits = len(str(block))
+    return (0.9 if notation == "jacobian" else 1.8) + 0.4 * digits
+
+
+def iter_latex_lines(
+    terms: Iterable[Term],
+    wrt: Wrt = 1,
+    notation: str = "udl",
+    *,
+    width: float = LINE_WIDTH,
+) -> Iterator[str]:
+    r"""Stream the rows of an ``align`` environment holding dy/df_j = the sum.
+
+    The first row is ``<lhs> &= ...``, the next ones ``&\quad + ...``; a row
+    holds terms up to an estimated ``width`` (in em), and a term longer than a
+    row continues on the next one (``&\qquad``). Rows carry no ``\\``.
+
+    >>> rows = list(iter_latex_lines([(), (2,), (3,), (3, 2)], notation="jacobian", width=5))
+    >>> for row in rows: print(row)
+    \frac{\partial y}{\partial f_{1}} &= I + J_{2}
+    &\quad + J_{3}
+    &\quad + J_{3} J_{2}
+    """
+    check_notation(notation)
+    widths: dict[int, float] = {}
+    pieces: dict[tuple[int, int | str], str] = {}
+    row, used, empty = f"{gradient_latex(wrt)} &= ", 0.0, True
+    for index, term in enumerate(terms):
+        factors = [*itertools.pairwise(term), (term[-1], wrt)] if term else []
+        for a, _ in factors:
+            if a not in widths:
+                widths[a] = _factor_width(a, notation)
+        need = sum(widths[a] for a in term) if term else 0.8
+        if index:
+            if not empty and used + _PLUS_WIDTH + need > width:
+                yield row
+                row, used, empty = "&\\quad ", 0.0, True
+            row += "+ " if empty else " + "
+            used, empty = used + _PLUS_WIDTH, False
+        if not factors:
+            row, used, empty = row + "I", used + need, False
+        elif used + need <= width:  # the whole term fits on this row
+            for pair in factors:
+                if pair not in pieces:
+                    pieces[pair] = factor_latex(*pair, notation)
+            row += " ".join([pieces[pair] for pair in factors])
+            used, empty = used + need, False
+            continue
+        for i, pair in enumerate(factors):
+            w = widths[pair[0]]
+            if i and used + w > width:
+                yield row
+                row, used, empty = "&\\qquad ", 0.0, True
+            row += ("" if empty or not i else " ") + factor_latex(*pair, notation)
+            used, empty = used + w, False
+    yield row
+
+
+def latex_lines(
+    terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl", *, width: float = LINE_WIDTH
+) -> list[str]:
+    """The rows of :func:`iter_latex_lines` as a list (join them with ``\\\\``).
+
+    >>> len(latex_lines([(), (2,)], notation="jacobian"))
+    1
+    """
+    return list(iter_latex_lines(terms, wrt, notation, width=width))
+
+
+def format_int(value: int, digits: int = 6) -> str:
+    """An exact integer in full, or in scientific notation past MAX_DIGITS digits.
+
+    >>> format_int(524288), format_int(3 ** 10000)
+    ('524288', '1.63135e4771')
+    """
+    if value < 0:
+        raise DeriveError(f"format_int needs a nonnegative integer, got {value!r}")
+    if value < _LIMIT:
+        return str(value)
+    shift = value.bit_length() - 64
+    return format_log10(math.log10(value >> shift) + shift * math.log10(2), digits)
+
+
+def format_log10(log10: float, digits: int = 6) -> str:
+    """Scientific notation of the number whose base-10 logarithm is ``log10``.
+
+    >>> format_log10(30102.99957, 3)
+    '9.99e30102'
+    """
+    exponent = math.floor(log10)
+    mantissa = round(10 ** (log10 - exponent), digits - 1)
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.{digits - 1}f}e{exponent}"
+
+
+def power_of_two_scientific(exponent: int, digits: int = 6) -> str:
+    """2^exponent in scientific notation, exact in every digit shown at any exponent.
+
+    The logarithm is taken in decimal arithmetic with as many digits as the
+    exponent has and ``digits`` more, so ``2^(10^18)`` is as right as ``2^10``.
+
+    >>> power_of_two_scientific(99999), power_of_two_scientific(10), power_of_two_scientific(10**18)
+    ('4.99501e30102', '1.02400e3', '1.63583e301029995663981195')
+    """
+    context = decimal.Context(prec=len(str(exponent)) + digits + 12)
+    log10 = context.multiply(decimal.Decimal(2).log10(context), exponent)
+    whole = int(log10.to_integral_value(rounding=decimal.ROUND_FLOOR))
+    mantissa = context.power(decimal.Decimal(10), log10 - whole)
+    shown = round(mantissa, digits - 1)
+    if shown >= 10:
+        shown, whole = round(shown / 10, digits - 1), whole + 1
+    return f"{shown:.{digits - 1}f}e{whole}"
+
+
+def format_power_of_two(exponent: int) -> str:
+    """2^exponent in full when short enough, else as ``2^exponent``.
+
+    >>> format_power_of_two(3), format_power_of_two(100000)
+    ('8', '2^100000')
+    """
+    if exponent < 3.3 * MAX_DIGITS and 2**exponent < _LIMIT:
+        return str(2**exponent)
+    return f"2^{exponent}"
+
+
+def binomial_row(m: int, digits: int = 6) -> Iterator[str]:
+    """Stream C(m, 0), ..., C(m, m) as text (scientific past MAX_DIGITS digits).
+
+    Exact decimal arithmetic, C(m, L+1) = C(m, L) (m - L) / (L + 1), while the
+    numbers are short enough to print in full (no quadratic binary-to-decimal
+    conversion); binary integers past that; the second half mirrors the first.
+
+    >>> list(binomial_row(4))
+    ['1', '4', '6', '4', '1']
+    """
+    context = decimal.Context(
+        prec=MAX_DIGITS + 30, traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation]
+    )
+    value: decimal.Decimal | int = decimal.Decimal(1)
+    first_half: list[str] = []
+    for length in range(m // 2 + 1):
+        if isinstance(value, decimal.Decimal) and value.adjusted() >= MAX_DIGITS:
+            value = int(value)
+        shown = str(value) if isinstance(value, decimal.Decimal) else format_int(value, digits)
+        first_half.append(shown)
+        yield shown
+        if isinstance(value, decimal.Decimal):
+            value = context.divide(context.multiply(value, m - length), length + 1)
+        else:
+            value = value * (m - length) // (length + 1)
+    for length in range(m // 2 + 1, m + 1):
+        yield first_half[m - length]
+
+
+def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> Iterator[str]:
+    """Stream ``dy/df_j = term + term + ...`` as text, in large chunks (no newline).
+
+    Terms are assembled from precomputed pieces: the factors of the low
+    blocks once, then per combination of high blocks one string for each
+    block the leftmost low factor can be, so each term costs one concatenation.
+
+    >>> "".join(iter_text_chunks(3))
+    '∂y/∂f₁ = I + ∂f₂/∂f₁ + ∂f₃/∂f₁ + (∂f₃/∂f₂)(∂f₂/∂f₁)'
+    """
+    from derive.pathsums.limits import MAX_BLOCKS, check_path_args
+
+    depth, wrt = check_path_args(depth, wrt)
+    check_notation(notation)
+    j = 0 if wrt == "x" else wrt
+    m = depth - j
+    if m > MAX_BLOCKS:
+        raise DeriveError(f"{m} later blocks: terms are listed for at most {MAX_BLOCKS}")
+    yield gradient_text(wrt) + " = "
+    low_bits = min(m, LOW_BITS)
+    lows = [tuple(b for b in range(j + low_bits, j, -1) if mask >> (b - j - 1) & 1)
+            for mask in range(1 << low_bits)]
+    low_full = [term_text(low, wrt, notation) for low in lows]
+    low_part = [_product_text(low, wrt, notation) if low else "" for low in lows]
+    # the factor left of a low part is reached from the low part's first block (or wrt)
+    reached: list[int | str] = [low[0] if low else wrt for low in lows]
+    keys = sorted(set(reached), key=str)
+    key_index = [keys.index(r) for r in reached]
+    high_blocks = range(depth, j + low_bits, -1)
+    for high in range(1 << (m - low_bits)):
+        prefix = tuple(b for b in high_blocks if high >> (b - j - low_bits - 1) & 1)
+        if not prefix:
+            chunk = " + ".join(low_full)
+        else:
+            heads = [_product_text(prefix, r, notation) for r in keys]
+            parts = [heads[i] + s for i, s in zip(key_index, low_part, strict=True)]
+            if len(prefix) == 1:  # with the empty low part: one bare factor
+                parts[0] = term_text(prefix, wrt, notation)
+            chunk = " + ".join(parts)
+        yield chunk if high == 0 else " + " + chunk
+
+
+def _product_text(term: Term, right: int | str, notation: str) -> str:
+    """The factors of ``term`` as text (parenthesized in udl), the last reached from ``right``."""
+    factors = [factor_text(a, b, notation) for a, b in pairs(term, right)]
+    return "".join(factors) if notation == "jacobian" else "".join(f"({f})" for f in factors)
+
+
+def shown(text: str, latex: str) -> sympy.Symbol:
+    r"""A non-commutative SymPy atom printed as given (``text`` and ``latex``).
+
+    It keeps an expression's order and notation exactly as built, e.g. a sum
+    in the book's order, which SymPy's printers would reorder.
+
+    >>> from derive.derivation.printing import latex, text
+    >>> a = shown("∂y/∂f₁", r"\frac{\partial y}{\partial f_{1}}")
+    >>> print(text(a), latex(a))
+    ∂y/∂f₁ \frac{\partial y}{\partial f_{1}}
+    """
+    from derive.derivation.shown import Shown
+
+    return Shown(text, latex)
+
+
+def product_forms(blocks: tuple[int, ...]) -> tuple[str, str]:
+    """(text, LaTeX) of (I + J_N) ... (I + J_{j+1}), abbreviated past 8 factors.
+
+    >>> product_forms((3, 2))
+    ('(I + J₃)(I + J₂)', '(I + J_{3})(I + J_{2})')
+    """
+    if not blocks:
+        return "I", "I"
+    shown_blocks: list[int | None] = list(blocks)
+    if len(blocks) > 8:
+        shown_blocks = [*blocks[:3], None, blocks[-1]]
+    text = "".join("⋯" if b is None else f"(I + {factor_text(b, 0, 'jacobian')})"
+                   for b in shown_blocks)
+    latex = "".join("\\cdots" if b is None else f"(I + J_{{{b}}})" for b in shown_blocks)
+    return text, latex

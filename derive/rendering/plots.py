@@ -1,0 +1,280 @@
+"""Figures for the notes (matplotlib, Agg backend), as PNG and PDF bytes.
+
+The functions draw data they are given (profiles, counts); they compute
+nothing. Output is byte-identical across runs: default style, fixed size and
+resolution, bundled font, and no creation date or software name in the
+files' metadata.
+
+>>> figure = path_length_figure({0: 1, 1: 3, 2: 3, 3: 1})
+>>> sorted(figure), figure["png"][:4]
+(['pdf', 'png'], b'\\x89PNG')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Figure size in inches and PNG resolution.
+SIZE = (6.4, 3.4)
+DPI = 120
+_METADATA = {"png": {"Software": None}, "pdf": {"Software": None, "CreationDate": None}}
+_STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "svg.hashsalt": "derive",
+    "pdf.compression": 6,
+}
+_COLORS = {"none": "#c0392b", "pre": "#2471a3", "post": "#229954"}
+_MARKERS = {"none": "o", "pre": "s", "post": "^"}
+#: Line colours of the figures with one line per block.
+_CYCLE = ("#c0392b", "#2471a3", "#229954", "#8e44ad", "#d35400", "#16a085", "#7f8c8d",
+          "#2c3e50", "#b7950b", "#a93226", "#1f618d")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any) -> dict[str, bytes]:
+    import io
+
+    out = {}
+    for fmt in ("png", "pdf"):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
+        out[fmt] = buffer.getvalue()
+    return out
+
+
+def moments_figure(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    measured: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> dict[str, bytes]:
+    """Forward q_k and backward d_k/d_K against depth, one line per norm, log scale.
+
+    ``series`` maps a norm name to (forward profile, backward profile), as derived;
+    ``measured`` (optional) adds simulated values as unfilled markers.
+
+    >>> fig = moments_figure({"none": ([1, 2, 4], [4, 2, 1])}, "He, ReLU")
+    >>> fig["pdf"][:5]
+    b'%PDF-'
+    """
+    plt = _pyplot()
+    import matplotlib
+    import matplotlib.ticker
+
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=SIZE, sharex=True)
+        for ax, index, label in (
+            (axes[0], 0, "forward: qₖ = E[hₖ²]"),
+            (axes[1], 1, "backward: dₖ / d_K"),
+        ):
+            for norm, values in series.items():
+                ys = [float(v) for v in values[index]]
+                ax.plot(range(len(ys)), ys, color=_COLORS.get(norm), marker=_MARKERS.get(norm),
+                        markersize=3, linewidth=1.4, label=f"{norm} (derived)")
+                if measured and norm in measured:
+                    ms = [float(v) for v in measured[norm][index]]
+                    ax.plot(range(len(ms)), ms, linestyle="none", marker="o", markersize=6,
+                            markerfacecolor="none", color=_COLORS.get(norm),
+                            label=f"{norm} (simulated)")
+            ax.set_yscale("log")
+            shown = [float(v) for values in series.values() for v in values[index]]
+            _log_ticks(ax, min(shown), max(shown))
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.set_xlabel("block k")
+            ax.set_title(label)
+        axes[0].legend(fontsize=7, loc="upper left")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.22)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+_LINES = ("#2471a3", "#c0392b", "#229954", "#7d3c98", "#b9770e")
+
+
+def _log_ticks(ax: Any, low: float | None = None, high: float | None = None) -> None:
+    """Log-axis labels a reader can read: 1, 10, 100, then 10³ ...; 1, 2, 5 ... on a short axis.
+
+    At most seven labels; a range of less than three decades also labels 2 and 5.
+    """
+    import matplotlib.ticker
+
+    from derive.derivation.printing import superscript
+
+    def label(value: float, _position: int) -> str:
+        exponent = math.floor(math.log10(value) + 1e-9) if value > 0 else 0
+        return f"{value:g}" if -2 <= exponent <= 3 else "10" + superscript(str(exponent))
+
+    short = low is not None and high is not None and low > 0 and high / low < 1000
+    subs = (1.0, 2.0, 5.0) if short else (1.0,)
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs, numticks=7))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
+                  title: str, xlabel: str = "block k") -> dict[str, bytes]:
+    """One panel a title, one line a label, values against depth 0..K, log scale.
+
+    >>> fig = curves_figure({"pre-LN": {"ReLU": [1, 2, 3], "tanh": [1, 1.5, 2]}}, "q")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    plt = _pyplot()
+    import matplotlib
+    import matplotlib.ticker
+
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=SIZE, squeeze=False)
+        for ax, (panel, lines) in zip(axes[0], panels.items(), strict=True):
+            every = []
+            for color, dash, (label, values) in zip(_LINES, ("-", "--", ":", "-."),
+                                                    lines.items(), strict=False):
+                ys = [float(v) for v in values]
+                every += ys
+                ax.plot(range(len(ys)), ys, color=color, linestyle=dash, linewidth=1.6,
+                        label=label)
+            ax.set_yscale("log")
+            _log_ticks(ax, min(every), max(every))
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=5))
+            ax.set_xlabel(xlabel)
+            ax.set_title(panel)
+        axes[0][0].legend(fontsize=7, loc="upper left")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.3)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def warm() -> None:
+    """Import matplotlib (a second process does this while the first derives the data)."""
+    _pyplot()
+
+
+def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, bytes]]:
+    """Draw figures: stem -> (name of a figure function here, args, kwargs) -> their bytes.
+
+    >>> sorted(draw({"p": ("path_length_figure", ({0: 1, 1: 1},), {})})["p"])
+    ['pdf', 'png']
+    """
+    makers = {"moments_figure": moments_figure, "curves_figure": curves_figure,
+              "path_length_figure": path_length_figure, "variants_figure": variants_figure,
+              "gradient_length_figure": gradient_length_figure}
+    return {stem: makers[name](*args, **kwargs) for stem, (name, args, kwargs) in specs.items()}
+
+
+def path_length_figure(counts: Mapping[int, int], title: str = "") -> dict[str, bytes]:
+    """Bar chart of the number of paths of each length (Jacobians on the path).
+
+    >>> fig = path_length_figure({0: 1, 1: 2, 2: 1}, "2 blocks")
+    >>> len(fig["png"]) > 1000
+    True
+    """
+    plt = _pyplot()
+    import matplotlib
+    import matplotlib.ticker
+
+    lengths = sorted(counts)
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=SIZE)
+        bars = ax.bar(lengths, [counts[j] for j in lengths], color=_COLORS["pre"], width=0.7)
+        ax.bar_label(bars, fontsize=7)
+        ax.set_xlabel("path length (Jacobians on the path)")
+        ax.set_ylabel("number of paths")
+        ax.set_xticks(lengths)
+        ax.set_title(title)
+        ax.grid(axis="x", visible=False)
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14, top=0.9)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def variants_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                    title: str) -> dict[str, bytes]:
+    """Forward q_k and the gradient ratio d_0/d_k against depth, one line per block, on
+    log axes.
+
+    ``series`` maps a block's name to (q_0..q_K, d_0/d_k for k = 0..K), as derived.
+
+    >>> fig = variants_figure({"none": ([1, 2, 4], [1, 2, 4])}, "He, ReLU")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    plt = _pyplot()
+    import matplotlib
+    import matplotlib.ticker
+
+    cycle = _CYCLE
+    styles = ("-", "--", "-.", ":")
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(SIZE[0], SIZE[1] + 1.0), sharex=True)
+        for ax, index, label in ((axes[0], 0, "forward: qₖ"), (axes[1], 1, "backward: d₀/dₖ")):
+            for i, (name, values) in enumerate(series.items()):
+                ys = [float(v) for v in values[index]]
+                ax.plot(range(1, len(ys)), ys[1:], color=cycle[i % len(cycle)],
+                        linestyle=styles[i % len(styles)], linewidth=1.3, label=name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.set_xlabel("block k")
+            ax.set_title(label)
+        axes[1].legend(fontsize=6.5, loc="upper left", ncol=2)
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.87, wspace=0.22)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def gradient_length_figure(series: Mapping[str, Sequence[float]], title: str,
+                           paths: str = "share of paths") -> dict[str, bytes]:
+    """The share of the paths (bars, ``series[paths]``) and each block's share of the
+    gradient (lines) against the path length.
+
+    >>> fig = gradient_length_figure({"share of paths": [0.25, 0.5, 0.25],
+    ...                               "pre": [0.5, 0.4, 0.1]}, "2 blocks")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    plt = _pyplot()
+    import matplotlib
+
+    cycle = _CYCLE
+    styles = ("-", "-", "--", "-.")
+    markers = ("o", "s", "", "^")
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(SIZE[0], SIZE[1] + 0.6))
+        counted = [100 * float(v) for v in series[paths]]
+        ax.bar(range(len(counted)), counted, color="#bdc3c7", width=0.8, label=paths)
+        lines = [(name, values) for name, values in series.items() if name != paths]
+        for i, (name, values) in enumerate(lines):
+            ys = [100 * float(v) for v in values]
+            ax.plot(range(len(ys)), ys, color=cycle[i % len(cycle)],
+                    linestyle=styles[i % len(styles)], marker=markers[i % len(markers)],
+                    markersize=2.5, linewidth=1.2, label=f"gradient, {name}")
+        ax.set_xlabel("path length L (branches passed)")
+        ax.set_ylabel("share (%)")
+        ax.set_xlim(-0.8, len(counted) - 0.2)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title(title)
+        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.13, top=0.91)
+        out = _save(fig)
+        plt.close(fig)
+    return out
