@@ -12,7 +12,8 @@ import derive.rendering.render as render
 from derive.blocks.config import K, d, k, q, q0
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
-from derive.studynotes import concepts, plots
+from derive.rendering import plots
+from derive.studynotes import concepts
 
 x = sympy.Symbol("x")
 
