@@ -14,7 +14,7 @@ import time
 t0 = time.perf_counter()
 c0 = time.process_time()
 from derive.blocks.presets import PRESETS
-from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
 from derive.simulation.networks import checkable
 from derive.recursions.analysis import variance
 count = 0

@@ -18,8 +18,9 @@ from collections.abc import Callable
 import mpmath
 import sympy
 
-from derive.blocks.config import ACTIVATIONS, k, q
+from derive.derivation.symbols import k, q
 from derive.gaussian.moments import TanhMoment, _tanh_moment, gaussian_moment
+from derive.inputs.choices import ACTIVATIONS
 
 ROUNDS = 3
 
@@ -27,7 +28,7 @@ ROUNDS = 3
 def cold(activation: str) -> float:
     """Seconds for the first call in a fresh process (import excluded)."""
     code = (
-        "import time, derive.gaussian.moments as g, derive.blocks.config as m; "
+        "import time, derive.gaussian.moments as g, derive.derivation.symbols as m; "
         "t = time.perf_counter(); "
         f"g.gaussian_moment({activation!r}, m.q(m.k - 1)); "
         f"g.gaussian_moment({activation!r}, m.q(m.k - 1), derivative=True); "

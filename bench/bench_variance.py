@@ -19,7 +19,7 @@ GRID = """
 import time
 t0 = time.perf_counter()
 c0 = time.process_time()
-from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.recursions.analysis import variance
 for init in INITS:
     for act in ACTIVATIONS:
@@ -33,7 +33,8 @@ print(time.perf_counter() - t0, time.process_time() - c0)
 
 SHAPES = """
 import time, sympy
-from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, NORMS, k, q, q0
+from derive.derivation.symbols import k, q, q0
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.recursions.block_maps import Q_PREV
 from derive.recursions.analysis import variance
 from derive.recursions import closed_forms

@@ -22,6 +22,7 @@ _EXPORTS = {
     "Step": "derive.derivation.value",
     "Derivation": "derive.derivation.value",
     "VarianceConfig": "derive.blocks.config",
+    "variance_config": "derive.blocks.config",
     "PathSum": "derive.pathsums.expansion",
     "paths": "derive.pathsums.expansion",
     "count_paths": "derive.pathsums.expansion",
@@ -32,7 +33,7 @@ _EXPORTS = {
     "gaussian_moment": "derive.gaussian.moments",
     "variance": "derive.recursions.analysis",
     "VarianceAnalysis": "derive.recursions.analysis",
-    "Recursion": "derive.recursions.analysis",
+    "Recursion": "derive.recursions.recursion",
     "simulate": "derive.simulation.networks",
     "render": "derive.rendering.render",
     "notes": "derive.studynotes.writer",
@@ -59,18 +60,20 @@ __all__ = [
     "render",
     "simulate",
     "variance",
+    "variance_config",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block, block
-    from derive.blocks.config import VarianceConfig
+    from derive.blocks.config import VarianceConfig, variance_config
     from derive.derivation.value import Derivation, Step
     from derive.errors import DeriveError
     from derive.gaussian.moments import gaussian_moment
     from derive.pathsums.block_paths import BlockPathSum
     from derive.pathsums.by_length import PathGradients, path_gradients
     from derive.pathsums.expansion import PathSum, count_paths, path_lengths, paths
-    from derive.recursions.analysis import Recursion, VarianceAnalysis, variance
+    from derive.recursions.analysis import VarianceAnalysis, variance
+    from derive.recursions.recursion import Recursion
     from derive.rendering.render import render
     from derive.simulation.networks import simulate
     from derive.studynotes.writer import notes

@@ -12,10 +12,11 @@ import sympy
 
 import derive
 from derive.blocks.block import block
-from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, K, k, q, q0
 from derive.blocks.presets import PRESETS
+from derive.derivation.symbols import K, k, q, q0
 from derive.errors import DeriveError
 from derive.gaussian.moments import gaussian_moment
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
 from derive.simulation.networks import compare, grid
 
 alpha = sympy.Symbol("alpha", positive=True)

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, special
 
-from derive.blocks.config import ACTIVATIONS, d, k, q
 from derive.derivation.printing import latex, text
+from derive.derivation.symbols import d, k, q
 from derive.errors import DeriveError
 from derive.gaussian.gelu import NormalPDF, Phi, lemmas, stein
 from derive.gaussian.moments import (
@@ -31,6 +31,7 @@ from derive.gaussian.moments import (
     u,
     z,
 )
+from derive.inputs.choices import ACTIVATIONS
 
 RTOL = 1e-10
 VARIANCES = (1e-4, 0.04, 0.5, 1.0, 2.5, 9.0, 100.0)

@@ -24,7 +24,7 @@ from cli_runner import invoke
 from cli_runner import run_paths as run
 
 from derive.blocks.block import block
-from derive.blocks.config import VarianceConfig
+from derive.blocks.config import variance_config
 from derive.blocks.presets import PRESETS
 from derive.errors import DeriveError
 from derive.pathsums.by_length import MAX_DEPTH, path_gradients, term_gains
@@ -69,7 +69,7 @@ def test_pre_ln_is_not_binomial_brute_force_over_subsets() -> None:
 
 @pytest.mark.parametrize("spec", list(PRESETS))
 def test_split_gains_add_up_to_the_block_gain(spec: str) -> None:
-    config = VarianceConfig(init="he", block=block(spec))
+    config = variance_config(init="he", block=block(spec))
     x = block_input(config)
     assert sympy.simplify(sum(term_gains(config.block, config, x))
                           - config.block.gain(config, x)) == 0
@@ -210,7 +210,7 @@ def test_cli_bad_input_one_line_exit_2(capsysbinary, args: list[str], message: s
 def test_measured_shares_of_he_relu_are_binomial() -> None:
     """The simulation's split of the backward pass by length, against math.comb."""
     depth = 6
-    measured = measure_lengths(VarianceConfig(init="he"), depth=depth, width=512, seeds=32,
+    measured = measure_lengths(variance_config(init="he"), depth=depth, width=512, seeds=32,
                                batch=16)
     want = [math.comb(depth, n) / 2**depth for n in range(depth + 1)]
     assert list(measured) == pytest.approx(want, rel=0.05)
@@ -224,7 +224,7 @@ def test_measured_shares_of_he_relu_are_binomial() -> None:
 def test_derived_shares_agree_with_the_simulation(spec: str, activation: str,
                                                    branch: str) -> None:
     depth = 6
-    config = VarianceConfig(init="he", activation=activation, branch=branch,
+    config = variance_config(init="he", activation=activation, branch=branch,
                             block=checkable(spec))
     derived = path_gradients(depth, init="he", activation=activation, branch=branch,
                              block=checkable(spec)).gradient_shares

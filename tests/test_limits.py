@@ -11,7 +11,7 @@ import pytest
 import sympy
 
 import derive
-from derive.blocks.config import VarianceConfig
+from derive.blocks.config import variance_config
 from derive.commands.cli import main
 from derive.errors import DeriveError
 from derive.recursions.closed_forms import EXACT_DIGITS, MAX_ITERATED, PROFILE_POINTS
@@ -151,7 +151,7 @@ def test_check_refuses_what_the_machine_cannot_hold(capsys, option: str) -> None
 
 
 def test_the_guard_uses_what_the_machine_has(monkeypatch) -> None:
-    config = VarianceConfig(init="he")
+    config = variance_config(init="he")
     monkeypatch.setattr(resources, "available_memory", lambda: 10**6)
     with pytest.raises(DeriveError, match=r"more than the 1\.0 MB available"):
         measure([config], depth=2, width=128, seeds=2, batch=4)

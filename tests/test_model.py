@@ -3,15 +3,17 @@
 import pytest
 import sympy
 
-from derive.blocks.config import VarianceConfig, check_depth, exact, jacobian, n, q
+from derive.blocks.config import variance_config
 from derive.derivation.printing import latex, text
+from derive.derivation.symbols import jacobian, n, q
 from derive.errors import DeriveError
+from derive.inputs.numbers import check_depth, exact
 
 
 def test_unknown_block_names_the_presets_and_the_language() -> None:
     with pytest.raises(DeriveError, match=r"unknown block 'batch': choose a preset \(none, pre, "
                        r"post, rescaled,.*\) or write an expression in x"):
-        VarianceConfig(norm="batch")
+        variance_config(norm="batch")
 
 
 @pytest.mark.parametrize(
@@ -24,7 +26,7 @@ def test_unknown_block_names_the_presets_and_the_language() -> None:
 )
 def test_unknown_names_list_the_choices(field: str, value: str, allowed: str) -> None:
     with pytest.raises(DeriveError, match=f"unknown {field} '{value}': choose one of {allowed}"):
-        VarianceConfig(**{field: value})
+        variance_config(**{field: value})
 
 
 @pytest.mark.parametrize(
@@ -40,11 +42,11 @@ def test_unknown_names_list_the_choices(field: str, value: str, allowed: str) ->
 )
 def test_out_of_range_values_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        VarianceConfig(**kwargs)
+        variance_config(**kwargs)
 
 
 def test_numbers_are_stored_exactly() -> None:
-    config = VarianceConfig(dropout=0.1, gamma="g", mlp_ratio=4)
+    config = variance_config(dropout=0.1, gamma="g", mlp_ratio=4)
     assert config.dropout == sympy.Rational(1, 10)
     assert config.gamma == sympy.Symbol("g", positive=True)
     assert exact("3/4", "x") == sympy.Rational(3, 4)
@@ -52,10 +54,10 @@ def test_numbers_are_stored_exactly() -> None:
 
 def test_weight_variances_follow_their_definitions() -> None:
     fan_in, fan_out = sympy.symbols("a b", positive=True)
-    assert VarianceConfig(init="xavier").weight_variance(fan_in, fan_out) == 2 / (fan_in + fan_out)
-    assert VarianceConfig(init="he").weight_variance(fan_in, fan_out) == 2 / fan_in
-    assert VarianceConfig(init="lecun").weight_variance(fan_in, fan_out) == 1 / fan_in
-    assert VarianceConfig(init="he", sigma_w2=3).weight_variance(n, n) == 3
+    assert variance_config(init="xavier").weight_variance(fan_in, fan_out) == 2 / (fan_in + fan_out)
+    assert variance_config(init="he").weight_variance(fan_in, fan_out) == 2 / fan_in
+    assert variance_config(init="lecun").weight_variance(fan_in, fan_out) == 1 / fan_in
+    assert variance_config(init="he", sigma_w2=3).weight_variance(n, n) == 3
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "4", True, None])

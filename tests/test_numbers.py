@@ -71,7 +71,7 @@ API = {
     "negative_slope": lambda v: derive.variance(activation="leaky_relu", negative_slope=v),
     "q0": lambda v: derive.variance("he").forward.at(3, q0=v),
     "profile q0": lambda v: derive.variance("he").backward.profile(3, q0=v),
-    "config gamma": lambda v: derive.VarianceConfig(gamma=v),
+    "config gamma": lambda v: derive.variance_config(gamma=v),
     "s2": lambda v: derive.gaussian_moment("relu", v),
     "simulate q0": lambda v: derive.simulate(depth=1, width=4, seeds=1, batch=1, q0=v),
     "simulate gamma": lambda v: derive.simulate(depth=1, width=4, seeds=1, batch=1, gamma=v),

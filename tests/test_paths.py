@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import derive
-from derive.blocks.config import jacobian
+from derive.derivation.symbols import jacobian
 from derive.errors import DeriveError
 from derive.pathsums.expansion import MAX_TERMS, PathSum, count_paths, iter_terms, path_lengths
 from derive.pathsums.notation import latex_lines

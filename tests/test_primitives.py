@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import sympy
 
-from derive.blocks.config import VarianceConfig
+from derive.blocks.config import VarianceConfig, variance_config
 from derive.blocks.nodes import Input, Moments, Scale, Sum
 from derive.blocks.primitives import Activation, BatchNorm, Dropout, LayerNorm, Weight
 from derive.simulation.networks import Draws, Network
@@ -43,7 +43,7 @@ def _measure(node, config: VarianceConfig, x: np.ndarray) -> tuple[float, float,
     return float((out * out).mean()), cross, float((back * back).mean() / (g * g).mean())
 
 
-CONFIG = VarianceConfig(init="he", gamma=sympy.Rational(3, 2), dropout=0)
+CONFIG = variance_config(init="he", gamma=sympy.Rational(3, 2), dropout=0)
 CASES = [
     ("W", Weight(("W", 0), Input())),
     ("zero W", Weight(("W", 0), Input(), zero=True)),

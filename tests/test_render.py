@@ -9,7 +9,7 @@ import pytest
 import sympy
 
 import derive.rendering.render as render
-from derive.blocks.config import K, d, k, q, q0
+from derive.derivation.symbols import K, d, k, q, q0
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.rendering import plots

@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 import derive.simulation.networks as simulate_module
-from derive.blocks.config import ACTIVATIONS, BRANCHES, NORMS, VarianceConfig
+from derive.blocks.config import VarianceConfig, variance_config
 from derive.blocks.presets import PRESETS
 from derive.commands.cli import cli
 from derive.errors import DeriveError
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, NORMS
 from derive.simulation.networks import Draws, compare, derived, grid, measure, propagate, simulate
 
 #: The grid's test settings: every block of every preset's 30 configurations within TOLERANCE.
@@ -51,7 +52,7 @@ def test_options_agree_with_the_derivation() -> None:
     ("activation", "norm", "branch"), list(itertools.product(ACTIVATIONS, NORMS, BRANCHES))
 )
 def test_backward_pass_matches_finite_differences(activation: str, norm: str, branch: str) -> None:
-    config = VarianceConfig(init="he", activation=activation, norm=norm, branch=branch,
+    config = variance_config(init="he", activation=activation, norm=norm, branch=branch,
                             mlp_ratio=2, dropout="0.25", gamma="1.5", negative_slope="0.2")
     draws = Draws(3, 6, 2, seed=7, count=2)
     x = draws.inputs() * 1.3
@@ -103,7 +104,7 @@ def test_same_seed_same_measurements() -> None:
 
 
 def test_measurement_does_not_depend_on_the_company() -> None:
-    he = VarianceConfig(init="he", activation="tanh", norm="pre", branch="mlp", dropout="0.1")
+    he = variance_config(init="he", activation="tanh", norm="pre", branch="mlp", dropout="0.1")
     others = grid(["xavier"], ["relu"], ["none"])
     settings = {"depth": 3, "width": 64, "seeds": 6, "batch": 4}
     [(alone_f, alone_b)] = measure([he], **settings)
@@ -125,8 +126,8 @@ def test_wrong_prediction_is_caught() -> None:
 
 def test_explicit_weight_variance_enters_as_n_sigma2() -> None:
     # sigma_w2 = 2/n is He initialization: the same derived profile at n = width
-    he = derived(VarianceConfig(init="he", activation="tanh"), 4)
-    explicit = derived(VarianceConfig(activation="tanh", sigma_w2="1/256"), 4, width=512)
+    he = derived(variance_config(init="he", activation="tanh"), 4)
+    explicit = derived(variance_config(activation="tanh", sigma_w2="1/256"), 4, width=512)
     np.testing.assert_allclose(explicit, he, rtol=1e-12)
 
 

@@ -8,10 +8,12 @@ import sympy
 from scipy import integrate, stats
 
 import derive
-from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, NORMS, K, d, k, q, q0
 from derive.blocks.presets import PRESETS
+from derive.derivation.symbols import K, d, k, q, q0
 from derive.errors import DeriveError
-from derive.recursions.analysis import Recursion, VarianceAnalysis, compare, variance
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+from derive.recursions.analysis import VarianceAnalysis, compare, variance
+from derive.recursions.recursion import Recursion
 
 GRID = list(itertools.product(INITS, ACTIVATIONS, NORMS, BRANCHES))
 g = sympy.Symbol("g", positive=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.blocks.presets import PRESETS
 from derive.commands import variance as command
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 from derive.recursions.analysis import variance
 
 

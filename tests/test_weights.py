@@ -15,7 +15,9 @@ import pytest
 import sympy
 
 import derive
-from derive.blocks.config import ACTIVATIONS, K, VarianceConfig
+from derive.blocks.config import variance_config
+from derive.derivation.symbols import K
+from derive.inputs.choices import ACTIVATIONS
 from derive.simulation.networks import measure_weights
 
 
@@ -53,7 +55,7 @@ def test_profile_is_exact_and_follows_the_closed_form() -> None:
 def test_weight_gradients_agree_with_the_simulation(block: str, final_norm: bool) -> None:
     depth = 6
     derived = derive.variance("he", "relu", block=block, final_norm=final_norm).weights
-    measured = measure_weights(VarianceConfig(init="he", block=derive.block(block)),
+    measured = measure_weights(variance_config(init="he", block=derive.block(block)),
                                depth=depth, width=512, seeds=8, batch=32,
                                final_norm=final_norm)
     for want, got in zip(derived.profile(depth), measured, strict=True):

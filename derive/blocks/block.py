@@ -3,9 +3,9 @@
 >>> b = block("pre")
 >>> b.text, b.name
 ('x + F(LN(x))', 'pre')
->>> from derive.blocks.config import VarianceConfig
+>>> from derive.blocks.branch import BranchConfig
 >>> v = sympy.Symbol("v", positive=True)
->>> b.forward(VarianceConfig(init="he"), Moments(v)).q
+>>> b.forward(BranchConfig(init="he"), Moments(v)).q
 v + 1
 """
 
@@ -24,7 +24,7 @@ from derive.blocks.primitives import BatchNorm, Dropout, Weight
 from derive.errors import DeriveError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.blocks.config import VarianceConfig
+    from derive.blocks.branch import BranchConfig
 
 #: The block's input h_{k-1}, as it is printed.
 h_prev = sympy.Symbol("x")
@@ -51,10 +51,10 @@ class Block:
         return self.tree.text()
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Block) and self.text == other.text
+        return isinstance(other, Block) and (self.name, self.text) == (other.name, other.text)
 
     def __hash__(self) -> int:
-        return hash(self.text)
+        return hash((self.name, self.text))
 
     def __repr__(self) -> str:
         return f"Block({self.text!r})"
@@ -83,7 +83,7 @@ class Block:
 
         return f"$B(x) = {latex(self.display())}$"
 
-    def expanded(self, config: VarianceConfig) -> Node:
+    def expanded(self, config: BranchConfig) -> Node:
         """The tree with every ``F`` replaced by the configured branch's primitives."""
         return _expanded(self.tree, config)
 
@@ -106,7 +106,7 @@ class Block:
         return Block(_substitute(self.tree, replace), f"{self.name} ({shown})", self.source)
 
     # --- the folds ----------------------------------------------------------------
-    def moments(self, config: VarianceConfig, x: Moments) -> dict[Node, Moments]:
+    def moments(self, config: BranchConfig, x: Moments) -> dict[Node, Moments]:
         """Every node's output moments when the input has ``x``, children first."""
         tree, out = self.expanded(config), {}
         for node in tree.walk():
@@ -114,11 +114,11 @@ class Block:
                 out[node] = node.moments([out[c] for c in node.children], config, x)
         return out
 
-    def forward(self, config: VarianceConfig, x: Moments) -> Moments:
+    def forward(self, config: BranchConfig, x: Moments) -> Moments:
         """The block output's moments: the forward map q_{k-1} -> q_k (and c)."""
         return self.moments(config, x)[self.expanded(config)]
 
-    def gain(self, config: VarianceConfig, x: Moments) -> sympy.Expr:
+    def gain(self, config: BranchConfig, x: Moments) -> sympy.Expr:
         """d_{k-1}/d_k: the sum over the block's paths from output to input of the
         product of each primitive's gain (gradient independence)."""
         tree = self.expanded(config)
@@ -136,7 +136,7 @@ class Block:
 
         return through(tree)
 
-    def last_weight(self, config: VarianceConfig) -> Weight | None:
+    def last_weight(self, config: BranchConfig) -> Weight | None:
         """The weight matrix nearest the block's output (the branch's last layer)."""
         level = [self.expanded(config)]
         while level:
@@ -146,7 +146,7 @@ class Block:
             level = [child for node in level for child in node.children]
         return None
 
-    def gain_to(self, config: VarianceConfig, x: Moments, target: Node) -> sympy.Expr:
+    def gain_to(self, config: BranchConfig, x: Moments, target: Node) -> sympy.Expr:
         """E[g^2] at ``target``'s output over E[g^2] at the block's output: the sum over
         the paths from the output down to ``target`` of the product of the gains."""
         tree = self.expanded(config)
@@ -169,7 +169,7 @@ class Block:
 _EXPANDED: dict[tuple[str, object], Node] = {}
 
 
-def _expanded(tree: Node, config: VarianceConfig) -> Node:
+def _expanded(tree: Node, config: BranchConfig) -> Node:
     key = (tree.text(), (config.branch, config.mlp_ratio, config.dropout, config.activation))
     if key not in _EXPANDED:
         _EXPANDED[key] = tree.expand(config)

@@ -34,7 +34,7 @@ from derive.errors import DeriveError
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from derive.blocks.config import VarianceConfig
+    from derive.blocks.branch import BranchConfig
 
 
 class FactorNames(Protocol):
@@ -117,7 +117,7 @@ class Node:
             return frozenset()
         return frozenset.intersection(*(c.odd_in() for c in self.children))
 
-    def expand(self, config: VarianceConfig) -> Node:
+    def expand(self, config: BranchConfig) -> Node:
         """The node with every configured branch ``F`` replaced by its primitives."""
         return self.rebuild(tuple(c.expand(config) for c in self.children))
 
@@ -137,11 +137,11 @@ class Node:
         raise NotImplementedError
 
     # --- rules ------------------------------------------------------------------
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         """The output's moments given the inputs' (``x``: the block input's)."""
         raise NotImplementedError
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         """E[(J_i^T g)^2] / E[g^2] for the Jacobian J_i to each input."""
         raise NotImplementedError
@@ -152,11 +152,11 @@ class Node:
         raise DeriveError(f"the path sum cannot differentiate {self.text()}: "
                           f"{type(self).__name__} has no Jacobian rule")
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         """Why the moment rule holds, in one sentence (inline LaTeX)."""
         raise NotImplementedError
 
-    def backward_reason(self, config: VarianceConfig) -> str:
+    def backward_reason(self, config: BranchConfig) -> str:
         """Why the gain rule holds, in one sentence (inline LaTeX)."""
         return self.reason(config)
 
@@ -190,17 +190,17 @@ class Input(Node):
     def display(self, arg: sympy.Expr) -> sympy.Expr:
         return arg
 
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         return x
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return ()
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return sympy.Integer(1)  # the identity I
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         return "the block's input"
 
     def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
@@ -255,17 +255,17 @@ class Scale(Node):
         """The factor at initialization: ``std(x)`` is sqrt of the input's second moment."""
         return self.factor.xreplace({STD_X: sympy.sqrt(x.q)})
 
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         return inputs[0].scaled(self.value(x) ** 2)
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (self.value(x) ** 2,)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.scalar(self.factor) * inputs[0]
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         why = "a constant factor $a$ scales the second moment by $a^2$"
         if self.factor.has(STD_X):
             why += (", with $\\operatorname{std}(x) = \\sqrt{q_{k-1}}$ the expected "
@@ -273,7 +273,7 @@ class Scale(Node):
                     "network, not a batch statistic)")
         return why
 
-    def backward_reason(self, config: VarianceConfig) -> str:
+    def backward_reason(self, config: BranchConfig) -> str:
         return "a constant factor $a$ scales the gradient by $a$, its second moment by $a^2$"
 
     def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
@@ -336,23 +336,23 @@ with a weight matrix the other does not contain (such as x + F(x))
     def display(self, arg: sympy.Expr) -> sympy.Expr:
         return sympy.Add(*(t.display(arg) for t in self.terms), evaluate=False)
 
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         q = sympy.Add(*(m.q for m in inputs))
         tracked = all(m.c is not None for m in inputs)
         return Moments(q, sympy.Add(*(m.c for m in inputs)) if tracked else None)
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return tuple(sympy.Integer(1) for _ in inputs)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return sympy.Add(*inputs)
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         return ("second moments add: the cross terms vanish, since one term of each pair "
                 "changes sign with a zero-mean weight matrix the other does not contain")
 
-    def backward_reason(self, config: VarianceConfig) -> str:
+    def backward_reason(self, config: BranchConfig) -> str:
         return ("the gradient reaches every term unchanged; their contributions add, since "
                 "the cross terms vanish by the same symmetry (gradient independence)")
 

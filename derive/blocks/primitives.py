@@ -28,7 +28,7 @@ from derive.gaussian.mean import gaussian_mean
 from derive.gaussian.moments import gaussian_moment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.blocks.config import VarianceConfig
+    from derive.blocks.branch import BranchConfig
 
 n = sympy.Symbol("n", positive=True)
 #: Activations that are odd functions, so that phi(W h) changes sign with W.
@@ -98,29 +98,29 @@ class Weight(Node):
     def display(self, arg: sympy.Expr) -> sympy.Expr:
         return _show("W_0" if self.zero else "W", self.child.display(arg))
 
-    def variance(self, config: VarianceConfig) -> sympy.Expr:
+    def variance(self, config: BranchConfig) -> sympy.Expr:
         """The entries' variance: zero, or the initialization's at these fans."""
         if self.zero:
             return sympy.Integer(0)
         return config.weight_variance(self.fan_in * n, self.fan_out * n)
 
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         return inputs[0].scaled(sympy.cancel(self.fan_in * n * self.variance(config)))
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (sympy.cancel(self.fan_out * n * self.variance(config)),)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "W") * inputs[0]  # the matrix itself, spelled out
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         if self.zero:
             return "the matrix is initialized to zero, so its output is zero"
         return ("each output unit sums fan-in independent products of a zero-mean weight "
                 "and an input: fan-in times $\\sigma_w^2$ times the input's second moment")
 
-    def backward_reason(self, config: VarianceConfig) -> str:
+    def backward_reason(self, config: BranchConfig) -> str:
         if self.zero:
             return "the matrix is zero, so no gradient passes through it"
         return "$W^T g$ sums fan-out products: fan-out times $\\sigma_w^2$ times $E[g^2]$"
@@ -141,8 +141,8 @@ class Branch(Node):
     zero-initialized (Fixup). Expands into its primitives before any rule is used.
 
     >>> from derive.blocks.nodes import Input
-    >>> from derive.blocks.config import VarianceConfig
-    >>> Branch(0, Input()).expand(VarianceConfig(branch="mlp")).text()
+    >>> from derive.blocks.branch import BranchConfig
+    >>> Branch(0, Input()).expand(BranchConfig(branch="mlp")).text()
     'W(relu(W(x)))'
     """
 
@@ -172,7 +172,7 @@ class Branch(Node):
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "J") * inputs[0]  # J_k, the branch's Jacobian at its input
 
-    def expand(self, config: VarianceConfig) -> Node:
+    def expand(self, config: BranchConfig) -> Node:
         inner = self.child.expand(config)
         if config.branch == "mlp":
             r = config.mlp_ratio
@@ -209,7 +209,7 @@ class Activation(Node):
     def rebuild(self, children: tuple[Node, ...]) -> Node:
         return Activation(children[0], self.name)
 
-    def expand(self, config: VarianceConfig) -> Node:
+    def expand(self, config: BranchConfig) -> Node:
         return Activation(self.child.expand(config), self.name or config.activation)
 
     def odd_in(self) -> frozenset[tuple]:
@@ -223,7 +223,7 @@ class Activation(Node):
 
         return Shown(sympy.Symbol(self.name or "phi"), self.child.display(arg))
 
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         name, (m,) = self.name or config.activation, inputs
         q = gaussian_moment(name, m.q, negative_slope=config.negative_slope)
         if m.c is None:
@@ -237,7 +237,7 @@ class Activation(Node):
             name, m.q, negative_slope=config.negative_slope) ** 2
         return Moments(q, c)
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         name = self.name or config.activation
         return (gaussian_moment(name, inputs[0].q, derivative=True,
@@ -246,12 +246,12 @@ class Activation(Node):
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "D") * inputs[0]  # D_k, the diagonal of phi'
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         return ("a Gaussian moment: the input is $z \\sim N(0, s)$ per unit, so "
                 "$E[\\phi(z)^2]$ (for two independent inputs of a batch, "
                 "$E[\\phi(z)]^2$)")
 
-    def backward_reason(self, config: VarianceConfig) -> str:
+    def backward_reason(self, config: BranchConfig) -> str:
         return ("the Jacobian is diagonal, $\\phi'(z)$: the gain is the Gaussian moment "
                 "$E[\\phi'(z)^2]$")
 
@@ -316,22 +316,22 @@ class LayerNorm(Node):
     def display(self, arg: sympy.Expr) -> sympy.Expr:
         return _show("LN", self.child.display(arg))
 
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         (m,), g2 = inputs, config.gamma**2
         return Moments(g2 + 0 * m.q, None if m.c is None else g2 * m.c / m.q)
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (config.gamma**2 / inputs[0].q,)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "L") * inputs[0]  # L_k, the LayerNorm Jacobian
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         return ("LayerNorm scales each sample's units to mean zero and second moment "
                 "$\\gamma^2$, whatever its input")
 
-    def backward_reason(self, config: VarianceConfig) -> str:
+    def backward_reason(self, config: BranchConfig) -> str:
         return ("the LayerNorm Jacobian is $(\\gamma/\\sigma)(I - \\mathbf{1}\\mathbf{1}^T/n "
                 "- \\hat{h}\\hat{h}^T/n)$ with $\\sigma^2 = s$: a projection that removes two "
                 "of $n$ directions, so the gain is $\\gamma^2/s$")
@@ -371,10 +371,10 @@ class BatchNorm(Node):
     def display(self, arg: sympy.Expr) -> sympy.Expr:
         return _show("BN", self.child.display(arg))
 
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         return Moments(config.gamma**2 + 0 * inputs[0].q, sympy.Integer(0))
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         (m,) = inputs
         assert m.c is not None
@@ -383,12 +383,12 @@ class BatchNorm(Node):
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "B") * inputs[0]  # B_k, the BatchNorm Jacobian
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         return ("BatchNorm removes each unit's batch mean and divides by its batch std: "
                 "second moment $\\gamma^2$, and two inputs of the batch no longer share a "
                 "mean ($c = 0$)")
 
-    def backward_reason(self, config: VarianceConfig) -> str:
+    def backward_reason(self, config: BranchConfig) -> str:
         return ("the gradient is divided by the unit's batch std; its batch variance is "
                 "$s - c$, the second moment less what two independent inputs share, so the "
                 "gain is $\\gamma^2/(s - c)$ (the batch-mean terms vanish for an infinite "
@@ -428,22 +428,22 @@ class Dropout(Node):
     def display(self, arg: sympy.Expr) -> sympy.Expr:
         return _show("Dropout", self.child.display(arg), self.p)
 
-    def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         m = inputs[0]
         return Moments(m.q / (1 - self.p), m.c)
 
-    def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (1 / (1 - self.p),)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "M") * inputs[0]  # M_k, the diagonal mask over 1-p
 
-    def reason(self, config: VarianceConfig) -> str:
+    def reason(self, config: BranchConfig) -> str:
         return ("inverted dropout keeps a unit with probability $1-p$ and scales it by "
                 "$1/(1-p)$: the second moment is divided by $1-p$")
 
-    def backward_reason(self, config: VarianceConfig) -> str:
+    def backward_reason(self, config: BranchConfig) -> str:
         return "the same mask scales the gradient: its second moment is divided by $1-p$"
 
     def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:

@@ -11,9 +11,8 @@ import click
 if TYPE_CHECKING:  # pragma: no cover
     from derive.simulation.networks import CheckRow
 
-from derive.commands.options import Integer, Real, symbol_settings
+from derive.commands.options import Integer, Real, parameter_options, symbol_settings
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.inputs.parameters import options
 
 EPILOG = """\b
 Examples:
@@ -91,7 +90,7 @@ def _number(value: float) -> float | None:
               help="Inputs per network.")
 @click.option("--seed", type=Integer(0), default=0, show_default=True, help="Seed of all draws.")
 @click.option("--q0", type=Real(), default=1.0, show_default=True, help="E[x^2] of the inputs.")
-@options(symbols=False)
+@parameter_options(symbols=False)
 @click.option("--tolerance", "-t", type=Real(), default=0.1, show_default=True,
               help="Largest relative error accepted at any block.")
 @click.option("--blocks", is_flag=True, help="Show every block, not only the final depth.")

@@ -10,11 +10,13 @@ with exit code 2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from derive.inputs import numbers
+from derive.inputs.parameters import PARAMETERS
 
 
 def symbol_settings(help: str = "A number for one of the block's symbols (repeatable), e.g. "
@@ -70,3 +72,21 @@ class Real(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> float:
         return numbers.real(value, option_name(param))
+
+
+def parameter_options(command: Callable[..., Any] | None = None, *, symbols: bool = True,
+                      defaults: bool = True) -> Any:
+    """Add every parameter of :data:`derive.inputs.parameters.PARAMETERS` to a click
+    command (``@parameter_options``), as exact numbers parsed by derive.inputs.numbers;
+    ``@parameter_options(symbols=False)`` refuses symbol names, and
+    ``@parameter_options(defaults=False)`` leaves an option not given as None (nothing is
+    parsed, so a command that may not need them starts without SymPy)."""
+    if command is None:
+        return lambda decorated: parameter_options(decorated, symbols=symbols, defaults=defaults)
+    for p in reversed(PARAMETERS):
+        shown = f" [default: {p.default}]" if p.default is not None and not defaults else ""
+        command = click.option(p.flag, p.name, type=Exact(symbols),
+                               default=p.default if defaults else None, metavar=p.metavar,
+                               show_default=defaults and p.default is not None,
+                               help=p.help + shown)(command)
+    return command

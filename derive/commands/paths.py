@@ -14,9 +14,8 @@ from typing import BinaryIO
 
 import click
 
-from derive.commands.options import Exact, Integer, symbol_settings
+from derive.commands.options import Exact, Integer, parameter_options, symbol_settings
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
-from derive.inputs.parameters import options
 from derive.pathsums.notation import NOTATIONS
 
 FORMATS = ("text", "latex", "markdown", "json")
@@ -225,7 +224,7 @@ Examples:
               show_default=True, help="For the gradient shares: phi.")
 @click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
               help="For the gradient shares: F is single W phi(h) or mlp W2 phi(W1 h).")
-@options(defaults=False)
+@parameter_options(defaults=False)
 @click.option("--q0", type=Exact(), default=None, metavar="Q0",
               help="E[x^2] (for the gradient shares). [default: 1]")
 @click.option("--span", default=None, metavar="LO..HI",

@@ -7,9 +7,8 @@ import re
 
 import click
 
-from derive.commands.options import Exact, Integer, symbol_settings
+from derive.commands.options import Exact, Integer, parameter_options, symbol_settings
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
-from derive.inputs.parameters import options
 
 EPILOG = """\b
 Examples:
@@ -203,7 +202,7 @@ def _epilog() -> str:
 @symbol_settings()
 @click.option("--branch", type=click.Choice(BRANCHES), default="single", show_default=True,
               help="F: single W phi(h); mlp W2 phi(W1 h).")
-@options
+@parameter_options
 @click.option("--q0", type=Exact(), default="1", show_default=True, metavar="Q0",
               help="E[x^2]: a number or a symbol name.")
 @click.option("--depth", type=Integer(0), default=10, show_default=True, metavar="K",
@@ -231,8 +230,8 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
     """
     import json
 
-    from derive.blocks.config import check_depth, exact
     from derive.blocks.presets import PRESETS
+    from derive.inputs.numbers import check_depth, exact
     from derive.inputs.parameters import checked, symbol_values
     from derive.recursions.analysis import compare as compare_rows
     from derive.recursions.analysis import variance as analyse

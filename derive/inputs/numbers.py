@@ -94,6 +94,20 @@ def integer(value: object, name: str, *, minimum: int = 0, maximum: int | None =
     return number
 
 
+def check_depth(depth: object, *, minimum: int = 1, name: str = "depth",
+                maximum: int | None = MAX_DEPTH) -> int:
+    """Return ``depth`` as an int in ``minimum..maximum``, or raise DeriveError naming it.
+
+    >>> check_depth(4)
+    4
+    >>> check_depth(0)
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: depth must be an integer >= 1 and <= 10^18, got 0
+    """
+    return integer(depth, name, minimum=minimum, maximum=maximum, text=False)
+
+
 def _allowed(name: str, symbol: bool) -> str:
     kinds = "a finite number (like 2, 0.1, 1e-3 or 1/3) of at most 300 digits"
     return f"{name} must be {kinds}{', or a symbol name' if symbol else ''}"

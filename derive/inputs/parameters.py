@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError
 
@@ -77,27 +77,6 @@ def checked(name: str, value: object) -> sympy.Expr:
     result = exact(value, name)
     BY_NAME[name].rule(name, result)
     return result
-
-
-def options(command: Callable[..., Any] | None = None, *, symbols: bool = True,
-            defaults: bool = True) -> Any:
-    """Add every parameter of the table to a click command (``@options``), as exact numbers
-    parsed by derive.inputs.numbers; ``@options(symbols=False)`` refuses symbol names, and
-    ``@options(defaults=False)`` leaves an option not given as None (nothing is parsed, so
-    a command that may not need them starts without SymPy)."""
-    import click
-
-    from derive.commands.options import Exact
-
-    if command is None:
-        return lambda decorated: options(decorated, symbols=symbols, defaults=defaults)
-    for p in reversed(PARAMETERS):
-        shown = f" [default: {p.default}]" if p.default is not None and not defaults else ""
-        command = click.option(p.flag, p.name, type=Exact(symbols),
-                               default=p.default if defaults else None, metavar=p.metavar,
-                               show_default=defaults and p.default is not None,
-                               help=p.help + shown)(command)
-    return command
 
 
 def symbol_values(pairs: tuple[str, ...]) -> dict[str, sympy.Expr]:

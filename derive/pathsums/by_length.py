@@ -34,11 +34,13 @@ import numpy as np
 import sympy
 
 from derive.blocks.block import Block
-from derive.blocks.config import K, VarianceConfig, exact, q, q0
+from derive.blocks.branch import BranchConfig
 from derive.blocks.nodes import Input, Moments, Node
 from derive.blocks.primitives import Branch
 from derive.derivation.printing import text
+from derive.derivation.symbols import K, q, q0
 from derive.errors import DeriveError
+from derive.inputs.numbers import exact
 from derive.pathsums.block_paths import BlockPathSum, block_terms
 from derive.pathsums.limits import check_path_args
 from derive.recursions.analysis import VarianceAnalysis, variance
@@ -55,13 +57,14 @@ t = sympy.Symbol("t")
 k = sympy.Symbol("k", integer=True, positive=True)
 
 
-def term_gains(spec: Block, config: VarianceConfig, x: Moments) -> list[sympy.Expr]:
+def term_gains(spec: Block, config: BranchConfig, x: Moments) -> list[sympy.Expr]:
     """The backward gain of each term of :func:`block_terms`, in its order: the product
     of the primitives' gains along the term's way through the (expanded) tree.
 
     >>> from derive.recursions.block_maps import Q_PREV
     >>> from derive.blocks.block import block
-    >>> term_gains(block("pre"), VarianceConfig(init="he"), Moments(Q_PREV))
+    >>> from derive.blocks.branch import BranchConfig
+    >>> term_gains(block("pre"), BranchConfig(init="he"), Moments(Q_PREV))
     [1, 1/x]
     """
     expanded = spec.expanded(config)

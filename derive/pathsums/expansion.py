@@ -273,14 +273,14 @@ class PathSum:
     def expr(self) -> sympy.Expr:
         """The expanded sum: an Add of non-commutative products of J_k (and 1).
 
-        >>> from derive.blocks.config import jacobian
+        >>> from derive.derivation.symbols import jacobian
         >>> J2, J3 = jacobian(2), jacobian(3)
         >>> PathSum(3).expr == 1 + J2 + J3 + J3 * J2, PathSum(3).expr == 1 + J2 + J3 + J2 * J3
         (True, False)
         """
         import sympy
 
-        from derive.blocks.config import jacobian
+        from derive.derivation.symbols import jacobian
 
         symbols = {b: jacobian(b) for b in self.blocks}
         return sympy.Add(*(sympy.Mul(*(symbols[b] for b in t)) for t in self))
@@ -291,7 +291,7 @@ class PathSum:
 
         >>> import sympy
         >>> s = PathSum(3)
-        >>> from derive.blocks.config import jacobian
+        >>> from derive.derivation.symbols import jacobian
         >>> s.factored.args == (1 + jacobian(3), 1 + jacobian(2))
         True
         >>> sympy.expand(s.factored) == s.expr
@@ -299,7 +299,7 @@ class PathSum:
         """
         import sympy
 
-        from derive.blocks.config import jacobian
+        from derive.derivation.symbols import jacobian
 
         return sympy.Mul(*(1 + jacobian(b) for b in self.blocks), evaluate=False)
 

@@ -2,8 +2,8 @@
 d_{k-1}/d_k and, where BatchNorm needs it, the map of c_k, the covariance per unit of
 two independent inputs of a batch.
 
->>> from derive.blocks.config import VarianceConfig
->>> block_maps(VarianceConfig(init="he", norm="pre"))
+>>> from derive.blocks.config import variance_config
+>>> block_maps(variance_config(init="he", norm="pre"))
 (x + 1, 1 + 1/x, None)
 """
 
@@ -28,7 +28,8 @@ def block_input(config: VarianceConfig) -> Moments:
     c_{k-1}, as placeholders; c_0 = 0 (independent inputs), and a block that maps
     c = 0 to c = 0 keeps it zero at every depth.
 
-    >>> block_input(VarianceConfig(norm="bn-first"))
+    >>> from derive.blocks.config import variance_config
+    >>> block_input(variance_config(norm="bn-first"))
     Moments(q=x, c=c)
     """
     block = config.block

@@ -24,7 +24,7 @@ from functools import cache, lru_cache
 
 import sympy
 
-from derive.blocks.config import K, k, q0
+from derive.derivation.symbols import K, k, q0
 from derive.errors import DeriveError
 
 #: Significant digits of numeric values: iterations without a closed form run in

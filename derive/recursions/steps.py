@@ -1,28 +1,29 @@
 """The written derivation of a variance recursion: assumptions, steps, result.
 
-:func:`build_derivation` turns a :class:`derive.recursions.analysis.Recursion` into a
-:class:`derive.derivation.value.Derivation`: the block equation, the second moment
-of the sum, the vanishing cross term, the branch moment, the Gaussian moment,
-the recurrence, its solution, and the check that the solution satisfies the
-recurrence (computed here, by substitution and simplification).
+:func:`derivation` assembles a :class:`derive.derivation.value.Derivation` from a
+configuration and what a recursion says for itself (:class:`Written`: its title, its
+steps, how it is solved, and its check): the block equation, one step per primitive
+(its moment forward, its gain backward, with the reason), the recurrence, its
+solution, and the check that the solution satisfies the recurrence (computed by
+substitution and simplification, :func:`check`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import sympy
 
-from derive.blocks.config import K, d, k, q, q0
+from derive.blocks.config import VarianceConfig
+from derive.derivation.symbols import d, k, q
 from derive.derivation.value import Derivation, Step
 from derive.gaussian.moments import Expectation
 from derive.recursions.closed_forms import mask
 
-if TYPE_CHECKING:  # pragma: no cover
-    from derive.recursions.analysis import Recursion
-
 h = sympy.Function("h")
+
 
 class Gain(sympy.Function):
     """A printable backward gain G[v] = E[(J_v^T g)^2] / E[g^2] of a node v."""
@@ -63,119 +64,122 @@ def _substituted(expr: sympy.Expr) -> sympy.Expr:
     return expr.xreplace({Q_PREV: q(k - 1), C_PREV: c_seq(k - 1)})
 
 
-def _node_steps(recursion: Recursion, backward: bool) -> list[Step]:
-    """One step per primitive of the block: its moment (or gain) and why."""
+def node_steps(config: VarianceConfig, backward: bool) -> list[Step]:
+    """One step per primitive of the block: its moment (or gain) and why.
+
+    >>> from derive.blocks.config import variance_config
+    >>> [s.rhs for s in node_steps(variance_config(init="he"), backward=False)]
+    [q(k - 1)/2, q(k - 1), 2*q(k - 1)]
+    """
     from derive.blocks.nodes import Input, Sum
     from derive.recursions.block_maps import block_input
 
-    c = recursion.config
-    block = c.block
-    x = block_input(c)
-    moments = block.moments(c, x)
+    block = config.block
+    x = block_input(config)
+    moments = block.moments(config, x)
     steps, seen = [], set()
-    for node in block.expanded(c).walk():
+    for node in block.expanded(config).walk():
         if isinstance(node, Input) or node in seen or (backward and isinstance(node, Sum)):
             continue
         seen.add(node)
         shown = node.display(h(k - 1))
         inputs = [moments[child] for child in node.children]
         if backward:
-            gains = node.gains(inputs, c, x)
+            gains = node.gains(inputs, config, x)
             rhs = gains[0] if len(gains) == 1 else sympy.Tuple(*gains)
-            steps.append(Step(Gain(shown), _substituted(rhs), node.backward_reason(c)))
+            steps.append(Step(Gain(shown), _substituted(rhs), node.backward_reason(config)))
         else:
             out = moments[node]
-            steps.append(Step(Expectation(shown**2), _substituted(out.q), node.reason(c)))
+            steps.append(Step(Expectation(shown**2), _substituted(out.q), node.reason(config)))
     return steps
 
 
-def _block(recursion: Recursion) -> Step:
-    c = recursion.config
-    name = c.block.name
-    where = f"the block {c.block.text}" if name == c.block.text else (
-        f"the block {name}: {c.block.text}" + (f" ({c.block.source})" if c.block.source else ""))
-    branch = "$W \\phi(h)$" if c.branch == "single" else "$W_2 \\phi(W_1 h)$"
-    return Step(h(k), c.block.display(h(k - 1)), f"{where}; its branch $F$ is {branch}")
+def block_step(config: VarianceConfig) -> Step:
+    """The block's equation h_k = B(h_{k-1}), named with its source and its branch."""
+    name = config.block.name
+    text = config.block.text
+    source = config.block.source
+    where = f"the block {text}" if name == text else (
+        f"the block {name}: {text}" + (f" ({source})" if source else ""))
+    branch = "$W \\phi(h)$" if config.branch == "single" else "$W_2 \\phi(W_1 h)$"
+    return Step(h(k), config.block.display(h(k - 1)), f"{where}; its branch $F$ is {branch}")
 
 
-def _forward_steps(recursion: Recursion) -> list[Step]:
-    return [_block(recursion), *_node_steps(recursion, backward=False)]
+def forward_steps(config: VarianceConfig) -> list[Step]:
+    """The block, then each primitive's second moment."""
+    return [block_step(config), *node_steps(config, backward=False)]
 
 
-def _backward_steps(recursion: Recursion) -> list[Step]:
-    steps = [_block(recursion), *_node_steps(recursion, backward=True)]
+def backward_steps(config: VarianceConfig) -> list[Step]:
+    """The block, each primitive's gain, then the block's gain G_k."""
+    steps = [block_step(config), *node_steps(config, backward=True)]
     steps.append(Step(d(k - 1), d(k) * sympy.Symbol("G_k"),
                       "the block's gain $G_k$ sums, over its paths from output to input, the "
                       "product of the gains along the path"))
     return steps
 
 
-def _check(recursion: Recursion) -> Step | None:
-    """Substitute the closed form back into the recurrence: the residual simplifies to 0."""
-    from derive.recursions.block_maps import C_PREV, Q_PREV
+def general(solution: sympy.Expr) -> tuple[sympy.Expr, int]:
+    """A closed form's general branch and the first block it holds from: a Piecewise
+    that treats K = 0 apart holds its last branch from k = 2 on.
 
-    closed = recursion.closed_form
-    if closed is None:
-        return None
-    sol = closed.rhs
-    first = 1
-    if isinstance(sol, sympy.Piecewise):
-        sol, first = sol.args[-1].expr, 2
-    if recursion.direction == "forward":
-        prev = sol.xreplace({K: k - 1}) if first == 1 else recursion.config.gamma**2
-        lhs = sympy.Add(sol.xreplace({K: k}), -recursion.step.xreplace({Q_PREV: prev}),
-                        evaluate=False)
-        what = "$q_k - f(q_{k-1})$ with the solution substituted"
-    else:
-        forward = recursion.forward_part.closed_form
-        q_prev = q0 if forward is None else forward.rhs
-        if isinstance(q_prev, sympy.Piecewise):
-            q_prev = q_prev.args[-1].expr
-        cross = recursion.cross_part.closed_form if recursion.cross_part is not None else None
-        c_prev = {} if cross is None else {C_PREV: cross.rhs.xreplace({K: k - 1})}
-        factor = recursion.step.xreplace({Q_PREV: q_prev.xreplace({K: k - 1}), **c_prev})
-        ratio = sol.xreplace({K: k}) / sol.xreplace({K: k - 1})
-        lhs = sympy.Add(ratio, -factor, evaluate=False)
-        what = "$(d_0/d_k)/(d_0/d_{k-1})$ minus the factor of block $k$"
+    >>> from derive.derivation.symbols import K
+    >>> general(sympy.Piecewise((1, sympy.Eq(K, 0)), (K + 1, True)))
+    (K + 1, 2)
+    """
+    if isinstance(solution, sympy.Piecewise):
+        return solution.args[-1].expr, 2
+    return solution, 1
+
+
+def check(lhs: sympy.Expr, what: str, first: int) -> Step:
+    """The step that checks a closed form: ``lhs`` (a residual written out) simplifies to
+    zero, for every block from ``first`` on."""
     masked, back = mask(lhs.doit())
     residual = sympy.simplify(sympy.gammasimp(sympy.expand_func(masked))).xreplace(back)
     where = "for $k \\ge 1$" if first == 1 else "for $k \\ge 2$"
     return Step(lhs, residual, f"check: {what} simplifies to zero {where}")
 
 
-def build_derivation(recursion: Recursion) -> Derivation:
-    """The Derivation of one recursion (forward or backward), in the project's notation.
+@dataclass(frozen=True)
+class Written:
+    """What a recursion says for itself in its derivation."""
 
-    >>> from derive.recursions.analysis import variance
-    >>> der = variance("he", "relu").forward.derivation
+    title: str
+    steps: Sequence[Step]
+    #: How the closed form is found, after "solution: ".
+    how: str
+    #: The check of the closed form against the recurrence (None without one).
+    check: Callable[[], Step | None]
+
+
+def derivation(config: VarianceConfig, direction: str, parts: Written, recurrence: sympy.Eq,
+               closed: sympy.Eq | None, growth: str, reason: str | None) -> Derivation:
+    """The Derivation of one recursion, in the project's notation.
+
+    >>> import derive
+    >>> der = derive.variance("he", "relu", "pre").backward.derivation
     >>> der.key, der.result.text()
-    ('variance/he/relu/none/single/forward', 'q_K = 2ᴷ·q₀')
+    ('variance/he/relu/pre/single/backward', 'd₀/d_K = (K + q₀)/q₀')
     """
-    c = recursion.config
-    if recursion.direction == "forward":
-        steps = _forward_steps(recursion)
-        title = f"Forward second moment $q_k$ through depth: {c.label}"
-    else:
-        steps = _backward_steps(recursion)
-        title = f"Backward gradient second moment $d_k$ through depth: {c.label}"
-    rec = recursion.recurrence
-    steps.append(Step(rec.lhs, rec.rhs, "the recurrence"))
-    notes = [f"Growth with depth: {recursion.growth}."]
-    closed = recursion.closed_form
+    steps = [*parts.steps, Step(recurrence.lhs, recurrence.rhs, "the recurrence")]
+    notes = [f"Growth with depth: {growth}."]
     if closed is not None:
-        how = ("unroll $q_k = a q_{k-1} + b$ down to $q_0$: "
-               "$q_K = a^K q_0 + b (1 + a + \\dots + a^{K-1})$, a geometric sum"
-               if recursion.direction == "forward"
-               else "multiply the factors of blocks $k = 1, \\dots, K$; products of "
-                    "shifted factors are ratios of factorials (Gamma functions), simplified")
-        result = Step(closed.lhs, closed.rhs, f"solution: {how}")
+        result = Step(closed.lhs, closed.rhs, f"solution: {parts.how}")
         steps.append(result)
-        check = _check(recursion)
-        if check is not None:
-            steps.append(check)
+        checked = parts.check()
+        if checked is not None:
+            steps.append(checked)
     else:
-        result = Step(rec.lhs, rec.rhs, "no closed form: the recurrence is iterated")
-        notes.append(f"No closed form: {recursion.reason}.")
+        result = Step(recurrence.lhs, recurrence.rhs, "no closed form: the recurrence is iterated")
+        notes.append(f"No closed form: {reason}.")
+    return Derivation(parts.title, _key(config, direction), ASSUMPTIONS, tuple(steps), result,
+                      tuple(notes))
+
+
+def _key(config: VarianceConfig, direction: str) -> str:
+    """The derivation's stable key: the configuration, its non-default values, direction."""
+    c = config
     extras = []
     for name, value, default in (("mlp_ratio", c.mlp_ratio, 1), ("dropout", c.dropout, 0),
                                  ("gamma", c.gamma, 1), ("sigma_w2", c.sigma_w2, None)):
@@ -185,5 +189,4 @@ def build_derivation(recursion: Recursion) -> Derivation:
         extras.append(f"negative_slope={c.negative_slope}".replace("/", "_"))
     block = re.sub(r"[^A-Za-z0-9_=.-]+", "_", c.block.name).strip("_")
     label = "/".join((c.init, c.activation, block, c.branch))
-    key = "/".join(["variance", label, *extras, recursion.direction])
-    return Derivation(title, key, ASSUMPTIONS, tuple(steps), result, tuple(notes))
+    return "/".join(["variance", label, *extras, direction])

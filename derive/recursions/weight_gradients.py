@@ -24,18 +24,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import sympy
 
-from derive.blocks.config import K, d, k, q
+from derive.blocks.config import VarianceConfig
+from derive.derivation.symbols import K, d, k, q
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.recursions import closed_forms
 from derive.recursions.block_maps import C_PREV, Q_PREV, block_input
-
-if TYPE_CHECKING:  # pragma: no cover
-    from derive.recursions.analysis import VarianceAnalysis
+from derive.recursions.recursion import BackwardRecursion, CrossRecursion, ForwardRecursion
 
 #: w_k, the second moment per entry of dL/dW of block k's last weight matrix.
 w = sympy.Function("w")
@@ -43,15 +41,19 @@ w = sympy.Function("w")
 
 @dataclass(frozen=True, eq=False)
 class WeightGradients:
-    """E[(dL/dW)^2] per entry of each block's last weight matrix (see the module)."""
+    """E[(dL/dW)^2] per entry of each block's last weight matrix (see the module), from
+    the recursions of one configuration."""
 
-    analysis: VarianceAnalysis
+    config: VarianceConfig
+    forward: ForwardRecursion
+    backward: BackwardRecursion
+    cross: CrossRecursion | None = None
     final_norm: bool = False
 
     @cached_property
     def _parts(self) -> tuple[sympy.Expr, sympy.Expr, str]:
         """(P_k, A_k) in the placeholders q_{k-1}, c_{k-1}, and the matrix's name."""
-        config = self.analysis.config
+        config = self.config
         block = config.block
         target = block.last_weight(config)
         if target is None:
@@ -65,9 +67,9 @@ class WeightGradients:
         """d_K: 1, or gamma^2 / q_K behind a final LayerNorm (in the depth K)."""
         if not self.final_norm:
             return sympy.Integer(1)
-        forward = self.analysis.forward.closed_form
+        forward = self.forward.closed_form
         q_k = q(K) if forward is None else _general(forward.rhs)
-        return self.analysis.config.gamma**2 / q_k
+        return self.config.gamma**2 / q_k
 
     @property
     def factor(self) -> sympy.Expr:
@@ -79,15 +81,14 @@ class WeightGradients:
     def closed_form(self) -> sympy.Eq | None:
         """w(k) = ... in k and the depth K, where q_k and d_0/d_k have closed forms (for
         k >= 2 where post-normalization makes q_0 special)."""
-        a = self.analysis
-        forward, backward = a.forward.closed_form, a.backward.closed_form
-        if forward is None or backward is None or (a.cross is not None
-                                                   and a.cross.closed_form is None):
+        forward, backward = self.forward.closed_form, self.backward.closed_form
+        cross = None if self.cross is None else self.cross.closed_form
+        if forward is None or backward is None or (self.cross is not None and cross is None):
             return None
         ratio = _general(backward.rhs)
         at = {Q_PREV: _general(forward.rhs).xreplace({K: k - 1})}
-        if a.cross is not None:
-            at[C_PREV] = _general(a.cross.closed_form.rhs).xreplace({K: k - 1})
+        if cross is not None:
+            at[C_PREV] = _general(cross.rhs).xreplace({K: k - 1})
         body = self.final * ratio / ratio.xreplace({K: k}) * self.factor.xreplace(at)
         masked, back = closed_forms.mask(body)
         return sympy.Eq(w(k), closed_forms.tidy(masked).xreplace(back), evaluate=False)
@@ -114,11 +115,10 @@ class WeightGradients:
         >>> derive.variance("he", "relu", "post").weights.profile(3)
         [1/4, 1/4, 1/4]
         """
-        a = self.analysis
-        qs = a.forward.profile(depth, q0)
-        ratios = a.backward.profile(depth, q0)  # d_k / d_K
-        cs = a.cross.profile(depth, q0) if a.cross is not None else [0] * (depth + 1)
-        final = (a.config.gamma**2 / qs[-1]) if self.final_norm else sympy.Integer(1)
+        qs = self.forward.profile(depth, q0)
+        ratios = self.backward.profile(depth, q0)  # d_k / d_K
+        cs = self.cross.profile(depth, q0) if self.cross is not None else [0] * (depth + 1)
+        final = (self.config.gamma**2 / qs[-1]) if self.final_norm else sympy.Integer(1)
         out = []
         for j in range(1, depth + 1):
             part = self.factor.xreplace({Q_PREV: qs[j - 1], C_PREV: cs[j - 1]})
@@ -169,7 +169,7 @@ class WeightGradients:
             if self.last is not None:
                 steps.append(Step(self.last.lhs, self.last.rhs,
                                   f"the last block, $k = K$: {self.growth}"))
-        c = self.analysis.config
+        c = self.config
         title = (f"Weight gradients $E[(\\partial L/\\partial W)^2]$ per block: {c.label}"
                  + (", final LayerNorm" if self.final_norm else ""))
         key = f"weights/{c.init}/{c.activation}/{c.branch}"

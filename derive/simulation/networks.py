@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy
 
-from derive.blocks.config import VarianceConfig, check_depth, exact
-from derive.blocks.config import n as _n
+from derive.blocks.config import VarianceConfig, variance_config
 from derive.blocks.nodes import STD_X, Input, Node
 from derive.blocks.primitives import LayerNorm, Weight
+from derive.derivation.symbols import n as _n
 from derive.errors import DeriveError
-from derive.inputs.numbers import real, shown
+from derive.inputs.numbers import check_depth, exact, real, shown
 from derive.simulation.resources import check_simulation_memory
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,9 +96,9 @@ def numeric(config: VarianceConfig, width: int) -> VarianceConfig:
     """``config`` checked for simulation at ``width``: every value a number, every
     hidden width whole; or a DeriveError naming the value.
 
-    >>> numeric(VarianceConfig(init="he", branch="mlp", mlp_ratio=2), 64).label
+    >>> numeric(variance_config(init="he", branch="mlp", mlp_ratio=2), 64).label
     'he/relu/none/mlp'
-    >>> numeric(VarianceConfig(gamma="gamma"), 64)
+    >>> numeric(variance_config(gamma="gamma"), 64)
     Traceback (most recent call last):
     ...
     derive.errors.DeriveError: gamma must be a number to simulate a network, got gamma
@@ -123,7 +123,7 @@ def batching(config: VarianceConfig, seeds: int, batch: int) -> tuple[int, int]:
     """(networks, inputs per network) for ``config``: as given, except that a block with
     BatchNorm runs the same number of inputs in at most BN_NETWORKS networks.
 
-    >>> batching(VarianceConfig(norm="bn-first"), 32, 16), batching(VarianceConfig(), 32, 16)
+    >>> batching(variance_config(norm="bn-first"), 32, 16), batching(variance_config(), 32, 16)
     ((4, 128), (32, 16))
     """
     if not config.block.has_batchnorm or seeds <= BN_NETWORKS:
@@ -218,7 +218,7 @@ def skeleton(node: Node) -> tuple:
     one skeleton share every product (their activations, scalars and norms may differ).
 
     >>> from derive.blocks.block import block
-    >>> he, tanh = VarianceConfig(init="he"), VarianceConfig(activation="tanh")
+    >>> he, tanh = variance_config(init="he"), variance_config(activation="tanh")
     >>> skeleton(block("pre").expanded(he)) == skeleton(block("pre").expanded(tanh))
     True
     """
@@ -348,7 +348,7 @@ def propagate(config: VarianceConfig, draws: Draws, q0: float = 1.0,
     """Activations h_0..h_K and gradients dL/dh_0..dL/dh_K of ``L = <g, h_K>``, for
     inputs ``sqrt(q0)`` times the draws' normals (or ``inputs``).
 
-    >>> hs, grads = propagate(VarianceConfig(init="he"), Draws(3, 8, 2, count=2))
+    >>> hs, grads = propagate(variance_config(init="he"), Draws(3, 8, 2, count=2))
     >>> len(hs), hs[0].shape, bool((grads[-1] == Draws(3, 8, 2, count=2).upstream()).all())
     (4, (2, 2, 8), True)
     """
@@ -366,7 +366,7 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     mean (dL/dh_K)^2, k = 0..K; means over units, inputs and ``seeds`` networks,
     drawn CHUNK at a time (``progress(1)`` after each chunk).
 
-    >>> [(f, b)] = measure([VarianceConfig(init="he")], depth=2, width=128, seeds=2, batch=16)
+    >>> [(f, b)] = measure([variance_config(init="he")], depth=2, width=128, seeds=2, batch=16)
     >>> [round(v) for v in f], [round(v) for v in b]
     ([1, 2, 4], [4, 2, 1])
     """
@@ -412,7 +412,7 @@ def measure_weights(config: VarianceConfig, *, depth: int, width: int, seeds: in
     input (mean over networks and inputs of mean(g^2) mean(a^2)); ``final_norm``: a final
     LayerNorm after the last block.
 
-    >>> w = measure_weights(VarianceConfig(init="he", norm="post"), depth=2, width=256,
+    >>> w = measure_weights(variance_config(init="he", norm="post"), depth=2, width=256,
     ...                     seeds=2, batch=16)
     >>> [round(float(v), 1) for v in w]
     [0.2, 0.2]
@@ -448,7 +448,7 @@ def measure_lengths(config: VarianceConfig, *, depth: int, width: int, seeds: in
     ...: the backward pass keeps one gradient per length (each branch F moves its
     gradient one length up), and the share is the mean of its square over the sum.
 
-    >>> s = measure_lengths(VarianceConfig(init="he"), depth=2, width=512, seeds=4, batch=64)
+    >>> s = measure_lengths(variance_config(init="he"), depth=2, width=512, seeds=4, batch=64)
     >>> [round(float(v), 2) for v in s]  # binomial(2, 1/2): 1/4, 1/2, 1/4
     [0.25, 0.5, 0.25]
     """
@@ -486,8 +486,9 @@ def simulate(
     derive.errors.DeriveError: gamma must be a number to simulate a network, got gamma
     """
     chosen = checkable(norm if block is None else block, values)
-    config = VarianceConfig(init, activation, norm, branch, mlp_ratio, dropout, gamma, sigma_w2,
-                            negative_slope, block=chosen)
+    config = variance_config(init, activation, norm, branch, mlp_ratio=mlp_ratio,
+                             dropout=dropout, gamma=gamma, sigma_w2=sigma_w2,
+                             negative_slope=negative_slope, block=chosen)
     depth, width = _count(depth, "depth", 1), _count(width, "width", 2)
     batch, seed = _count(batch, "batch", 1), _count(seed, "seed", 0)
     [(forward, backward)] = measure(
@@ -504,7 +505,7 @@ def derived(config: VarianceConfig, depth: int, q0: float = 1.0, width: int = 51
     An explicit ``sigma_w2`` enters the mean field as ``n sigma_w2``: it is passed
     on as ``c / n`` with ``c = width sigma_w2``, so that n cancels exactly.
 
-    >>> derived(VarianceConfig(init="he", norm="pre"), 3)
+    >>> derived(variance_config(init="he", norm="pre"), 3)
     ([1.0, 2.0, 3.0, 4.0], [4.0, 2.0, 1.3333333333333333, 1.0])
     """
     analysis = _analysis(config, width)
@@ -539,12 +540,12 @@ def grid(inits: Sequence[str] = (), activations: Sequence[str] = (), norms: Sequ
     >>> len(grid()), grid(["he"], ["relu"], ["pre"])[1].label
     (330, 'he/relu/pre/mlp')
     """
-    from derive.blocks.config import ACTIVATIONS, BRANCHES, INITS
     from derive.blocks.presets import PRESETS
+    from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
 
     specs = [checkable(spec, values) for spec in (*norms, *blocks) or PRESETS]
     return [
-        VarianceConfig(init=i, activation=a, branch=b, block=m, **options)  # type: ignore[arg-type]
+        variance_config(init=i, activation=a, branch=b, block=m, **options)  # type: ignore[arg-type]
         for i in inits or INITS for a in activations or ACTIVATIONS
         for m in specs for b in branches or BRANCHES
     ]

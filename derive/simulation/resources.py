@@ -43,8 +43,8 @@ def simulation_bytes(configs: Sequence[Any], plans: Sequence[tuple[int, int]], *
     node and block the arrays the backward pass keeps, for the largest group of
     trees of one ``skeleton`` that run together (up to ``rows`` input rows).
 
-    >>> from derive.blocks.config import VarianceConfig
-    >>> format_bytes(simulation_bytes([VarianceConfig(init="he")], [(32, 16)], depth=6, width=512))
+    >>> from derive.blocks.config import variance_config
+    >>> format_bytes(simulation_bytes([variance_config(init="he")], [(32, 16)], depth=6, width=512))
     '83.1 MB'
     """
     matrices: dict[tuple, int] = {}
@@ -121,8 +121,8 @@ def check_simulation_memory(configs: Sequence[Any], plans: Sequence[tuple[int, i
                             skeleton: Callable[[Any], Hashable] = id) -> int:
     """The bytes :func:`simulation_bytes` estimates, or DeriveError if the machine lacks them.
 
-    >>> from derive.blocks.config import VarianceConfig
-    >>> check_simulation_memory([VarianceConfig(init="he")], [(32, 16)], depth=6,
+    >>> from derive.blocks.config import variance_config
+    >>> check_simulation_memory([variance_config(init="he")], [(32, 16)], depth=6,
     ...                         width=10**12)
     Traceback (most recent call last):
     ...

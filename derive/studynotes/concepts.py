@@ -20,8 +20,8 @@ import functools
 
 import sympy
 
-from derive.blocks.config import K, d, k, q, q0
 from derive.derivation.printing import latex
+from derive.derivation.symbols import K, d, k, q, q0
 from derive.derivation.value import Derivation, Step
 
 x = sympy.Symbol("x", real=True)

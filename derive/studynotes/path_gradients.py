@@ -62,7 +62,7 @@ def _label(name: str) -> str:
 
 def _polynomial(g: PathGradients) -> sympy.Expr:
     """G_k(t) of ``g``'s block in q_{k-1} (and c_{k-1}), as :func:`ascending` writes it."""
-    from derive.blocks.config import q
+    from derive.derivation.symbols import q
     from derive.recursions.block_maps import C_PREV, Q_PREV, c_seq
 
     previous = sympy.Symbol("k") - 1
@@ -116,7 +116,7 @@ def series() -> dict[str, list[float]]:
 
 
 def _derivation() -> Derivation:
-    from derive.blocks.config import K, q, q0
+    from derive.derivation.symbols import K, q, q0
     from derive.recursions.block_maps import Q_PREV
 
     plain, pre = gradients("none"), gradients("pre")
@@ -182,7 +182,7 @@ def binomial_share(p: sympy.Expr) -> sympy.Expr:
     >>> binomial_share(sympy.Rational(1, 2))
     binomial(K, L)/2**K
     """
-    from derive.blocks.config import K
+    from derive.derivation.symbols import K
 
     length = sympy.Symbol("L")
     return sympy.powsimp(sympy.binomial(K, length) * p**length * (1 - p) ** (K - length),
@@ -190,7 +190,7 @@ def binomial_share(p: sympy.Expr) -> sympy.Expr:
 
 
 def _length_table() -> Table:
-    from derive.blocks.config import K
+    from derive.derivation.symbols import K
 
     low, high = VEIT_WINDOW
     rows = []
@@ -259,7 +259,7 @@ class WeightedParts:
 @functools.cache
 def weighted_parts() -> WeightedParts:
     """Key results, derivation, tables and cards of the weighted path sum."""
-    from derive.blocks.config import K, q
+    from derive.derivation.symbols import K, q
     from derive.recursions.block_maps import Q_PREV
 
     plain, pre, skip = gradients("none"), gradients("pre"), gradients("skipinit")

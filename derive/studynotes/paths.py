@@ -58,7 +58,7 @@ def counts() -> dict[str, sympy.Expr]:
     """
     from math import comb
 
-    from derive.blocks.config import K, q0
+    from derive.derivation.symbols import K, q0
     from derive.recursions.closed_forms import solve_affine
 
     depth, length = sympy.Symbol("K", integer=True, positive=True), sympy.Symbol("L")

@@ -58,7 +58,7 @@ def gains(init: str, activation: str) -> tuple[sympy.Expr, sympy.Expr]:
     >>> gains("xavier", "relu")
     (1/2, 1/2)
     """
-    from derive.blocks.config import d, k, q
+    from derive.derivation.symbols import d, k, q
 
     pre = _analysis(init, activation, "pre")
     at_one = {q(k - 1): sympy.Integer(1), d(k): sympy.Integer(1)}

@@ -1,0 +1,87 @@
+"""The branch configuration: what the primitives of a block read.
+
+A block's tree names its primitives (``W``, ``F``, activations, ``LN``, ``BN``,
+``Dropout``); how they are initialised and what ``F`` expands to comes from one
+:class:`BranchConfig`: the initialization (or an explicit weight variance), the
+activation, the branch (``single`` W phi(h) or ``mlp`` W2 phi(W1 h)), its width
+ratio, dropout, the gain of LayerNorm and BatchNorm, and leaky ReLU's slope.
+:func:`branch_config` checks and parses the values a user gives; the dataclass
+holds them exactly, already checked.
+
+>>> branch_config(init="he", dropout="1/10").dropout
+1/10
+>>> branch_config(init="kaiming")
+Traceback (most recent call last):
+...
+derive.errors.DeriveError: unknown init 'kaiming': choose one of xavier, he, lecun
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from derive.errors import choice_error
+from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
+from derive.inputs.parameters import checked
+
+
+@dataclass(frozen=True)
+class BranchConfig:
+    """The configuration the primitives read, with exact, checked values.
+
+    >>> n = sympy.Symbol("n", positive=True)
+    >>> BranchConfig(init="xavier").weight_variance(n, n)
+    1/n
+    """
+
+    init: str = "xavier"
+    activation: str = "relu"
+    branch: str = "single"
+    mlp_ratio: sympy.Expr = sympy.Integer(1)
+    dropout: sympy.Expr = sympy.Integer(0)
+    gamma: sympy.Expr = sympy.Integer(1)
+    sigma_w2: sympy.Expr | None = None
+    negative_slope: sympy.Expr = sympy.Rational(1, 100)
+
+    def weight_variance(self, fan_in: sympy.Expr, fan_out: sympy.Expr) -> sympy.Expr:
+        """Variance of one weight matrix's entries, from ``init`` (or ``sigma_w2``)."""
+        if self.sigma_w2 is not None:
+            return self.sigma_w2
+        return {
+            "xavier": 2 / (fan_in + fan_out),
+            "he": 2 / fan_in,
+            "lecun": 1 / fan_in,
+        }[self.init]
+
+
+def branch_values(init: object = "xavier", activation: object = "relu",
+                  branch: object = "single", *, mlp_ratio: object = 1, dropout: object = 0,
+                  gamma: object = 1, sigma_w2: object = None,
+                  negative_slope: object = sympy.Rational(1, 100)) -> dict[str, object]:
+    """The fields of a :class:`BranchConfig`, checked: the choices against their lists,
+    the numbers parsed exactly (``0.1`` becomes ``1/10``; names become positive symbols).
+
+    >>> branch_values(activation="tanh", gamma="g")["gamma"]
+    g
+    """
+    for what, value, allowed in (("init", init, INITS), ("activation", activation, ACTIVATIONS),
+                                 ("branch", branch, BRANCHES)):
+        if value not in allowed:
+            raise choice_error(what, value, allowed)
+    numbers = {"mlp_ratio": mlp_ratio, "dropout": dropout, "gamma": gamma,
+               "sigma_w2": sigma_w2, "negative_slope": negative_slope}
+    return {"init": init, "activation": activation, "branch": branch,
+            **{name: None if value is None and name == "sigma_w2" else checked(name, value)
+               for name, value in numbers.items()}}
+
+
+def branch_config(init: object = "xavier", activation: object = "relu",
+                  branch: object = "single", **numbers: object) -> BranchConfig:
+    """A :class:`BranchConfig` from what a user gives, checked (see :func:`branch_values`).
+
+    >>> branch_config("he", "relu", "mlp", mlp_ratio=4).mlp_ratio
+    4
+    """
+    return BranchConfig(**branch_values(init, activation, branch, **numbers))  # type: ignore[arg-type]
