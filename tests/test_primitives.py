@@ -14,8 +14,8 @@ import pytest
 import sympy
 
 from derive.blocks.config import VarianceConfig, variance_config
-from derive.blocks.nodes import Input, Moments, Scale, Sum
-from derive.blocks.primitives import Activation, BatchNorm, Dropout, LayerNorm, Weight
+from derive.blocks.nodes import Input, Moments, Node, Scale, Sum
+from derive.blocks.primitives import Activation, BatchNorm, Branch, Dropout, LayerNorm, Weight
 from derive.simulation.networks import Draws, Network
 
 WIDTH, BATCH, NETWORKS = 512, 256, 4
@@ -57,13 +57,16 @@ CASES = [
     ("BN", BatchNorm(Input())),
     ("dropout", Dropout(Input(), sympy.Rational(1, 5), ("D", 0))),
     ("scale", Scale(sympy.Rational(3, 4), Input())),
+    ("F", Branch(0, Input())),
 ]
 
 
 #: (name, node, q, c): every primitive at independent inputs (c = 0), and at inputs whose
-#: batch shares a mean (c > 0) where the rule covers it (activations: only linear).
+#: batch shares a mean (c > 0) where the rule covers it (activations, and so branches:
+#: only linear).
 RULE_CASES = [(name, node, q, c) for name, node in CASES for q, c in ((2.0, 0.0), (1.5, 0.6))
-              if c == 0 or not isinstance(node, Activation) or node.name == "linear"]
+              if c == 0 or not isinstance(node, Activation | Branch)
+              or getattr(node, "name", None) == "linear"]
 
 
 @pytest.mark.parametrize(("name", "node", "q", "c"), RULE_CASES,
@@ -133,3 +136,47 @@ def test_sum_of_uncorrelated_terms_adds_their_moments() -> None:
     state = Moments(sympy.Integer(2))
     rule = node.moments([state, Moments(sympy.Integer(4))], CONFIG, state)
     assert float((out * out).mean()) == pytest.approx(float(rule.q), rel=0.03)
+
+
+@pytest.mark.parametrize("config", [
+    variance_config(init="he", branch="mlp", mlp_ratio=2, activation="tanh", dropout="1/5"),
+    variance_config(init="lecun", activation="gelu")], ids=["mlp-tanh-dropout", "gelu"])
+def test_a_branch_carries_the_rules_of_its_expansion(config: VarianceConfig) -> None:
+    """F's own rules (the fold of its chain) match a Monte Carlo of F, and its backward
+    the finite differences, for an mlp branch with dropout too."""
+    node = Branch(0, Input())
+    x = _inputs(2.0, 0.0)
+    state = Moments(sympy.Float(float((x * x).mean())), sympy.Integer(0))
+    got_q, _, got_gain = _measure(node, config, x)
+    assert got_q == pytest.approx(float(node.moments([state], config, state).q), rel=0.04)
+    assert got_gain == pytest.approx(float(node.gains([state], config, state)[0]), rel=0.04)
+    if config.dropout == 0:
+        numeric, by_hand = _finite_difference(node, config, seed=5)
+        assert by_hand == pytest.approx(numeric, rel=1e-5, abs=1e-7)
+
+
+def test_a_node_without_a_rule_cannot_be_built() -> None:
+    class Forgetful(Node):  # every rule but the backward gains
+        def text(self) -> str:
+            return "G(x)"
+
+        def display(self, arg: sympy.Expr) -> sympy.Expr:
+            return arg
+
+        def moments(self, inputs, config, x):  # type: ignore[no-untyped-def]
+            return x
+
+        def jacobian(self, inputs, names):  # type: ignore[no-untyped-def]
+            return inputs[0]
+
+        def reason(self, config) -> str:  # type: ignore[no-untyped-def]
+            return ""
+
+        def forward_np(self, values, net):  # type: ignore[no-untyped-def]
+            return values[0], None
+
+        def backward_np(self, grad, cache, net):  # type: ignore[no-untyped-def]
+            return [grad]
+
+    with pytest.raises(TypeError, match="gains"):
+        Forgetful()  # type: ignore[abstract]

@@ -23,6 +23,7 @@ the primitives (``W``, ``F``, activations, ``LN``, ``BN``, ``Dropout``) live in
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -87,8 +88,9 @@ class Moments:
         return Moments(f * self.q, None if self.c is None else f * self.c)
 
 
-class Node:
-    """A vector-valued node of a block. Subclasses set ``children`` and the rules.
+class Node(ABC):
+    """A vector-valued node of a block. Subclasses set ``children`` and every rule: the
+    rules are abstract, so a node that lacks one cannot be built.
 
     Nodes are frozen dataclasses compared by value; every weight matrix carries its
     own ``key``, so two branches are never equal.
@@ -128,46 +130,45 @@ class Node:
         return type(self)(*children)  # type: ignore[call-arg]
 
     # --- printing ---------------------------------------------------------------
+    @abstractmethod
     def text(self) -> str:
         """The node in the block language (parseable back)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def display(self, arg: sympy.Expr) -> sympy.Expr:
         """The node as a printable SymPy expression, with ``arg`` for ``x``."""
-        raise NotImplementedError
 
     # --- rules ------------------------------------------------------------------
+    @abstractmethod
     def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         """The output's moments given the inputs' (``x``: the block input's)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         """E[(J_i^T g)^2] / E[g^2] for the Jacobian J_i to each input."""
-        raise NotImplementedError
 
+    @abstractmethod
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         """The node's Jacobian with respect to the block input ``x``, given its inputs'
         (non-commutative; the node's own factor on the left)."""
-        raise DeriveError(f"the path sum cannot differentiate {self.text()}: "
-                          f"{type(self).__name__} has no Jacobian rule")
 
+    @abstractmethod
     def reason(self, config: BranchConfig) -> str:
         """Why the moment rule holds, in one sentence (inline LaTeX)."""
-        raise NotImplementedError
 
     def backward_reason(self, config: BranchConfig) -> str:
         """Why the gain rule holds, in one sentence (inline LaTeX)."""
         return self.reason(config)
 
     # --- numbers ----------------------------------------------------------------
+    @abstractmethod
     def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
         """The finite-width op on arrays (networks, batch, units); returns (out, cache)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
         """The gradients at the inputs from the gradient at the output."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)

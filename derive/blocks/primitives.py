@@ -138,7 +138,8 @@ class Weight(Node):
 class Branch(Node):
     """``F(v)``: the residual branch as configured (``--branch``, ``--activation``,
     ``--init``, ``--mlp-ratio``, ``--dropout``); ``zero``: ``F0``, its last matrix
-    zero-initialized (Fixup). Expands into its primitives before any rule is used.
+    zero-initialized (Fixup). Blocks expand it into its primitives before they fold the
+    rules; its own rules are the fold of that expansion, a chain over its input.
 
     >>> from derive.blocks.nodes import Input
     >>> from derive.blocks.branch import BranchConfig
@@ -185,6 +186,50 @@ class Branch(Node):
         if config.dropout != 0:
             out = Dropout(out, config.dropout, ("F", self.key, "drop"))
         return out
+
+    def chain(self, config: BranchConfig) -> list[Node]:
+        """The primitives the branch expands into, from its input up, each over the last.
+
+        >>> from derive.blocks.nodes import Input
+        >>> from derive.blocks.branch import BranchConfig
+        >>> [n.text() for n in Branch(0, Input()).chain(BranchConfig())]
+        ['relu(x)', 'W(relu(x))']
+        """
+        inner, node = self.child.expand(config), self.expand(config)
+        nodes = []
+        while node != inner:
+            nodes.append(node)
+            node = node.children[0]
+        return nodes[::-1]
+
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
+        m = inputs[0]
+        for node in self.chain(config):
+            m = node.moments([m], config, x)
+        return m
+
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
+              x: Moments) -> tuple[sympy.Expr, ...]:
+        m, total = inputs[0], sympy.Integer(1)
+        for node in self.chain(config):
+            total *= node.gains([m], config, x)[0]
+            m = node.moments([m], config, x)
+        return (total,)
+
+    def reason(self, config: BranchConfig) -> str:
+        return f"the branch is {self.expand(config).text()}: its primitives' rules in turn"
+
+    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+        out, caches = values[0], []
+        for node in self.chain(net.config):
+            out, cache = node.forward_np([out], net)
+            caches.append(cache)
+        return out, caches
+
+    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+        for node, own in reversed(list(zip(self.chain(net.config), cache, strict=True))):
+            grad = node.backward_np(grad, own, net)[0]
+        return [grad]
 
 
 @dataclass(frozen=True)
