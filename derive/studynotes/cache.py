@@ -109,14 +109,15 @@ def cache_folder(environ: Mapping[str, str] = os.environ) -> Path | None:
 
 
 @functools.cache
-def source_digest() -> str:
-    """A digest of every source file of the derive package, its subpackages included.
+def source_digest(package: Path | None = None) -> str:
+    """A digest of every source file of the derive package (or of ``package``), its
+    subpackages included.
 
     >>> len(source_digest())
     64
     """
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent.parent  # the whole derive package
+    package = Path(__file__).resolve().parent.parent if package is None else package
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
@@ -268,15 +269,19 @@ class CacheFolder:
                          dir_fd=self.fd)
         except OSError:  # none yet, a link, unreadable
             return None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
+        try:
+            info = os.fstat(fd)
             if _unsafe(info, "file") is not None or info.st_size > MAX_BYTES:
                 return None
-            try:
-                raw = handle.read(MAX_BYTES + 1)
-            except OSError:
-                return None
-        return raw if len(raw) <= MAX_BYTES else None
+            chunks, size = [], 0
+            while size <= MAX_BYTES and (chunk := os.read(fd, 1 << 20)):
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return b"".join(chunks) if size <= MAX_BYTES else None
 
     def store(self, kind: str, inputs: Mapping[str, Any], value: Any) -> None:
         """Keep ``value`` for (``kind``, ``inputs``), replacing whatever has the entry's name.
