@@ -203,10 +203,10 @@ def open_folder(path: Path | None) -> tuple[CacheFolder | None, str | None]:
         except OSError:
             reason = "does not exist and cannot be created"
         return refused(reason)
-    reason = _unsafe(os.fstat(fd), "folder")
-    if reason is not None:
+    unsafe = _unsafe(os.fstat(fd), "folder")
+    if unsafe is not None:
         os.close(fd)
-        return refused(reason)
+        return refused(unsafe)
     folder = CacheFolder(path, fd)
     folder.clean()
     return folder, None
