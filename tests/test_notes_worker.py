@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -22,8 +25,8 @@ OPTIONS = NotesOptions.of(concepts=["residual-block", "gradient-paths", "varianc
 def _derived(kill: bool = False) -> tuple[tuple[dict[str, str], dict], notes_worker.Pending]:
     notes_worker._DONE.clear()
     pending = notes_worker.start(2, OPTIONS, figures=True)
-    if kill and pending.second.child is not None:
-        pending.second.child.kill()
+    if kill and pending.child is not None:
+        pending.child.process.kill()
     data, images = pending.content(), pending.figures()
     assert [s.key for s in data.sections] == list(OPTIONS.concepts)
     return (obsidian_notes(data), images), pending
@@ -32,10 +35,9 @@ def _derived(kill: bool = False) -> tuple[tuple[dict[str, str], dict], notes_wor
 @pytest.fixture(scope="module")
 def both_cores():
     result, pending = _derived()
-    second = pending.second
-    assert second.child is not None and second.child.returncode == 0
-    assert not second.failed and sorted(second.own_images) == ["gradient-lengths",
-                                                               "path-lengths"]
+    assert pending.child is not None and pending.child.process.returncode == 0
+    assert not pending.failed and sorted(pending.their_images) == ["gradient-lengths",
+                                                                   "path-lengths"]
     return result
 
 
@@ -54,7 +56,7 @@ def test_without_a_second_process_the_notes_are_the_same(both_cores, monkeypatch
 
     monkeypatch.setattr(notes_worker.subprocess, "Popen", refused)
     result, pending = _derived()
-    assert pending.second.child is None and result == both_cores
+    assert pending.child is None and result == both_cores
 
 
 @pytest.mark.parametrize("program", [
@@ -65,12 +67,12 @@ def test_a_failing_second_process_leaves_its_part_to_this_one(both_cores, monkey
                                                               program):
     monkeypatch.setattr(notes_worker, "_CHILD", program)
     result, pending = _derived()
-    assert pending.second.failed and result == both_cores
+    assert pending.failed and result == both_cores
 
 
 def test_a_second_process_killed_midway_leaves_its_part_to_this_one(both_cores):
     result, pending = _derived(kill=True)
-    assert pending.second.failed and result == both_cores
+    assert pending.failed and result == both_cores
 
 
 def test_notes_derived_once_are_not_derived_again(both_cores, monkeypatch):
@@ -78,7 +80,7 @@ def test_notes_derived_once_are_not_derived_again(both_cores, monkeypatch):
         raise AssertionError("derived again")
 
     _derived()
-    monkeypatch.setattr(notes_worker, "_SecondProcess", underived)
+    monkeypatch.setattr(notes_worker, "_Child", underived)
     data, images = notes_worker.derive_notes(2, OPTIONS, figures=False)
     assert images == {} and obsidian_notes(data) == both_cores[0]
 
@@ -102,7 +104,51 @@ def test_a_failed_build_stops_the_second_process(tmp_path, monkeypatch):
     with pytest.raises(DeriveError, match="a template failed"):
         notes_mod.build(tmp_path / "n", formats="markdown", depth=3, options=OPTIONS)
     (pending,) = started
-    assert pending.second.child is not None and pending.second.child.returncode is not None
+    assert pending.child is not None and pending.child.process.returncode is not None
+
+
+def _reaped(pid: int) -> bool:
+    """Whether process ``pid``, a child of this one, is gone and reaped (no zombie)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="no SIGSTOP here")
+def test_a_stopped_second_process_is_given_up_killed_and_reaped(both_cores, monkeypatch):
+    monkeypatch.setattr(notes_worker, "SILENCE", 2.0)
+    notes_worker._DONE.clear()
+    pending = notes_worker.start(2, OPTIONS, figures=True)
+    child = pending.child
+    assert child is not None
+    os.kill(child.process.pid, signal.SIGSTOP)
+    began = time.monotonic()
+    result = (obsidian_notes(pending.content()), pending.figures())
+    assert pending.failed and "said nothing" in (child.ended or "")
+    assert result == both_cores  # this process did the child's part, byte for byte
+    assert child.process.returncode == -signal.SIGKILL and _reaped(child.process.pid)
+    assert time.monotonic() - began < 120  # not forever
+
+
+#: A second process whose part takes 3 s before it starts: derive's own, slowed down.
+_SLOW = notes_worker._CHILD.replace(
+    "worker.main()", "import time; real = worker.TASKS['second_part']; "
+    "worker.TASKS['second_part'] = lambda *a: (time.sleep(3), real(*a))[1]; {run}")
+
+
+@pytest.mark.parametrize("beats", [True, False])
+def test_a_slow_second_process_is_waited_for_while_it_beats(both_cores, monkeypatch, beats):
+    # with a bound of 1 s, a child that beats (every 0.1 s) is waited for however long its
+    # task takes; the same child without its heartbeat is given up, and the notes are the same
+    run = "worker.main()" if beats else "sys.argv[1:] = []; worker.main()"
+    monkeypatch.setattr(notes_worker, "_CHILD", _SLOW.format(run=run))
+    monkeypatch.setattr(notes_worker, "SILENCE", 1.0)
+    result, pending = _derived()
+    assert result == both_cores
+    assert pending.failed is not beats
+    assert _reaped(pending.child.process.pid)
 
 
 def _script(tmp_path, name: str, body: str) -> list[str]:

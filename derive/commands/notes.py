@@ -95,6 +95,8 @@ def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: 
         click.echo(f"  {path}")
     for notice in result.notices:
         click.echo(notice)
+    for warning in result.warnings:
+        click.echo(f"derive: {warning}", err=True)
     if result.orphaned:
         many = len(result.orphaned) != 1
         click.echo(f"{len(result.orphaned)} card{'s' if many else ''} "

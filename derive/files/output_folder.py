@@ -30,7 +30,10 @@ def check_output_folder(root: str | os.PathLike[str]) -> Path:
     ...
     derive.errors.DeriveError: output folder must not be empty: name a folder ...
     """
-    if not isinstance(root, str | os.PathLike) or os.fspath(root) in ("", b""):
+    if not isinstance(root, str | os.PathLike):
+        raise DeriveError(f"output folder must be a path (text or a path object), "
+                          f"got {root!r}")
+    if os.fspath(root) in ("", b""):
         raise DeriveError("output folder must not be empty: name a folder "
                           "(. for the current one)")
     base = Path(root)

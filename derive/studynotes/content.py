@@ -16,7 +16,6 @@ cards' tags and style. The templates only lay it out.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from derive.derivation.printing import latex
 from derive.rendering.render import Figure, Table
 from derive.studynotes.options import NotesOptions
 from derive.studynotes.parts import Section, card, number, with_links
+from derive.studynotes.sections import SECTIONS, FigureSpec, by_key
 from derive.studynotes.variance import SIM
 
 
@@ -52,7 +52,8 @@ class Content:
                 "sections": self.sections, "sim": dict(SIM)}
 
 
-def _residual_block() -> Section:
+def residual_block_section() -> Section:
+    """The residual-block section: the block, dropout's factor, its derivative."""
     from derive.studynotes.concepts import p, residual_block, u
 
     rb = residual_block()
@@ -82,7 +83,8 @@ def _residual_block() -> Section:
                  f"${latex(rb.result.rhs)}$: the $1$ is the skip path")))
 
 
-def _layer_norm() -> Section:
+def layer_norm_section() -> Section:
+    """The layer-norm section: its definition, second moment, Jacobian and gradient factor."""
     from derive.studynotes.concepts import layer_norm, sigma, width
 
     ln = layer_norm()
@@ -116,7 +118,8 @@ def _layer_norm() -> Section:
                  f"${latex(wide)}$: its Jacobian is $(\\gamma/\\sigma) P$ and $\\sigma^2 = q$")))
 
 
-def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
+def pre_vs_post_section(blocks: tuple[str, ...], depth: int) -> Section:
+    """The pre- against post-norm section, its table at ``depth`` blocks."""
     from derive.inputs.choices import ACTIVATIONS
     from derive.recursions.analysis import variance
     from derive.studynotes.concepts import pre_vs_post
@@ -184,36 +187,27 @@ def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
 def section(key: str, depth: int, options: NotesOptions | None = None) -> Section:
     """The section of concept ``key``, named, linked and its cards tagged as ``options`` say.
 
+    The section is built by its entry in :data:`derive.studynotes.sections.SECTIONS`.
+
     >>> section("residual-block", 2).title, len(section("layer-norm", 2).cards)
     ('Residual block', 4)
     """
-    from derive.studynotes.paths import paths_section
-    from derive.studynotes.variance import variance_section
-    from derive.studynotes.variants import variants_section
-
     options = NotesOptions() if options is None else options
-    makers = {
-        "residual-block": _residual_block,
-        "layer-norm": _layer_norm,
-        "pre-vs-post-norm": lambda: _pre_vs_post(options.blocks, options.depths[0]),
-        "gradient-paths": lambda: paths_section(depth),
-        "variance": lambda: variance_section(options.blocks, options.depths),
-        "block-variants": variants_section,
-    }
     chosen = set(options.concepts)
 
     def name(concept: str) -> str | None:
         return options.name(concept) if concept in chosen else None
 
-    made = with_links(makers[key](), name)
+    made = with_links(by_key(key).build(depth, options.blocks, options.depths), name)
     cards = tuple(replace(c, tags=(*c.tags, *options.tags), style=options.style)
                   for c in made.cards)
     return replace(made, title=options.name(key), cards=cards)
 
 
-@functools.cache
 def content(depth: int, options: NotesOptions | None = None) -> Content:
-    """Sections and cards for a path expansion of ``depth`` blocks, as ``options`` choose.
+    """Sections and cards for a path expansion of ``depth`` blocks, as ``options`` choose,
+    derived in this process (:func:`derive.studynotes.worker.derive_notes` uses both cores
+    and keeps the latest notes).
 
     >>> len(content(2).cards) > 10
     True
@@ -224,10 +218,11 @@ def content(depth: int, options: NotesOptions | None = None) -> Content:
 
 
 def figure_specs(depth: int, options: NotesOptions | None = None,
-                 concepts: Iterable[str] | None = None) -> dict[str, tuple]:
+                 concepts: Iterable[str] | None = None) -> dict[str, FigureSpec]:
     """What each figure draws: stem -> (plotting function's name, its arguments).
 
-    The figures of the chosen concepts (of those in ``concepts`` if given); the
+    The figures of the chosen concepts (of those in ``concepts`` if given), as
+    their entries in :data:`derive.studynotes.sections.SECTIONS` make them; the
     data come from the derivations and the simulation, and drawing them is
     :func:`derive.rendering.plots.draw`.
 
@@ -236,46 +231,20 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
     >>> sorted(figure_specs(2, concepts=["gradient-paths"]))
     ['gradient-lengths', 'path-lengths']
     """
-    from derive.pathsums.expansion import path_lengths
-    from derive.studynotes.variance import BLOCK_NAMES, curves, simulated
-
     options = NotesOptions() if options is None else options
-    chosen, deep = set(options.concepts), options.depth
+    chosen = set(options.concepts)
     if concepts is not None:
         chosen &= set(concepts)
-    specs: dict[str, tuple] = {}
-    if "gradient-paths" in chosen:
-        from derive.studynotes.path_gradients import VEIT_DEPTH, series
-
-        specs["path-lengths"] = ("path_length_figure", (
-            dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks"), {})
-        specs["gradient-lengths"] = ("gradient_length_figure", (
-            series(), f"{VEIT_DEPTH} blocks, He initialization, ReLU: paths and gradient by "
-            "length"), {})
-    if "pre-vs-post-norm" in chosen:
-        specs["gradient-depth"] = ("curves_figure", (
-            {f"{BLOCK_NAMES[n]}: d₀/d_K": curves(n, deep, "backward") for n in ("pre", "post")},
-            "He initialization: gradient ratio against depth K"), {"xlabel": "depth K"})
-    if "variance" in chosen:
-        specs["signal-depth"] = ("curves_figure", (
-            {f"{BLOCK_NAMES[n]}: qₖ": curves(n, deep, "forward") for n in options.blocks},
-            "He initialization: second moment qₖ against depth"), {})
-    if "block-variants" in chosen:
-        from derive.studynotes.variants import profiles
-
-        specs["block-variants"] = ("variants_figure", (
-            profiles(), "He initialization, ReLU: every preset"), {})
-    if "variance" in chosen:
-        derived, measured = simulated(options.blocks)[1]["he"]
-        specs["simulation-check"] = ("moments_figure", (
-            {n: tuple([float(v) for v in part] for part in pair) for n, pair in derived.items()},
-            "He initialization, ReLU", measured), {})
+    specs: dict[str, FigureSpec] = {}
+    for entry in SECTIONS:
+        if entry.key in chosen and entry.figures is not None:
+            specs.update(entry.figures(depth, options.blocks, options.depths))
     return specs
 
 
-@functools.cache
 def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[str, bytes]]:
-    """The figures' bytes: stem -> {"png": ..., "pdf": ...}, for the sections chosen.
+    """The figures' bytes: stem -> {"png": ..., "pdf": ...}, for the sections chosen,
+    drawn in this process.
 
     >>> sorted(figures(2))[2:]
     ['gradient-lengths', 'path-lengths', 'signal-depth', 'simulation-check']

@@ -34,16 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derive.errors import DeriveError
+from derive.studynotes.sections import SECTIONS
 
-#: The concepts (one note each), their default note names, in the notes' order.
-CONCEPTS = {
-    "residual-block": "Residual block",
-    "layer-norm": "Layer norm",
-    "pre-vs-post-norm": "Pre vs post norm",
-    "gradient-paths": "Gradient paths",
-    "variance": "Variance under initialization",
-    "block-variants": "Residual block variants",
-}
+#: The concepts (one note each), their default note names, in the notes' order: the
+#: sections registered in :data:`derive.studynotes.sections.SECTIONS`.
+CONCEPTS = {section.key: section.title for section in SECTIONS}
 #: The norm placements a block can have, and the block each one writes.
 BLOCKS = {"none": "x + F(x)", "pre": "x + F(LN(x))", "post": "LN(x + F(x))"}
 #: Card styles as a user names them -> the Anki note type the plugin and the deck use.

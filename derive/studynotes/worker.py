@@ -3,17 +3,21 @@
 :func:`start` starts a second Python process at once
 (:func:`main`; it never imports the caller's own script, so no
 ``if __name__ == "__main__"`` guard is needed, and it starts from daemonic
-processes too). It derives the
-sections of :data:`SECOND` (which share few derivations with the others) and
-draws their figures from its own derivations; meanwhile this process works out
-the data of its own figures, hands them over to be drawn there too, and
-derives its sections. The content is then put together in the options' order.
-Where no second process can start, or it fails, this process does its part,
-so the result is the same either way (sections and figures pickle whole).
+processes too). It derives the sections that the registry
+(:data:`derive.studynotes.sections.SECTIONS`) gives the second process (they
+share few derivations with the others) and draws their figures from its own
+derivations; meanwhile this process works out the data of its own figures,
+hands them over to be drawn there too, and derives its sections. The content
+is then put together in the options' order. Where no second process can
+start, or it fails, or it stops answering for :data:`SILENCE` seconds, this
+process does its part, so the result is the same either way (sections and
+figures pickle whole); a child given up is killed and reaped.
 
-The two processes speak pickles over the child's stdin and stdout: a task is
-``(number, name, arguments)`` with a name from :data:`TASKS`, an answer
-``(number, "ok", value)`` or ``(number, "error", text)``.
+The two processes speak pickles over the child's stdin and stdout (a pipe
+between the two, never a file): a task is ``(number, name, arguments)`` with
+a name from :data:`TASKS`, an answer ``(number, "ok", value)`` or
+``(number, "error", text)``; while it works the child also sends a heartbeat
+``(-1, "alive", None)`` every tenth of :data:`SILENCE`.
 
 >>> data, images = derive_notes(2, NotesOptions.of(concepts=["layer-norm"]))
 >>> [s.key for s in data.sections], images
@@ -22,22 +26,27 @@ The two processes speak pickles over the child's stdin and stdout: a task is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from derive.studynotes.options import NotesOptions
+from derive.studynotes.sections import keys_of
 
-#: Sections derived in the second process, with their figures.
-SECOND = ("residual-block", "gradient-paths", "block-variants")
 #: Notes derived in this process that are kept for a later build in it.
 KEEP_DONE = 4
+#: Seconds without a word from the second process (an answer or a heartbeat) before it
+#: is given up. A healthy child beats every tenth of it, however long a task takes,
+#: so only a child that is stopped or hung stays silent this long.
+SILENCE = 30.0
 
 #: Figures by stem: {"png": bytes, "pdf": bytes}.
 Images = dict[str, dict[str, bytes]]
@@ -79,68 +88,81 @@ TASKS: dict[str, Callable[..., Any]] = {"warm": _warm, "second_part": second_par
 
 
 class _Failed(Exception):
-    """The second process could not do a task (or is gone)."""
+    """The second process could not do a task (or is gone, or stopped answering)."""
 
 
-class _SecondProcess:
-    """The child process and the answers it sent; anything it fails is done here."""
+class _Child:
+    """The second process and the pipes to it: tasks go out through a thread (so a child
+    that stops reading never blocks this process), answers and heartbeats come in through
+    another. :meth:`answer` gives the child up after :data:`SILENCE` seconds without a
+    word from it, and kills and reaps it."""
 
-    def __init__(self, depth: int, options: NotesOptions, figures: bool) -> None:
-        self.depth, self.options, self.figures_wanted = depth, options, figures
-        self.keys = tuple(key for key in options.concepts if key in SECOND)
-        self.child: subprocess.Popen[bytes] | None = None
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, repr(max(SILENCE / 10, 0.05))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.answers: queue.Queue[tuple[int, str, Any]] = queue.Queue()
+        self.outbox: queue.Queue[bytes | None] = queue.Queue()
         self.received: dict[int, tuple[str, Any]] = {}
         self.ended: str | None = None  # why no more answers will come
+        self.heard = time.monotonic()  # when the child last said anything
         self.sent = 0
-        self.part: int | None = None
-        self.drawing: int | None = None
-        self.own_images: Images = {}
-        self.failed = False
-        if not (self.keys or figures):
-            return
-        try:
-            self.child = subprocess.Popen(
-                [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        except OSError:  # no second process here: this one does everything
-            self.keys = ()
-            return
         threading.Thread(target=self._read, daemon=True).start()
-        if figures:
-            self._send("warm")
-        self.part = self._send("second_part", depth, options, self.keys, figures)
+        threading.Thread(target=self._write, daemon=True).start()
 
-    def _send(self, name: str, *args: object) -> int | None:
+    def send(self, name: str, *args: object) -> int | None:
         """Send a task; its number, or None if the child cannot take it."""
-        if self.child is None or self.child.stdin is None:
+        if self.ended is not None:
+            return None
+        try:
+            data = pickle.dumps((self.sent + 1, name, args), protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
             return None
         self.sent += 1
-        try:
-            pickle.dump((self.sent, name, args), self.child.stdin,
-                        protocol=pickle.HIGHEST_PROTOCOL)
-            self.child.stdin.flush()
-        except (OSError, pickle.PicklingError):
-            return None
+        self.outbox.put(data)
         return self.sent
+
+    def _write(self) -> None:
+        """In a thread: each task to the child's stdin; None closes it."""
+        stream = self.process.stdin
+        try:
+            while stream is not None and (data := self.outbox.get()) is not None:
+                stream.write(data)
+                stream.flush()
+        except (OSError, ValueError):  # the child is gone
+            pass
+        with contextlib.suppress(OSError, ValueError):
+            if stream is not None:
+                stream.close()
 
     def _read(self) -> None:
         """In a thread: every answer of the child, as it comes; (0, ...) when it is gone."""
-        stream = self.child.stdout if self.child is not None else None
+        stream = self.process.stdout
         try:
             while stream is not None:
-                self.answers.put(pickle.load(stream))
+                message = pickle.load(stream)
+                self.heard = time.monotonic()
+                if message[0] != _BEAT[0]:
+                    self.answers.put(message)
         except Exception:  # end of the stream, or a broken answer
             self.answers.put((0, "error", "the second process ended"))
 
-    def _answer(self, number: int | None) -> Any:
+    def answer(self, number: int | None) -> Any:
         """The value of task ``number``, waiting for it; :class:`_Failed` if it failed."""
         if number is None:
             raise _Failed("not sent")
         while number not in self.received:
             if self.ended is not None:
                 raise _Failed(self.ended)
-            got, status, value = self.answers.get()
+            quiet = time.monotonic() - self.heard
+            if quiet > SILENCE:
+                self.ended = f"the second process said nothing for {quiet:.0f} s"
+                self.stop(wait=False)
+                continue
+            try:
+                got, status, value = self.answers.get(timeout=SILENCE - quiet + 0.01)
+            except queue.Empty:
+                continue
             if got == 0:  # nothing more will come
                 self.ended = value
             else:
@@ -150,124 +172,128 @@ class _SecondProcess:
             raise _Failed(value)
         return value
 
-    def draw(self, others: tuple[str, ...]) -> None:
-        """Have the figures of the concepts ``others`` drawn there, from data derived here."""
-        if not self.figures_wanted or self.child is None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop the child and reap it: at the end of its tasks (``wait``, for at most
+        :data:`SILENCE` seconds), or at once."""
+        self.outbox.put(None)
+        if self.process.returncode is not None:
             return
-        from derive.studynotes.content import figure_specs
-
-        self.drawing = self._send("draw", figure_specs(self.depth, self.options,
-                                                       concepts=others))
-        if self.drawing is None:
-            self.failed = True
-
-    def sections(self) -> dict[str, Any]:
-        """The second process's sections (derived here if it failed)."""
-        from derive.studynotes.content import section
-
-        done: dict[str, Any] = {}
-        if self.keys:
+        if wait:
             try:
-                done, self.own_images = self._answer(self.part)
-            except _Failed:
-                self.failed = True
-        for key in self.keys:
-            if key not in done:
-                done[key] = section(key, self.depth, self.options)
-        return done
-
-    def figures(self) -> Images:
-        """Every figure, once drawn (here if the second process failed); it then stops."""
-        from derive.studynotes.content import figures as figures_here
-
-        if not self.figures_wanted:
-            self.close()
-            return {}
-        images: Images = dict(self.own_images)
-        try:
-            images.update(self._answer(self.drawing))
-        except _Failed:
-            self.failed = True
-        self.close()
-        if self.child is None or self.failed:
-            images = dict(figures_here(self.depth, self.options))
-        return dict(sorted(images.items()))
-
-    def close(self, wait: bool = True) -> None:
-        """Stop the child: at the end of its tasks (``wait``), or at once."""
-        child = self.child
-        if child is None or child.returncode is not None:
-            return
-        try:
-            if child.stdin is not None:
-                child.stdin.close()
-        except OSError:
-            pass
-        if not wait:
-            child.kill()
-        try:
-            child.wait(timeout=None if wait else 5)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            child.kill()
-            child.wait()
+                self.process.wait(timeout=SILENCE)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.process.kill()
+        self.process.wait()
 
 
 #: The second process's program: this ``derive`` first on its path, then :func:`main`.
 _CHILD = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
           "import derive.studynotes.worker as worker; worker.main()")
+#: What the second process sends while it works, so that silence means it stopped.
+_BEAT = (-1, "alive", None)
 
 
 class Pending:
-    """Notes being derived: :meth:`content` once the sections are done, :meth:`figures`
-    once the drawings are (the text can be rendered in between); :meth:`close` stops
-    the second process if the caller gives up first."""
+    """Notes being derived on two cores: :meth:`content` once the sections are done,
+    :meth:`figures` once the drawings are (the text can be rendered in between);
+    :meth:`close` stops the second process if the caller gives up first.
+
+    The second process derives the sections that :data:`derive.studynotes.sections.SECTIONS`
+    gives it, with their figures, and draws the figures of this process's sections.
+    Whatever it fails (it cannot start, it ends, it stops answering) is done here,
+    so the result is the same either way. Notes already derived in this process
+    are taken from the latest :data:`KEEP_DONE`.
+    """
 
     def __init__(self, depth: int, options: NotesOptions, figures: bool) -> None:
         self.key = (depth, options, figures)
+        self.child: _Child | None = None
+        self._part: int | None = None
+        self._drawing: int | None = None
+        self.failed = False  # the second process did not do its part
+        self.theirs: tuple[str, ...] = ()
+        self.their_images: Images = {}
+        self._own: dict[str, Any] = {}
         self._content: Any = None
         self._images: Images | None = None
-        self.second: _SecondProcess | None = None
         for key in (self.key, (depth, options, True)):
             if key in _DONE:
                 self._content, images = _DONE[key]
                 self._images = dict(images) if figures else {}
                 return
-        self.second = _SecondProcess(depth, options, figures)  # first: it starts at once
+        self.theirs = keys_of(options.concepts, "second")
+        if self.theirs or figures:
+            try:
+                self.child = _Child()  # first: it starts at once
+            except OSError:  # no second process here: this one does everything
+                self.theirs = ()
+        if self.child is not None:
+            if figures:
+                self.child.send("warm")
+            self._part = self.child.send("second_part", depth, options, self.theirs, figures)
         try:
-            from derive.studynotes.content import section
+            from derive.studynotes.content import figure_specs, section
 
-            others = tuple(key for key in options.concepts if key not in self.second.keys)
-            self.second.draw(others)
-            self._own = {key: section(key, depth, options) for key in others}
+            ours = tuple(key for key in options.concepts if key not in self.theirs)
+            if figures and self.child is not None:
+                self._drawing = self.child.send("draw", figure_specs(depth, options, ours))
+            self._own = {key: section(key, depth, options) for key in ours}
         except BaseException:
-            self.second.close(wait=False)
+            self.close()
             raise
 
     def content(self) -> Any:
         """The :class:`derive.studynotes.content.Content`, in the options' order of sections."""
-        if self._content is None and self.second is not None:
-            from derive.studynotes.content import Content
+        if self._content is None:
+            from derive.studynotes.content import Content, section
 
             depth, options, _ = self.key
-            theirs = self.second.sections()
+            theirs: dict[str, Any] = {}
+            if self.theirs and self.child is not None:
+                try:
+                    theirs, self.their_images = self.child.answer(self._part)
+                except _Failed:
+                    self.failed = True
+            for key in self.theirs:
+                if key not in theirs:
+                    theirs[key] = section(key, depth, options)
             self._content = Content(depth, tuple(self._own.get(key) or theirs[key]
                                                  for key in options.concepts), options)
         return self._content
 
     def figures(self) -> Images:
-        """The figures (stem -> {"png", "pdf"}); empty unless they were asked for."""
-        if self._images is None and self.second is not None:
-            self._images = self.second.figures()
-            _remember(self.key, (self.content(), self._images))
-        return dict(self._images or {})
+        """The figures (stem -> {"png", "pdf"}); empty unless they were asked for. The
+        second process then stops."""
+        if self._images is None:
+            depth, options, wanted = self.key
+            data = self.content()
+            images: Images = {}
+            if wanted:
+                images = dict(self.their_images)
+                try:
+                    images.update(self.child.answer(self._drawing) if self.child else {})
+                except _Failed:
+                    self.failed = True
+            if self.child is not None:
+                self.child.stop()
+            if wanted and (self.child is None or self.failed):
+                from derive.studynotes.content import figures as figures_here
+
+                images = figures_here(depth, options)
+            self._images = dict(sorted(images.items()))
+            _remember(self.key, (data, self._images))
+        return dict(self._images)
 
     def close(self) -> None:
         """Stop the second process at once, if it still runs (after a failure here)."""
-        if self.second is not None:
-            self.second.close(wait=False)
+        if self.child is not None:
+            self.child.stop(wait=False)
 
 
-#: Notes already derived in this process, by (depth, options, with figures): the latest.
+#: Notes already derived in this process, by (depth, options, with figures): the latest
+#: :data:`KEEP_DONE`, the only notes kept in memory.
 _DONE: dict[tuple[int, NotesOptions, bool], tuple[Any, Images]] = {}
 
 
@@ -304,9 +330,11 @@ def derive_notes(depth: int, options: NotesOptions | None = None,
         pending.close()
 
 
-def serve(tasks: Any = None, answers: Any = None) -> None:
+def serve(tasks: BinaryIO | None = None, answers: BinaryIO | None = None,
+          beat: float | None = None) -> None:
     """The second process's loop: do each task read from ``tasks`` (stdin) and answer on
-    ``answers`` (stdout), until the input ends.
+    ``answers`` (stdout), until the input ends; with ``beat``, a heartbeat every ``beat``
+    seconds meanwhile.
 
     >>> import io
     >>> tasks, answers = io.BytesIO(pickle.dumps((1, "draw", ({},)))), io.BytesIO()
@@ -315,7 +343,24 @@ def serve(tasks: Any = None, answers: Any = None) -> None:
     (1, 'ok', {})
     """
     tasks = sys.stdin.buffer if tasks is None else tasks
-    answers = sys.stdout.buffer if answers is None else answers
+    out = sys.stdout.buffer if answers is None else answers
+    lock = threading.Lock()
+
+    def say(data: bytes) -> None:
+        with lock:
+            out.write(data)
+            out.flush()
+
+    if beat is not None:
+        heartbeat = pickle.dumps(_BEAT)
+
+        def beating() -> None:
+            with contextlib.suppress(OSError, ValueError):  # ends with the pipe
+                while True:
+                    time.sleep(beat)
+                    say(heartbeat)
+
+        threading.Thread(target=beating, daemon=True).start()
     while True:
         try:
             number, name, args = pickle.load(tasks)
@@ -326,16 +371,20 @@ def serve(tasks: Any = None, answers: Any = None) -> None:
                                   protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:  # the task failed, or its value does not pickle
             answer = pickle.dumps((number, "error", f"{type(error).__name__}: {error}"))
-        answers.write(answer)
-        answers.flush()
+        say(answer)
 
 
 def main() -> None:
     """The second process: :func:`serve` on stdin and stdout (whatever a library prints
-    goes to stderr), then exit without tearing down the interpreter's objects (about
-    half a second with SymPy and matplotlib loaded)."""
+    goes to stderr), beating every ``sys.argv[1]`` seconds, then exit without tearing
+    down the interpreter's objects (about half a second with SymPy and matplotlib
+    loaded)."""
     answers = sys.stdout.buffer
     sys.stdout = sys.stderr
-    serve(sys.stdin.buffer, answers)
+    try:
+        beat: float | None = max(float(sys.argv[1]), 0.05)
+    except (IndexError, ValueError):
+        beat = None
+    serve(sys.stdin.buffer, answers, beat)
     sys.stderr.flush()
     os._exit(0)

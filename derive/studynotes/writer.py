@@ -32,14 +32,17 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from derive.errors import DeriveError, choice_error
 from derive.studynotes.options import NotesOptions
 from derive.studynotes.worker import Images
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.deck.cards import Card
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
 #: Where the Anki deck lands; the deck found there carries its notes' times over.
@@ -52,7 +55,8 @@ class NotesResult:
 
     ``notices``: one line for each thing done to a note beyond regenerating it
     (an Anki ID matched by content, a card moved out of a region, ...), each
-    naming the note.
+    naming the note. ``warnings``: one line for each thing the run went on
+    without (a cache folder it did not trust).
 
     >>> NotesResult((), (), ()).paths
     []
@@ -62,6 +66,7 @@ class NotesResult:
     written: tuple[Path, ...]
     orphaned: tuple[str, ...] = field(default=())
     notices: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
 
     @property
     def paths(self) -> list[Path]:
@@ -79,11 +84,18 @@ def check_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
     ...
     derive.errors.DeriveError: unknown format 'pdf': choose one of latex, ... all
     """
-    chosen = [formats] if isinstance(formats, str) else list(formats)
+    allowed = ", ".join((*FORMATS, "all"))
+    if isinstance(formats, str):
+        chosen = [formats]
+    elif isinstance(formats, Iterable) and not isinstance(formats, bytes | Mapping):
+        chosen = list(formats)
+    else:
+        raise DeriveError(f"formats must be a format name or a list of them ({allowed}), "
+                          f"got {formats!r}")
     if not chosen:
         raise DeriveError("formats must name at least one of " + ", ".join((*FORMATS, "all")))
     for fmt in chosen:
-        if fmt not in (*FORMATS, "all"):
+        if not isinstance(fmt, str) or fmt not in (*FORMATS, "all"):
             raise choice_error("format", fmt, (*FORMATS, "all"))
     if "all" in chosen:
         return FORMATS
@@ -135,8 +147,10 @@ def build(
     file conflict). ``progress`` receives a short message before each slow part;
     ``options`` (:class:`derive.studynotes.options.NotesOptions`) say what the notes
     hold and how the cards are tagged, styled and filed. With ``cache`` the
-    derived content and figures are kept on disk and read back by the next
-    build with the same code and options (:mod:`derive.studynotes.cache`).
+    rendered text, cards and figures are kept on disk as data and read back by
+    the next build with the same code, options and templates
+    (:mod:`derive.studynotes.cache`); a cache folder that is not safe to use is
+    left alone and named in ``warnings``.
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "n"
@@ -162,17 +176,21 @@ def build(
     say = progress or (lambda message: None)
     root = check_output_folder(out)
 
-    # SymPy is not imported yet: the second process starts first, and imports it meanwhile
-    derived = _Derived(depth, options, bool({"latex", "markdown", "obsidian"} & set(chosen)),
-                       cache, say)
+    warnings: list[str] = []
+    store = None
+    if cache:
+        from derive.studynotes import cache as notes_cache
+
+        store, warning = notes_cache.open_folder(notes_cache.cache_folder())
+        warnings.extend([warning] if warning else [])
     try:
-        data = derived.content()
-        say("rendering " + ", ".join(chosen))
-        rendered = _render(data, chosen, root, folder, options, say)
-        images = derived.figures()  # drawn meanwhile
+        generated = _generate(depth, options, chosen, folder, store, say)
     finally:
-        derived.close()
-    texts, vault, deck = rendered.texts, rendered.vault, rendered.deck
+        if store is not None:
+            store.close()
+    rendered = _merge(generated, chosen, root, options, say)
+    images = generated.images
+    texts, vault, deck = generated.texts, rendered.vault, rendered.deck
     planned: dict[str, str | bytes] = {}
     if "latex" in chosen:
         planned["latex/notes.tex"] = texts["latex/notes.tex"]
@@ -198,15 +216,106 @@ def build(
         written=tuple(root / rel for rel in report.written),
         orphaned=tuple(rendered.orphaned),
         notices=tuple(rendered.notices),
+        warnings=tuple(warnings),
     )
+
+
+#: The formats whose text is rendered from templates (and needs the figures).
+TEXT_FORMATS = ("latex", "markdown", "obsidian")
+
+
+@dataclass
+class _Generated:
+    """What the derivations give a build, derived or read from the cache: each text
+    format's files as rendered (relative path -> text; Obsidian notes before the merge
+    with the vault), the cards, the figures (stem -> {"png", "pdf"})."""
+
+    texts: dict[str, str] = field(default_factory=dict)
+    cards: tuple[Card, ...] = ()
+    images: Images = field(default_factory=dict)
+
+    def part(self, kind: str) -> Any:
+        """What the cache keeps as ``kind``: a format's files, the cards or the figures."""
+        if kind == "cards":
+            return self.cards
+        if kind == "figures":
+            return self.images
+        return {rel: text for rel, text in self.texts.items() if rel.startswith(f"{kind}/")}
+
+
+def _kinds(chosen: tuple[str, ...]) -> tuple[str, ...]:
+    """The parts a build of the formats ``chosen`` needs: their texts, cards, figures."""
+    texts = tuple(fmt for fmt in chosen if fmt in TEXT_FORMATS)
+    return (*texts, *(("cards",) if "anki" in chosen else ()),
+            *(("figures",) if texts else ()))
+
+
+def _generate(depth: int, options: NotesOptions, chosen: tuple[str, ...], folder: Path,
+              store: Any, say: Callable[[str], None]) -> _Generated:
+    """The texts, cards and figures of the formats ``chosen``: read from the cache folder
+    ``store`` (:mod:`derive.studynotes.cache`) if it holds them all, else derived on two
+    cores (:mod:`derive.studynotes.worker`; the figures are still being drawn while the
+    text is rendered) and then kept there."""
+    from dataclasses import asdict
+
+    kinds = _kinds(chosen)
+    inputs: dict[str, dict[str, Any]] = {}
+    if store is not None:
+        from derive.studynotes.cache import folder_digest
+
+        templates = folder_digest(folder)
+        inputs = {kind: {"depth": depth, "options": asdict(options),
+                         "templates": templates if kind in TEXT_FORMATS else None}
+                  for kind in kinds}
+        found = {kind: store.load(kind, inputs[kind]) for kind in kinds}
+        if all(value is not None for value in found.values()):
+            say(f"reading the derived notes from {store.path}")
+            say("rendering " + ", ".join(chosen))
+            texts = {rel: text for kind in TEXT_FORMATS
+                     for rel, text in found.get(kind, {}).items()}
+            return _Generated(texts, found.get("cards", ()), found.get("figures", {}))
+    from derive.studynotes.worker import start
+
+    figures = "figures" in kinds
+    say("deriving concepts, gradient paths and variance; simulating"
+        + ("; plotting" if figures else ""))
+    pending = start(depth, options, figures)  # SymPy is not imported yet: the child starts first
+    try:
+        data = pending.content()
+        say("rendering " + ", ".join(chosen))
+        generated = _Generated(_render(data, chosen, folder),
+                               tuple(data.cards) if "anki" in chosen else ())
+        generated.images = pending.figures()  # drawn meanwhile
+    finally:
+        pending.close()
+    if store is not None:
+        for kind in kinds:
+            store.store(kind, inputs[kind], generated.part(kind))
+    return generated
+
+
+def _render(data: Any, chosen: tuple[str, ...], folder: Path | None) -> dict[str, str]:
+    """The files of the text formats ``chosen`` as the templates render ``data``
+    (relative path -> text); the Obsidian notes are not merged with the vault yet."""
+    from derive.rendering.render import render_template
+    from derive.studynotes.content import obsidian_notes
+
+    texts = {}
+    if "latex" in chosen:
+        texts["latex/notes.tex"] = render_template("notes.tex.j2", data.context, folder)
+    if "markdown" in chosen:
+        texts["markdown/notes.md"] = render_template("notes.md.j2", data.context, folder)
+    if "obsidian" in chosen:
+        texts.update({f"obsidian/{name}.md": text
+                      for name, text in obsidian_notes(data, folder).items()})
+    return texts
 
 
 @dataclass
 class _Rendered:
-    """The notes' text, rendered: LaTeX and Markdown, the Obsidian notes where they are
-    (merged with the vault's), the deck, and what the merge did."""
+    """The Obsidian notes where they are (merged with the vault's), the deck, and what
+    the merge did."""
 
-    texts: dict[str, str] = field(default_factory=dict)
     vault: dict[str, str] = field(default_factory=dict)
     deck: bytes = b""
     merged_from: dict[str, str | None] = field(default_factory=dict)
@@ -214,32 +323,25 @@ class _Rendered:
     notices: list[str] = field(default_factory=list)
 
 
-def _render(data: Any, chosen: tuple[str, ...], root: Path, folder: Path | None,
-            options: NotesOptions, say: Callable[[str], None]) -> _Rendered:
-    """Every text of the formats ``chosen``, merged with what is on disk under ``root``."""
+def _merge(generated: _Generated, chosen: tuple[str, ...], root: Path,
+           options: NotesOptions, say: Callable[[str], None]) -> _Rendered:
+    """The Obsidian notes merged with what is on disk under ``root``, and the deck."""
     from derive.files import writes as files_mod
-    from derive.rendering.render import render_template
-    from derive.studynotes.content import obsidian_notes
 
     out = _Rendered()
-    if "latex" in chosen:
-        out.texts["latex/notes.tex"] = render_template("notes.tex.j2", data.context, folder)
-    if "markdown" in chosen:
-        out.texts["markdown/notes.md"] = render_template("notes.md.j2", data.context, folder)
     if "obsidian" in chosen:
         from derive.files.writes import read_existing
         from derive.vault.regions import BrokenNote, merge_note
         from derive.vault.renames import find_renamed, relink, title
 
-        generated = {f"obsidian/{name}.md": text
-                     for name, text in obsidian_notes(data, folder).items()}
-        renamed = find_renamed(root, generated) if root.is_dir() else {}
+        generated_notes = generated.part("obsidian")
+        renamed = find_renamed(root, generated_notes) if root.is_dir() else {}
         titles = {title(old): title(new) for old, new in renamed.items()}
-        for note_rel, text in generated.items():
+        for note_rel, text in generated_notes.items():
             rel = renamed.get(note_rel, note_rel)
             if rel != note_rel:
                 out.notices.append(f"{root / rel}: the note {title(note_rel)!r}, renamed; "
-                               "updated in place (links to it follow the new name)")
+                                   "updated in place (links to it follow the new name)")
             text = relink(text, titles)
             existing = read_existing(root, rel) if root.is_dir() else None
             try:
@@ -255,59 +357,8 @@ def _render(data: Any, chosen: tuple[str, ...], root: Path, folder: Path | None,
 
         say("writing the Anki deck")
         previous = files_mod.read_existing_bytes(root, DECK) if root.is_dir() else None
-        out.deck = apkg_bytes(data.cards, options.deck, previous=previous)
+        out.deck = apkg_bytes(list(generated.cards), options.deck, previous=previous)
     return out
-
-
-class _Derived:
-    """The notes' content and figures for one build: read from the cache, or derived on
-    two cores (:mod:`derive.studynotes.worker`; the figures are still being drawn when the
-    content is ready) and then kept in the cache."""
-
-    def __init__(self, depth: int, options: NotesOptions, figures: bool, cache: bool,
-                 say: Callable[[str], None]) -> None:
-        from derive.studynotes import cache as notes_cache
-        from derive.studynotes.worker import start
-
-        self.key, self.wanted = (depth, options), figures
-        self.folder = notes_cache.cache_folder() if cache else None
-        self.pending: Any = None
-        self.data: Any = None
-        self.images: Images | None = None
-        if self.folder is not None:
-            self.data = notes_cache.load(self.folder, "content", depth, options)
-            self.images = (notes_cache.load(self.folder, "figures", depth, options)
-                           if figures else {})
-            if self.data is not None and self.images is not None:
-                say(f"reading the derived notes from {self.folder}")
-                return
-        say("deriving concepts, gradient paths and variance; simulating"
-            + ("; plotting" if figures else ""))
-        self.data, self.images = None, None  # a content hit without its figures: derive both
-        self.pending = start(depth, options, figures)
-
-    def content(self) -> Any:
-        """The :class:`derive.studynotes.content.Content`."""
-        if self.data is None:
-            self.data = self.pending.content()
-        return self.data
-
-    def figures(self) -> Images:
-        """The figures (empty unless asked for); derived ones are then kept in the cache."""
-        if self.images is None:
-            from derive.studynotes import cache as notes_cache
-
-            self.images = self.pending.figures()
-            if self.folder is not None:
-                notes_cache.store(self.folder, "content", *self.key, self.content())
-                if self.wanted:
-                    notes_cache.store(self.folder, "figures", *self.key, self.images)
-        return self.images
-
-    def close(self) -> None:
-        """Stop the second process, if a failure here left it running."""
-        if self.pending is not None:
-            self.pending.close()
 
 
 def notes(
@@ -326,7 +377,7 @@ def notes(
     the number of blocks of the path-sum expansion (1 to 10); ``templates``: a
     folder holding a full set of templates; ``pdf``: compile the LaTeX;
     ``force``: overwrite files that derive did not write or that were edited;
-    ``cache``: read and keep the derived content on disk (:mod:`derive.studynotes.cache`).
+    ``cache``: read and keep what was derived on disk (:mod:`derive.studynotes.cache`).
     Keyword ``options`` are those of :class:`derive.studynotes.options.NotesOptions`:
     ``tags``, ``deck``, ``style``, ``names``, ``concepts``, ``blocks``, ``depths``.
 
