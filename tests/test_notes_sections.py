@@ -8,7 +8,7 @@ import derive
 from derive.errors import DeriveError
 from derive.studynotes import options as options_mod
 from derive.studynotes import sections, worker
-from derive.studynotes.content import content, figure_specs
+from derive.studynotes.assembly import content, figure_specs
 from derive.studynotes.options import NotesOptions
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from derive.errors import DeriveError
 from derive.studynotes import worker as notes_worker
-from derive.studynotes.content import obsidian_notes
+from derive.studynotes.assembly import obsidian_notes
 from derive.studynotes.options import NotesOptions
 
 OPTIONS = NotesOptions.of(concepts=["residual-block", "gradient-paths", "variance"],

@@ -6,8 +6,8 @@ process that derives it, and the function that works out its figures' data.
 Everything else follows from :data:`SECTIONS`: which concepts exist and in
 what order (:data:`derive.studynotes.options.CONCEPTS`), which sections the
 second process derives (:func:`keys_of`), which figures a set of concepts
-draws (:func:`derive.studynotes.content.figure_specs`), and the cards: each
-builder makes its section's cards, which :func:`derive.studynotes.content.section`
+draws (:func:`derive.studynotes.assembly.figure_specs`), and the cards: each
+builder makes its section's cards, which :func:`derive.studynotes.assembly.section`
 tags and styles as the options say.
 
 A builder and a figure function take the depth of the path sum, the blocks

@@ -60,7 +60,7 @@ def second_part(depth: int, options: NotesOptions, keys: tuple[str, ...],
     >>> list(sections), sorted(images)
     (['gradient-paths'], ['gradient-lengths', 'path-lengths'])
     """
-    from derive.studynotes.content import figure_specs, section
+    from derive.studynotes.assembly import figure_specs, section
 
     sections = {key: section(key, depth, options) for key in keys}
     if not figures:
@@ -234,7 +234,7 @@ class Pending:
                 self.child.send("warm")
             self._part = self.child.send("second_part", depth, options, self.theirs, figures)
         try:
-            from derive.studynotes.content import figure_specs, section
+            from derive.studynotes.assembly import figure_specs, section
 
             ours = tuple(key for key in options.concepts if key not in self.theirs)
             if figures and self.child is not None:
@@ -245,9 +245,9 @@ class Pending:
             raise
 
     def content(self) -> Any:
-        """The :class:`derive.studynotes.content.Content`, in the options' order of sections."""
+        """The :class:`derive.studynotes.assembly.Content`, in the options' order of sections."""
         if self._content is None:
-            from derive.studynotes.content import Content, section
+            from derive.studynotes.assembly import Content, section
 
             depth, options, _ = self.key
             theirs: dict[str, Any] = {}
@@ -279,7 +279,7 @@ class Pending:
             if self.child is not None:
                 self.child.stop()
             if wanted and (self.child is None or self.failed):
-                from derive.studynotes.content import figures as figures_here
+                from derive.studynotes.assembly import figures as figures_here
 
                 images = figures_here(depth, options)
             self._images = dict(sorted(images.items()))
@@ -316,7 +316,7 @@ def start(depth: int, options: NotesOptions | None = None, figures: bool = False
 
 def derive_notes(depth: int, options: NotesOptions | None = None,
                  figures: bool = False) -> tuple[Any, Images]:
-    """The notes' :class:`derive.studynotes.content.Content` and, if ``figures``, their
+    """The notes' :class:`derive.studynotes.assembly.Content` and, if ``figures``, their
     figures (stem -> {"png", "pdf"}), derived on two cores.
 
     >>> data, images = derive_notes(2, NotesOptions.of(concepts=["residual-block"]))

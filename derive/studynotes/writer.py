@@ -298,7 +298,7 @@ def _render(data: Any, chosen: tuple[str, ...], folder: Path | None) -> dict[str
     """The files of the text formats ``chosen`` as the templates render ``data``
     (relative path -> text); the Obsidian notes are not merged with the vault yet."""
     from derive.rendering.render import render_template
-    from derive.studynotes.content import obsidian_notes
+    from derive.studynotes.assembly import obsidian_notes
 
     texts = {}
     if "latex" in chosen:
