@@ -51,6 +51,8 @@ _RESERVED_STARTS = (
 #: The note types (card styles) and their fields, as the plugin and Anki name them.
 _FIELDS = {"Basic": ("Front", "Back"), "Basic (and reversed card)": ("Front", "Back"),
            "Cloze": ("Text", "Back Extra")}
+#: The note types derive writes, as the first line of a block.
+NOTE_TYPES = tuple(_FIELDS)
 _MATH_RE = re.compile(r"\\\$|\$\$(.+?)\$\$|\$([^$\n]*)\$|\$", re.S)
 _PRIME_RE = re.compile(r"('+)(?:\^(\{[^{}]*\}|\\[A-Za-z]+|[A-Za-z0-9]))?")
 
