@@ -21,8 +21,11 @@ from pathlib import Path
 
 from derive.vault.note_cards import scan
 
-_ADVICE = ("the plugin updates one Anki note from all of them: keep one (delete the "
-           "others, or their ID lines to make them notes of their own)")
+
+def _advice(count: int) -> str:
+    them = "both" if count == 2 else "all of them"
+    return (f"the plugin updates one Anki note from {them}: keep one (delete the others, "
+            "or their ID lines to make them notes of their own)")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def repeated_in_note(text: str, moved: Collection[int] = ()) -> list[str]:
         done = (" (derive moved the copy out of its region, to just below it)"
                 if note_id in moved else "")
         lines.append(f"ID {note_id} is on {len(blocks)} cards of this note: "
-                     f"{where}{done}; {_ADVICE}")
+                     f"{where}{done}; {_advice(len(blocks))}")
     return lines
 
 
@@ -100,7 +103,9 @@ def repeated_across(root: str | os.PathLike[str], texts: Mapping[str, str],
         if len(by_note) < 2 or not (set(by_note) & set(ours) or any(b.keyed for b in blocks)):
             continue
         name = next((b.card for b in blocks if b.keyed), blocks[0].card)
-        lines = " and ".join(str(b.line) for b in blocks)
-        pairs.setdefault(tuple(by_note), []).append(f"{name} (ID {note_id}, lines {lines})")
-    return [f"{' and '.join(str(Path(root) / rel) for rel in notes)} hold the same "
-            f"Anki ID on {', '.join(cards)}; {_ADVICE}" for notes, cards in pairs.items()]
+        at = {b.line for b in blocks}
+        lines = (f"line {blocks[0].line} in each" if len(at) == 1
+                 else "lines " + " and ".join(str(b.line) for b in blocks))
+        pairs.setdefault(tuple(by_note), []).append(f"{name} (ID {note_id}, {lines})")
+    return [f"{' and '.join(str(Path(root) / rel) for rel in notes)} hold the same Anki "
+            f"ID on {', '.join(cards)}; {_advice(len(notes))}" for notes, cards in pairs.items()]
