@@ -80,6 +80,14 @@ def repeated_in_note(text: str, moved: Collection[int] = ()) -> list[str]:
     return lines
 
 
+def _in_each(note_id: int, blocks: list[Held]) -> str:
+    """A card held in several notes under one ID, and its line in each."""
+    name = next((b.card for b in blocks if b.keyed), blocks[0].card)
+    lines = (f"line {blocks[0].line} in each" if len({b.line for b in blocks}) == 1
+             else "lines " + " and ".join(str(b.line) for b in blocks))
+    return f"{name} (ID {note_id}, {lines})"
+
+
 def repeated_across(root: str | os.PathLike[str], texts: Mapping[str, str],
                     ours: Collection[str] = ()) -> list[str]:
     """One line for each pair of notes that hold the same Anki IDs, naming the cards.
@@ -100,12 +108,7 @@ def repeated_across(root: str | os.PathLike[str], texts: Mapping[str, str],
     pairs: dict[tuple[str, ...], list[str]] = {}
     for note_id, by_note in sorted(where.items()):
         blocks = list(by_note.values())
-        if len(by_note) < 2 or not (set(by_note) & set(ours) or any(b.keyed for b in blocks)):
-            continue
-        name = next((b.card for b in blocks if b.keyed), blocks[0].card)
-        at = {b.line for b in blocks}
-        lines = (f"line {blocks[0].line} in each" if len(at) == 1
-                 else "lines " + " and ".join(str(b.line) for b in blocks))
-        pairs.setdefault(tuple(by_note), []).append(f"{name} (ID {note_id}, {lines})")
+        if len(by_note) > 1 and (set(by_note) & set(ours) or any(b.keyed for b in blocks)):
+            pairs.setdefault(tuple(by_note), []).append(_in_each(note_id, blocks))
     return [f"{' and '.join(str(Path(root) / rel) for rel in notes)} hold the same Anki "
             f"ID on {', '.join(cards)}; {_advice(len(notes))}" for notes, cards in pairs.items()]
