@@ -336,8 +336,9 @@ def _place_orphans(out: list[str | _Region], kept: Kept, placed: set[str]) -> No
     content = ORPHANS_HEADER + "".join("\n" + text for text in kept.orphans)
     slot = next((i for i, part in enumerate(out)
                  if isinstance(part, _Region) and part.name == ORPHANS), None)
-    if slot is not None and kept.orphans:
-        out[slot] = replace(out[slot], content=content)  # type: ignore[type-var]
+    found = out[slot] if slot is not None else None
+    if isinstance(found, _Region) and slot is not None and kept.orphans:
+        out[slot] = replace(found, content=content)
     elif slot is not None:
         _remove(out, slot)
     elif kept.orphans:
