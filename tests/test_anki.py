@@ -241,11 +241,13 @@ def test_new_and_removed_regions() -> None:
     )
 
 
-def test_foreign_and_missing_notes_are_not_merged() -> None:
+def test_a_missing_note_is_written_and_the_users_own_note_gets_the_regions() -> None:
     generated = note(["paths/count"])
-    assert merge_note(None, generated).text == generated
-    foreign = merge_note("my own file\n", generated)
-    assert foreign.text == generated and foreign.base is None
+    missing = merge_note(None, generated)
+    assert missing.text == generated and missing.base is None
+    own = merge_note("my own file\n", generated)  # a note of the user's, no region in it
+    assert own.text == "my own file\n\n" + generated and own.base == "my own file\n"
+    assert merge_note(own.text, generated).text == own.text
 
 
 @pytest.mark.parametrize(
@@ -375,7 +377,9 @@ def test_a_duplicated_card_keeps_both_ids() -> None:
     block = CARDS["paths/count"].block(8)
     duplicated = synced.replace("<!-- derive:end anki -->", block + "<!-- derive:end anki -->")
     merged = merge_note(duplicated, note(["paths/count"]))
-    assert merged.orphaned == ("paths/count",)
+    assert merged.orphaned == ()  # still generated: the copy is moved out of the region, named
+    assert len(merged.notices) == 1 and "a second block of card 'paths/count'" in \
+        merged.notices[0] and "holds ID 8 (the card keeps ID 7" in merged.notices[0]
     assert merged.text.count("<!--ID: 7-->") == 1 and merged.text.count("<!--ID: 8-->") == 1
     assert merge_note(merged.text, note(["paths/count"])).text == merged.text
 

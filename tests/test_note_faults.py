@@ -460,7 +460,10 @@ def test_a_keyless_copy_of_a_card_with_another_id_is_kept() -> None:
     copy = CARDS["paths/count"].block(4242).split("\n", 1)[1]  # without its key line
     edited = text.replace("<!-- derive:end anki -->", copy + "<!-- derive:end anki -->")
     merged, again = regenerate_twice(edited, ["paths/count"])
-    assert "a second card 'paths/count' without its key line holds ID 4242" in \
+    assert ("a second block of card 'paths/count', without its key line, holds ID 4242 "
+            "(the card keeps ID 101, of line 10): moved out of region 'anki'") in \
         merged.notices[0]
     assert keyed_ids(merged.text) == ids and "<!--ID: 4242-->" in merged.text
-    assert merged.orphaned == again.orphaned == ("paths/count",)
+    # a copy is not a card that is no longer generated: it is moved out, and said once
+    assert merged.orphaned == again.orphaned == () and again.notices == ()
+    assert copy in merged.text.split("<!-- derive:end anki -->\n", 1)[1]

@@ -46,14 +46,52 @@ def test_tags_deck_and_names_reach_the_vault_and_the_deck(tmp_path, capsys):
         text = note.read_text()
         targets |= set(re.findall(r"\[\[([^\]|]+)", text))
         for parsed in parse_plugin_notes(text):
-            assert {"ml", "WS2526", "derive"} <= set(parsed.tags)
+            assert parsed.tags == ("ml", "WS2526")  # the student's tags, in place of derive's
     assert "nn residual block" in targets and "Residual block" not in targets
     assert targets <= {p.stem for p in (out / "obsidian").glob("*.md")}
     with _deck(out / "anki/derive.apkg", tmp_path) as db:
         (decks,) = db.execute("select decks from col").fetchone()
         tags = [row[0] for row in db.execute("select tags from notes")]
     assert "ML::Residual" in decks
-    assert tags and all(" ml " in f" {t} " and "WS2526" in t for t in tags)
+    assert tags and all(t.split() == ["ml", "WS2526"] for t in tags)
+
+
+def test_without_tags_each_card_keeps_derives_own(tmp_path):
+    out = tmp_path / "o"
+    notes_mod.notes(out, formats=("obsidian", "anki"), depth=2,
+                    concepts=("gradient-paths", "layer-norm"))
+    for concept, name in (("gradient-paths", "Gradient paths"), ("layer-norm", "Layer norm")):
+        parsed = parse_plugin_notes((out / f"obsidian/{name}.md").read_text())
+        assert parsed and all(p.tags == ("derive", concept) for p in parsed)
+    with _deck(out / "anki/derive.apkg", tmp_path) as db:
+        tags = {row[0].strip() for row in db.execute("select tags from notes")}
+    assert tags == {"derive gradient-paths", "derive layer-norm"}
+
+
+def test_name_of_a_note_the_vault_has_adds_derives_regions_to_it(tmp_path, capsys):
+    out = tmp_path / "vault"
+    own = out / "ML" / "nn residual block.md"
+    own.parent.mkdir(parents=True)
+    mine = ("# nn residual block\n\nRB(x) = x + Dropout(F(x)), from the lecture.\n\n"
+            "START\nBasic\nWhat does the skip connection add?\nBack:\nThe input.\n"
+            "Tags: ml WS2526\n<!--ID: 1690000000001-->\nEND\n")
+    own.write_text(mine)
+    args = ["notes", "--format", "obsidian", "--depth", "2", "--out", str(out),
+            "--tags", "ml WS2526", "--name", "residual-block=nn residual block"]
+    code, printed, err = _run(args, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.rglob("nn residual block.md")) == ["nn residual block.md"]
+    assert not (out / "obsidian" / "nn residual block.md").exists()
+    text = own.read_text()
+    assert text.startswith(mine + "\n<!-- derive:begin note -->\n")  # the student's text as it was
+    parsed = parse_plugin_notes(text)
+    assert [p.note_id for p in parsed if p.key is None] == [1690000000001]
+    assert {p.key.split("/")[0] for p in parsed if p.key} == {"residual-block"}
+    assert f"{own}, derive's regions added below your text" in printed
+    # the next run finds the note where it is and changes nothing
+    code, printed, _ = _run(args, capsys)
+    assert code == 0 and own.read_text() == text and "wrote 0 files" in printed
+    assert "renamed" not in printed and not (out / "obsidian" / "nn residual block.md").exists()
 
 
 @pytest.mark.parametrize("style, note_type, fields", [
@@ -110,7 +148,7 @@ def test_project_file_in_the_output_folder_and_the_command_line_wins(tmp_path, c
         (decks,) = db.execute("select decks from col").fetchone()
         tags = {row[0] for row in db.execute("select tags from notes")}
     assert "From flag" in decks and "From file" not in decks
-    assert all("WS2526" in t and "gradient-paths" in t for t in tags)
+    assert tags and all(t.split() == ["ml", "WS2526"] for t in tags)
     assert not (out / "obsidian").exists()
 
 

@@ -36,14 +36,16 @@ def _names(pairs: tuple[str, ...]) -> dict[str, str] | None:
 @click.option("--depth", type=click.IntRange(1, 10), default=None,
               help="Blocks in the path-sum expansion of dy/df1.  [default: 4]")
 @click.option("--tags", default=None, metavar="'T1 T2'",
-              help="Anki tags added to every card, e.g. 'ml WS2526'.")
+              help="Anki tags of every card, in place of derive's own (derive and the "
+                   "concept), e.g. 'ml WS2526'.")
 @click.option("--deck", default=None, metavar="NAME",
               help="Anki deck name of the .apkg (A::B for a sub-deck).  [default: derive]")
 @click.option("--style", default=None, metavar="STYLE",
               help="Card style: Basic, 'Basic reversed' or Cloze.  [default: Basic]")
 @click.option("--name", "names", multiple=True, metavar="CONCEPT=NOTE",
               help="Name a concept's note (and its wikilinks), e.g. "
-                   "residual-block='nn residual block'; repeatable.")
+                   "residual-block='nn residual block'; a note of that name in DIR gets "
+                   "derive's text added below its own; repeatable.")
 @click.option("--concepts", default=None, metavar="LIST",
               help="Concepts to write: residual-block, layer-norm, pre-vs-post-norm, "
                    "gradient-paths, variance.  [default: all]")

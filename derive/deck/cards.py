@@ -51,6 +51,8 @@ _RESERVED_STARTS = (
 #: The note types (card styles) and their fields, as the plugin and Anki name them.
 _FIELDS = {"Basic": ("Front", "Back"), "Basic (and reversed card)": ("Front", "Back"),
            "Cloze": ("Text", "Back Extra")}
+#: The note types derive writes, as the first line of a block.
+NOTE_TYPES = tuple(_FIELDS)
 _MATH_RE = re.compile(r"\\\$|\$\$(.+?)\$\$|\$([^$\n]*)\$|\$", re.S)
 _PRIME_RE = re.compile(r"('+)(?:\^(\{[^{}]*\}|\\[A-Za-z]+|[A-Za-z0-9]))?")
 
@@ -144,13 +146,16 @@ class Card:
     ``style`` is the note type: ``Basic``, ``Basic (and reversed card)`` or
     ``Cloze`` (the front, then the back as cloze deletion ``{{c1::...}}``).
 
-    Tags always begin with ``derive`` and the topic (the key's first part).
-    The math is fixed with :func:`fix_math`; lines the plugin would misread
-    raise DeriveError.
+    Tags begin with derive's own, ``derive`` and the topic (the key's first
+    part); with ``derive_tags=False`` they are ``tags`` alone (the user's
+    choice). The math is fixed with :func:`fix_math`; lines the plugin would
+    misread raise DeriveError.
 
     >>> card = Card("paths/count", "Terms of $dy/dx$ for $N$ blocks?", "$ 2^N $")
     >>> card.back, card.tags
     ('$2^N$', ('derive', 'paths'))
+    >>> Card("paths/count", "Q", "A", ("ml", "WS2526"), derive_tags=False).tags
+    ('ml', 'WS2526')
     >>> print(card.block(note_id=1700000000000))
     <!-- card: paths/count -->
     START
@@ -169,6 +174,7 @@ class Card:
     back: str
     tags: tuple[str, ...] = field(default=())
     style: str = "Basic"
+    derive_tags: bool = True
 
     def __post_init__(self) -> None:
         check_name(self.key)
@@ -180,7 +186,8 @@ class Card:
         if isinstance(self.tags, str):
             raise DeriveError(f"card {self.key!r}: tags must be a tuple of names, not a string")
         tags: list[str] = []
-        for tag in ("derive", self.key.split("/")[0], *self.tags):
+        own = ("derive", self.key.split("/")[0]) if self.derive_tags else ()
+        for tag in (*own, *self.tags):
             if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
                 raise DeriveError(
                     f"card {self.key!r}: tag {tag!r} is not allowed: no spaces; letters, digits "
@@ -195,10 +202,8 @@ class Card:
         id_line = "" if note_id is None else f"<!--ID: {int(note_id)}-->\n"
         body = (f"{self.cloze_text}\n" if self.style == "Cloze"
                 else f"{self.front}\nBack:\n{self.back}\n")
-        return (
-            f"<!-- card: {self.key} -->\nSTART\n{self.style}\n{body}"
-            f"{_TAGS_PREFIX}{' '.join(self.tags)}\n{id_line}END\n"
-        )
+        tags = f"{_TAGS_PREFIX}{' '.join(self.tags)}\n" if self.tags else ""
+        return f"<!-- card: {self.key} -->\nSTART\n{self.style}\n{body}{tags}{id_line}END\n"
 
     @property
     def cloze_text(self) -> str:

@@ -2,7 +2,8 @@
 
 Every file goes to a temporary file in its own directory, is flushed to disk
 (``fsync``) and renamed over the target (``os.replace``), so a reader sees the
-old file or the new one, never half of one. Text is UTF-8 with LF line endings.
+old file or the new one, never half of one (:mod:`derive.files.atomic`). Text
+is UTF-8 with LF line endings.
 
 Ownership: the output folder holds ``.derive-manifest.json``, a JSON object
 mapping each file derive wrote (relative path, ``/`` separators) to the
@@ -30,18 +31,15 @@ its journal (:mod:`derive.files.journal`), which also removes its temporary file
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from derive.errors import DeriveError
 from derive.files import journal
+from derive.files.atomic import FileChanged, atomic_write, sha256, to_bytes
 from derive.files.output_folder import (
     MANIFEST,
     check_no_links,
@@ -78,93 +76,6 @@ class WriteReport:
 
     written: tuple[str, ...]
     unchanged: tuple[str, ...]
-
-
-def sha256(data: bytes) -> str:
-    """The hex SHA-256 of ``data``.
-
-    >>> sha256(b"")[:12]
-    'e3b0c44298fc'
-    """
-    return hashlib.sha256(data).hexdigest()
-
-
-def to_bytes(content: str | bytes) -> bytes:
-    """Bytes to write: text becomes UTF-8 with LF line endings, bytes stay.
-
-    >>> to_bytes("a\\r\\nb\\rc")
-    b'a\\nb\\nc'
-    """
-    if isinstance(content, bytes):
-        return content
-    if not isinstance(content, str):
-        raise DeriveError(f"file content must be str or bytes, got {type(content).__name__}")
-    return content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-
-
-#: ``expect`` of :func:`atomic_write` when the target's content does not matter.
-ANY = object()
-
-
-class FileChanged(DeriveError):
-    """The target of :func:`atomic_write` changed after it was checked (an edit saved)."""
-
-
-def atomic_write(path: str | os.PathLike[str], content: str | bytes, *,
-                 expect: bytes | object | None = ANY) -> None:
-    """Write ``content`` to ``path`` atomically (temporary file, fsync, rename).
-
-    With ``expect`` (the bytes the target held when it was checked, None: no
-    file), the target is read once more just before the rename and left
-    alone, raising :class:`FileChanged`, if it changed meanwhile.
-
-    >>> import tempfile, pathlib
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
-    >>> atomic_write(target, "x\\r\\n")
-    >>> target.read_bytes()
-    b'x\\n'
-    >>> atomic_write(target, "y\\n", expect=b"old\\n")
-    Traceback (most recent call last):
-    ...
-    derive.files.writes.FileChanged: .../a.txt changed while derive was writing it; ...
-    """
-    target = Path(path)
-    data = to_bytes(content)
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    except OSError as err:
-        raise DeriveError(f"cannot write {target}: {err.strerror}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=journal.temp_prefix(target.name), suffix=".tmp",
-                                   dir=target.parent)
-    except OSError as err:
-        raise DeriveError(f"cannot write in {target.parent}: {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        if expect is not ANY and _bytes_at(target) != expect:
-            raise FileChanged(f"{target} changed while derive was writing it; "
-                              "your version is kept: run derive again")
-        os.replace(tmp, target)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise DeriveError(f"cannot write {target}: {err.strerror}") from None
-        raise
-    _fsync_dir(target.parent)
-
-
-def _bytes_at(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
 
 
 def read_existing(root: str | os.PathLike[str], relpath: str) -> str | None:
@@ -257,11 +168,32 @@ def write_files(
     ('a.md',)
     """
     base = check_output_folder(root)
-    planned = {_check_relpath(rel): to_bytes(content) for rel, content in files.items()}
+    planned = _plan(base, files)
     bases = {
         _check_relpath(rel): content.encode("utf-8") if isinstance(content, str) else content
         for rel, content in (merged_from or {}).items()
     }
+    prepare(base)
+    manifest = _manifest_or_none(base, force)
+    intended = journal.pending(base)
+    journal.clean_stale_temporaries({(base / rel).parent for rel in planned} | {base})
+    sorted_out = _sort_out(base, planned, _Ownership(manifest, intended, bases, force))
+    if sorted_out.written:
+        journal.record(base, {rel: sha256(planned[rel]) for rel in sorted_out.written},
+                       atomic_write)
+    done, edited = _replace_all(base, planned, sorted_out)
+    _write_manifest(base, _new_manifest(base, manifest, intended, planned,
+                                        done + sorted_out.unchanged))
+    journal.finish(base)
+    if edited:
+        raise FileConflict(base, edited, "edited while derive was writing; your version "
+                           "is kept, the other files are written: run derive again")
+    return WriteReport(tuple(done), tuple(sorted_out.unchanged))
+
+
+def _plan(base: Path, files: Mapping[str, str | bytes]) -> dict[str, bytes]:
+    """The bytes to write at each checked relative path; faults found before any write."""
+    planned = {_check_relpath(rel): to_bytes(content) for rel, content in files.items()}
     for rel in planned:
         for parent in PurePosixPath(rel).parents:
             if parent.as_posix() in planned:
@@ -271,78 +203,115 @@ def write_files(
         check_no_links(base, rel)
     if base.exists():
         _current_bytes(base, MANIFEST)  # a manifest that is a folder stops even --force
-    prepare(base)
+    return planned
+
+
+def _manifest_or_none(base: Path, force: bool) -> dict[str, str]:
+    """The manifest; with ``force``, an unreadable one counts as empty."""
     try:
-        manifest = load_manifest(base)
+        return load_manifest(base)
     except DeriveError:
         if not force:
             raise
-        manifest = {}
-    intended = journal.pending(base)
-    journal.clean_stale_temporaries({(base / rel).parent for rel in planned} | {base})
+        return {}
 
-    def owned(rel: str, current: bytes) -> bool:
+
+@dataclass(frozen=True)
+class _Ownership:
+    """What tells derive's own files from the user's: the manifest, the journals of
+    runs killed half-way, the texts notes were merged from, and ``force``."""
+
+    manifest: dict[str, str]
+    intended: dict[str, set[str]]
+    bases: dict[str, bytes | None]
+    force: bool
+
+    def may_replace(self, rel: str, current: bytes) -> bool:
+        """Whether the file at ``rel``, holding ``current``, may be replaced."""
+        if self.force or current == self.bases.get(rel):
+            return True
         digest = sha256(current)
-        return manifest.get(rel) == digest or digest in intended.get(rel, ())
+        return self.manifest.get(rel) == digest or digest in self.intended.get(rel, ())
 
-    written: list[str] = []
-    unchanged: list[str] = []
+
+@dataclass
+class _SortedOut:
+    """The planned files sorted: to write, unchanged, and what each held when checked."""
+
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    seen: dict[str, bytes | None] = field(default_factory=dict)
+
+
+def _sort_out(base: Path, planned: Mapping[str, bytes], owner: _Ownership) -> _SortedOut:
+    """Which files to write and which are unchanged; :class:`FileConflict` for the user's."""
+    out = _SortedOut()
     conflicts: list[str] = []
-    seen: dict[str, bytes | None] = {}
     for rel in sorted(planned):
-        current = seen[rel] = _current_bytes(base, rel)
-        if current is None:
-            written.append(rel)
-        elif current == planned[rel]:
-            unchanged.append(rel)
-        elif force or current == bases.get(rel) or owned(rel, current):
-            written.append(rel)
+        current = out.seen[rel] = _current_bytes(base, rel)
+        if current == planned[rel]:
+            out.unchanged.append(rel)
+        elif current is None or owner.may_replace(rel, current):
+            out.written.append(rel)
         else:
             conflicts.append(rel)
     if conflicts:
         raise FileConflict(base, conflicts)
+    return out
 
-    if written:
-        journal.record(base, {rel: sha256(planned[rel]) for rel in written},
-                                     atomic_write)
+
+def _replace_all(base: Path, planned: Mapping[str, bytes],
+                 sorted_out: _SortedOut) -> tuple[list[str], list[str]]:
+    """Write each file to be written; return those written and those edited meanwhile."""
     done: list[str] = []
     edited: list[str] = []
-    for rel in written:
+    for rel in sorted_out.written:
         target = base / rel
         make_dirs(base, target.parent)
-        try:
-            atomic_write(target, planned[rel], expect=seen[rel])
-        except FileChanged:
-            now = _current_bytes(base, rel)  # another derive run's file is derive's own
-            if now is None or sha256(now) not in journal.pending(base).get(rel, ()):
-                edited.append(rel)
-                continue
-            try:
-                atomic_write(target, planned[rel], expect=now)
-            except FileChanged:
-                edited.append(rel)
-                continue
-        done.append(rel)
-    new_manifest = {}
-    for rel, digest in manifest.items():
-        if (base / rel).is_file():
-            new_manifest[rel] = digest
+        if _replace(base, rel, planned[rel], sorted_out.seen[rel]):
+            done.append(rel)
+        else:
+            edited.append(rel)
+    return done, edited
+
+
+def _replace(base: Path, rel: str, data: bytes, seen: bytes | None) -> bool:
+    """Replace ``base/rel`` if it still holds ``seen`` (or another derive run's bytes)."""
+    try:
+        atomic_write(base / rel, data, expect=seen)
+        return True
+    except FileChanged:
+        pass
+    now = _current_bytes(base, rel)  # another derive run's file is derive's own
+    if now is None or sha256(now) not in journal.pending(base).get(rel, ()):
+        return False
+    try:
+        atomic_write(base / rel, data, expect=now)
+    except FileChanged:
+        return False
+    return True
+
+
+def _new_manifest(base: Path, manifest: Mapping[str, str], intended: Mapping[str, set[str]],
+                  planned: Mapping[str, bytes], current: list[str]) -> dict[str, str]:
+    """The manifest after this run: files still there, what a killed run wrote, ``current``."""
+    new_manifest = {rel: digest for rel, digest in manifest.items() if (base / rel).is_file()}
     for rel, digests in intended.items():  # what a run killed half-way did write
         try:
-            current = _current_bytes(base, _check_relpath(rel)) if rel not in planned else None
+            now = _current_bytes(base, _check_relpath(rel)) if rel not in planned else None
         except DeriveError:  # not a path derive writes, or no longer a file
             continue
-        if current is not None and sha256(current) in digests:
-            new_manifest[rel] = sha256(current)
-    new_manifest.update({rel: sha256(planned[rel]) for rel in done + unchanged})
-    text = json.dumps(dict(sorted(new_manifest.items())), indent=2) + "\n"
+        if now is not None and sha256(now) in digests:
+            new_manifest[rel] = sha256(now)
+    new_manifest.update({rel: sha256(planned[rel]) for rel in current})
+    return new_manifest
+
+
+def _write_manifest(base: Path, manifest: Mapping[str, str]) -> None:
+    """Write the manifest (sorted keys) unless it already holds exactly that."""
+    text = json.dumps(dict(sorted(manifest.items())), indent=2) + "\n"
     if _current_bytes(base, MANIFEST) != text.encode("utf-8"):
         atomic_write(base / MANIFEST, text)
-    journal.finish(base)
-    if edited:
-        raise FileConflict(base, edited, "edited while derive was writing; your version "
-                           "is kept, the other files are written: run derive again")
-    return WriteReport(tuple(done), tuple(unchanged))
 
 
 def _check_relpath(relpath: str) -> str:
@@ -374,25 +343,3 @@ def _current_bytes(root: Path, rel: str) -> bytes | None:
         return None
     except OSError as err:
         raise DeriveError(f"cannot read {path}: {err.strerror}") from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush a directory entry to disk where the platform allows it (a real failure raises)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
-            raise DeriveError(f"cannot write in {folder}: {err.strerror}") from None
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

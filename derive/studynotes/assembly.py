@@ -62,8 +62,7 @@ def section(key: str, depth: int, options: NotesOptions | None = None) -> Sectio
         return options.name(concept) if concept in chosen else None
 
     made = with_links(by_key(key).build(depth, options.blocks, options.depths), name)
-    cards = tuple(replace(c, tags=(*c.tags, *options.tags), style=options.style)
-                  for c in made.cards)
+    cards = tuple(options.card(c) for c in made.cards)
     return replace(made, title=options.name(key), cards=cards)
 
 

@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError
 from derive.studynotes.sections import SECTIONS
+
+if TYPE_CHECKING:
+    from derive.deck.cards import Card
 
 #: The concepts (one note each), their default note names, in the notes' order: the
 #: sections registered in :data:`derive.studynotes.sections.SECTIONS`.
@@ -224,6 +228,21 @@ class NotesOptions:
                 out[key] = checks[key](value)
         return cls(**out)
 
+    def card(self, card: Card) -> Card:
+        """``card`` styled and tagged as chosen: the user's tags replace derive's own.
+
+        Without tags the card keeps derive's (``derive`` and its topic).
+
+        >>> from derive.deck.cards import Card
+        >>> NotesOptions.of(tags="ml WS2526").card(Card("paths/count", "Q", "A")).tags
+        ('ml', 'WS2526')
+        >>> NotesOptions().card(Card("paths/count", "Q", "A")).tags
+        ('derive', 'paths')
+        """
+        if not self.tags:
+            return replace(card, style=self.style)
+        return replace(card, tags=self.tags, derive_tags=False, style=self.style)
+
     def name(self, concept: str) -> str:
         """The note name of ``concept`` (also the target of the wikilinks to it)."""
         return dict(self.names).get(concept, CONCEPTS[concept])
@@ -303,20 +322,25 @@ def resolve(given: Mapping[str, object], out: str | Path,
     merged = dict(from_file)
     merged.update({key: value for key, value in given.items() if value is not None})
     if path is not None:
-        try:
-            NotesOptions.of(**{k: v for k, v in from_file.items() if k not in ("format", "depth")})
-        except DeriveError as err:
-            raise DeriveError(f"{path}: notes.{err}") from None
-        formats = from_file.get("format", "all")
-        chosen = [formats] if isinstance(formats, str) else formats
-        if not isinstance(chosen, list) or not chosen or any(f not in FORMATS for f in chosen):
-            raise DeriveError(f"{path}: notes.format = {formats!r} is not allowed: choose "
-                              f"among {', '.join(FORMATS)}")
-        depth = from_file.get("depth", 4)
-        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 10:
-            raise DeriveError(f"{path}: notes.depth = {depth!r} is not allowed: an integer "
-                              "from 1 to 10")
+        _check_file_values(path, from_file)
     return merged, path
+
+
+def _check_file_values(path: Path, from_file: Mapping[str, object]) -> None:
+    """Check the values of a project file's ``[notes]`` table; errors name the file."""
+    try:
+        NotesOptions.of(**{k: v for k, v in from_file.items() if k not in ("format", "depth")})
+    except DeriveError as err:
+        raise DeriveError(f"{path}: notes.{err}") from None
+    formats = from_file.get("format", "all")
+    chosen = [formats] if isinstance(formats, str) else formats
+    if not isinstance(chosen, list) or not chosen or any(f not in FORMATS for f in chosen):
+        raise DeriveError(f"{path}: notes.format = {formats!r} is not allowed: choose "
+                          f"among {', '.join(FORMATS)}")
+    depth = from_file.get("depth", 4)
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 10:
+        raise DeriveError(f"{path}: notes.depth = {depth!r} is not allowed: an integer "
+                          "from 1 to 10")
 
 
 def options_of(values: Mapping[str, object]) -> NotesOptions:

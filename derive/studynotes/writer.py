@@ -7,8 +7,8 @@ previous run, :mod:`derive.studynotes.cache`), renders each format with the
 templates of :mod:`derive.rendering.render`, and writes the whole set at once with
 :func:`derive.files.writes.write_files` (atomic, never over a file the user edited
 unless ``force``). Obsidian notes are merged with
-the notes on disk (:func:`derive.vault.regions.merge_note`), so the user's text and
-the cards' Anki IDs survive regeneration; a note the user renamed or moved is
+the notes on disk (:func:`derive.vault.vault_merge.merge_vault`), so the user's text
+and the cards' Anki IDs survive regeneration; a note the user renamed or moved is
 found and updated in place (:mod:`derive.vault.renames`). The Anki deck carries its
 notes' modification times over from the deck on disk
 (:func:`derive.apkg.apkg_bytes`), so Anki updates exactly the changed notes.
@@ -330,28 +330,12 @@ def _merge(generated: _Generated, chosen: tuple[str, ...], root: Path,
 
     out = _Rendered()
     if "obsidian" in chosen:
-        from derive.files.writes import read_existing
-        from derive.vault.regions import BrokenNote, merge_note
-        from derive.vault.renames import find_renamed, relink, title
+        from derive.vault.vault_merge import merge_vault
 
-        generated_notes = generated.part("obsidian")
-        renamed = find_renamed(root, generated_notes) if root.is_dir() else {}
-        titles = {title(old): title(new) for old, new in renamed.items()}
-        for note_rel, text in generated_notes.items():
-            rel = renamed.get(note_rel, note_rel)
-            if rel != note_rel:
-                out.notices.append(f"{root / rel}: the note {title(note_rel)!r}, renamed; "
-                                   "updated in place (links to it follow the new name)")
-            text = relink(text, titles)
-            existing = read_existing(root, rel) if root.is_dir() else None
-            try:
-                merged = merge_note(existing, text)
-            except BrokenNote as err:
-                raise BrokenNote(f"{root / rel}, {err}") from None
-            out.vault[rel] = merged.text
-            out.merged_from[rel] = merged.base
-            out.orphaned.extend(merged.orphaned)
-            out.notices.extend(f"{root / rel}, {notice}" for notice in merged.notices)
+        vault = merge_vault(root, generated.part("obsidian"))
+        out.vault, out.merged_from = vault.texts, vault.merged_from
+        out.orphaned.extend(vault.orphaned)
+        out.notices.extend(vault.notices)
     if "anki" in chosen:
         from derive.deck.apkg import apkg_bytes
 

@@ -35,19 +35,30 @@ regenerating is said in one line each in :attr:`MergeResult.notices`:
   and derive never touches it again;
 - lines the user put between a card's key line and its ``START`` stay there;
 - a card whose ``END`` line was deleted ends where the next card begins (it
-  never takes the next card's ID) and gets its ``END`` back;
+  never takes the next card's ID) and gets its ``END`` back; a card whose
+  ``START`` line was deleted gets it back, and keeps its ID;
+- a second block of a card (a copy, with the card's ID or another) and a
+  card that another note generates are moved verbatim out of the region to
+  just below it; an Anki ID that two cards of the note hold is reported
+  with both cards and their lines;
 - the plugin's ``DELETE`` line with its ID line, and a lone ID line, are kept
   in ``orphaned-cards`` until the plugin removes them.
+
+A note without any region (the user's own note of that name) gets derive's
+regions below its text, which stays as it was. What :class:`Kept` keeps and
+says is in :mod:`derive.vault.kept`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from derive.deck.cards import Card, card_blocks, check_name
 from derive.errors import DeriveError
+from derive.vault.duplicates import repeated_in_note
+from derive.vault.kept import ORPHANS, Kept
 from derive.vault.note_cards import Item, scan
 
 
@@ -62,8 +73,6 @@ class BrokenNote(DeriveError):
     """
 
 
-#: Name of the region that keeps cards which are no longer generated.
-ORPHANS = "orphaned-cards"
 ORPHANS_HEADER = (
     "derive no longer generates these cards; they keep their Anki IDs and the plugin keeps "
     "syncing them. Delete a card's lines when you no longer need it. To delete its note in "
@@ -194,7 +203,8 @@ class MergeResult:
     ``base`` is the text merged from (None when there was nothing to merge
     with): pass it to :func:`derive.files.writes.write_files` as ``merged_from``.
     ``notices``: one line for each thing the merge did beyond regenerating
-    (an ID matched by content, a card moved out of a region, an END restored).
+    (an ID matched by content, a card moved out of a region, an END restored),
+    and for each Anki ID that two cards of the note hold.
 
     >>> MergeResult("x", (), None).changed
     True
@@ -211,76 +221,34 @@ class MergeResult:
         return self.text != self.base
 
 
-def _id_of(item: Item) -> str:
-    return f"ID {item.note_id}" if item.note_id is not None else "no ID"
+@dataclass(frozen=True)
+class _Generated:
+    """The regions of a generated note: content by name, and their order."""
+
+    content: dict[str, str]
+    order: list[str]
+
+    @classmethod
+    def of(cls, generated: str) -> _Generated:
+        regions = [part for part in split_regions(generated) if isinstance(part, _Region)]
+        if any(part.name == ORPHANS for part in regions):
+            raise DeriveError(f"generated notes must not hold the region {ORPHANS!r}")
+        return cls({part.name: part.content for part in regions},
+                   [part.name for part in regions])
+
+    def with_ids(self, name: str, kept: Kept) -> str:
+        """The region ``name`` as generated, with the cards' kept IDs and lead lines."""
+        return _with_ids(self.content[name], kept.ids, kept.leads)
 
 
-class _Kept:
-    """What a merge keeps from the old regions: IDs, lead lines, orphans, moved text."""
-
-    def __init__(self, new_cards: dict[str, Item]) -> None:
-        self.new_cards = new_cards
-        self.ids: dict[str, str] = {}
-        self.leads: dict[str, str] = {}
-        self.orphans: dict[str, str | None] = {}  # verbatim text -> card key (or None)
-        self.orphan_home: str | None = None
-        self.moved: dict[str, list[str]] = {}  # region name -> text moved out below it
-        self.notices: list[str] = []
-
-    def orphan(self, text: str, key: str | None, region_name: str) -> None:
-        if text not in self.orphans:  # a second ID for one key is kept, not dropped
-            self.orphans[text] = key
-            if region_name != ORPHANS and self.orphan_home is None:
-                self.orphan_home = region_name
-
-    def card(self, item: Item, region_name: str) -> None:
-        key = item.key or ""
-        if item.missing_end:
-            self.notices.append(f"line {item.line}: card {key!r} had no END line; "
-                                "restored it (the card keeps its own ID, if any)")
-        if key in self.new_cards:
-            if item.id_line is not None:
-                if key in self.ids:
-                    self.orphan(item.complete, key, region_name)
-                else:
-                    self.ids[key] = item.id_line
-            if item.lead.strip() and key not in self.leads:
-                self.leads[key] = item.lead
-        elif item.id_line is not None:
-            self.orphan(item.complete, key, region_name)
-        elif item.lead.strip():
-            self.move(item.lead, region_name, f"line {item.line + 1}: your lines above the "
-                      f"card {key!r}, no longer generated")
-
-    def move(self, text: str, region_name: str, what: str) -> None:
-        self.moved.setdefault(region_name, []).append(text)
-        self.notices.append(f"{what}: moved out of region {region_name!r} to just below "
-                            "it, where derive leaves it alone")
-
-    def keyless(self, item: Item, region_name: str) -> None:
-        """A block with no key line: derive's card by its front, else the user's."""
-        matches = [key for key, card in self.new_cards.items()
-                   if card.front == item.front and item.front]
-        key = matches[0] if len(matches) == 1 else None
-        if key is not None and item.id_line is None:
-            return  # derive's own card without its key line and without an ID: regenerated
-        if key is not None and key not in self.ids and item.id_line is not None:
-            self.ids[key] = item.id_line
-            self.notices.append(f"line {item.line}: a card without its key line holds "
-                                f"{_id_of(item)}; matched to card {key!r} by its front, "
-                                "ID kept")
-            return
-        if key is not None:  # derive's card a second time, with another ID: kept, not dropped
-            self.orphan(item.complete, key, region_name)
-            self.notices.append(f"line {item.line}: a second card {key!r} without its key "
-                                f"line holds {_id_of(item)}; kept in region {ORPHANS!r}")
-            return
-        self.move(item.complete, region_name,
-                  f"line {item.line}: a card that derive did not write ({_id_of(item)})")
-
-
-def merge_note(existing: str | None, generated: str) -> MergeResult:
+def merge_note(existing: str | None, generated: str,
+               elsewhere: Mapping[str, str] | None = None) -> MergeResult:
     """Regenerate a note: new regions, the user's text and the cards' IDs kept.
+
+    ``elsewhere`` maps the card keys of the other notes to those notes'
+    titles, so a card copied here from another note is named as such. A note
+    without any of derive's regions (the user's own) gets them added below
+    its text.
 
     >>> old = "My notes.\\n" + cards_region([Card("a/x", "Q", "A")])
     >>> synced = old.replace("END\\n", "<!--ID: 42-->\\nEND\\n")
@@ -290,82 +258,112 @@ def merge_note(existing: str | None, generated: str) -> MergeResult:
     >>> merge_note(synced, cards_region([Card("a/x", "Q", "A")])).text == synced
     True
     """
-    fresh = split_regions(generated)
-    new = {part.name: part.content for part in fresh if isinstance(part, _Region)}
-    order = [part.name for part in fresh if isinstance(part, _Region)]
-    if ORPHANS in new:
-        raise DeriveError(f"generated notes must not hold the region {ORPHANS!r}")
+    fresh = _Generated.of(generated)
     if existing is None:
         return MergeResult(generated, (), None)
     bom = _BOM if existing.startswith(_BOM) else ""
-    old = split_regions(existing[len(bom):].replace("\r\n", "\n"))  # written back with LF
+    text = existing[len(bom):].replace("\r\n", "\n")  # written back with LF
+    old = split_regions(text)
     if not any(isinstance(part, _Region) for part in old):
-        return MergeResult(generated, (), None)
-    kept = _Kept({item.key: item for name in order for item in scan(new[name])
-                  if item.kind == "card" and item.key is not None})
+        return _into_own_note(existing, bom, text, generated)
+    kept = _keep(old, fresh, elsewhere)
+    out = _rebuild(old, fresh, kept)
+    merged = _join(out)
+    notices = (*kept.notices, *repeated_in_note(merged, kept.copied))
+    return MergeResult(bom + merged, kept.orphaned, existing, notices)
+
+
+def _into_own_note(existing: str, bom: str, text: str, generated: str) -> MergeResult:
+    """The user's own note (no region of derive's) with derive's regions added below its text."""
+    keyed = [item for item in scan(text) if item.kind == "card"]
+    if keyed:
+        raise BrokenNote(
+            f"line {keyed[0].line}: card {keyed[0].key!r} is derive's, but the note has none "
+            "of derive's region markers; put them back around derive's text, or delete the "
+            "card's key line to make the card your own")
+    if not text.strip():
+        return MergeResult(bom + generated, (), existing)
+    own = text if text.endswith("\n") else text + "\n"
+    return MergeResult(bom + own + "\n" + generated, (), existing,
+                       ("derive's regions added below your text, which is kept as it was",))
+
+
+def _keep(old: list[str | _Region], fresh: _Generated,
+          elsewhere: Mapping[str, str] | None) -> Kept:
+    """Read the old regions: what the merge keeps from them, and what it says."""
+    kept = Kept({item.key: item for name in fresh.order for item in scan(fresh.content[name])
+                 if item.kind == "card" and item.key is not None}, elsewhere)
     keyless: list[tuple[Item, str]] = []
     for part in old:
-        if isinstance(part, _Region):
-            for found in scan(part.content):
-                item = replace(found, line=found.line + part.line)  # the line in the note
-                if item.kind == "card":
-                    kept.card(item, part.name)
-                elif item.kind == "note":
-                    keyless.append((item, part.name))
-                else:
-                    kept.orphan(item.text, None, part.name)
-                    if item.kind == "delete":
-                        kept.notices.append(
-                            f"line {item.line}: {_id_of(item)} is marked DELETE; "
-                            f"kept in region {ORPHANS!r} until the plugin deletes the note")
+        if not isinstance(part, _Region):
+            continue
+        for found in scan(part.content):
+            item = replace(found, line=found.line + part.line)  # the line in the note
+            if item.kind == "card":
+                kept.card(item, part.name)
+            elif item.kind == "note":
+                keyless.append((item, part.name))
+            else:
+                kept.lone(item, part.name)
     for item, name in keyless:
         kept.keyless(item, name)
+    return kept
 
+
+def _rebuild(old: list[str | _Region], fresh: _Generated, kept: Kept) -> list[str | _Region]:
+    """The note's parts: the user's text as it was, derive's regions regenerated."""
     out: list[str | _Region] = []
     placed: set[str] = set()
     for part in old:
         if not isinstance(part, _Region) or part.name == ORPHANS:
             out.append(part)
-        elif part.name in new:
-            content = _with_ids(new[part.name], kept.ids, kept.leads)
-            out.append(_Region(part.name, part.begin, content, part.end, part.line))
+        elif part.name in fresh.content:
+            out.append(replace(part, content=fresh.with_ids(part.name, kept)))
             placed.add(part.name)
         if isinstance(part, _Region) and part.name in kept.moved:
             out.append("\n" + "\n".join(kept.moved[part.name]))
-    for index, name in enumerate(order):
+    for index, name in enumerate(fresh.order):
         if name not in placed:
-            after = [n for n in order[:index] if n in placed]
-            _insert(out, name, _with_ids(new[name], kept.ids, kept.leads),
-                    after[-1] if after else None)
+            after = [n for n in fresh.order[:index] if n in placed]
+            _insert(out, name, fresh.with_ids(name, kept), after[-1] if after else None)
             placed.add(name)
     _place_orphans(out, kept, placed)
-    orphaned = tuple(dict.fromkeys(key for key in kept.orphans.values() if key is not None))
-    return MergeResult(bom + _join(out), orphaned, existing, tuple(kept.notices))
+    return out
 
 
-def _place_orphans(out: list[str | _Region], kept: _Kept, placed: set[str]) -> None:
+def _place_orphans(out: list[str | _Region], kept: Kept, placed: set[str]) -> None:
     """Write the orphaned-cards region (or remove it when nothing is orphaned)."""
-    orphan_content = ORPHANS_HEADER + "".join("\n" + text for text in kept.orphans)
-    existing_orphans = [p for p in out if isinstance(p, _Region) and p.name == ORPHANS]
-    if existing_orphans:
-        slot = out.index(existing_orphans[0])
-        if kept.orphans:
-            part = existing_orphans[0]
-            out[slot] = _Region(ORPHANS, part.begin, orphan_content, part.end, part.line)
-        else:
-            del out[slot]
-            before, after = out[slot - 1 : slot], out[slot : slot + 1]
-            if (before and isinstance(before[0], str) and before[0].endswith("\n")
-                    and after and isinstance(after[0], str) and after[0].startswith("\n")):
-                out[slot] = after[0][1:]  # the blank line that set the region apart
+    content = ORPHANS_HEADER + "".join("\n" + text for text in kept.orphans)
+    slot = next((i for i, part in enumerate(out)
+                 if isinstance(part, _Region) and part.name == ORPHANS), None)
+    found = out[slot] if slot is not None else None
+    if isinstance(found, _Region) and slot is not None and kept.orphans:
+        out[slot] = replace(found, content=content)
+    elif slot is not None:
+        _remove(out, slot)
     elif kept.orphans:
         home = kept.orphan_home if kept.orphan_home in placed else None
-        _insert(out, ORPHANS, orphan_content, home, at_end=home is None)
+        _insert(out, ORPHANS, content, home, at_end=home is None)
+
+
+def _remove(parts: list[str | _Region], slot: int) -> None:
+    """Remove the region at ``slot``, and the blank line :func:`_insert` set above it."""
+    del parts[slot]
+    before = parts[slot - 1] if slot > 0 else None
+    if not isinstance(before, str):
+        return
+    after_region = slot >= 2 and isinstance(parts[slot - 2], _Region)
+    if before.endswith("\n\n") or (before == "\n" and after_region):
+        parts[slot - 1] = before[:-1]
 
 
 def _insert(parts: list[str | _Region], name: str, content: str, after: str | None,
             at_end: bool = False) -> None:
-    """Insert a new region after the region ``after`` (else before the first region)."""
+    """Insert a new region after the region ``after`` (else before the first region).
+
+    Below another region, or at the end, one blank line sets it apart (the
+    line :func:`_remove` takes away with it).
+    """
     names = [p.name if isinstance(p, _Region) else None for p in parts]
     if after is not None:
         slot = names.index(after) + 1
@@ -377,16 +375,13 @@ def _insert(parts: list[str | _Region], name: str, content: str, after: str | No
                   f"<!-- derive:end {name} -->\n")
     if after is not None:
         parts[slot:slot] = ["\n", new]
-        return
-    if slot < len(parts):
+    elif slot < len(parts):
         parts[slot:slot] = [new, "\n"]
-        return
-    head = _join(parts)
-    if head and not head.endswith("\n"):
-        parts.append("\n\n")
-    elif head and not head.endswith("\n\n"):
-        parts.append("\n")
-    parts.append(new)
+    else:
+        head = _join(parts)
+        if head:
+            parts.append("\n" if head.endswith("\n") else "\n\n")
+        parts.append(new)
 
 
 def _join(parts: list[str | _Region]) -> str:
