@@ -12,7 +12,8 @@ import derive.rendering.render as render
 from derive.blocks.config import K, d, k, q, q0
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
-from derive.studynotes import concepts, plots
+from derive.rendering import plots
+from derive.studynotes import concepts
 
 x = sympy.Symbol("x")
 
@@ -120,8 +121,14 @@ def test_pre_vs_post_closed_forms_match_iterated_recursions():
     slope = (pre_ratio(4000) - pre_ratio(2000)) / np.log(2)
     assert slope == pytest.approx(0.9 / 0.7, rel=0.01)
     # post-norm backward: gamma^2 (1 + G)/((1 + g) q_0) per first block, then (1+G)/(1+g)
-    post = pp.steps[9].rhs.subs(values).subs(K, 5)
+    # (gains that do not depend on the moment: g(q_0) = g, G(q_0) = G)
+    post = pp.steps[10].rhs.subs(values).subs(K, 5)
     by_hand = 1.3**2 * 1.9 / (1.7 * 0.6) * (1.9 / 1.7) ** 4
+    assert float(post) == pytest.approx(by_hand, rel=1e-12)
+    # the general form, block 1 with its own gains g(q_0) = 0.5, G(q_0) = 0.8
+    first = {sympy.Function("g")(q0): 0.5, sympy.Function("G")(q0): 0.8}
+    post = pp.steps[9].rhs.subs(first).subs(values).subs(K, 5)
+    by_hand = 1.3**2 * 1.8 / (1.5 * 0.6) * (1.9 / 1.7) ** 4
     assert float(post) == pytest.approx(by_hand, rel=1e-12)
     assert pp.result.lhs == d(0) / d(K)
 

@@ -117,8 +117,22 @@ class VarianceConfig:
 
     @property
     def label(self) -> str:
-        """A short stable name, e.g. ``he/relu/pre/single``."""
-        return f"{self.init}/{self.activation}/{self.block.name}/{self.branch}"
+        """A short stable name, e.g. ``he/relu/pre/single``: the activation and the branch
+        only where the block uses them (a block written with its own matrices and
+        activations, ``x + W(gelu(W(LN(x))))``, is ``he/x + W(gelu(W(LN(x))))``).
+
+        >>> VarianceConfig(init="he", norm="x + W(gelu(W(x)))").label
+        'he/x + W(gelu(W(x)))'
+        """
+        from derive.blocks.primitives import Activation, Branch
+
+        nodes = self.block.tree.walk()
+        branch = any(isinstance(node, Branch) for node in nodes)
+        activation = branch or any(isinstance(node, Activation) and node.name is None
+                                   for node in nodes)
+        parts = (self.init, self.activation if activation else None, self.block.name,
+                 self.branch if branch else None)
+        return "/".join(part for part in parts if part is not None)
 
     def weight_variance(self, fan_in: sympy.Expr, fan_out: sympy.Expr) -> sympy.Expr:
         """Variance of one weight matrix's entries, from ``init`` (or ``sigma_w2``).

@@ -312,6 +312,20 @@ class PathGradients:
             out.append(total if total.has(sympy.harmonic) else sympy.factor(total))
         return out[0], out[1]
 
+    @cached_property
+    def asymptote(self) -> sympy.Expr | None:
+        """The constant c of the mean length's large-K form ln K + c, where the mean grows
+        like ln K (a harmonic closed form); None otherwise.
+
+        >>> path_gradients(4, init="he", block="pre").asymptote
+        -1 + EulerGamma
+        """
+        closed = self.closed_form
+        if closed is None or not closed[0].has(sympy.harmonic):
+            return None
+        constant = sympy.limit(closed[0] - sympy.log(K), K, sympy.oo)
+        return constant if constant.is_finite else None
+
     def effect(self) -> str:
         """What the block does to the effective path length, in words.
 

@@ -28,7 +28,7 @@ from derive.deck.cards import Card
 from derive.derivation.printing import latex
 from derive.rendering.render import Figure, Table
 from derive.studynotes.options import NotesOptions
-from derive.studynotes.parts import Section, card, number, with_links
+from derive.studynotes.parts import Section, card, final_norm, number, plural, with_links
 from derive.studynotes.variance import SIM
 
 
@@ -150,6 +150,7 @@ def _pre_vs_post(blocks: tuple[str, ...], depth: int) -> Section:
             "Post-LN keeps $q_k = \\gamma^2$ and changes the gradient by $(1 + G)/(1 + g)$ per "
             "block, but it loses the identity path: the input's share of $q_K$ is "
             "$(1 + g)^{-K}$, since each LN rescales the skip path.",
+            final_norm().reconciliation(),
         ),
         assumptions=pp.assumptions,
         intro=("The gains of each configuration, and tables of every one, are in "
@@ -248,7 +249,7 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
         from derive.studynotes.path_gradients import VEIT_DEPTH, series
 
         specs["path-lengths"] = ("path_length_figure", (
-            dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks"), {})
+            dict(path_lengths(depth, "x")), f"paths from x to y, {plural(depth, 'block')}"), {})
         specs["gradient-lengths"] = ("gradient_length_figure", (
             series(), f"{VEIT_DEPTH} blocks, He initialization, ReLU: paths and gradient by "
             "length"), {})

@@ -16,7 +16,7 @@ import functools
 
 from derive.derivation.printing import latex
 from derive.rendering.render import Figure, Table
-from derive.studynotes.parts import Section, card, he_relu, readable
+from derive.studynotes.parts import Section, card, final_norm, he_relu, readable
 
 #: The depth of the figure, and of the values in the table.
 DEPTH = 50
@@ -85,9 +85,8 @@ def variants_section() -> Section:
         f"$q_K = {latex(fixup.forward.closed_form.rhs)}$.",
         f"The last block's weight gradient stays of order one with post-LN "
         f"($w_K = {latex(post_w.last.rhs)}$) but shrinks like $1/K$ with pre-LN and a final "
-        f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): pre-LN's "
-        "final LN divides the gradient by $q_K$, which grows linearly (the table is in "
-        "[[gradient-paths|gradient paths]]).",
+        f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): "
+        f"{final_norm().sentence()} (the table is in [[gradient-paths|gradient paths]]).",
     )
     cards = (
         card("variants/rescaled", "Why does $h_k = (h_{k-1} + f_k(h_{k-1}))/\\sqrt{2}$ keep "
