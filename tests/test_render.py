@@ -204,3 +204,25 @@ def test_atoms_of_the_same_text_keep_their_own_latex():
     assert first != second and text(first) == text(second) == "#paths of length L"
     assert latex(first) == r"\#\,\text{paths of length } L"  # made first, printed as made
     assert latex(second) == r"\#\,\text{paths with } L \text{ factors}"
+
+
+@pytest.mark.parametrize("fmt", ["text", "latex", "markdown"])
+def test_render_takes_every_result_object(fmt):
+    import derive
+
+    analysis = derive.variance("he", "relu", "pre", final_norm=True)
+    results = {
+        "PathSum": derive.paths(3),
+        "BlockPathSum": derive.paths(3, "x", block="post"),
+        "PathGradients": derive.path_gradients(8, init="he", block="pre"),
+        "VarianceAnalysis": analysis,
+        "Recursion": analysis.forward,
+        "WeightGradients": analysis.weights,
+    }
+    for name, obj in results.items():
+        out = render.render(obj, fmt)
+        assert out.strip(), name
+    # what each shows is its own: the block path sum's count, the shares' mean
+    assert "8" in render.render(results["BlockPathSum"], "text").splitlines()[-1]
+    mean = sum(i * float(s) for i, s in enumerate(results["PathGradients"].gradient_shares))
+    assert f"{mean:.4g}" in render.render(results["PathGradients"], "text")
