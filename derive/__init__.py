@@ -3,6 +3,8 @@
 >>> import derive
 >>> derive.count_paths(4)
 8
+>>> derive.variance("he", "relu").forward.closed_form.rhs.subs(derive.K, 10)
+1024*q_0
 
 The public names load on first use, so ``import derive`` is cheap.
 """
@@ -36,6 +38,9 @@ _EXPORTS = {
     "simulate": "derive.simulation.networks",
     "render": "derive.rendering.render",
     "notes": "derive.studynotes.writer",
+    "K": "derive.blocks.config",
+    "k": "derive.blocks.config",
+    "q0": "derive.blocks.config",
 }
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "BlockPathSum",
     "Derivation",
     "DeriveError",
+    "K",
     "PathGradients",
     "PathSum",
     "Recursion",
@@ -52,10 +58,12 @@ __all__ = [
     "block",
     "count_paths",
     "gaussian_moment",
+    "k",
     "notes",
     "path_gradients",
     "path_lengths",
     "paths",
+    "q0",
     "render",
     "simulate",
     "variance",
@@ -63,7 +71,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block, block
-    from derive.blocks.config import VarianceConfig
+    from derive.blocks.config import K, VarianceConfig, k, q0
     from derive.derivation.value import Derivation, Step
     from derive.errors import DeriveError
     from derive.gaussian.moments import gaussian_moment
