@@ -215,3 +215,48 @@ def test_an_explicit_branch_is_not_labelled_with_the_configured_activation(capsy
     # a block that uses the configured activation still names it
     assert derive.VarianceConfig(init="he", activation="tanh",
                                  norm="x + W(phi(W(x)))").label.startswith("he/tanh/")
+
+
+# --- cards: none asks what another asks; the why-cards answer from derived results -----------
+
+def _normalised(front: str) -> str:
+    front = re.sub(r"\\[a-zA-Z]+", " ", front.lower())
+    return " ".join(re.findall(r"[a-z0-9]+", front))
+
+
+def test_no_two_cards_ask_the_same_thing():
+    from difflib import SequenceMatcher
+
+    from derive.studynotes.content import content
+
+    cards = content(4).cards
+    keys = {c.key for c in cards}
+    for a, b in (("variants/rescaled", "variance/scale-factor"),
+                 ("pre-vs-post-norm/pre", "variance/pre-ln-step"),
+                 ("pre-vs-post-norm/gradient-power", "variance/pre-ln-tanh"),
+                 ("gradient-paths/weights-final-ln", "variants/weights-pre-post")):
+        assert not (a in keys and b in keys), (a, b)
+    fronts = [(c.key, _normalised(c.front)) for c in cards]
+    for i, (key_a, a) in enumerate(fronts):
+        for key_b, b in fronts[i + 1:]:
+            assert SequenceMatcher(None, a, b).ratio() < 0.8, (key_a, key_b)
+
+
+def test_why_cards_answer_from_derived_results():
+    from derive.studynotes.content import content
+
+    cards = {c.key: c for c in content(4).cards}
+    for key in ("residual-block/why-gradient", "pre-vs-post-norm/pros-cons",
+                "variants/bn-changes"):
+        assert key in cards, key
+    # BN first, He, ReLU: c grows by n sigma_w^2 E[relu(z)]^2 = 2 (1/sqrt(2 pi))^2 = 1/pi
+    z = np.linspace(0.0, 12.0, 200_001)
+    f = z * np.exp(-z * z / 2)
+    mean_relu = float(np.sum((f[1:] + f[:-1]) / 2 * np.diff(z))) / math.sqrt(2 * math.pi)
+    assert 2 * mean_relu**2 == pytest.approx(1 / math.pi, rel=1e-6)
+    assert "c_K = \\frac{K}{\\pi}" in cards["variants/bn-changes"].back
+    assert "$q_K = K + q_{0}$ instead of $2^{K} q_{0}$" in cards["variants/bn-changes"].back
+    back = cards["pre-vs-post-norm/pros-cons"].back
+    assert "w_K = \\frac{1}{2 K + 2 q_{0}}" in back and "w_K = \\frac{1}{4}" in back
+    assert "share $\\frac{1}{2^{K}}$" in back  # post-LN, He, ReLU: (1 + g)^-K, g = 1
+    assert "2^{K}" in cards["residual-block/why-gradient"].back

@@ -104,11 +104,13 @@ def variants_section() -> Section:
              "$\\gamma^2/q$ at initialization?",
              "BN divides by each unit's batch std: the batch variance is $q - c$, the second "
              "moment less what two independent inputs of the batch share ($c$)."),
-        card("variants/weights-pre-post", "Pre-LN with a final LN against post-LN: how does "
-             "the last block's weight gradient $E[(\\partial L/\\partial W)^2]$ change with "
-             "the depth $K$?",
-             f"Pre-LN: ${latex(pre_w.last.rhs)}$, shrinking like $1/K$; post-LN: "
-             f"${latex(post_w.last.rhs)}$, constant (Xiong et al. 2020)."),
+        card("variants/bn-changes", "What does BatchNorm first in the branch, "
+             "$h_k = h_{k-1} + f_k(\\operatorname{BN}(h_{k-1}))$, change against no norm "
+             "(He init, ReLU)?",
+             f"$q_K = {latex(bn.forward.closed_form.rhs)}$ instead of "
+             f"${latex(he_relu('none').forward.closed_form.rhs)}$: BN hands the branch unit "
+             "variance, so each block adds one unit; backward it divides by the batch "
+             f"variance $q - c$, with $c_K = {latex(cross)}$ shared by the batch."),
     )
     return Section(
         "block-variants", "Residual block variants",
