@@ -3,6 +3,8 @@
 >>> import derive
 >>> derive.count_paths(4)
 8
+>>> derive.variance("he", "relu").forward.closed_form.rhs.subs(derive.K, 10)
+1024*q_0
 
 The public names load on first use, so ``import derive`` is cheap.
 """
@@ -37,6 +39,9 @@ _EXPORTS = {
     "simulate": "derive.simulation.networks",
     "render": "derive.rendering.render",
     "notes": "derive.studynotes.writer",
+    "K": "derive.derivation.symbols",
+    "k": "derive.derivation.symbols",
+    "q0": "derive.derivation.symbols",
 }
 
 __all__ = [
@@ -44,6 +49,7 @@ __all__ = [
     "BlockPathSum",
     "Derivation",
     "DeriveError",
+    "K",
     "PathGradients",
     "PathSum",
     "Recursion",
@@ -53,10 +59,12 @@ __all__ = [
     "block",
     "count_paths",
     "gaussian_moment",
+    "k",
     "notes",
     "path_gradients",
     "path_lengths",
     "paths",
+    "q0",
     "render",
     "simulate",
     "variance",
@@ -66,6 +74,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block, block
     from derive.blocks.config import VarianceConfig, variance_config
+    from derive.derivation.symbols import K, k, q0
     from derive.derivation.value import Derivation, Step
     from derive.errors import DeriveError
     from derive.gaussian.moments import gaussian_moment

@@ -121,8 +121,14 @@ def test_pre_vs_post_closed_forms_match_iterated_recursions():
     slope = (pre_ratio(4000) - pre_ratio(2000)) / np.log(2)
     assert slope == pytest.approx(0.9 / 0.7, rel=0.01)
     # post-norm backward: gamma^2 (1 + G)/((1 + g) q_0) per first block, then (1+G)/(1+g)
-    post = pp.steps[9].rhs.subs(values).subs(K, 5)
+    # (gains that do not depend on the moment: g(q_0) = g, G(q_0) = G)
+    post = pp.steps[10].rhs.subs(values).subs(K, 5)
     by_hand = 1.3**2 * 1.9 / (1.7 * 0.6) * (1.9 / 1.7) ** 4
+    assert float(post) == pytest.approx(by_hand, rel=1e-12)
+    # the general form, block 1 with its own gains g(q_0) = 0.5, G(q_0) = 0.8
+    first = {sympy.Function("g")(q0): 0.5, sympy.Function("G")(q0): 0.8}
+    post = pp.steps[9].rhs.subs(first).subs(values).subs(K, 5)
+    by_hand = 1.3**2 * 1.8 / (1.5 * 0.6) * (1.9 / 1.7) ** 4
     assert float(post) == pytest.approx(by_hand, rel=1e-12)
     assert pp.result.lhs == d(0) / d(K)
 
@@ -198,3 +204,25 @@ def test_atoms_of_the_same_text_keep_their_own_latex():
     assert first != second and text(first) == text(second) == "#paths of length L"
     assert latex(first) == r"\#\,\text{paths of length } L"  # made first, printed as made
     assert latex(second) == r"\#\,\text{paths with } L \text{ factors}"
+
+
+@pytest.mark.parametrize("fmt", ["text", "latex", "markdown"])
+def test_render_takes_every_result_object(fmt):
+    import derive
+
+    analysis = derive.variance("he", "relu", "pre", final_norm=True)
+    results = {
+        "PathSum": derive.paths(3),
+        "BlockPathSum": derive.paths(3, "x", block="post"),
+        "PathGradients": derive.path_gradients(8, init="he", block="pre"),
+        "VarianceAnalysis": analysis,
+        "Recursion": analysis.forward,
+        "WeightGradients": analysis.weights,
+    }
+    for name, obj in results.items():
+        out = render.render(obj, fmt)
+        assert out.strip(), name
+    # what each shows is its own: the block path sum's count, the shares' mean
+    assert "8" in render.render(results["BlockPathSum"], "text").splitlines()[-1]
+    mean = sum(i * float(s) for i, s in enumerate(results["PathGradients"].gradient_shares))
+    assert f"{mean:.4g}" in render.render(results["PathGradients"], "text")

@@ -19,6 +19,7 @@ import sympy
 from derive.blocks.block import Block
 from derive.blocks.block import block as parse_block
 from derive.blocks.branch import BranchConfig, branch_values
+from derive.blocks.primitives import Activation, Branch
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,20 @@ class VarianceConfig(BranchConfig):
 
     @property
     def label(self) -> str:
-        """A short stable name, e.g. ``he/relu/pre/single``."""
-        return f"{self.init}/{self.activation}/{self.block.name}/{self.branch}"
+        """A short stable name, e.g. ``he/relu/pre/single``: the activation and the branch
+        only where the block uses them (a block written with its own matrices and
+        activations, ``x + W(gelu(W(LN(x))))``, is ``he/x + W(gelu(W(LN(x))))``).
+
+        >>> variance_config(init="he", norm="x + W(gelu(W(x)))").label
+        'he/x + W(gelu(W(x)))'
+        """
+        nodes = self.block.tree.walk()
+        branch = any(isinstance(node, Branch) for node in nodes)
+        activation = branch or any(isinstance(node, Activation) and node.name is None
+                                   for node in nodes)
+        parts = (self.init, self.activation if activation else None, self.block.name,
+                 self.branch if branch else None)
+        return "/".join(part for part in parts if part is not None)
 
 
 def variance_config(init: object = "xavier", activation: object = "relu", norm: object = "none",

@@ -50,7 +50,7 @@ PRESETS = {p.name: p for p in (
            "sandwich LN: LayerNorm before and after the branch"),
     Preset("fixup", "x + F0(x)", "Zhang et al. 2019 (Fixup)",
            "the branch's last layer initialized to zero"),
-    Preset("dropout", "x + Dropout(F(x), p)", "UDL 11.2 (RB(x) = x + Dropout(F(x)))",
+    Preset("dropout", "x + Dropout(F(x), p)", "UDL 11.2's block; dropout: Srivastava et al. 2014",
            "dropout on the branch", {"p": "1/10"}),
 )}
 

@@ -73,6 +73,45 @@ def book_order(terms: list) -> list:
     return positive + [t for t in terms if t.could_extract_minus_sign()]
 
 
+def _negated_rate(base: sympy.Expr) -> sympy.Expr | None:
+    """``c - s`` for a base ``s - c`` (s a symbol that is not an integer, c > 0), else None."""
+    if not base.is_Add or len(base.args) != 2:
+        return None
+    number, rest = base.as_coeff_Add()
+    if not (number.is_Number and number < 0 and rest.is_Symbol and rest.is_integer is not True):
+        return None
+    return -base
+
+
+def positive_rates(expr: sympy.Expr) -> sympy.Expr:
+    """Quotients of ``s - a`` and ``s - b`` written as ``(a - s)/(b - s)``: the same value, in
+    the form a rate s in [0, 1) is read (both factors positive). A product is rewritten
+    only when the signs cancel, so the value never changes; integer symbols (K, k) keep
+    their form.
+
+    >>> p = sympy.Symbol("p", nonnegative=True)
+    >>> positive_rates((p - 2) / (p - 1))
+    (2 - p)/(1 - p)
+    """
+    def fix(product: sympy.Expr) -> sympy.Expr:
+        factors, sign, flipped = [], 1, 0
+        for factor in product.args:
+            base, exp = factor.as_base_exp()
+            negated = _negated_rate(base)
+            if negated is not None and exp.is_Integer:
+                factors.append(negated if exp == 1 else sympy.Pow(negated, exp))
+                sign, flipped = sign * (-1) ** int(exp), flipped + 1
+            else:
+                factors.append(factor)
+        if flipped < 2 or sign != 1:
+            return product
+        return sympy.Mul(*factors, evaluate=False)
+
+    if not isinstance(expr, sympy.Basic) or not expr.has(sympy.Symbol):
+        return expr
+    return expr.replace(lambda e: e.is_Mul, fix)
+
+
 class _Latex(LatexPrinter):
     def _as_ordered_terms(self, expr, order=None):
         return book_order(list(super()._as_ordered_terms(expr, order)))
@@ -174,7 +213,7 @@ def latex(expr: object) -> str:
     >>> latex(2 * q(k - 1))
     '2 q_{k - 1}'
     """
-    return _Latex().doprint(sympy.sympify(expr))
+    return _Latex().doprint(positive_rates(sympy.sympify(expr)))
 
 
 def text(expr: object) -> str:
@@ -190,4 +229,4 @@ def text(expr: object) -> str:
     >>> text(sympy.Piecewise((q(0), sympy.Eq(K, 0)), (1, True)))
     'q₀ if K = 0, else 1'
     """
-    return _Text().doprint(sympy.sympify(expr))
+    return _Text().doprint(positive_rates(sympy.sympify(expr)))

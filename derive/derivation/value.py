@@ -9,6 +9,7 @@ equation sides are SymPy expressions, printed by :mod:`derive.derivation.printin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -76,10 +77,45 @@ class Derivation:
         return iter(self.steps)
 
     def _repr_latex_(self) -> str:
-        rows = " \\\\\n".join(
-            f"{s.latex()} && \\text{{{_escape_text(s.reason)}}}" for s in self.steps
-        )
-        return f"$\\begin{{aligned}}\n{rows}\n\\end{{aligned}}$"
+        """Jupyter display that fits a notebook column: each step's reason on lines of its
+        own (wrapped), then its equation.
+
+        >>> import sympy
+        >>> x = sympy.Symbol("x")
+        >>> print(Derivation("T", "t", (), (Step(2 * x, x + x, "add $x$ to itself"),))
+        ...       ._repr_latex_())
+        $\\begin{aligned}
+        &\\text{1. add $x$ to itself} \\\\
+        2 x &= 2 x
+        \\end{aligned}$
+        """
+        rows = []
+        for number, s in enumerate(self.steps, 1):
+            for line in wrap_reason(f"{number}. {s.reason}"):
+                rows.append(f"&\\text{{{_escape_text(line)}}}")
+            rows.append(f"{latex(s.lhs)} &{s.relation} {latex(s.rhs)}")
+        body = " \\\\\n".join(rows)
+        return f"$\\begin{{aligned}}\n{body}\n\\end{{aligned}}$"
+
+
+#: A reason line in a notebook column holds about this many characters.
+REASON_WIDTH = 60
+
+
+def wrap_reason(reason: str, width: int = REASON_WIDTH) -> list[str]:
+    """A reason in lines of about ``width`` characters, never breaking inside ``$...$``.
+
+    >>> wrap_reason("one two $a + b$: three", width=9)
+    ['one two', '$a + b$:', 'three']
+    """
+    words = re.findall(r"(?:[^\s$]*\$[^$]*\$)+[^\s$]*|\S+", reason)
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
 
 
 def _escape_text(reason: str) -> str:

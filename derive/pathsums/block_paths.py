@@ -29,6 +29,7 @@ from derive.blocks.block import Block, block
 from derive.blocks.nodes import STD_X, Input, Node
 from derive.blocks.primitives import Branch
 from derive.derivation.printing import latex, text
+from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.pathsums.limits import MAX_TERMS, check_path_args
 from derive.pathsums.notation import gradient_latex, gradient_text, subscript
@@ -433,6 +434,102 @@ class BlockPathSum:
     def lhs_latex(self) -> str:
         """The left-hand side dy/df_j (or dy/dx) in LaTeX."""
         return gradient_latex(self.wrt)
+
+    @property
+    def symbols(self) -> dict[str, sympy.Symbol]:
+        """The block's own symbols by name (``alpha``), as its scalars carry them.
+
+        >>> BlockPathSum(2, "x", block("skipinit")).symbols
+        {'alpha': alpha}
+        """
+        return {str(s): s for s in self.spec.symbols}
+
+    @cached_property
+    def derivation(self) -> Derivation:
+        """Block k's Jacobian, the product over the blocks, its terms and their count, as a
+        Derivation (what ``derive.render`` renders). The sum is shown up to
+        SHOWN_TERMS terms.
+
+        >>> d = BlockPathSum(2, "x", block("post")).derivation
+        >>> d.result.text()
+        '#terms = 4'
+        """
+        from derive.pathsums.notation import shown
+
+        one = BlockPathSum(1, "x", self.spec)
+        k_jacobian = one.text().split(" = ", 1)[1]
+        steps = [Step(shown("∂h₁/∂h₀", "\\frac{\\partial h_{1}}{\\partial h_{0}}"),
+                      shown(k_jacobian, one.latex()),
+                      f"block $B(x) = {_latex_block(self.spec)}$: each node contributes its "
+                      "Jacobian (I for the skip, $J_k$ for the branch, $L_k$ for LN, ...)")]
+        lhs = shown(gradient_text(self.wrt), gradient_latex(self.wrt))
+        if self.count <= SHOWN_TERMS:
+            steps.append(Step(lhs, shown(self.text().split(" = ", 1)[1], self.latex()),
+                              "chain rule over the blocks, a later block on the left, "
+                              "expanded in the book's order"))
+        count = shown("#terms", "\\#\\,\\text{terms}")
+        steps.append(Step(count, sympy.Integer(self.count),
+                          f"one term per choice of one of the {self.radix} terms of each of "
+                          f"the {len(self.blocks)} later blocks' Jacobians"))
+        return Derivation(title=f"Paths through {self.depth} blocks of {self.spec.text}",
+                          key=f"paths/{self.spec.name}/depth-{self.depth}/wrt-{self.wrt}",
+                          steps=tuple(steps), result=steps[-1])
+
+    def _repr_latex_(self) -> str:
+        """Jupyter display: the sum in rows that fit a notebook column (up to SHOWN_TERMS
+        terms), else the product and the count.
+
+        >>> print(BlockPathSum(1, "x", block("post"))._repr_latex_())
+        $\\begin{aligned}
+        \\frac{\\partial y}{\\partial x} &= L_{1} + L_{1} J_{1}
+        \\end{aligned}$
+        """
+        lhs = gradient_latex(self.wrt)
+        if self.count > SHOWN_TERMS:
+            return (f"$\\begin{{aligned}}\n{lhs} &= {latex(self.factored)} \\\\\n"
+                    f"\\#\\,\\text{{terms}} &= {self.count}\n\\end{{aligned}}$")
+        rows = column_rows(self.latex())
+        body = f"{lhs} &= " + " \\\\\n&\\quad + ".join(rows)
+        return f"$\\begin{{aligned}}\n{body}\n\\end{{aligned}}$"
+
+
+#: Jupyter and ``derive.render`` show the expanded sum up to this many terms.
+SHOWN_TERMS = 64
+#: A row of LaTeX in a notebook column holds about this many characters of source.
+COLUMN = 70
+
+
+def _latex_block(spec: Block) -> str:
+    return spec.text.replace("*", " ").replace("_", "\\_")
+
+
+def column_rows(sum_latex: str, width: int = COLUMN) -> list[str]:
+    """A LaTeX sum split at its top-level `` + `` into rows of about ``width`` characters.
+
+    >>> column_rows("a + {b + c} d + e", width=8)
+    ['a', '{b + c} d', 'e']
+    """
+    terms, depth, start = [], 0, 0
+    i = 0
+    while i < len(sum_latex):
+        if sum_latex.startswith("\\left", i) or sum_latex[i] == "{":
+            depth += 1
+        elif sum_latex.startswith("\\right", i) or sum_latex[i] == "}":
+            depth -= 1
+        elif depth == 0 and sum_latex.startswith(" + ", i):
+            terms.append(sum_latex[start:i])
+            start = i + 3
+            i += 3
+            continue
+        i += 1
+    terms.append(sum_latex[start:])
+    rows: list[str] = []
+    for term in terms:
+        if rows and len(rows[-1]) + 3 + len(term) <= width:
+            rows[-1] += " + " + term
+        else:
+            rows.append(term)
+    return rows
 
 
 @lru_cache(maxsize=65536)

@@ -37,8 +37,9 @@ from derive.blocks.block import Block
 from derive.blocks.branch import BranchConfig
 from derive.blocks.nodes import Input, Moments, Node
 from derive.blocks.primitives import Branch
-from derive.derivation.printing import text
+from derive.derivation.printing import latex, text
 from derive.derivation.symbols import K, q, q0
+from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.inputs.numbers import exact
 from derive.pathsums.block_paths import BlockPathSum, block_terms
@@ -314,6 +315,97 @@ class PathGradients:
                 return None
             out.append(total if total.has(sympy.harmonic) else sympy.factor(total))
         return out[0], out[1]
+
+    @property
+    def symbols(self) -> dict[str, sympy.Symbol]:
+        """The symbols its closed forms use, by name: the depth K, q_0 and the block's own,
+        so that ``g.closed_form[0].subs(g.symbols["K"], 10)`` substitutes.
+
+        >>> sorted(path_gradients(4, init="he", block="pre").symbols)
+        ['K', 'q_0']
+        """
+        return {"K": K, "q_0": q0, **{str(s): s for s in self.config.block.symbols}}
+
+    def _gain_polynomial(self) -> sympy.Expr:
+        from derive.pathsums.notation import shown
+
+        previous = sympy.Symbol("k") - 1
+        names = {Q_PREV: q(previous), C_PREV: c_seq(previous)}
+        terms = [sympy.factor(c).xreplace(names) * t**i for i, c in enumerate(self.polynomial)]
+        return shown(" + ".join(text(term) for term in terms if term != 0),
+                     " + ".join(latex(term) for term in terms if term != 0))
+
+    @cached_property
+    def derivation(self) -> Derivation:
+        """Block k's gain split by branches, the share of each length, the mean length (in
+        closed form where SymPy sums it) and its value, as a Derivation (what
+        ``derive.render`` renders).
+
+        >>> path_gradients(54, init="he", block="pre").derivation.result.text()
+        'mean length at K = 54 ≈ 3.594'
+        """
+        from derive.pathsums.notation import shown
+
+        steps = [
+            Step(shown("Gₖ(t)", "G_{k}(t)"), self._gain_polynomial(),
+                 "block $k$'s backward gain $d_{k-1}/d_k$ split by the number of branch "
+                 "Jacobians $J$ each of its terms passes (gradient independence)"),
+            Step(shown("share of length L", "\\text{share}_L"),
+                 shown("[tᴸ] Πₖ Gₖ(t)/Gₖ(1)", "[t^L] \\prod_{k} G_{k}(t)/G_{k}(1)"),
+                 "different paths are uncorrelated: a path carries the product of its "
+                 "factors' gains, and the paths with $L$ branches are the coefficient of $t^L$"),
+        ]
+        closed = self.closed_form
+        if closed is not None:
+            steps.append(Step(shown("mean length", "\\text{mean length}"), closed[0],
+                              "the mean of a sum of independent lengths: "
+                              "$\\sum_k G_k'(1)/G_k(1)$, summed in the depth $K$"))
+        mean = self.mean
+        value = sympy.Float(mean, 4) if isinstance(mean, float) else mean
+        steps.append(Step(shown(f"mean length at K = {self.depth}",
+                                f"\\text{{mean length at }} K = {self.depth}"),
+                          value, "the shares' mean" + (
+                              f", against {self.path_mean:.4g} for the path counts"
+                              if self.numeric else ""),
+                          relation="\\approx" if isinstance(mean, float) else "="))
+        return Derivation(
+            title=f"The gradient each path length carries: {self.depth} blocks of "
+                  f"{self.config.block.text} ({self.config.label})",
+            key=f"path-gradients/{self.config.label}/depth-{self.depth}/wrt-{self.wrt}",
+            assumptions=("mean field, infinite width, gradient independence; "
+                         f"$q_0 = {latex(self.q0)}$",),
+            steps=tuple(steps), result=steps[-1])
+
+    def _repr_latex_(self) -> str:
+        """Jupyter display: G_k(t), the mean length (closed form and value) and the shares
+        of the lengths that carry most of the gradient, in rows that fit a column.
+
+        >>> "G_{k}(t)" in path_gradients(4, init="he", block="pre")._repr_latex_()
+        True
+        """
+        rows = [f"{latex(step.lhs)} &{step.relation} {latex(step.rhs)}"
+                for step in self.derivation.steps if "share" not in step.latex()]
+        if self.numeric:
+            top = sorted(range(len(self.gradient_shares)),
+                         key=lambda n: -float(self.gradient_shares[n]))[:3]
+            shown = ", ".join(f"L = {n}: {100 * float(self.gradient_shares[n]):.3g}\\%"
+                              for n in sorted(top))
+            rows.append(f"&\\text{{largest shares: {shown}}}")
+        return "$\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}$"
+
+    @cached_property
+    def asymptote(self) -> sympy.Expr | None:
+        """The constant c of the mean length's large-K form ln K + c, where the mean grows
+        like ln K (a harmonic closed form); None otherwise.
+
+        >>> path_gradients(4, init="he", block="pre").asymptote
+        -1 + EulerGamma
+        """
+        closed = self.closed_form
+        if closed is None or not closed[0].has(sympy.harmonic):
+            return None
+        constant = sympy.limit(closed[0] - sympy.log(K), K, sympy.oo)
+        return constant if constant.is_finite else None
 
     def effect(self) -> str:
         """What the block does to the effective path length, in words.

@@ -52,6 +52,15 @@ class VarianceAnalysis:
         return WeightGradients(self.config, self.forward, self.backward, self.cross,
                                self.final_norm)
 
+    @property
+    def symbols(self) -> dict[str, sympy.Symbol]:
+        """The symbols of its formulas by name (K, k, q_0 and the block's own).
+
+        >>> sorted(variance("he", block="skipinit").symbols)
+        ['K', 'alpha', 'k', 'q_0']
+        """
+        return self.forward.symbols
+
     def _repr_latex_(self) -> str:
         rows = []
         for rec in (self.forward, self.backward):

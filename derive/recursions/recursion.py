@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import sympy
 
@@ -210,6 +210,63 @@ class Recursion(ABC):
         iterated = self._iterate(closed_forms.check_iterated(self, depth), q0_value)
         values = self._relative([iterated[j] for j in ks], iterated[-1])
         return [finish(v) for v in values]
+
+    @property
+    def symbols(self) -> dict[str, sympy.Symbol]:
+        """The symbols of its formulas by name: the depth K, the block index k, q_0, and
+        the block's own, so that ``r.closed_form.rhs.subs(r.symbols["K"], 10)`` works
+        (``derive.K`` is the same K).
+
+        >>> import derive
+        >>> r = derive.variance("he", "relu").forward
+        >>> r.closed_form.rhs.subs(r.symbols["K"], 10)
+        1024*q_0
+        """
+        own = {str(s): s for s in self.config.block.symbols}
+        for name in ("gamma", "dropout"):
+            value = getattr(self.config, name, None)
+            if isinstance(value, sympy.Symbol):
+                own[str(value)] = value
+        return {"K": K, "k": k, "q_0": q0, **own}
+
+    def array(self, depth: int, q0: object = 1) -> Any:
+        """The values for k = 0..depth as a NumPy array of floats (q_k forward, d_0/d_k
+        backward); every symbol must have a number.
+
+        >>> import derive
+        >>> derive.variance("he", "relu").forward.array(3)
+        array([1., 2., 4., 8.])
+        """
+        import numpy as np
+
+        return np.asarray(self.iterated(depth, q0), dtype=float)
+
+    def function(self) -> Callable[..., Any]:
+        """The closed form as a NumPy function of ``(K, q_0, *symbols)`` (SymPy's lambdify,
+        SciPy's gamma where the form needs it), for arrays of depths.
+
+        >>> import derive, numpy as np
+        >>> derive.variance("he", "relu", "pre").forward.function()(np.arange(4), 1.0)
+        array([1., 2., 3., 4.])
+        """
+        if self.closed_form is None:
+            raise DeriveError(f"{self.config.label} {self.direction}: no closed form to turn "
+                              "into a function; use .array(depth) for the iterated values")
+        own = [s for name, s in sorted(self.symbols.items()) if name not in ("K", "k", "q_0")]
+        rhs = self.closed_form.rhs
+        if not rhs.free_symbols <= {K, q0, *own}:
+            raise DeriveError(f"{self.config.label} {self.direction}: the closed form holds "
+                              f"{sorted(map(str, rhs.free_symbols - {K, q0, *own}))}, which "
+                              "have no numbers; use .array(depth)")
+        numeric = sympy.lambdify((K, q0, *own), rhs, modules=["scipy", "numpy"])
+
+        def evaluate(depth: Any, q_0: Any = 1.0, *values: Any) -> Any:
+            import numpy as np
+
+            return np.asarray(numeric(depth, q_0, *values), dtype=float) + 0 * np.asarray(
+                depth, dtype=float)
+
+        return evaluate
 
     # --- what is shown -------------------------------------------------------------
     @cached_property

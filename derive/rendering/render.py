@@ -137,6 +137,7 @@ def environment(kind: str, templates: str | Path | None = None) -> jinja2.Enviro
     )
     env.filters.update(
         tex=tex_prose, md=md_prose, txt=text_prose, tex_lines=tex_lines, md_math=md_math,
+        tex_columns=lambda table: tex_columns(table.header, table.rows),
         anchor=anchor, wikilink=lambda title: f"[[{title}]]",
         wikilinks_tex=unlink, wikilinks_md=md_links, cell=lambda cell: cell.replace("|", r"\|"),
     )
@@ -158,18 +159,63 @@ _TEX_ESCAPES = {
 }
 
 
+def _split_code(text: str) -> list[tuple[bool, str]]:
+    """Text split at Markdown backticks: (is code, part)."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an unmatched backtick is text
+        parts[-2:] = [parts[-2] + "`" + parts[-1]]
+    return [(i % 2 == 1, part) for i, part in enumerate(parts) if part]
+
+
 def tex_prose(prose: str) -> str:
-    """Prose for LaTeX: text escaped, inline math kept.
+    """Prose for LaTeX: text escaped, inline math kept, Markdown code spans as
+    ``\\texttt`` (so ``--block`` stays two hyphens and no backtick is left).
 
     >>> tex_prose("50% of $q_k$ & more")
     '50\\\\% of $q_k$ \\\\& more'
+    >>> tex_prose("`derive variance --block x/2`")
+    '\\\\texttt{derive variance -{}-block x/2}'
     """
     out = []
-    for is_math, part in _split_math(prose):
-        if is_math:
-            out.append(f"${part.strip()}$")
-        else:
-            out.append("".join(_TEX_ESCAPES.get(ch, ch) for ch in part))
+    for is_code, chunk in _split_code(prose):
+        if is_code:
+            code = "".join(_TEX_ESCAPES.get(ch, ch) if ch != "/" else ch for ch in chunk)
+            out.append("\\texttt{" + code.replace("--", "-{}-") + "}")
+            continue
+        for is_math, part in _split_math(chunk):
+            if is_math:
+                out.append(f"${part.strip()}$")
+            else:
+                out.append("".join(_TEX_ESCAPES.get(ch, ch) for ch in part))
+    return "".join(out)
+
+
+def tex_columns(header: tuple[str, ...], rows: tuple[tuple[str, ...], ...],
+                wide: int = 14) -> str:
+    """A ``tabularx`` column spec: ``X`` (wrapping, ragged right) for a column whose longest
+    cell (header included) has more than ``wide`` characters, ``l`` for the others; at
+    least one ``X`` so that the table takes the line's width.
+
+    >>> tex_columns(("a", "a long header here"), (("1", "2"),))
+    'l>{\\\\raggedright\\\\arraybackslash}X'
+    """
+    x_col = ">{\\raggedright\\arraybackslash}X"
+    longest = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    spec = [x_col if n > wide else "l" for n in longest]
+    if x_col not in spec:
+        spec[longest.index(max(longest))] = x_col
+    return "".join(spec)
+
+
+def md_code_safe(prose: str) -> str:
+    """Markdown prose whose ``*`` is escaped outside code spans and math only.
+
+    >>> md_code_safe("a*b `x + alpha*F(x)`")
+    'a\\\\*b `x + alpha*F(x)`'
+    """
+    out = []
+    for is_code, chunk in _split_code(prose):
+        out.append(f"`{chunk}`" if is_code else chunk.replace("*", r"\*"))
     return "".join(out)
 
 
@@ -181,7 +227,7 @@ def md_prose(prose: str) -> str:
     """
     out = []
     for is_math, part in _split_math(prose):
-        out.append(f"${part.strip()}$" if is_math else part.replace("*", r"\*"))
+        out.append(f"${part.strip()}$" if is_math else md_code_safe(part))
     return "".join(out)
 
 

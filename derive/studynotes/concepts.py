@@ -307,11 +307,20 @@ def pre_vs_post() -> Derivation:
     pre_factor = 1 + G * gg / pre_q.subs(K, k - 1)
     equal = sympy.simplify(sympy.product(sympy.together(pre_factor.subs(G, g)), (k, 1, K)))
     # Post-norm: from block 2 on the branch sees q = gamma^2, so each block multiplies by
-    # gamma^2 (1 + G) / ((1 + g) gamma^2); block 1 by gamma^2 (1 + G)/((1 + g) q_0).
-    post_ratio = sympy.powsimp(gg / q0 * sympy.product((1 + G) / (1 + g), (k, 1, K)))
+    # gamma^2 (1 + G) / ((1 + g) gamma^2); block 1 sees q_0, where the gains are g(q_0) and
+    # G(q_0), and multiplies by gamma^2 (1 + G(q_0))/((1 + g(q_0)) q_0).
+    g_first, G_first = sympy.Function("g")(q0), sympy.Function("G")(q0)
+    later = sympy.product((1 + G) / (1 + g), (k, 2, K))
+    post_general = gg * (1 + G_first) / ((1 + g_first) * q0) * later
+    post_ratio = sympy.powsimp(sympy.simplify(post_general.xreplace({g_first: g, G_first: G})))
+    if sympy.simplify(post_ratio - gg / q0 * ((1 + G) / (1 + g)) ** K) != 0:  # pragma: no cover
+        raise AssertionError("post-norm gradient ratio")
     post_share = sympy.powsimp(solve_affine(1 / (1 + g), sympy.Integer(0)).subs(q0, 1))
     pre_share = sympy.simplify(q0 / pre_q)
     ratio = d(0) / d(K)
+    from derive.pathsums.notation import shown
+
+    input_share = shown("share of x in q_K", "\\text{share of } x \\text{ in } q_{K}")
     steps = (
         Step(q(k), (1 + g) * q(k - 1),
              "no norm, $h_k = h_{k-1} + f_k(h_{k-1})$: the branch adds $g q_{k-1}$, "
@@ -337,14 +346,18 @@ def pre_vs_post() -> Derivation:
         Step(ratio, sympy.factor(equal),
              "when $G = g$ (linear, ReLU, leaky ReLU, where $E[\\phi'(z)^2] s = E[\\phi(z)^2]$)"
              " the product telescopes: linear growth"),
+        Step(ratio, post_general,
+             "post-norm backward: LN after the sum scales a gradient's second moment by "
+             "$\\gamma^2$ over the sum's second moment $(1 + g) q_{k-1}$, and the sum passes "
+             "$1 + G$, so $d_{k-1} = d_k \\gamma^2 (1 + G)/((1 + g) q_{k-1})$; block 1 sees "
+             "$q_0$, with the gains $g(q_0)$ and $G(q_0)$ at that moment, every later block "
+             "$q_{k-1} = \\gamma^2$ ($K \\ge 1$)"),
         Step(ratio, post_ratio,
-             "post-norm backward: LN after the sum scales by $\\gamma^2/s_k$ with "
-             "$s_k = (1 + g) q_{k-1}$, and the sum passes $1 + G$, so $d_{k-1} = d_k "
-             "\\gamma^2 (1 + G)/((1 + g) q_{k-1})$ with $q_{k-1} = \\gamma^2$ after block 1"),
-        Step(sympy.Symbol("s_K"), post_share,
-             "post-norm: share of the input $x$ in $q_K$; each LN divides the skip path's "
-             "second moment by $1 + g$"),
-        Step(sympy.Symbol("s_K"), pre_share,
+             "when $q_0 = \\gamma^2$, or for an activation whose gains do not depend on its "
+             "input's moment (linear, ReLU, leaky ReLU): $g(q_0) = g$, $G(q_0) = G$"),
+        Step(input_share, post_share,
+             "post-norm: each LN divides the skip path's second moment by $1 + g$"),
+        Step(input_share, pre_share,
              "pre-norm: the skip path carries $x$ untouched, its share is $q_0/q_K$"),
     )
     return Derivation(

@@ -15,7 +15,13 @@ import sympy
 
 from derive.derivation.printing import latex
 from derive.rendering.render import Figure, Table
-from derive.studynotes.parts import Section, card, number
+from derive.studynotes.parts import (
+    Section,
+    card,
+    final_norm,
+    he_relu,
+    number,
+)
 
 
 def residual_block_section() -> Section:
@@ -46,7 +52,22 @@ def residual_block_section() -> Section:
                  f"${latex(factor)}$: a kept unit is divided by $1 - p$"),
             card("residual-block/derivative",
                  "Derivative of $\\operatorname{RB}(x) = x + F(x)$ for a scalar $x$?",
-                 f"${latex(rb.result.rhs)}$: the $1$ is the skip path")))
+                 f"${latex(rb.result.rhs)}$: the $1$ is the skip path"),
+            card("residual-block/why-gradient",
+                 "Why do residual connections help the gradient reach the first blocks?",
+                 _why_gradient(rb.result.rhs))))
+
+
+def _why_gradient(slope: sympy.Expr) -> str:
+    """Why residual connections help the gradient, from the derived block derivative and the
+    path count."""
+    from derive.studynotes.paths import counts
+
+    total = counts()["total"]
+    return (f"Each block's derivative is ${latex(slope)}$, so $\\partial y/\\partial x$ is "
+            f"a sum over ${latex(total)}$ paths, one of them the identity: the gradient "
+            "reaches $x$ unchanged along it, whatever the branches' Jacobians do, instead "
+            "of through a product of $K$ Jacobians only.")
 
 
 def layer_norm_section() -> Section:
@@ -119,6 +140,7 @@ def pre_vs_post_section(blocks: tuple[str, ...], depth: int) -> Section:
             "Post-LN keeps $q_k = \\gamma^2$ and changes the gradient by $(1 + G)/(1 + g)$ per "
             "block, but it loses the identity path: the input's share of $q_K$ is "
             "$(1 + g)^{-K}$, since each LN rescales the skip path.",
+            final_norm().reconciliation(),
         ),
         assumptions=pp.assumptions,
         intro=("The gains of each configuration, and tables of every one, are in "
@@ -144,7 +166,33 @@ def pre_vs_post_section(blocks: tuple[str, ...], depth: int) -> Section:
                  "Pre-LN, $d_k = E[(\\partial L/\\partial h_k)^2]$: the gradient ratio "
                  "$d_0/d_K$ when the branch's backward gain $G$ equals its forward gain $g$?",
                  pp.result),
-            card("pre-vs-post-norm/gradient-power",
-                 "Pre-LN, $d_k = E[(\\partial L/\\partial h_k)^2]$: how does $d_0/d_K$ grow "
-                 "with depth $K$ for forward gain $g$ and backward gain $G$?",
-                 "$\\propto K^{G/g}$: the log of the product is a harmonic sum")))
+            card("pre-vs-post-norm/pros-cons",
+                 "Pre-LN against post-LN at initialization (He, ReLU): what does each keep, "
+                 "and what does each lose?", _pros_cons())))
+
+
+def _pros_cons() -> str:
+    """The pros and cons of pre- and post-LN, each a derived value."""
+    from derive.derivation.symbols import K
+
+    post, pre = he_relu("post"), he_relu("pre")
+    share = sympy.Pow(2, -K)  # post-LN: each LN halves the skip path's share (1 + g = 2)
+    if sympy.simplify(share - (1 + gains_he_relu()) ** -K) != 0:  # pragma: no cover
+        raise AssertionError("post-LN input share")
+    final = final_norm()
+    post_ratio = post.backward.closed_form.rhs
+    if isinstance(post_ratio, sympy.Piecewise):
+        post_ratio = post_ratio.args[-1].expr
+    return (f"Pre-LN keeps the identity path (input share $q_0/q_K$, $q_K = "
+            f"{latex(pre.forward.closed_form.rhs)}$) and, with a final LN, small gradients "
+            f"near the output ($w_K = {latex(final.pre_last)}$), but $d_0/d_K = "
+            f"{latex(pre.backward.closed_form.rhs)}$ grows. Post-LN fixes $q_k = 1$ and "
+            f"$d_0/d_K = {latex(post_ratio)}$, but loses the input (share ${latex(share)}$) "
+            f"and keeps $w_K = {latex(final.post_last)}$ (Xiong et al. 2020).")
+
+
+def gains_he_relu() -> sympy.Expr:
+    """The forward gain g of a He + ReLU branch (computed)."""
+    from derive.studynotes.variance import gains
+
+    return gains("he", "relu")[0]

@@ -11,6 +11,7 @@ and cards. Prose links to other concepts by key, ``[[variance|text]]``;
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -59,17 +60,21 @@ def number(value: object, digits: int = 4) -> str:
     """A value as a reader wants it: a short exact form, else a decimal.
 
     Integers stay exact below a million, fractions whose parts have at most
-    three digits stay fractions, everything else is a decimal of ``digits``
+    three digits stay fractions, a decimal of at most 8 significant digits is written
+    in full (``1.0001``, not ``1``), everything else is a decimal of ``digits``
     significant digits.
 
     >>> number(1024), number(sympy.Rational(3, 2)), number(sympy.Rational(30001, 20000))
-    ('$1024$', '$\\\\frac{3}{2}$', '1.5')
+    ('$1024$', '$\\\\frac{3}{2}$', '1.50005')
     """
     value = sympy.sympify(value)
     if value.is_Integer and abs(value) < 10**6:
         return math(value)
     if value.is_Rational and abs(value.p) < 1000 and value.q < 1000:
         return math(value)
+    decimal = _terminating(value)
+    if decimal is not None:
+        return decimal
     as_float = float(value)
     if 10**4 <= abs(as_float) < 10**6:
         return f"{as_float:.0f}"
@@ -77,6 +82,30 @@ def number(value: object, digits: int = 4) -> str:
         mantissa, exponent = f"{as_float:.{digits - 1}e}".split("e")
         return f"${mantissa} \\cdot 10^{{{int(exponent)}}}$"
     return f"{as_float:.{digits}g}"
+
+
+def _terminating(value: sympy.Expr, digits: int = 8) -> str | None:
+    """A rational between 10^-3 and 10^4 whose decimal ends within ``digits`` significant
+    digits, written in full (``10001/10000`` -> ``1.0001``), so that a value close to a round
+    number is not printed as that number; else None.
+
+    >>> _terminating(sympy.Rational(10001, 10000)), _terminating(sympy.Rational(1, 3))
+    ('1.0001', None)
+    """
+    if not value.is_Rational or value.is_Integer or not 1e-3 <= abs(value) < 10**4:
+        return None
+    denominator = int(value.q)
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if denominator != 1:
+        return None
+    from decimal import Decimal
+
+    shown = Decimal(int(value.p)) / Decimal(int(value.q))
+    if len(shown.normalize().as_tuple().digits) > digits:
+        return None
+    return format(shown.normalize(), "f")
 
 
 def readable(expr: sympy.Expr) -> sympy.Expr:
@@ -102,6 +131,96 @@ def he_relu(block: object, final_norm: bool = False) -> VarianceAnalysis:
     from derive.recursions.analysis import variance
 
     return variance("he", "relu", block=block, final_norm=final_norm)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class FinalNorm:
+    """What a final LayerNorm does to pre-LN's gradients, against post-LN (He, ReLU), derived
+    from ``derive.variance(..., final_norm=...)``: the notes' words on Xiong et al. (2020)."""
+
+    #: q_K of pre-LN, the moment the final LN divides by.
+    q_last: sympy.Expr
+    #: The factor the final LN puts on the gradient's second moment: w_K with / without it.
+    scale: sympy.Expr
+    #: d_0 with the final LN (d_K = 1 before it): the gradient at the input.
+    first: sympy.Expr
+    #: The last block's weight gradient w_K: pre-LN with a final LN, post-LN.
+    pre_last: sympy.Expr
+    post_last: sympy.Expr
+    #: sqrt(w_K) of pre-LN, the size of the gradient (its root mean square), and its order.
+    pre_norm: sympy.Expr
+    pre_norm_order: sympy.Expr
+    #: post-LN's w_K over pre-LN's.
+    ratio: sympy.Expr
+
+    def sentence(self) -> str:
+        """The final LN's effect in one sentence (second moment, gradient, Xiong's norm).
+
+        >>> final_norm().sentence().split(" (")[0]
+        "the final LN scales the gradient's second moment by $\\\\frac{1}{K + q_{0}}$"
+        """
+        return (f"the final LN scales the gradient's second moment by ${latex(self.scale)}$ "
+                f"($\\gamma^2/q_K$ with $q_K = {latex(self.q_last)}$), the gradient itself by "
+                f"$1/\\sqrt{{q_K}}$; Xiong et al. bound the gradient's norm, here "
+                f"$\\sqrt{{w_K}} = {latex(self.pre_norm)}$, of order "
+                f"${latex(self.pre_norm_order)}$, and $w_K$ is its square")
+
+
+    def reconciliation(self) -> str:
+        """Why pre-LN is called the more stable although its d_0/d_K grows (Xiong et al.
+        2020), and what the model leaves out, from the derived values.
+
+        >>> final_norm().reconciliation().split("?")[0]
+        'Which is more stable'
+        """
+        from derive.derivation.symbols import K
+
+        post = he_relu("post").backward.closed_form.rhs
+        if isinstance(post, sympy.Piecewise):  # K = 0, then K >= 1
+            post = post.args[-1].expr
+        pre = he_relu("pre").backward.closed_form.rhs
+        shrink = sympy.limit(self.pre_last * K, K, sympy.oo)
+        return (
+            "Which is more stable? $d_0/d_K$ says how the gradient grows from the output back "
+            "to the input, not how large it is. Under He and ReLU, post-LN keeps "
+            f"$d_0/d_K = {latex(post)}$ and the last block's weight gradient at "
+            f"$w_K = {latex(self.post_last)}$ at every depth. Pre-LN's ratio grows as "
+            f"${latex(pre)}$, but a final LN (as pre-LN transformers have) scales the "
+            f"gradient's second moment by ${latex(self.scale)}$: with a gradient of second "
+            f"moment 1 at its output, the input's is $d_0 = {latex(self.first)}$ and "
+            f"$w_K = {latex(self.pre_last)}$ (about ${latex(shrink / K)}$), "
+            f"${latex(self.ratio)}$ times smaller than post-LN's. This is Xiong et al. "
+            "(2020)'s account of pre-LN's stability: at initialization post-LN's gradients "
+            "near the output are large whatever the depth, pre-LN's shrink with it. The model "
+            "covers initialization only: not training, the optimizer (Adam, the learning rate "
+            "and its schedule), finite width or attention.")
+
+
+@functools.cache
+def final_norm() -> FinalNorm:
+    """Pre-LN with a final LayerNorm against post-LN under He and ReLU, derived.
+
+    >>> final_norm().first
+    1/q_0
+    """
+    from derive.derivation.symbols import K, d
+
+    pre, pre_final = he_relu("pre"), he_relu("pre", True)
+    post = he_relu("post", True)
+    pre_last = pre_final.weights.last.rhs
+    scale = sympy.factor(sympy.simplify(pre_last / pre.weights.last.rhs))
+    ratio_rhs = pre_final.backward.closed_form
+    if ratio_rhs.lhs != d(0) / d(K):  # pragma: no cover (the API's form changed)
+        raise AssertionError("d_0/d_K")
+    first = sympy.simplify(scale * ratio_rhs.rhs)
+    norm = sympy.sqrt(pre_last)
+    order = sympy.Pow(sympy.sqrt(K), -1, evaluate=False)
+    if not sympy.limit(norm / order, K, sympy.oo).is_positive:  # pragma: no cover
+        raise AssertionError("the order of the gradient's norm")
+    post_last = post.weights.last.rhs
+    return FinalNorm(q_last=pre_final.forward.closed_form.rhs, scale=scale, first=first,
+                     pre_last=pre_last, post_last=post_last, pre_norm=norm,
+                     pre_norm_order=order, ratio=sympy.factor(post_last / pre_last))
 
 
 def card(key: str, front: str, back: str | Step | sympy.Expr, **kwargs: object) -> Card:

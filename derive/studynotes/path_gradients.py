@@ -24,7 +24,7 @@ from derive.derivation.printing import latex, text
 from derive.derivation.value import Derivation, Step
 from derive.pathsums.notation import shown
 from derive.rendering.render import Table
-from derive.studynotes.parts import card, he_relu, math, number, readable
+from derive.studynotes.parts import card, final_norm, he_relu, math, number, readable
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.deck.cards import Card
@@ -153,7 +153,7 @@ def _derivation() -> Derivation:
         Step(shown("mean length, pre-LN", "\\text{mean length}\\big|_{\\text{pre-LN}}"),
              pre.closed_form[0],
              f"block $k$ adds $p_k = b_k/(s_k + b_k) = {latex(p_pre)} = {latex(p_k)}$ with "
-             f"$q_{{k-1}} = {latex(q_prev)}$ ($q_0 = 1$): a harmonic sum, about $\\ln K$"),
+             f"$q_{{k-1}} = {latex(q_prev)}$ ($q_0 = 1$): a harmonic sum, {asymptote(pre)}"),
     )
     return Derivation(
         title="The gradient each path length carries",
@@ -162,6 +162,26 @@ def _derivation() -> Derivation:
         notes=(f"At {VEIT_DEPTH} blocks the pre-LN mean is {pre.mean:.4g} against "
                f"{plain.path_mean:.4g} for the counts.",),
     )
+
+
+def asymptote(g: PathGradients) -> str:
+    """The mean length's large-K form with its constant, in words and math: ``about
+    $\\ln K + \\gamma_E - 1 \\approx \\ln K - 0.42$ for large $K$`` (derived by SymPy's limit
+    of the closed form minus ln K; gamma_E is Euler's constant).
+
+    >>> asymptote(gradients("pre")).split("$")[1]
+    '\\\\ln K + \\\\gamma_{E} - 1 \\\\approx \\\\ln K - 0.42'
+    """
+    constant = g.asymptote
+    if constant is None:  # pragma: no cover (only the harmonic means are described)
+        raise AssertionError(f"{g.config.block.text}: no ln K asymptote")
+    euler = shown("γ_E", "\\gamma_{E}")
+    tail = latex(constant.xreplace({sympy.EulerGamma: euler}))
+    tail = f"- {tail[1:].lstrip()}" if tail.startswith("-") else f"+ {tail}"
+    value = float(constant)
+    sign = "-" if value < 0 else "+"
+    return (f"about $\\ln K {tail} \\approx \\ln K {sign} {abs(value):.2f}$ for large $K$, "
+            "with Euler's constant $\\gamma_E$")
 
 
 def _row_name(name: str) -> str:
@@ -278,6 +298,8 @@ def weighted_parts() -> WeightedParts:
     if isinstance(post_q, sympy.Piecewise):  # q_0 before the first block, then LN's gamma^2
         post_q = post_q.args[-1].expr
     mean_pre = latex(pre.closed_form[0])
+    final = final_norm()
+    about = asymptote(pre)
     skip_p = skip.per_block[0]
     results = (
         "At initialization the paths through $L$ branches carry the share "
@@ -291,8 +313,9 @@ def weighted_parts() -> WeightedParts:
         "rescaling scale skip and branch alike and keep this.",
         f"Pre-LN shortens the effective paths: block $k$'s branch passes ${branch_gain}$ of "
         f"the gradient against ${skip_gain}$ through its skip, and $q_{{k-1}}$ grows, so the "
-        f"gradient-weighted mean length is ${mean_pre}$, about $\\ln K$ ({pre.mean:.3g} at "
-        f"{VEIT_DEPTH} blocks, against {plain.path_mean:.3g} for the counts); lengths {low} "
+        f"gradient-weighted mean length is ${mean_pre}$ ({pre.mean:.3g} at "
+        f"{VEIT_DEPTH} blocks, against {plain.path_mean:.3g} for the counts), {about}; "
+        f"lengths {low} "
         f"to {high} carry {100 * pre_share:.2g}% of its gradient. A scalar $\\alpha$ on the "
         f"branch gives binomial$(K, {latex(skip_p)})$ for $\\alpha = 1/2$.",
         f"Veit et al. (2016) measured in a trained ResNet of {VEIT_DEPTH} blocks, with "
@@ -303,8 +326,8 @@ def weighted_parts() -> WeightedParts:
         "branch's gradient by the growing batch variance.",
         f"The last block's weight gradient stays of order one with post-LN "
         f"($w_K = {latex(post_w.last.rhs)}$) but shrinks like $1/K$ with pre-LN and a final "
-        f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): the final "
-        f"LN divides the gradient by $q_K = {latex(pre_q)}$, which grows linearly.",
+        f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): "
+        f"{final.sentence()}.",
     )
     define = "(block $k$'s skip passes gain $s_k$, its branch $b_k$)"
     cards = (
@@ -324,11 +347,13 @@ def weighted_parts() -> WeightedParts:
              f"Block $k$'s branch passes ${branch_gain}$ of the gradient against ${skip_gain}$ "
              "through the "
              f"skip, and $q_{{k-1}} = {latex(pre_q_prev)}$ grows: mean length ${mean_pre}$ "
-             f"($q_0 = 1$), about $\\ln K$"),
+             f"($q_0 = 1$), {about}"),
         card("gradient-paths/weights-final-ln",
              "Why does the last block's weight gradient shrink like $1/K$ with pre-LN and a "
              "final LN, but not with post-LN?",
-             f"The final LN divides the gradient by $q_K = {latex(pre_q)}$, which grows "
-             f"with pre-LN; post-LN keeps $q_k = {latex(post_q)}$ at every block"),
+             "With pre-LN the final LN scales the gradient's second moment by "
+             f"${latex(final.scale)}$ (the gradient by $1/\\sqrt{{q_K}}$), so "
+             f"$w_K = {latex(final.pre_last)}$; post-LN keeps $q_k = {latex(post_q)}$ and "
+             f"$w_K = {latex(final.post_last)}$ (Xiong et al. 2020)"),
     )
     return WeightedParts(results, _derivation(), _length_table(), _weights_table(), cards)

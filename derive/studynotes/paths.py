@@ -133,8 +133,9 @@ def _derivation(depth: int) -> Derivation:
         steps=steps,
         notes=(
             f"The terms of $\\partial y/\\partial f_1$ are those of eq. 11.6 of Prince, "
-            f"Understanding Deep Learning, in its order; for {depth} blocks there are "
-            f"{count_paths(depth, 1)} of them, and {count_paths(depth, 'x')} paths from $x$.",
+            f"Understanding Deep Learning, in its order; for {plural(depth, 'block')} there "
+            f"{'is' if count_paths(depth, 1) == 1 else 'are'} {count_paths(depth, 1)} of them, "
+            f"and {count_paths(depth, 'x')} paths from $x$.",
         ),
     )
 
@@ -225,8 +226,8 @@ def paths_section(depth: int) -> Section:
             "or the branch.",
             f"${latex(sympy.binomial(K, c['L']))}$ of them pass $L$ branches, with mean "
             f"length ${latex(c['mean'])}$: most paths have about half the depth "
-            f"({near} of the {total} paths through {depth} blocks are within one of "
-            f"{math(sympy.Rational(depth, 2))}).",
+            f"({near} of the {total} paths through {plural(depth, 'block')} "
+            f"{'is' if near == 1 else 'are'} within one of {math(sympy.Rational(depth, 2))}).",
             f"$f_1$ is on {first} of the {total} paths through {plural(depth, 'block')} "
             f"(${latex(c['through_first'])}$): the other blocks choose freely.",
             *weighted.key_results,

@@ -90,11 +90,12 @@ def _gradient_paths(depth: int, blocks: tuple[str, ...], depths: tuple[int, ...]
 def _gradient_paths_figures(depth: int, blocks: tuple[str, ...],
                             depths: tuple[int, ...]) -> dict[str, FigureSpec]:
     from derive.pathsums.expansion import path_lengths
+    from derive.studynotes.parts import plural
     from derive.studynotes.path_gradients import VEIT_DEPTH, series
 
     return {
         "path-lengths": ("path_length_figure", (
-            dict(path_lengths(depth, "x")), f"paths from x to y, {depth} blocks"), {}),
+            dict(path_lengths(depth, "x")), f"paths from x to y, {plural(depth, 'block')}"), {}),
         "gradient-lengths": ("gradient_length_figure", (
             series(), f"{VEIT_DEPTH} blocks, He initialization, ReLU: paths and gradient by "
             "length"), {}),

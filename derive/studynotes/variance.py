@@ -288,21 +288,11 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
              f"The branch's gain is $g = n \\sigma_w^2 E[\\operatorname{{relu}}(z)^2]/s = "
              f"n \\cdot (2/n) \\cdot {latex(half)} = {g_he}$: it adds a term of the same second "
              "moment, uncorrelated with the skip, so $q_k = 2 q_{k-1}$."),
-        card("variance/scale-factor",
-             "Which factor on the sum $h_{k-1} + f_k$ keeps $q_k = E[h_k^2]$ constant under "
-             "He init with ReLU?",
-             f"${latex(scale)}$: $(1 + g) q_{{k-1}}/{1 + g_he} = q_{{k-1}}$ with "
-             f"$g = {g_he}$."),
         card("variance/xavier-relu",
              "Without norm, Xavier init and ReLU: how does $q_K = E[h_K^2]$ grow with the "
              "number of blocks $K$?",
              f"${latex(_analysis('xavier', 'relu', 'none').forward.closed_form.rhs)}$: "
              f"Xavier's $\\sigma_w^2 = 1/n$ gives the branch gain $g = {latex(g_x)}$."),
-        card("variance/pre-ln-step",
-             "Pre-LN block $h_k = h_{k-1} + W \\operatorname{relu}(\\operatorname{LN}(h_{k-1}))$"
-             ", He init: what does each block add to $q_k = E[h_k^2]$?",
-             f"{number(pre.forward.at(1, q0=1) - 1)}: the branch always sees LN's second "
-             "moment $\\gamma^2 = 1$."),
         card("variance/post-ln-share",
              "Post-LN, He init, ReLU: what share of $q_K = E[h_K^2]$ comes from the input $x$ "
              "after $K$ blocks?",

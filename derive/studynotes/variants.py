@@ -16,7 +16,7 @@ import functools
 
 from derive.derivation.printing import latex
 from derive.rendering.render import Figure, Table
-from derive.studynotes.parts import Section, card, he_relu, readable
+from derive.studynotes.parts import Section, card, final_norm, he_relu, readable
 
 #: The depth of the figure, and of the values in the table.
 DEPTH = 50
@@ -85,9 +85,8 @@ def variants_section() -> Section:
         f"$q_K = {latex(fixup.forward.closed_form.rhs)}$.",
         f"The last block's weight gradient stays of order one with post-LN "
         f"($w_K = {latex(post_w.last.rhs)}$) but shrinks like $1/K$ with pre-LN and a final "
-        f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): pre-LN's "
-        "final LN divides the gradient by $q_K$, which grows linearly (the table is in "
-        "[[gradient-paths|gradient paths]]).",
+        f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): "
+        f"{final_norm().sentence()} (the table is in [[gradient-paths|gradient paths]]).",
     )
     cards = (
         card("variants/rescaled", "Why does $h_k = (h_{k-1} + f_k(h_{k-1}))/\\sqrt{2}$ keep "
@@ -105,11 +104,13 @@ def variants_section() -> Section:
              "$\\gamma^2/q$ at initialization?",
              "BN divides by each unit's batch std: the batch variance is $q - c$, the second "
              "moment less what two independent inputs of the batch share ($c$)."),
-        card("variants/weights-pre-post", "Pre-LN with a final LN against post-LN: how does "
-             "the last block's weight gradient $E[(\\partial L/\\partial W)^2]$ change with "
-             "the depth $K$?",
-             f"Pre-LN: ${latex(pre_w.last.rhs)}$, shrinking like $1/K$; post-LN: "
-             f"${latex(post_w.last.rhs)}$, constant (Xiong et al. 2020)."),
+        card("variants/bn-changes", "What does BatchNorm first in the branch, "
+             "$h_k = h_{k-1} + f_k(\\operatorname{BN}(h_{k-1}))$, change against no norm "
+             "(He init, ReLU)?",
+             f"$q_K = {latex(bn.forward.closed_form.rhs)}$ instead of "
+             f"${latex(he_relu('none').forward.closed_form.rhs)}$: BN hands the branch unit "
+             "variance, so each block adds one unit; backward it divides by the batch "
+             f"variance $q - c$, with $c_K = {latex(cross)}$ shared by the batch."),
     )
     return Section(
         "block-variants", "Residual block variants",
