@@ -16,6 +16,9 @@ import pytest
 from derive.deck.apkg import TIMESTAMP, apkg_bytes, note_times
 from derive.deck.cards import Card
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 
 def _anki():
     try:

@@ -221,25 +221,7 @@ def test_terms_of_a_block_follow_its_expression() -> None:
     assert [(str(t.coefficient), t.branches) for t in terms] == [("alpha", 0), ("beta", 1)]
 
 
-@dataclass(frozen=True)
-class _Opaque(Node):
-    """A node without a Jacobian rule."""
-
-    child: Node
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "children", (self.child,))
-
-    def text(self) -> str:
-        return f"G({self.child.text()})"
-
-
 def test_bad_input() -> None:
-    from derive.blocks.block import Block
-
-    opaque = Block(Sum((Input(), Branch(0, _Opaque(Input())))), "opaque")
-    with pytest.raises(DeriveError, match="cannot differentiate G\\(x\\)"):
-        BlockPathSum(2, "x", opaque)
     with pytest.raises(DeriveError, match="more than 2\\^22"):
         list(BlockPathSum(23, "x", block("pre")))
     with pytest.raises(DeriveError, match=r"wrt must be a block index 1\.\.3"):

@@ -192,6 +192,7 @@ def test_batchnorm_agrees_with_the_simulation_and_layernorms_rule_does_not() -> 
     assert abs(measured - float(ln[0])) > 0.5
 
 
+@pytest.mark.slow
 def test_compare_with_a_symbol_and_no_closed_form_says_what_it_needs() -> None:
     done = run("variance", "--activation", "gelu", "--compare")
     assert done.returncode == 0

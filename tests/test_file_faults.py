@@ -22,6 +22,9 @@ import pytest
 from derive.errors import DeriveError
 from derive.files.writes import MANIFEST, FileConflict, write_files
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 OLD = {"a.md": "one\n", "b.md": "bee\n", "sub/c.md": "see\n"}
 NEW = {"a.md": "two\n", "b.md": "bee\n", "sub/c.md": "see 2\n", "sub/deeper/d.md": "new\n"}

@@ -236,6 +236,7 @@ def _numeric(expr: sympy.Expr, variance: float, activation: str) -> float:
     return float(out.subs({s: math.sqrt(variance), slope: sympy.Rational(1, 100)}).evalf(15))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("derivative", [False, True])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_step_holds_numerically(activation: str, derivative: bool) -> None:
@@ -281,6 +282,7 @@ def _tanh_reference(variance: mpmath.mpf, derivative: bool, dps: int) -> mpmath.
         return 2 * mpmath.quad(g, edges, method="gauss-legendre")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("derivative", [False, True])
 def test_tanh_high_precision(derivative: bool) -> None:
     moment = TanhDerivativeMoment if derivative else TanhMoment
@@ -375,6 +377,7 @@ def test_plain_python_numbers_are_exact() -> None:
     assert isinstance(gaussian_moment("tanh", sympy.Float(0.5)), sympy.Float)
 
 
+@pytest.mark.slow
 def test_same_output_in_fresh_processes() -> None:
     code = (
         "from derive.gaussian.moments import moment_derivation as m\n"

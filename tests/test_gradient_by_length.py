@@ -207,6 +207,7 @@ def test_cli_bad_input_one_line_exit_2(capsysbinary, args: list[str], message: s
 
 # --- measured in finite networks -----------------------------------------------------
 
+@pytest.mark.slow
 def test_measured_shares_of_he_relu_are_binomial() -> None:
     """The simulation's split of the backward pass by length, against math.comb."""
     depth = 6
@@ -221,6 +222,7 @@ def test_measured_shares_of_he_relu_are_binomial() -> None:
     ("sandwich", "relu", "mlp"), ("nf-resnet", "gelu", "single"), ("dropout", "tanh", "single"),
     ("deepnorm", "relu", "single"), ("fixup", "relu", "single"),
 ])
+@pytest.mark.slow
 def test_derived_shares_agree_with_the_simulation(spec: str, activation: str,
                                                    branch: str) -> None:
     depth = 6
@@ -234,6 +236,7 @@ def test_derived_shares_agree_with_the_simulation(spec: str, activation: str,
         assert float(got) == pytest.approx(float(want), rel=0.1)
 
 
+@pytest.mark.slow
 def test_cli_check_lengths_json(capsysbinary) -> None:
     code, out, err = invoke(capsysbinary, "check", "--init", "he", "--activation", "relu",
                             "--branch", "single", "--block", "pre", "--lengths", "--blocks",

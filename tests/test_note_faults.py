@@ -27,6 +27,9 @@ from derive.vault.regions import (
     split_regions,
 )
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 #: The plugin's rule for deleting a note (src/setting-to-data.ts: EMPTY_REGEXP).
 PLUGIN_DELETE = re.compile(r"DELETE\n?(?:<!--)?(?:ID: (\d+).*)")
 KEYS = ["paths/count", "paths/order", "variance/he"]

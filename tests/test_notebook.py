@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CELLS = [

@@ -17,6 +17,9 @@ import derive.studynotes.writer as notes_mod
 from derive.commands.cli import main
 from derive.errors import DeriveError
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTE_NAMES = ("Gradient paths", "Layer norm", "Pre vs post norm", "Residual block",
               "Residual block variants", "Variance under initialization")

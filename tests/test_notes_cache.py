@@ -24,6 +24,9 @@ from derive.studynotes import cache as notes_cache
 from derive.studynotes.options import NotesOptions
 from tests.cli_runner import invoke
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 #: A small set of notes with a figure, text and cards.
 OPTIONS = NotesOptions.of(concepts=["layer-norm", "pre-vs-post-norm"], depths=[10],
                           blocks=["pre"])

@@ -17,6 +17,9 @@ from derive.deck.cards import Card, parse_plugin_notes
 from derive.errors import DeriveError
 from derive.studynotes.options import NotesOptions, read_config, resolve
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as done:

@@ -16,6 +16,9 @@ from derive.pathsums.expansion import iter_terms
 from derive.studynotes.paths import through_first
 from derive.studynotes.variance import gains, power_law_exponent, shifted_q1
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:

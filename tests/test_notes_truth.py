@@ -198,6 +198,7 @@ def test_positive_rates_never_changes_a_value():
 
 # --- words: plurals at depth 1, labels that name what the block uses ------------------------
 
+@pytest.mark.slow
 def test_depth_one_reads_in_the_singular(shallow):
     for name, text in _everything(shallow).items():
         for wrong in ("1 blocks", "are 1 of them", "1 paths through", "1 of the 2 paths "

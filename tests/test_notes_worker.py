@@ -18,6 +18,9 @@ from derive.studynotes import worker as notes_worker
 from derive.studynotes.assembly import obsidian_notes
 from derive.studynotes.options import NotesOptions
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 OPTIONS = NotesOptions.of(concepts=["residual-block", "gradient-paths", "variance"],
                           depths=[10])
 

@@ -14,6 +14,9 @@ import pytest
 import derive.studynotes.writer as notes_mod
 from derive.rendering.render import md_prose, tex_columns, tex_prose
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 #: An overfull box wider than this (points) fails the test.
 TOLERANCE_PT = 3.0
 

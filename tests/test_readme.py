@@ -4,6 +4,8 @@ import doctest
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -94,6 +96,7 @@ def _has_latex() -> bool:
     return all(shutil.which(tool) for tool in ("pdflatex", "latexmk"))
 
 
+@pytest.mark.slow
 def test_console_examples_in_the_readme_print_what_they_show(tmp_path) -> None:
     import os
 

@@ -27,6 +27,7 @@ from derive.simulation.networks import Draws, compare, derived, grid, measure, p
 GRID = {"depth": 4, "width": 256, "seeds": 16, "batch": 16, "tolerance": 0.1}
 
 
+@pytest.mark.slow
 def test_whole_grid_agrees_with_the_derivation() -> None:
     configs = grid()
     assert len(configs) == 3 * 5 * len(PRESETS) * 2
@@ -41,6 +42,7 @@ def test_whole_grid_agrees_with_the_derivation() -> None:
     assert np.median([r.error for r in rows]) < GRID["tolerance"] / 4
 
 
+@pytest.mark.slow
 def test_options_agree_with_the_derivation() -> None:
     configs = grid(["he", "xavier"], ["relu", "tanh"], NORMS, ["mlp"],
                    mlp_ratio=2, dropout="0.2", gamma="1.5")

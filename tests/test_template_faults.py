@@ -12,6 +12,9 @@ from derive.commands.cli import main
 from derive.rendering.render import template_dir
 from derive.rendering.template_faults import TemplateFault
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 #: fault -> (template to break, text put on its line 3, what the message must say)
 FAULTS = {
     "syntax": ("notes.md.j2", "{% for x in %}\n", "Expected an expression"),

@@ -275,6 +275,7 @@ def test_bad_depth_and_q0_raise() -> None:
         variance("he", "tanh", sigma_w2="s").forward.at(3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_iterated_profiles_follow_the_closed_forms(preset: str, activation: str) -> None:

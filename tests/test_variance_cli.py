@@ -76,6 +76,7 @@ def test_compare_table_is_aligned() -> None:
     assert data[3]["block"] == "(x + F(x))/sqrt(2)"
 
 
+@pytest.mark.slow
 def test_output_is_byte_identical_across_processes() -> None:
     import os
 

@@ -22,6 +22,9 @@ from derive.studynotes.options import NotesOptions
 from derive.studynotes.writer import build
 from derive.vault.regions import ORPHANS, merge_note
 
+#: End-to-end: run with `pytest -m slow` (and by .ci/run).
+pytestmark = pytest.mark.slow
+
 ALL_IDS = re.compile(r"ID: (\d+)")
 
 

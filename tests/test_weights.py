@@ -48,6 +48,7 @@ def test_profile_is_exact_and_follows_the_closed_form() -> None:
     assert values == weights.profile(4)[:3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("block", "final_norm"), [
     ("pre", True), ("pre", False), ("post", True), ("none", False), ("sandwich", True),
     ("rescaled", False), ("x + F(BN(x))", True),

@@ -48,6 +48,28 @@ class FactorNames(Protocol):
         """A scalar of the block, with ``std(x)`` the std of this block's input."""
 
 
+class FiniteNetwork(Protocol):
+    """What a node's NumPy op reads of the finite network it runs in (one block of
+    :class:`derive.simulation.networks.Network`): the configuration, the block's input
+    and the gradient that reaches it, and the draws of its weights and dropout masks."""
+
+    config: BranchConfig
+    x: np.ndarray
+    x_grad: np.ndarray | float
+    gamma: float
+    slope: float
+
+    def weight(self, key: tuple, fan_in: sympy.Expr, fan_out: sympy.Expr,
+               variance: sympy.Expr) -> tuple[np.ndarray, float]:
+        """The standard normals of weight matrix ``key`` and the scale to ``variance``."""
+
+    def uniforms(self, key: tuple, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniforms of the dropout mask ``key``."""
+
+    def scalar(self, value: sympy.Expr) -> np.ndarray | float:
+        """A scalar of the block as a number (``std(x)`` measured on this block's input)."""
+
+
 class StdOfInput(sympy.Symbol):
     """``std(x)``: the expected standard deviation sqrt(q) of the block's input at
     initialization, a constant of the network (NF-ResNets compute it analytically).
@@ -163,11 +185,11 @@ class Node(ABC):
 
     # --- numbers ----------------------------------------------------------------
     @abstractmethod
-    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+    def forward_np(self, values: list[np.ndarray], net: FiniteNetwork) -> tuple[np.ndarray, Any]:
         """The finite-width op on arrays (networks, batch, units); returns (out, cache)."""
 
     @abstractmethod
-    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+    def backward_np(self, grad: np.ndarray, cache: Any, net: FiniteNetwork) -> list[np.ndarray]:
         """The gradients at the inputs from the gradient at the output."""
 
 
@@ -204,10 +226,10 @@ class Input(Node):
     def reason(self, config: BranchConfig) -> str:
         return "the block's input"
 
-    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+    def forward_np(self, values: list[np.ndarray], net: FiniteNetwork) -> tuple[np.ndarray, Any]:
         return net.x, None
 
-    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+    def backward_np(self, grad: np.ndarray, cache: Any, net: FiniteNetwork) -> list[np.ndarray]:
         net.x_grad = net.x_grad + grad
         return []
 
@@ -277,11 +299,11 @@ class Scale(Node):
     def backward_reason(self, config: BranchConfig) -> str:
         return "a constant factor $a$ scales the gradient by $a$, its second moment by $a^2$"
 
-    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+    def forward_np(self, values: list[np.ndarray], net: FiniteNetwork) -> tuple[np.ndarray, Any]:
         factor = net.scalar(self.factor)
         return values[0] * factor, factor
 
-    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+    def backward_np(self, grad: np.ndarray, cache: Any, net: FiniteNetwork) -> list[np.ndarray]:
         return [grad * cache]
 
 
@@ -357,11 +379,11 @@ with a weight matrix the other does not contain (such as x + F(x))
         return ("the gradient reaches every term unchanged; their contributions add, since "
                 "the cross terms vanish by the same symmetry (gradient independence)")
 
-    def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
+    def forward_np(self, values: list[np.ndarray], net: FiniteNetwork) -> tuple[np.ndarray, Any]:
         total = values[0]
         for v in values[1:]:
             total = total + v
         return total, len(values)
 
-    def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
+    def backward_np(self, grad: np.ndarray, cache: Any, net: FiniteNetwork) -> list[np.ndarray]:
         return [grad] * cache

@@ -79,18 +79,31 @@ def ascending(coefficients: list[sympy.Expr]) -> sympy.Expr:
     >>> text(ascending([sympy.Rational(1, 2), sympy.Rational(1, 2)]))
     '(1 + t)/2'
     """
+    common, ratios = _common_factor(coefficients)
+    terms = [(r, i) for i, r in enumerate(ratios) if r != 0]
+    text_sum = " + ".join(_term(r, i, text) for r, i in terms).replace("+ -", "- ")
+    latex_sum = " + ".join(_term(r, i, latex) for r, i in terms).replace("+ -", "- ")
+    return _times(common, text_sum, latex_sum)
+
+
+def _common_factor(coefficients: list[sympy.Expr]) -> tuple[sympy.Expr, list[sympy.Expr]]:
+    """(common, ratios) with c_i = common * ratios[i]: the symbolic part every nonzero
+    coefficient shares, over the least common denominator of what is left, where the
+    ratios are then whole numbers (else common = 1 and the coefficients themselves)."""
     nonzero = [c for c in coefficients if c != 0]
     base = nonzero[0].as_coeff_Mul()[1] if nonzero else sympy.Integer(1)
     ratios = [sympy.cancel(c / base) for c in coefficients]
     equal = len(set(nonzero)) == 1
     if not all(r.is_Rational for r in ratios) or (base == 1 and not equal):
         base, ratios = sympy.Integer(1), list(coefficients)
-    scale = sympy.ilcm(*[r.q for r in ratios if r.is_Rational]) if base != 1 or equal else 1
-    common = base / scale
-    ratios = [sympy.cancel(r * scale) if scale != 1 else r for r in ratios]
-    terms = [(r, i) for i, r in enumerate(ratios) if r != 0]
-    text_sum = " + ".join(_term(r, i, text) for r, i in terms).replace("+ -", "- ")
-    latex_sum = " + ".join(_term(r, i, latex) for r, i in terms).replace("+ -", "- ")
+    if base == 1 and not equal:
+        return sympy.Integer(1), ratios
+    scale = sympy.ilcm(*[r.q for r in ratios if r.is_Rational])
+    return base / scale, [sympy.cancel(r * scale) if scale != 1 else r for r in ratios]
+
+
+def _times(common: sympy.Expr, text_sum: str, latex_sum: str) -> sympy.Expr:
+    """The sum with its common factor in front: as a fraction where the factor is 1/d."""
     if common == 1:
         return shown(text_sum, latex_sum)
     numerator, denominator = sympy.fraction(common)
