@@ -108,6 +108,21 @@ class Recursion(ABC):
         return sympy.Eq(self._closed_lhs, solution, evaluate=False)
 
     @property
+    def solved(self) -> sympy.Eq:
+        """The closed form, for a caller that knows there is one; a DeriveError with
+        ``.reason`` where there is none.
+
+        >>> import derive
+        >>> derive.variance("he", "relu", "pre").forward.solved.rhs
+        K + q_0
+        """
+        closed = self.closed_form
+        if closed is None:
+            raise DeriveError(f"{self.config.label} {self.direction}: no closed form: "
+                              f"{self.reason}")
+        return closed
+
+    @property
     def reason(self) -> str | None:
         """Why there is no closed form (a sentence), or None when there is one."""
         return self._solution[1]
