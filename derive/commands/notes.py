@@ -76,7 +76,7 @@ def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: 
     only renders (about a second); a new version of derive derives anew.
     """
     from derive.files.output_folder import check_output_folder
-    from derive.studynotes.options import options_of, resolve
+    from derive.studynotes.options import formats_and_depth, options_of, resolve
     from derive.studynotes.writer import build
 
     start = time.perf_counter()
@@ -86,8 +86,9 @@ def notes(fmt: str | None, out: str, depth: int | None, tags: str | None, deck: 
     values, found = resolve(given, out, config)
     if found is not None:
         click.echo(f"derive: reading {found}", err=True)
-    result = build(out, values.get("format", "all"), values.get("depth", 4), templates, pdf,
-                   force, progress=lambda message: click.echo(f"derive: {message} ...", err=True),
+    formats, path_depth = formats_and_depth(values)
+    result = build(out, formats, path_depth, templates, pdf, force,
+                   progress=lambda message: click.echo(f"derive: {message} ...", err=True),
                    options=options_of(values), cache=not no_cache)
     unchanged = len(result.files) - len(result.written)
     plural = "" if len(result.written) == 1 else "s"

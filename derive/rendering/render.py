@@ -22,11 +22,12 @@ Square
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import jinja2
 
@@ -85,7 +86,7 @@ class Figure:
         return f"{self.stem}.pdf"
 
 
-def template_dir(override: str | Path | None = None) -> Path:
+def template_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """The folder templates load from: ``override``, else the packaged or source folder.
 
     An override must hold every template in :data:`TEMPLATES`.
@@ -110,13 +111,25 @@ def template_dir(override: str | Path | None = None) -> Path:
     raise DeriveError("no templates folder found: reinstall derive or pass --templates DIR")
 
 
-def environment(kind: str, templates: str | Path | None = None) -> jinja2.Environment:
+class _Delimiters(TypedDict, total=False):
+    """The delimiters of jinja2's syntax that a kind of template sets."""
+
+    block_start_string: str
+    block_end_string: str
+    variable_start_string: str
+    variable_end_string: str
+    comment_start_string: str
+    comment_end_string: str
+
+
+def environment(kind: str, templates: str | os.PathLike[str] | None = None
+                ) -> jinja2.Environment:
     """A jinja2 environment: ``kind`` "latex" uses ``((* *))`` delimiters, others the defaults.
 
     >>> environment("latex").block_start_string
     '((*'
     """
-    options: dict[str, Any] = {}
+    options: _Delimiters = {}
     if kind == "latex":
         options = {
             "block_start_string": "((*",
@@ -396,7 +409,8 @@ def derivations_of(obj: object) -> list[Derivation]:
     )
 
 
-def render(obj: object, fmt: str = "text", *, templates: str | Path | None = None) -> str:
+def render(obj: object, fmt: str = "text", *,
+           templates: str | os.PathLike[str] | None = None) -> str:
     """Render a Derivation, PathSum, VarianceAnalysis or Recursion as latex, markdown or text.
 
     LaTeX is a fragment (``align*`` environments) for a document or a notebook.
@@ -417,7 +431,7 @@ def render(obj: object, fmt: str = "text", *, templates: str | Path | None = Non
 
 
 def render_template(
-    name: str, context: dict[str, Any], templates: str | Path | None = None
+    name: str, context: dict[str, object], templates: str | os.PathLike[str] | None = None
 ) -> str:
     """Render one named template of the set with ``context`` (for the notes).
 

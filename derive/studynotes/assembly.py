@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from derive.deck.cards import Card
 from derive.studynotes.options import NotesOptions
@@ -41,7 +40,7 @@ class Content:
         return [card for section in self.sections for card in section.cards]
 
     @property
-    def context(self) -> dict[str, Any]:
+    def context(self) -> dict[str, object]:
         """The variables the notes templates see."""
         return {"title": "Deep residual networks: derived study notes", "depth": self.depth,
                 "sections": self.sections, "sim": dict(SIM)}

@@ -14,6 +14,7 @@ from dataclasses import replace
 import sympy
 
 from derive.derivation.printing import latex
+from derive.derivation.value import Derivation, Step
 from derive.rendering.render import Figure, Table
 from derive.studynotes.parts import (
     Section,
@@ -52,10 +53,17 @@ def residual_block_section() -> Section:
                  f"${latex(factor)}$: a kept unit is divided by $1 - p$"),
             card("residual-block/derivative",
                  "Derivative of $\\operatorname{RB}(x) = x + F(x)$ for a scalar $x$?",
-                 f"${latex(rb.result.rhs)}$: the $1$ is the skip path"),
+                 f"${latex(_result(rb).rhs)}$: the $1$ is the skip path"),
             card("residual-block/why-gradient",
                  "Why do residual connections help the gradient reach the first blocks?",
-                 _why_gradient(rb.result.rhs))))
+                 _why_gradient(_result(rb).rhs))))
+
+
+def _result(derivation: Derivation) -> Step:
+    """The step ``derivation`` ends with: each derivation of the concepts has one."""
+    if derivation.result is None:  # pragma: no cover (the concepts' derivations changed)
+        raise AssertionError(f"{derivation.key}: no result")
+    return derivation.result
 
 
 def _why_gradient(slope: sympy.Expr) -> str:
@@ -95,7 +103,7 @@ def layer_norm_section() -> Section:
                  "over the $n$ units, gain $\\gamma$, shift $\\beta$?", ln.steps[2]),
             card("layer-norm/moment",
                  "Second moment of the LayerNorm output ($\\beta = 0$, gain $\\gamma$), for an "
-                 "input of any scale?", f"${latex(ln.result.rhs)}$: LN divides by $\\sigma$"),
+                 "input of any scale?", f"${latex(_result(ln).rhs)}$: LN divides by $\\sigma$"),
             card("layer-norm/jacobian",
                  "Jacobian of LayerNorm over $n$ units, with $\\hat x = (x - \\mu)/\\sigma$?",
                  f"${latex(ln.steps[6].rhs)}$"),
@@ -180,13 +188,13 @@ def _pros_cons() -> str:
     if sympy.simplify(share - (1 + gains_he_relu()) ** -K) != 0:  # pragma: no cover
         raise AssertionError("post-LN input share")
     final = final_norm()
-    post_ratio = post.backward.closed_form.rhs
+    post_ratio = post.backward.solved.rhs
     if isinstance(post_ratio, sympy.Piecewise):
         post_ratio = post_ratio.args[-1].expr
     return (f"Pre-LN keeps the identity path (input share $q_0/q_K$, $q_K = "
-            f"{latex(pre.forward.closed_form.rhs)}$) and, with a final LN, small gradients "
+            f"{latex(pre.forward.solved.rhs)}$) and, with a final LN, small gradients "
             f"near the output ($w_K = {latex(final.pre_last)}$), but $d_0/d_K = "
-            f"{latex(pre.backward.closed_form.rhs)}$ grows. Post-LN fixes $q_k = 1$ and "
+            f"{latex(pre.backward.solved.rhs)}$ grows. Post-LN fixes $q_k = 1$ and "
             f"$d_0/d_K = {latex(post_ratio)}$, but loses the input (share ${latex(share)}$) "
             f"and keeps $w_K = {latex(final.post_last)}$ (Xiong et al. 2020).")
 

@@ -29,7 +29,7 @@ one line that names the key and what is allowed.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -217,16 +217,13 @@ class NotesOptions:
     @classmethod
     def of(cls, **values: object) -> NotesOptions:
         """Options from raw values (a file's or the command line's), each one checked."""
-        checks = {"tags": check_tags, "deck": check_deck, "style": check_style,
-                  "names": check_names, "concepts": check_concepts, "blocks": check_blocks,
-                  "depths": check_depths}
-        out = {}
+        options = cls()
         for key, value in values.items():
-            if key not in checks:
-                raise DeriveError(f"unknown option {key!r}: allowed are {', '.join(checks)}")
+            if key not in _SETTERS:
+                raise DeriveError(f"unknown option {key!r}: allowed are {', '.join(_SETTERS)}")
             if value is not None:
-                out[key] = checks[key](value)
-        return cls(**out)
+                options = _SETTERS[key](options, value)
+        return options
 
     def card(self, card: Card) -> Card:
         """``card`` styled and tagged as chosen: the user's tags replace derive's own.
@@ -251,6 +248,18 @@ class NotesOptions:
     def depth(self) -> int:
         """The deepest depth tabulated: the figures reach it."""
         return self.depths[-1]
+
+
+#: Each option by name: the options with its raw value checked and set.
+_SETTERS: dict[str, Callable[[NotesOptions, object], NotesOptions]] = {
+    "tags": lambda options, value: replace(options, tags=check_tags(value)),
+    "deck": lambda options, value: replace(options, deck=check_deck(value)),
+    "style": lambda options, value: replace(options, style=check_style(value)),
+    "names": lambda options, value: replace(options, names=check_names(value)),
+    "concepts": lambda options, value: replace(options, concepts=check_concepts(value)),
+    "blocks": lambda options, value: replace(options, blocks=check_blocks(value)),
+    "depths": lambda options, value: replace(options, depths=check_depths(value)),
+}
 
 
 def find_config(out: str | Path, cwd: str | Path | None = None) -> Path | None:
@@ -315,9 +324,12 @@ def resolve(given: Mapping[str, object], out: str | Path,
     >>> merged["deck"], path
     ('ML', None)
     """
-    path = Path(config) if config is not None else find_config(out)
-    if config is not None and not path.is_file():
-        raise DeriveError(f"config file {path} does not exist")
+    if config is None:
+        path = find_config(out)
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise DeriveError(f"config file {path} does not exist")
     from_file = read_config(path) if path is not None else {}
     merged = dict(from_file)
     merged.update({key: value for key, value in given.items() if value is not None})
@@ -332,15 +344,34 @@ def _check_file_values(path: Path, from_file: Mapping[str, object]) -> None:
         NotesOptions.of(**{k: v for k, v in from_file.items() if k not in ("format", "depth")})
     except DeriveError as err:
         raise DeriveError(f"{path}: notes.{err}") from None
-    formats = from_file.get("format", "all")
+    try:
+        formats_and_depth(from_file)
+    except DeriveError as err:
+        raise DeriveError(f"{path}: {err}") from None
+
+
+def formats_and_depth(values: Mapping[str, object]) -> tuple[list[str], int]:
+    """The formats and the depth of the path sum in merged raw values (by default all
+    formats and 4 blocks), each checked.
+
+    >>> formats_and_depth({"format": "obsidian"})
+    (['obsidian'], 4)
+    >>> formats_and_depth({"format": ["latex", "anki"], "depth": 2})
+    (['latex', 'anki'], 2)
+    >>> formats_and_depth({"depth": 11})
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: notes.depth = 11 is not allowed: an integer from 1 to 10
+    """
+    formats = values.get("format", "all")
     chosen = [formats] if isinstance(formats, str) else formats
     if not isinstance(chosen, list) or not chosen or any(f not in FORMATS for f in chosen):
-        raise DeriveError(f"{path}: notes.format = {formats!r} is not allowed: choose "
+        raise DeriveError(f"notes.format = {formats!r} is not allowed: choose "
                           f"among {', '.join(FORMATS)}")
-    depth = from_file.get("depth", 4)
+    depth = values.get("depth", 4)
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 10:
-        raise DeriveError(f"{path}: notes.depth = {depth!r} is not allowed: an integer "
-                          "from 1 to 10")
+        raise DeriveError(f"notes.depth = {depth!r} is not allowed: an integer from 1 to 10")
+    return chosen, depth
 
 
 def options_of(values: Mapping[str, object]) -> NotesOptions:

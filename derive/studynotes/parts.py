@@ -22,6 +22,7 @@ import sympy
 from derive.deck.cards import Card
 from derive.derivation.printing import latex
 from derive.derivation.value import Derivation, Step
+from derive.errors import DeriveError
 from derive.rendering.render import Figure, Table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,15 +68,15 @@ def number(value: object, digits: int = 4) -> str:
     >>> number(1024), number(sympy.Rational(3, 2)), number(sympy.Rational(30001, 20000))
     ('$1024$', '$\\\\frac{3}{2}$', '1.50005')
     """
-    value = sympy.sympify(value)
-    if value.is_Integer and abs(value) < 10**6:
-        return math(value)
-    if value.is_Rational and abs(value.p) < 1000 and value.q < 1000:
-        return math(value)
-    decimal = _terminating(value)
+    expr = sympy.sympify(value)
+    if expr.is_Integer and abs(expr) < 10**6:
+        return math(expr)
+    if expr.is_Rational and abs(expr.p) < 1000 and expr.q < 1000:
+        return math(expr)
+    decimal = _terminating(expr)
     if decimal is not None:
         return decimal
-    as_float = float(value)
+    as_float = float(expr)
     if 10**4 <= abs(as_float) < 10**6:
         return f"{as_float:.0f}"
     if as_float != 0 and (abs(as_float) >= 10**6 or abs(as_float) < 1e-3):
@@ -130,7 +131,22 @@ def he_relu(block: object, final_norm: bool = False) -> VarianceAnalysis:
     """
     from derive.recursions.analysis import variance
 
-    return variance("he", "relu", block=block, final_norm=final_norm)  # type: ignore[arg-type]
+    return variance("he", "relu", block=block, final_norm=final_norm)
+
+
+def last_weight(block: str, final_norm: bool = False) -> sympy.Expr:
+    """w_K, the last block's weight gradient as a function of the depth K, of ``block``
+    under He and ReLU (with a final LayerNorm if ``final_norm``): the blocks the notes
+    name have it in closed form, another raises a DeriveError.
+
+    >>> last_weight("pre", True)
+    1/(2*K + 2*q_0)
+    """
+    weights = he_relu(block, final_norm).weights
+    last = weights.last
+    if last is None:
+        raise DeriveError(f"{block}: the last block's weight gradient has no closed form")
+    return last.rhs
 
 
 @dataclass(frozen=True)
@@ -175,10 +191,10 @@ class FinalNorm:
         """
         from derive.derivation.symbols import K
 
-        post = he_relu("post").backward.closed_form.rhs
+        post = he_relu("post").backward.solved.rhs
         if isinstance(post, sympy.Piecewise):  # K = 0, then K >= 1
             post = post.args[-1].expr
-        pre = he_relu("pre").backward.closed_form.rhs
+        pre = he_relu("pre").backward.solved.rhs
         shrink = sympy.limit(self.pre_last * K, K, sympy.oo)
         return (
             "Which is more stable? $d_0/d_K$ says how the gradient grows from the output back "
@@ -205,11 +221,10 @@ def final_norm() -> FinalNorm:
     """
     from derive.derivation.symbols import K, d
 
-    pre, pre_final = he_relu("pre"), he_relu("pre", True)
-    post = he_relu("post", True)
-    pre_last = pre_final.weights.last.rhs
-    scale = sympy.factor(sympy.simplify(pre_last / pre.weights.last.rhs))
-    ratio_rhs = pre_final.backward.closed_form
+    pre_final = he_relu("pre", True)
+    pre_last = last_weight("pre", True)
+    scale = sympy.factor(sympy.simplify(pre_last / last_weight("pre")))
+    ratio_rhs = pre_final.backward.solved
     if ratio_rhs.lhs != d(0) / d(K):  # pragma: no cover (the API's form changed)
         raise AssertionError("d_0/d_K")
     first = sympy.simplify(scale * ratio_rhs.rhs)
@@ -217,13 +232,13 @@ def final_norm() -> FinalNorm:
     order = sympy.Pow(sympy.sqrt(K), -1, evaluate=False)
     if not sympy.limit(norm / order, K, sympy.oo).is_positive:  # pragma: no cover
         raise AssertionError("the order of the gradient's norm")
-    post_last = post.weights.last.rhs
-    return FinalNorm(q_last=pre_final.forward.closed_form.rhs, scale=scale, first=first,
+    post_last = last_weight("post", True)
+    return FinalNorm(q_last=pre_final.forward.solved.rhs, scale=scale, first=first,
                      pre_last=pre_last, post_last=post_last, pre_norm=norm,
                      pre_norm_order=order, ratio=sympy.factor(post_last / pre_last))
 
 
-def card(key: str, front: str, back: str | Step | sympy.Expr, **kwargs: object) -> Card:
+def card(key: str, front: str, back: str | Step | sympy.Expr) -> Card:
     """A card whose back is prose, a Step or an expression (shown as math).
 
     >>> card("demo/x", "Square of $x$?", sympy.Symbol("x") ** 2).back
@@ -233,7 +248,7 @@ def card(key: str, front: str, back: str | Step | sympy.Expr, **kwargs: object) 
         back = f"${back.latex()}$"
     elif not isinstance(back, str):
         back = math(back)
-    return Card(key, front, back, **kwargs)
+    return Card(key, front, back)
 
 
 def plural(count: int, word: str) -> str:

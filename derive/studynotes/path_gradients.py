@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, SupportsFloat, cast
 
 import sympy
 
@@ -24,7 +24,15 @@ from derive.derivation.printing import latex, text
 from derive.derivation.value import Derivation, Step
 from derive.pathsums.notation import shown
 from derive.rendering.render import Table
-from derive.studynotes.parts import card, final_norm, he_relu, math, number, readable
+from derive.studynotes.parts import (
+    card,
+    final_norm,
+    he_relu,
+    last_weight,
+    math,
+    number,
+    readable,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.deck.cards import Card
@@ -124,7 +132,9 @@ def series() -> dict[str, list[float]]:
     """The figure's data: each figure block's gradient share by length, and the paths'."""
     out = {"share of paths": [float(s) for s in gradients("none").path_shares]}
     for name in FIGURE_BLOCKS:
-        out[_label(name)] = [float(s) for s in gradients(name).gradient_shares]
+        # The figure's blocks have numbers for their symbols: each share is a number.
+        shares = cast("list[SupportsFloat]", gradients(name).gradient_shares)
+        out[_label(name)] = [float(s) for s in shares]
     return out
 
 
@@ -136,7 +146,7 @@ def _derivation() -> Derivation:
     G = shown("Gₖ", "G_{k}")
     k = sympy.Symbol("k", integer=True, positive=True)
     p_pre = pre.per_block[0]
-    forward = pre.analysis.forward.closed_form.rhs
+    forward = pre.analysis.forward.solved.rhs
     q_prev = forward.xreplace({K: k - 1, q0: 1})
     p_k = sympy.factor(p_pre.xreplace({Q_PREV: q_prev}))
     p_pre = p_pre.xreplace({Q_PREV: q(sympy.Symbol("k") - 1)})
@@ -164,7 +174,7 @@ def _derivation() -> Derivation:
         Step(shown("Gₖ(t), pre-LN", "G_{k}(t)\\big|_{\\text{pre-LN}}"), _polynomial(pre),
              "LN divides the branch's gradient by the std of $h_{k-1}$: gain $1/q_{k-1}$"),
         Step(shown("mean length, pre-LN", "\\text{mean length}\\big|_{\\text{pre-LN}}"),
-             pre.closed_form[0],
+             _mean_length(pre),
              f"block $k$ adds $p_k = b_k/(s_k + b_k) = {latex(p_pre)} = {latex(p_k)}$ with "
              f"$q_{{k-1}} = {latex(q_prev)}$ ($q_0 = 1$): a harmonic sum, {asymptote(pre)}"),
     )
@@ -175,6 +185,14 @@ def _derivation() -> Derivation:
         notes=(f"At {VEIT_DEPTH} blocks the pre-LN mean is {pre.mean:.4g} against "
                f"{plain.path_mean:.4g} for the counts.",),
     )
+
+
+def _mean_length(g: PathGradients) -> sympy.Expr:
+    """The closed form of ``g``'s gradient-weighted mean length, which the notes' blocks have."""
+    closed = g.closed_form
+    if closed is None:  # pragma: no cover (only the blocks summed in closed form are described)
+        raise AssertionError(f"{g.config.block.text}: no closed form of the mean length")
+    return closed[0]
 
 
 def asymptote(g: PathGradients) -> str:
@@ -301,16 +319,15 @@ def weighted_parts() -> WeightedParts:
     _, bn_share = bn.window(low, high)
     paths, plain_share = plain.window(low, high)
     _, pre_share = pre.window(low, high)
-    post_w = he_relu("post", True).weights
-    pre_w = he_relu("pre", True).weights
-    pre_q = he_relu("pre", True).forward.closed_form.rhs
+    post_last, pre_last = last_weight("post", True), last_weight("pre", True)
+    pre_q = he_relu("pre", True).forward.solved.rhs
     pre_q_prev = pre_q.xreplace({K: sympy.Symbol("k") - 1})
     skip_gain, branch_gain = (latex(sympy.factor(c).xreplace({Q_PREV: q(sympy.Symbol("k") - 1)}))
                     for c in pre.polynomial)
-    post_q = he_relu("post", True).forward.closed_form.rhs
+    post_q = he_relu("post", True).forward.solved.rhs
     if isinstance(post_q, sympy.Piecewise):  # q_0 before the first block, then LN's gamma^2
         post_q = post_q.args[-1].expr
-    mean_pre = latex(pre.closed_form[0])
+    mean_pre = latex(_mean_length(pre))
     final = final_norm()
     about = asymptote(pre)
     skip_p = skip.per_block[0]
@@ -338,8 +355,8 @@ def weighted_parts() -> WeightedParts:
         f"{high} carry {100 * bn_share:.2g}% of the gradient), since it divides the "
         "branch's gradient by the growing batch variance.",
         f"The last block's weight gradient stays of order one with post-LN "
-        f"($w_K = {latex(post_w.last.rhs)}$) but shrinks like $1/K$ with pre-LN and a final "
-        f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): "
+        f"($w_K = {latex(post_last)}$) but shrinks like $1/K$ with pre-LN and a final "
+        f"LN ($w_K = {latex(pre_last)}$), the result of Xiong et al. (2020): "
         f"{final.sentence()}.",
     )
     define = "(block $k$'s skip passes gain $s_k$, its branch $b_k$)"

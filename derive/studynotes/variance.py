@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import sympy
 
@@ -22,6 +22,10 @@ from derive.derivation.value import Derivation, Step
 from derive.pathsums.notation import shown
 from derive.rendering.render import Figure, Table
 from derive.studynotes.parts import Section, card, number, readable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.recursions.analysis import VarianceAnalysis
+    from derive.recursions.recursion import Recursion
 
 #: Activations shown in the tables and figures, and how a reader names them.
 ACTIVATION_NAMES = {"linear": "linear", "relu": "ReLU", "leaky_relu": "leaky ReLU",
@@ -34,15 +38,31 @@ BLOCK_TITLES = {"none": "No norm, $h_k = h_{k-1} + f_k(h_{k-1})$",
 INITS = ("xavier", "he")
 #: Activations drawn against depth (one line each).
 CURVES = ("relu", "tanh", "gelu")
+
+
+class SimulationSize(TypedDict):
+    """The size of a simulation: blocks, units a layer, networks, inputs a batch."""
+
+    depth: int
+    width: int
+    seeds: int
+    batch: int
+
+
 #: The simulation shown beside the derived values: small, so the notes stay fast.
-SIM = {"depth": 6, "width": 256, "seeds": 4, "batch": 8}
+SIM: SimulationSize = {"depth": 6, "width": 256, "seeds": 4, "batch": 8}
 #: Relative error within which a simulated value counts as agreeing (finite width).
 TOLERANCE = 0.15
 #: A closed form longer than this (LaTeX characters) is given by its growth instead.
 SHORT = 40
 
 
-def _analysis(init: str, activation: str, norm: str) -> Any:
+#: Per block: profiles (q_k, d_k/d_K) for k = 0..depth, derived (exact) or simulated.
+Derived = dict[str, tuple[list[sympy.Expr], list[sympy.Expr]]]
+Measured = dict[str, tuple[tuple[float, ...], tuple[float, ...]]]
+
+
+def _analysis(init: str, activation: str, norm: str) -> VarianceAnalysis:
     from derive.recursions.analysis import variance
 
     return variance(init, activation, norm)
@@ -72,7 +92,7 @@ def _ratio(init: str, activation: str) -> float:
     return float(G) / float(g)
 
 
-def _form(recursion: Any) -> str:
+def _form(recursion: Recursion) -> str:
     """A short closed form (K >= 1) in math, else the growth in words."""
     closed = recursion.closed_form
     if closed is not None:
@@ -170,7 +190,7 @@ def _block_table(norm: str, depths: tuple[int, ...]) -> Table:
 
 
 @functools.cache
-def measure(blocks: tuple[str, ...]) -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
+def measure(blocks: tuple[str, ...]) -> Measured:
     """Simulated profiles (forward, backward) of He + ReLU networks, one pair a block.
 
     >>> [round(v) for v in measure(("none",))["none"][0]][:3]
@@ -183,17 +203,20 @@ def measure(blocks: tuple[str, ...]) -> dict[str, tuple[tuple[float, ...], tuple
 
 
 @functools.cache
-def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, Any]]:
-    """Derived against simulated values (He, ReLU), and the profiles drawn.
+def simulated(blocks: tuple[str, ...]) -> tuple[Table, dict[str, tuple[Derived, Measured]]]:
+    """Derived against simulated values (He, ReLU), and the profiles drawn: (derived,
+    measured) by initialization.
 
     >>> simulated(("post",))[0].rows[0][:3]
     ('He, ReLU, post-LN', 'forward', '$1$')
     """
     depth = SIM["depth"]
-    rows, profiles = [], {}
+    rows = []
+    profiles: dict[str, tuple[Derived, Measured]] = {}
     runs = measure(blocks)
     for init in ("he",):
-        derived, measured = {}, {}
+        derived: Derived = {}
+        measured: Measured = {}
         for norm in blocks:
             a = _analysis(init, "relu", norm)
             derived[norm] = (a.forward.profile(depth), a.backward.profile(depth))
@@ -265,11 +288,11 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
     K = sympy.Symbol("K")
     results = (
         f"He with ReLU doubles $q_k = E[h_k^2]$ at every block without norm "
-        f"(${latex(none.forward.closed_form.rhs)}$): the branch has gain $g = {g_he}$, so it "
+        f"(${latex(none.forward.solved.rhs)}$): the branch has gain $g = {g_he}$, so it "
         "adds a term of the same second moment, uncorrelated with the skip path.",
         f"Scaling the sum by ${latex(scale)}$, $h_k = (h_{{k-1}} + f_k)/\\sqrt{{2}}$, keeps "
         "$q_k = q_0$: it halves the doubled second moment.",
-        f"Pre-LN adds a constant per block (${latex(pre.forward.closed_form.rhs)}$): LN hands "
+        f"Pre-LN adds a constant per block (${latex(pre.forward.solved.rhs)}$): LN hands "
         "the branch a second moment $\\gamma^2 = 1$ whatever $q_{k-1}$.",
         f"Post-LN keeps $q_k = \\gamma^2 = 1$, but the input's share of $q_K$ is "
         f"${latex(2 ** -K)}$: each LN divides the skip path's second moment by $1 + g = 2$.",
@@ -291,7 +314,7 @@ def variance_section(blocks: tuple[str, ...], depths: tuple[int, ...]) -> Sectio
         card("variance/xavier-relu",
              "Without norm, Xavier init and ReLU: how does $q_K = E[h_K^2]$ grow with the "
              "number of blocks $K$?",
-             f"${latex(_analysis('xavier', 'relu', 'none').forward.closed_form.rhs)}$: "
+             f"${latex(_analysis('xavier', 'relu', 'none').forward.solved.rhs)}$: "
              f"Xavier's $\\sigma_w^2 = 1/n$ gives the branch gain $g = {latex(g_x)}$."),
         card("variance/post-ln-share",
              "Post-LN, He init, ReLU: what share of $q_K = E[h_K^2]$ comes from the input $x$ "

@@ -13,10 +13,14 @@ gradients of post-LN and pre-LN (their table is in the gradient-paths note) come
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from derive.derivation.printing import latex
 from derive.rendering.render import Figure, Table
-from derive.studynotes.parts import Section, card, final_norm, he_relu, readable
+from derive.studynotes.parts import Section, card, final_norm, he_relu, last_weight, readable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.recursions.recursion import Recursion
 
 #: The depth of the figure, and of the values in the table.
 DEPTH = 50
@@ -24,9 +28,9 @@ DEPTH = 50
 SHORT = 60
 
 
-def _form(recursion: object) -> str:
-    closed = recursion.closed_form  # type: ignore[attr-defined]
-    growth = recursion.growth.split(" (")[0]  # type: ignore[attr-defined]
+def _form(recursion: Recursion) -> str:
+    closed = recursion.closed_form
+    growth = recursion.growth.split(" (")[0]
     if closed is None:
         return f"{growth} (iterated)"
     shown = latex(readable(closed.rhs))
@@ -64,28 +68,29 @@ def variants_section() -> Section:
     """The note: key results with reasons, two tables, one figure, cards."""
     rescaled, bn, skip = he_relu("rescaled"), he_relu("bn-first"), he_relu("skipinit")
     nf, fixup = he_relu("nf-resnet"), he_relu("fixup")
-    post_w = he_relu("post", True).weights
-    pre_w = he_relu("pre", True).weights
-    cross = bn.cross.closed_form.rhs  # type: ignore[attr-defined]
+    post_last, pre_last = last_weight("post", True), last_weight("pre", True)
+    if bn.cross is None:  # pragma: no cover (a BatchNorm couples the inputs of a batch)
+        raise AssertionError("bn-first: no recursion of the covariance c_k")
+    cross = bn.cross.solved.rhs
     results = (
         "Rescaling the sum, $(x + F(x))/\\sqrt{2}$ (UDL 11.3), keeps "
-        f"$q_K = {latex(rescaled.forward.closed_form.rhs)}$: the branch adds as much second moment "
+        f"$q_K = {latex(rescaled.forward.solved.rhs)}$: the branch adds as much second moment "
         "as the skip, and the factor halves the sum.",
         f"BatchNorm first in the branch (UDL 11.4.1) gives "
-        f"$q_K = {latex(bn.forward.closed_form.rhs)}$"
+        f"$q_K = {latex(bn.forward.solved.rhs)}$"
         ": BN hands the branch unit variance whatever $q_{k-1}$, so each block adds one unit. "
         "Its gradient is not LayerNorm's: BN divides by the batch variance "
         f"$q_{{k-1}} - c_{{k-1}}$, where $c_K = {latex(cross)}$ is what two inputs share.",
         f"A scalar on the branch (SkipInit, ReZero) gives "
-        f"$q_K = {latex(skip.forward.closed_form.rhs)}$"
+        f"$q_K = {latex(skip.forward.solved.rhs)}$"
         ": small $\\alpha$ keeps the stack near the identity.",
         f"NF-ResNets divide the branch input by its expected std: "
-        f"$q_K = {latex(nf.forward.closed_form.rhs)}$, linear growth without normalization.",
+        f"$q_K = {latex(nf.forward.solved.rhs)}$, linear growth without normalization.",
         f"Fixup's zero last layer makes every block the identity at initialization: "
-        f"$q_K = {latex(fixup.forward.closed_form.rhs)}$.",
+        f"$q_K = {latex(fixup.forward.solved.rhs)}$.",
         f"The last block's weight gradient stays of order one with post-LN "
-        f"($w_K = {latex(post_w.last.rhs)}$) but shrinks like $1/K$ with pre-LN and a final "
-        f"LN ($w_K = {latex(pre_w.last.rhs)}$), the result of Xiong et al. (2020): "
+        f"($w_K = {latex(post_last)}$) but shrinks like $1/K$ with pre-LN and a final "
+        f"LN ($w_K = {latex(pre_last)}$), the result of Xiong et al. (2020): "
         f"{final_norm().sentence()} (the table is in [[gradient-paths|gradient paths]]).",
     )
     cards = (
@@ -95,11 +100,11 @@ def variants_section() -> Section:
              "has $2 q_{k-1}$, and $1/\\sqrt{2}$ squared halves it."),
         card("variants/bn-first", "BatchNorm first in the branch, $h_k = h_{k-1} + "
              "f_k(\\operatorname{BN}(h_{k-1}))$, He init, ReLU: $q_K = E[h_K^2]$?",
-             bn.forward.closed_form),
+             bn.forward.solved),
         card("variants/skipinit", "SkipInit $h_k = h_{k-1} + \\alpha f_k(h_{k-1})$, He init, "
-             "ReLU: $q_K = E[h_K^2]$ after $K$ blocks?", skip.forward.closed_form),
+             "ReLU: $q_K = E[h_K^2]$ after $K$ blocks?", skip.forward.solved),
         card("variants/nf-resnet", "NF-ResNet $h_k = h_{k-1} + \\alpha f_k(h_{k-1}/"
-             "\\operatorname{std}(h_{k-1}))$: $q_K = E[h_K^2]$?", nf.forward.closed_form),
+             "\\operatorname{std}(h_{k-1}))$: $q_K = E[h_K^2]$?", nf.forward.solved),
         card("variants/bn-gradient", "Why is BatchNorm's backward gain not LayerNorm's "
              "$\\gamma^2/q$ at initialization?",
              "BN divides by each unit's batch std: the batch variance is $q - c$, the second "
@@ -107,8 +112,8 @@ def variants_section() -> Section:
         card("variants/bn-changes", "What does BatchNorm first in the branch, "
              "$h_k = h_{k-1} + f_k(\\operatorname{BN}(h_{k-1}))$, change against no norm "
              "(He init, ReLU)?",
-             f"$q_K = {latex(bn.forward.closed_form.rhs)}$ instead of "
-             f"${latex(he_relu('none').forward.closed_form.rhs)}$: BN hands the branch unit "
+             f"$q_K = {latex(bn.forward.solved.rhs)}$ instead of "
+             f"${latex(he_relu('none').forward.solved.rhs)}$: BN hands the branch unit "
              "variance, so each block adds one unit; backward it divides by the batch "
              f"variance $q - c$, with $c_K = {latex(cross)}$ shared by the batch."),
     )

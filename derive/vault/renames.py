@@ -187,7 +187,10 @@ def relink(text: str, renamed: Mapping[str, str]) -> str:
     'see [[LN notes]] and [[LN notes|LN]]'
     """
     for old, new in renamed.items():
-        text = re.sub(r"\[\[" + re.escape(old) + r"(?=[\]|#])", lambda _m, n=new: f"[[{n}", text)
+        def link(_match: re.Match[str], name: str = new) -> str:
+            return f"[[{name}"
+
+        text = re.sub(r"\[\[" + re.escape(old) + r"(?=[\]|#])", link, text)
     return text
 
 
