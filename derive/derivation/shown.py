@@ -12,8 +12,6 @@ it, so derivations made in a second process arrive whole.
 
 from __future__ import annotations
 
-from typing import Any
-
 import sympy
 
 
@@ -34,11 +32,11 @@ class Shown(sympy.Symbol):
         """The atom's plain-text form."""
         return self.name.split("\0", 1)[0]
 
-    def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, Any]]:
+    def __getnewargs_ex__(self) -> tuple[tuple[str, str], dict[str, object]]:
         return (self.text, self._latex()), {}
 
-    def _latex(self, printer: Any = None) -> str:
+    def _latex(self, printer: object = None) -> str:
         return self.name.split("\0", 1)[1]
 
-    def _sympystr(self, printer: Any = None) -> str:
+    def _sympystr(self, printer: object = None) -> str:
         return self.text

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import TypedDict, Unpack
 
 import sympy
 
@@ -149,6 +150,18 @@ def variance(
     return dataclasses.replace(analysis, final_norm=True) if final_norm else analysis
 
 
+class BlockOptions(TypedDict, total=False):
+    """The keyword options of :func:`variance` that :func:`compare` passes on to it (a
+    final LayerNorm changes only the weight gradients, which its rows do not hold)."""
+
+    mlp_ratio: object
+    dropout: object
+    gamma: object
+    sigma_w2: object
+    negative_slope: object
+    values: dict[str, object] | None
+
+
 def compare(
     init: str = "xavier",
     activation: str = "relu",
@@ -157,7 +170,7 @@ def compare(
     depth: int = 10,
     q0: object = 1,
     blocks: Sequence[object] = NORMS,
-    **options: object,
+    **options: Unpack[BlockOptions],
 ) -> list[dict[str, object]]:
     """One row per block and direction: formulas, growth, value at ``depth``.
 
@@ -169,8 +182,7 @@ def compare(
     depth = check_depth(depth, minimum=0)
     rows = []
     for spec in blocks:
-        analysis = variance(init, activation, branch=branch, block=spec,
-                            **options)  # type: ignore[arg-type]
+        analysis = variance(init, activation, branch=branch, block=spec, **options)
         for recursion in (analysis.forward, analysis.backward):
             closed = recursion.closed_form
             try:

@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import sympy
 
@@ -44,6 +44,10 @@ from derive.recursions.closed_forms import (
     finish,
     numeric_map,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
 
 #: What a solution is: the closed form (or None), and why there is none (or None).
 Solution = tuple[sympy.Expr | None, str | None]
@@ -244,7 +248,7 @@ class Recursion(ABC):
                 own[str(value)] = value
         return {"K": K, "k": k, "q_0": q0, **own}
 
-    def array(self, depth: int, q0: object = 1) -> Any:
+    def array(self, depth: int, q0: object = 1) -> NDArray[np.float64]:
         """The values for k = 0..depth as a NumPy array of floats (q_k forward, d_0/d_k
         backward); every symbol must have a number.
 
@@ -256,7 +260,7 @@ class Recursion(ABC):
 
         return np.asarray(self.iterated(depth, q0), dtype=float)
 
-    def function(self) -> Callable[..., Any]:
+    def function(self) -> Callable[..., NDArray[np.float64]]:
         """The closed form as a NumPy function of ``(K, q_0, *symbols)`` (SymPy's lambdify,
         SciPy's gamma where the form needs it), for arrays of depths.
 
@@ -275,7 +279,8 @@ class Recursion(ABC):
                               "have no numbers; use .array(depth)")
         numeric = sympy.lambdify((K, q0, *own), rhs, modules=["scipy", "numpy"])
 
-        def evaluate(depth: Any, q_0: Any = 1.0, *values: Any) -> Any:
+        def evaluate(depth: ArrayLike, q_0: ArrayLike = 1.0, *values: ArrayLike
+                     ) -> NDArray[np.float64]:
             import numpy as np
 
             return np.asarray(numeric(depth, q_0, *values), dtype=float) + 0 * np.asarray(

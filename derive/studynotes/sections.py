@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.studynotes.parts import Section
 
 #: What a figure draws: (plotting function's name in derive.rendering.plots, args, kwargs).
-FigureSpec = tuple[str, tuple[Any, ...], dict[str, Any]]
+FigureSpec = tuple[str, tuple[object, ...], dict[str, object]]
 #: (depth of the path sum, blocks of the variance notes, depths of the tables) -> a section.
 Builder = Callable[[int, tuple[str, ...], tuple[int, ...]], "Section"]
 #: The same inputs -> each figure's stem and what it draws.

@@ -35,11 +35,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Generic, TypeVar, cast
 
 from derive.studynotes.options import NotesOptions
 from derive.studynotes.sections import keys_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.studynotes.assembly import Content
+    from derive.studynotes.parts import Section
+    from derive.studynotes.sections import FigureSpec
 
 #: Notes derived in this process that are kept for a later build in it.
 KEEP_DONE = 4
@@ -50,10 +56,12 @@ SILENCE = 30.0
 
 #: Figures by stem: {"png": bytes, "pdf": bytes}.
 Images = dict[str, dict[str, bytes]]
+#: What a task of the second process gives back.
+Answer = TypeVar("Answer")
 
 
 def second_part(depth: int, options: NotesOptions, keys: tuple[str, ...],
-                figures: bool) -> tuple[dict[str, Any], Images]:
+                figures: bool) -> tuple[dict[str, Section], Images]:
     """The sections ``keys`` and (if ``figures``) their figures: the second process's part.
 
     >>> sections, images = second_part(2, NotesOptions(), ("gradient-paths",), True)
@@ -76,15 +84,25 @@ def _warm() -> None:
     warm()
 
 
-def _draw(specs: dict[str, tuple]) -> Images:
+def _draw(specs: dict[str, FigureSpec]) -> Images:
     from derive.rendering.plots import draw
 
     return draw(specs)
 
 
 #: What the second process may be asked to do, by name.
-TASKS: dict[str, Callable[..., Any]] = {"warm": _warm, "second_part": second_part,
-                                        "draw": _draw}
+TASKS: dict[str, Callable[..., object]] = {"warm": _warm, "second_part": second_part,
+                                           "draw": _draw}
+#: The name each task goes by in a message.
+_NAMES = {task: name for name, task in TASKS.items()}
+
+
+@dataclass(frozen=True)
+class _Task(Generic[Answer]):
+    """A task sent to the second process, by its number; the child answers it with what
+    the task's function returns, an ``Answer``."""
+
+    number: int
 
 
 class _Failed(Exception):
@@ -101,26 +119,28 @@ class _Child:
         self.process = subprocess.Popen(
             [sys.executable, "-c", _CHILD, repr(max(SILENCE / 10, 0.05))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.answers: queue.Queue[tuple[int, str, Any]] = queue.Queue()
+        self.answers: queue.Queue[tuple[int, str, object]] = queue.Queue()
         self.outbox: queue.Queue[bytes | None] = queue.Queue()
-        self.received: dict[int, tuple[str, Any]] = {}
+        self.received: dict[int, tuple[str, object]] = {}
         self.ended: str | None = None  # why no more answers will come
         self.heard = time.monotonic()  # when the child last said anything
         self.sent = 0
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._write, daemon=True).start()
 
-    def send(self, name: str, *args: object) -> int | None:
-        """Send a task; its number, or None if the child cannot take it."""
+    def send(self, task: Callable[..., Answer], *args: object) -> _Task[Answer] | None:
+        """Send ``task`` (one of :data:`TASKS`) with ``args``; None if the child cannot
+        take it."""
         if self.ended is not None:
             return None
         try:
-            data = pickle.dumps((self.sent + 1, name, args), protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps((self.sent + 1, _NAMES[task], args),
+                                protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError):
             return None
         self.sent += 1
         self.outbox.put(data)
-        return self.sent
+        return _Task(self.sent)
 
     def _write(self) -> None:
         """In a thread: each task to the child's stdin; None closes it."""
@@ -147,10 +167,11 @@ class _Child:
         except Exception:  # end of the stream, or a broken answer
             self.answers.put((0, "error", "the second process ended"))
 
-    def answer(self, number: int | None) -> Any:
-        """The value of task ``number``, waiting for it; :class:`_Failed` if it failed."""
-        if number is None:
+    def answer(self, task: _Task[Answer] | None) -> Answer:
+        """The value of ``task``, waiting for it; :class:`_Failed` if it failed."""
+        if task is None:
             raise _Failed("not sent")
+        number = task.number
         while number not in self.received:
             if self.ended is not None:
                 raise _Failed(self.ended)
@@ -164,13 +185,14 @@ class _Child:
             except queue.Empty:
                 continue
             if got == 0:  # nothing more will come
-                self.ended = value
+                self.ended = str(value)
             else:
                 self.received[got] = (status, value)
         status, value = self.received.pop(number)
         if status != "ok":
             raise _Failed(value)
-        return value
+        # An answer comes unpickled from the child: the value of the task's function.
+        return cast(Answer, value)
 
     def stop(self, wait: bool = True) -> None:
         """Stop the child and reap it: at the end of its tasks (``wait``, for at most
@@ -210,13 +232,13 @@ class Pending:
     def __init__(self, depth: int, options: NotesOptions, figures: bool) -> None:
         self.key = (depth, options, figures)
         self.child: _Child | None = None
-        self._part: int | None = None
-        self._drawing: int | None = None
+        self._part: _Task[tuple[dict[str, Section], Images]] | None = None
+        self._drawing: _Task[Images] | None = None
         self.failed = False  # the second process did not do its part
         self.theirs: tuple[str, ...] = ()
         self.their_images: Images = {}
-        self._own: dict[str, Any] = {}
-        self._content: Any = None
+        self._own: dict[str, Section] = {}
+        self._content: Content | None = None
         self._images: Images | None = None
         for key in (self.key, (depth, options, True)):
             if key in _DONE:
@@ -231,26 +253,26 @@ class Pending:
                 self.theirs = ()
         if self.child is not None:
             if figures:
-                self.child.send("warm")
-            self._part = self.child.send("second_part", depth, options, self.theirs, figures)
+                self.child.send(_warm)
+            self._part = self.child.send(second_part, depth, options, self.theirs, figures)
         try:
             from derive.studynotes.assembly import figure_specs, section
 
             ours = tuple(key for key in options.concepts if key not in self.theirs)
             if figures and self.child is not None:
-                self._drawing = self.child.send("draw", figure_specs(depth, options, ours))
+                self._drawing = self.child.send(_draw, figure_specs(depth, options, ours))
             self._own = {key: section(key, depth, options) for key in ours}
         except BaseException:
             self.close()
             raise
 
-    def content(self) -> Any:
+    def content(self) -> Content:
         """The :class:`derive.studynotes.assembly.Content`, in the options' order of sections."""
         if self._content is None:
             from derive.studynotes.assembly import Content, section
 
             depth, options, _ = self.key
-            theirs: dict[str, Any] = {}
+            theirs: dict[str, Section] = {}
             if self.theirs and self.child is not None:
                 try:
                     theirs, self.their_images = self.child.answer(self._part)
@@ -273,7 +295,9 @@ class Pending:
             if wanted:
                 images = dict(self.their_images)
                 try:
-                    images.update(self.child.answer(self._drawing) if self.child else {})
+                    if self.child is not None:
+                        drawn: Images = self.child.answer(self._drawing)
+                        images.update(drawn)
                 except _Failed:
                     self.failed = True
             if self.child is not None:
@@ -294,10 +318,10 @@ class Pending:
 
 #: Notes already derived in this process, by (depth, options, with figures): the latest
 #: :data:`KEEP_DONE`, the only notes kept in memory.
-_DONE: dict[tuple[int, NotesOptions, bool], tuple[Any, Images]] = {}
+_DONE: dict[tuple[int, NotesOptions, bool], tuple[Content, Images]] = {}
 
 
-def _remember(key: tuple[int, NotesOptions, bool], value: tuple[Any, Images]) -> None:
+def _remember(key: tuple[int, NotesOptions, bool], value: tuple[Content, Images]) -> None:
     _DONE.pop(key, None)
     _DONE[key] = value
     while len(_DONE) > KEEP_DONE:
@@ -315,7 +339,7 @@ def start(depth: int, options: NotesOptions | None = None, figures: bool = False
 
 
 def derive_notes(depth: int, options: NotesOptions | None = None,
-                 figures: bool = False) -> tuple[Any, Images]:
+                 figures: bool = False) -> tuple[Content, Images]:
     """The notes' :class:`derive.studynotes.assembly.Content` and, if ``figures``, their
     figures (stem -> {"png", "pdf"}), derived on two cores.
 
