@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from derive.errors import DeriveError
+from derive.pathsums.limits import Wrt
 
 
 def parse_span(value: str | None) -> tuple[int, int] | None:
@@ -33,7 +34,7 @@ def parse_span(value: str | None) -> tuple[int, int] | None:
                           f"got {value!r}") from None
 
 
-def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> Iterator[str]:
+def expansion(depth: int, wrt: Wrt, spec: Any, fmt: str, force: bool) -> Iterator[str]:
     """The expanded sum of a block's path sum in ``fmt``, streamed."""
     from derive.pathsums.block_paths import BlockPathSum
     from derive.pathsums.notation import gradient_latex, gradient_text
@@ -47,7 +48,7 @@ def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> I
         yield from s.iter_chunks("text")
         yield "\n" + summary + "\n"
     elif fmt == "json":
-        yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}, "block": '
+        yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt.value)}, "block": '
                f'{json.dumps(spec.text)}, "count": {s.count}, "blocks": {list(s.blocks)}, '
                '"choices": [')
         batch: list[str] = []
@@ -75,13 +76,13 @@ def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> I
         yield close + ("" if fmt == "latex" else f"\n{summary}.\n")
 
 
-def count_line(depth: int, wrt: int | str, spec: Any, fmt: str) -> str:
+def count_line(depth: int, wrt: Wrt, spec: Any, fmt: str) -> str:
     """The number of terms of a block's path sum."""
     from derive.pathsums.block_paths import BlockPathSum
 
     s = BlockPathSum(depth, wrt, spec)
     if fmt == "json":
-        return json.dumps({"depth": depth, "wrt": wrt, "block": spec.text, "count": s.count,
+        return json.dumps({"depth": depth, "wrt": wrt.value, "block": spec.text, "count": s.count,
                            "radix": s.radix}) + "\n"
     return f"{s.count}\n" if fmt == "text" else f"${s.radix}^{{{len(s.blocks)}}} = {s.count}$\n"
 
@@ -121,7 +122,7 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
     block = g.config.block
     if fmt == "json":
         data: dict[str, object] = {
-            "depth": g.depth, "wrt": g.wrt, "config": g.config.label, "q0": str(g.q0),
+            "depth": g.depth, "wrt": g.wrt.value, "config": g.config.label, "q0": str(g.q0),
             "block": {"name": block.name, "expression": block.text, "source": block.source},
             "exact": g.exact, "path_mean": g.path_mean, "path_spread": g.path_spread,
             "mean": _json_value(g.mean), "spread": _json_value(g.spread),
@@ -139,9 +140,8 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
                             "gradient_share": window[1]}
         yield json.dumps(data, ensure_ascii=False) + "\n"
         return
-    lhs = "dy/dx" if g.wrt == "x" else f"dy/df_{g.wrt}"
-    title = (f"{lhs}, {g.depth} blocks of B(x) = {block.text} ({g.config.label}), q0 = {g.q0}: "
-             "mean field, infinite width, gradient independence")
+    title = (f"{g.wrt.gradient}, {g.depth} blocks of B(x) = {block.text} ({g.config.label}), "
+             f"q0 = {g.q0}: mean field, infinite width, gradient independence")
     rows = [(str(r.length), _count_text(r.count), _percent(r.path_share),
              _percent(r.gradient_share)) for r in g.rows] if table else []
     head = ("length", "count", "share of paths", "share of gradient")
@@ -178,7 +178,7 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
     yield "\n".join(lines) + "\n"
 
 
-def run(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool, force: bool,
+def run(depth: int, wrt: Wrt, fmt: str, count: bool, lengths: bool, force: bool,
         block_spec: str | None, settings: tuple[str, ...], span_text: str | None,
         options: dict[str, str | None]) -> Iterable[str] | None:
     """What ``derive paths`` prints for a block or for gradient shares, streamed; None when

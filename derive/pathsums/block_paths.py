@@ -30,7 +30,7 @@ from derive.blocks.nodes import STD_X, Input, Node
 from derive.blocks.primitives import Branch
 from derive.derivation.printing import latex, text
 from derive.errors import DeriveError
-from derive.pathsums.limits import MAX_TERMS, check_path_args
+from derive.pathsums.limits import MAX_TERMS, Wrt, WrtLike, check_path_args
 from derive.pathsums.notation import gradient_latex, gradient_text, subscript
 
 #: The text streamer builds the terms of the lowest blocks once, about this many.
@@ -253,7 +253,7 @@ def power_coefficients(poly: list[int], power: int) -> list[int]:
     return [0] * (shift * power) + out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, repr=False)
 class BlockPathSum:
     """dy/df_wrt (or dy/dx) for ``depth`` blocks of ``spec``: the product of the block
     Jacobians, expanded. Terms are tuples of choices, one per later block left to
@@ -265,23 +265,28 @@ class BlockPathSum:
     """
 
     depth: int
-    wrt: int | str
+    wrt: Wrt
     spec: Block
-    force: bool = False
+    force: bool
 
-    def __post_init__(self) -> None:
-        depth, wrt = check_path_args(self.depth, self.wrt)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "wrt", wrt)
-        object.__setattr__(self, "spec", block(self.spec))
-        if wrt != "x":
-            branch_tail(self.spec, wrt)
+    def __init__(self, depth: int, wrt: WrtLike, spec: object, force: bool = False) -> None:
+        checked, parsed = check_path_args(depth, wrt)
+        object.__setattr__(self, "depth", checked)
+        object.__setattr__(self, "wrt", parsed)
+        object.__setattr__(self, "spec", block(spec))
+        object.__setattr__(self, "force", force)
+        if not parsed.is_input:
+            branch_tail(self.spec, parsed.start)
         block_terms(self.spec, 1)
+
+    def __repr__(self) -> str:
+        return (f"BlockPathSum(depth={self.depth}, wrt={self.wrt.value!r}, spec={self.spec!r}, "
+                f"force={self.force!r})")
 
     @property
     def blocks(self) -> tuple[int, ...]:
         """The later blocks, left to right (N down to j+1)."""
-        return tuple(range(self.depth, 0 if self.wrt == "x" else self.wrt, -1))
+        return tuple(range(self.depth, self.wrt.start, -1))
 
     @property
     def radix(self) -> int:
@@ -309,15 +314,15 @@ class BlockPathSum:
 
     def tail(self) -> BlockTerm:
         """dh_j/df_j on the right of every term (the identity for dy/dx)."""
-        if self.wrt == "x":
+        if self.wrt.is_input:
             return BlockTerm(sympy.Integer(1), (), 0, ())
-        return branch_tail(self.spec, self.wrt)
+        return branch_tail(self.spec, self.wrt.start)
 
     def check_size(self) -> None:
         """Raise DeriveError if enumerating needs ``force=True``."""
         if self.count > MAX_TERMS and not self.force:
             raise DeriveError(
-                f"dy/d{'x' if self.wrt == 'x' else f'f_{self.wrt}'} of {self.spec.text} at "
+                f"{self.wrt.gradient} of {self.spec.text} at "
                 f"depth {self.depth} has {self.radix}^{len(self.blocks)} terms, more than "
                 f"2^22 = {MAX_TERMS}: use --count/--lengths, or force")
 
@@ -363,7 +368,7 @@ class BlockPathSum:
 
     def _forms(self) -> dict[sympy.Symbol, tuple[str, str]]:
         forms: dict[sympy.Symbol, tuple[str, str]] = {}
-        for b in (*self.blocks, *(() if self.wrt == "x" else (self.wrt,))):
+        for b in (*self.blocks, *(() if self.wrt.is_input else (self.wrt.start,))):
             forms.update(block_names(self.spec, b).forms)
         return forms
 

@@ -42,7 +42,7 @@ from derive.derivation.symbols import K, q, q0
 from derive.errors import DeriveError
 from derive.inputs.numbers import exact
 from derive.pathsums.block_paths import BlockPathSum, block_terms
-from derive.pathsums.limits import check_path_args
+from derive.pathsums.limits import WrtLike, check_path_args
 from derive.recursions.analysis import VarianceAnalysis, variance
 from derive.recursions.block_maps import C_PREV, Q_PREV, block_input, c_seq
 from derive.recursions.closed_forms import numeric_map
@@ -106,7 +106,7 @@ class PathGradients:
     (3.594, 27.0)
     """
 
-    def __init__(self, depth: int, wrt: int | str, analysis: VarianceAnalysis,
+    def __init__(self, depth: int, wrt: WrtLike, analysis: VarianceAnalysis,
                  q0_value: sympy.Expr, exact_mode: bool | None = None) -> None:
         depth, wrt = check_path_args(depth, wrt)
         if depth > MAX_DEPTH:
@@ -115,7 +115,8 @@ class PathGradients:
         self.depth, self.wrt, self.analysis, self.q0 = depth, wrt, analysis, q0_value
         self.config = analysis.config
         self.paths = BlockPathSum(depth, wrt, self.config.block)
-        self.first = 1 if wrt == "x" else int(wrt) + 1
+        #: The first block whose factor the gradient passes: j + 1 (1 for x).
+        self.first = wrt.start + 1
         gains = term_gains(self.config.block, self.config, block_input(self.config))
         poly = [sympy.Integer(0)] * (max(tm.branches for tm in block_terms(
             self.config.block, 1)) + 1)
@@ -399,7 +400,7 @@ def _multiply(a: list[Fraction], b: list[Fraction]) -> list[Fraction]:
 
 
 def path_gradients(
-    depth: int, wrt: int | str = "x", *, block: object = None, init: str = "xavier",
+    depth: int, wrt: WrtLike = "x", *, block: object = None, init: str = "xavier",
     activation: str = "relu", branch: str = "single", q0: object = 1,
     exact: bool | None = None, values: dict[str, object] | None = None, **parameters: object,
 ) -> PathGradients:

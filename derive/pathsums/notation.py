@@ -2,7 +2,8 @@
 
 A term of the path sum is the tuple of its Jacobians' block indices, left to
 right, e.g. ``(4, 3, 2)`` for J_4 J_3 J_2; ``()`` is the identity path I.
-``wrt`` is the block j of dy/df_j, or ``"x"`` for dy/dx.
+``wrt`` is a :class:`derive.pathsums.limits.Wrt`: the block j of dy/df_j, or 0 for dy/dx.
+A factor is reached from a block index too, 0 for the input x.
 
 Two notations:
 
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError, choice_error
+from derive.pathsums.limits import MAX_BLOCKS, Wrt, check_path_args
 
 if TYPE_CHECKING:  # pragma: no cover
     import sympy
@@ -42,7 +44,8 @@ _LIMIT = 10**MAX_DIGITS
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
 Term = tuple[int, ...]
-Wrt = int | str
+#: The default ``wrt``: dy/df_1.
+FIRST = Wrt(1)
 
 
 def check_notation(notation: object) -> str:
@@ -65,36 +68,36 @@ def subscript(index: int | str) -> str:
     return str(index).translate(_SUB)
 
 
-def _base_text(wrt: Wrt) -> str:
-    return "x" if wrt == "x" else "f" + str(wrt).translate(_SUB)
+def _base_text(right: int) -> str:
+    return "x" if right == 0 else "f" + str(right).translate(_SUB)
 
 
-def _base_latex(wrt: Wrt) -> str:
-    return "x" if wrt == "x" else f"f_{{{wrt}}}"
+def _base_latex(right: int) -> str:
+    return "x" if right == 0 else f"f_{{{right}}}"
 
 
-def gradient_text(wrt: Wrt = 1) -> str:
+def gradient_text(wrt: Wrt = FIRST) -> str:
     """The left-hand side dy/df_j (or dy/dx) as Unicode text.
 
-    >>> gradient_text(1), gradient_text("x")
+    >>> gradient_text(Wrt(1)), gradient_text(Wrt(0))
     ('∂y/∂f₁', '∂y/∂x')
     """
-    return f"∂y/∂{_base_text(wrt)}"
+    return f"∂y/∂{_base_text(wrt.start)}"
 
 
-def gradient_latex(wrt: Wrt = 1) -> str:
+def gradient_latex(wrt: Wrt = FIRST) -> str:
     """The left-hand side dy/df_j (or dy/dx) in LaTeX.
 
-    >>> gradient_latex(2)
+    >>> gradient_latex(Wrt(2))
     '\\\\frac{\\\\partial y}{\\\\partial f_{2}}'
     """
-    return f"\\frac{{\\partial y}}{{\\partial {_base_latex(wrt)}}}"
+    return f"\\frac{{\\partial y}}{{\\partial {_base_latex(wrt.start)}}}"
 
 
-def factor_text(block: int, right: int | str, notation: str = "udl") -> str:
-    """One factor J_block, reached from ``right`` (a block index or ``"x"``), as text.
+def factor_text(block: int, right: int, notation: str = "udl") -> str:
+    """One factor J_block, reached from block ``right`` (0: the input x), as text.
 
-    >>> factor_text(4, 3), factor_text(2, "x"), factor_text(4, 3, "jacobian")
+    >>> factor_text(4, 3), factor_text(2, 0), factor_text(4, 3, "jacobian")
     ('∂f₄/∂f₃', '∂f₂/∂x', 'J₄')
     """
     if notation == "jacobian":
@@ -102,12 +105,12 @@ def factor_text(block: int, right: int | str, notation: str = "udl") -> str:
     return f"∂f{str(block).translate(_SUB)}/∂{_base_text(right)}"
 
 
-def factor_latex(block: int, right: int | str, notation: str = "udl") -> str:
-    """One factor J_block, reached from ``right``, in LaTeX.
+def factor_latex(block: int, right: int, notation: str = "udl") -> str:
+    """One factor J_block, reached from block ``right`` (0: the input x), in LaTeX.
 
     >>> factor_latex(4, 3, "jacobian")
     'J_{4}'
-    >>> print(factor_latex(2, "x"))
+    >>> print(factor_latex(2, 0))
     \\frac{\\partial f_{2}}{\\partial x}
     """
     if notation == "jacobian":
@@ -115,18 +118,18 @@ def factor_latex(block: int, right: int | str, notation: str = "udl") -> str:
     return f"\\frac{{\\partial f_{{{block}}}}}{{\\partial {_base_latex(right)}}}"
 
 
-def pairs(term: Term, wrt: Wrt) -> Iterator[tuple[int, int | str]]:
-    """Pairs (block, reached from): the next factor's block, or wrt for the last.
+def pairs(term: Term, start: int) -> Iterator[tuple[int, int]]:
+    """Pairs (block, reached from): the next factor's block, or ``start`` (wrt's) for the last.
 
     >>> list(pairs((4, 3, 2), 1))
     [(4, 3), (3, 2), (2, 1)]
     """
     for i, block in enumerate(term):
-        yield block, term[i + 1] if i + 1 < len(term) else wrt
+        yield block, term[i + 1] if i + 1 < len(term) else start
 
 
 def term_text(
-    term: Term, wrt: Wrt = 1, notation: str = "udl", max_factors: int | None = None
+    term: Term, wrt: Wrt = FIRST, notation: str = "udl", max_factors: int | None = None
 ) -> str:
     """A term as Unicode text: ``I``, a bare factor, or a product of factors.
 
@@ -139,7 +142,7 @@ def term_text(
     """
     if not term:
         return "I"
-    factors: list[str] = [factor_text(a, b, notation) for a, b in pairs(term, wrt)]
+    factors: list[str] = [factor_text(a, b, notation) for a, b in pairs(term, wrt.start)]
     if max_factors is not None and len(factors) > max_factors:
         factors = [*factors[:2], "⋯", factors[-1]]
     if notation == "udl" and len(factors) > 1:
@@ -148,7 +151,7 @@ def term_text(
 
 
 def term_latex(
-    term: Term, wrt: Wrt = 1, notation: str = "udl", max_factors: int | None = None
+    term: Term, wrt: Wrt = FIRST, notation: str = "udl", max_factors: int | None = None
 ) -> str:
     """A term in LaTeX: ``I`` or the factors side by side (``\\cdots`` past ``max_factors``).
 
@@ -159,13 +162,13 @@ def term_latex(
     """
     if not term:
         return "I"
-    factors = [factor_latex(a, b, notation) for a, b in pairs(term, wrt)]
+    factors = [factor_latex(a, b, notation) for a, b in pairs(term, wrt.start)]
     if max_factors is not None and len(factors) > max_factors:
         factors = [*factors[:2], "\\cdots", factors[-1]]
     return " ".join(factors)
 
 
-def sum_text(terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl") -> str:
+def sum_text(terms: Iterable[Term], wrt: Wrt = FIRST, notation: str = "udl") -> str:
     """The sum of ``terms`` as one line of text, e.g. ``I + J₂``.
 
     >>> sum_text([(), (2,)], notation="jacobian")
@@ -174,7 +177,7 @@ def sum_text(terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl") -> str:
     return " + ".join(term_text(t, wrt, notation) for t in terms)
 
 
-def sum_latex(terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl") -> str:
+def sum_latex(terms: Iterable[Term], wrt: Wrt = FIRST, notation: str = "udl") -> str:
     """The sum of ``terms`` as one line of LaTeX.
 
     >>> sum_latex([(), (2,), (3, 2)], notation="jacobian")
@@ -190,7 +193,7 @@ def _factor_width(block: int, notation: str) -> float:
 
 def iter_latex_lines(
     terms: Iterable[Term],
-    wrt: Wrt = 1,
+    wrt: Wrt = FIRST,
     notation: str = "udl",
     *,
     width: float = LINE_WIDTH,
@@ -209,10 +212,10 @@ def iter_latex_lines(
     """
     check_notation(notation)
     widths: dict[int, float] = {}
-    pieces: dict[tuple[int, int | str], str] = {}
+    pieces: dict[tuple[int, int], str] = {}
     row, used, empty = f"{gradient_latex(wrt)} &= ", 0.0, True
     for index, term in enumerate(terms):
-        factors = [*itertools.pairwise(term), (term[-1], wrt)] if term else []
+        factors = [*itertools.pairwise(term), (term[-1], wrt.start)] if term else []
         for a, _ in factors:
             if a not in widths:
                 widths[a] = _factor_width(a, notation)
@@ -243,7 +246,7 @@ def iter_latex_lines(
 
 
 def latex_lines(
-    terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl", *, width: float = LINE_WIDTH
+    terms: Iterable[Term], wrt: Wrt = FIRST, notation: str = "udl", *, width: float = LINE_WIDTH
 ) -> list[str]:
     """The rows of :func:`iter_latex_lines` as a list (join them with ``\\\\``).
 
@@ -339,7 +342,7 @@ def binomial_row(m: int, digits: int = 6) -> Iterator[str]:
         yield first_half[m - length]
 
 
-def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> Iterator[str]:
+def iter_text_chunks(depth: int, wrt: Wrt = FIRST, notation: str = "udl") -> Iterator[str]:
     """Stream ``dy/df_j = term + term + ...`` as text, in large chunks (no newline).
 
     Terms are assembled from precomputed pieces: the factors of the low
@@ -349,12 +352,9 @@ def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> I
     >>> "".join(iter_text_chunks(3))
     '∂y/∂f₁ = I + ∂f₂/∂f₁ + ∂f₃/∂f₁ + (∂f₃/∂f₂)(∂f₂/∂f₁)'
     """
-    from derive.pathsums.limits import MAX_BLOCKS, check_path_args
-
     depth, wrt = check_path_args(depth, wrt)
     check_notation(notation)
-    j = 0 if wrt == "x" else wrt
-    m = depth - j
+    j, m = wrt.start, wrt.later(depth)
     if m > MAX_BLOCKS:
         raise DeriveError(f"{m} later blocks: terms are listed for at most {MAX_BLOCKS}")
     yield gradient_text(wrt) + " = "
@@ -362,10 +362,10 @@ def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> I
     lows = [tuple(b for b in range(j + low_bits, j, -1) if mask >> (b - j - 1) & 1)
             for mask in range(1 << low_bits)]
     low_full = [term_text(low, wrt, notation) for low in lows]
-    low_part = [_product_text(low, wrt, notation) if low else "" for low in lows]
-    # the factor left of a low part is reached from the low part's first block (or wrt)
-    reached: list[int | str] = [low[0] if low else wrt for low in lows]
-    keys = sorted(set(reached), key=str)
+    low_part = [_product_text(low, j, notation) if low else "" for low in lows]
+    # the factor left of a low part is reached from the low part's first block (or wrt's)
+    reached = [low[0] if low else j for low in lows]
+    keys = sorted(set(reached))
     key_index = [keys.index(r) for r in reached]
     high_blocks = range(depth, j + low_bits, -1)
     for high in range(1 << (m - low_bits)):
@@ -381,7 +381,7 @@ def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> I
         yield chunk if high == 0 else " + " + chunk
 
 
-def _product_text(term: Term, right: int | str, notation: str) -> str:
+def _product_text(term: Term, right: int, notation: str) -> str:
     """The factors of ``term`` as text (parenthesized in udl), the last reached from ``right``."""
     factors = [factor_text(a, b, notation) for a, b in pairs(term, right)]
     return "".join(factors) if notation == "jacobian" else "".join(f"({f})" for f in factors)
