@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError
 from derive.pathsums.limits import Wrt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.blocks.block import Block
+    from derive.pathsums.by_length import PathGradients, Share
 
 
 def parse_span(value: str | None) -> tuple[int, int] | None:
@@ -34,7 +38,7 @@ def parse_span(value: str | None) -> tuple[int, int] | None:
                           f"got {value!r}") from None
 
 
-def expansion(depth: int, wrt: Wrt, spec: Any, fmt: str, force: bool) -> Iterator[str]:
+def expansion(depth: int, wrt: Wrt, spec: Block, fmt: str, force: bool) -> Iterator[str]:
     """The expanded sum of a block's path sum in ``fmt``, streamed."""
     from derive.pathsums.block_paths import BlockPathSum
     from derive.pathsums.notation import gradient_latex, gradient_text
@@ -76,7 +80,7 @@ def expansion(depth: int, wrt: Wrt, spec: Any, fmt: str, force: bool) -> Iterato
         yield close + ("" if fmt == "latex" else f"\n{summary}.\n")
 
 
-def count_line(depth: int, wrt: Wrt, spec: Any, fmt: str) -> str:
+def count_line(depth: int, wrt: Wrt, spec: Block, fmt: str) -> str:
     """The number of terms of a block's path sum."""
     from derive.pathsums.block_paths import BlockPathSum
 
@@ -87,17 +91,17 @@ def count_line(depth: int, wrt: Wrt, spec: Any, fmt: str) -> str:
     return f"{s.count}\n" if fmt == "text" else f"${s.radix}^{{{len(s.blocks)}}} = {s.count}$\n"
 
 
-def _percent(value: object) -> str:
-    if isinstance(value, float) or getattr(value, "is_number", False):
-        number = float(value)  # type: ignore[arg-type]
+def _percent(value: Share) -> str:
+    if isinstance(value, float) or value.is_number:
+        number = float(value)
         return "0%" if number == 0 else f"{100 * number:.4g}%"
     return str(value)
 
 
-def _json_value(value: object) -> object:
+def _json_value(value: Share) -> float | str:
     if isinstance(value, float):
         return value
-    return float(value) if getattr(value, "is_number", False) else str(value)  # type: ignore
+    return float(value) if value.is_number else str(value)
 
 
 def _count_text(count: int) -> str:
@@ -108,7 +112,7 @@ def _count_text(count: int) -> str:
     return format_log10(math.log10(count), 4)
 
 
-def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
+def length_table(gradients: PathGradients, fmt: str, span: tuple[int, int] | None,
                  table: bool = True) -> Iterator[str]:
     """The lengths' counts, shares of paths and shares of gradient, and what the block
     does to the effective path length."""
@@ -117,7 +121,7 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
     from derive.derivation.printing import text
 
     g = gradients
-    window = g.window(*span) if span is not None else None
+    window = None if span is None else (span, g.window(*span))
     closed = g.closed_form
     block = g.config.block
     if fmt == "json":
@@ -136,8 +140,9 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
                                 "gradient_share": _json_value(r.gradient_share)}
                                for r in g.rows]
         if window is not None:
-            data["span"] = {"low": span[0], "high": span[1], "path_share": window[0],  # type: ignore[index]
-                            "gradient_share": window[1]}
+            (low, high), (paths, gradient) = window
+            data["span"] = {"low": low, "high": high, "path_share": paths,
+                            "gradient_share": gradient}
         yield json.dumps(data, ensure_ascii=False) + "\n"
         return
     title = (f"{g.wrt.gradient}, {g.depth} blocks of B(x) = {block.text} ({g.config.label}), "
@@ -172,15 +177,16 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
                      + (", where H(n) = 1 + 1/2 + ⋯ + 1/n and H⁽²⁾(n) = 1 + 1/2² + ⋯ + 1/n²"
                         if harmonic else ""))
     if window is not None:
-        lines.append(f"{prefix}lengths {span[0]}..{span[1]}: {_percent(window[0])} of the paths, "  # type: ignore[index]
-                     f"{_percent(window[1])} of the gradient")
+        (low, high), (paths, gradient) = window
+        lines.append(f"{prefix}lengths {low}..{high}: {_percent(paths)} of the paths, "
+                     f"{_percent(gradient)} of the gradient")
     lines.append(prefix + g.effect())
     yield "\n".join(lines) + "\n"
 
 
 def run(depth: int, wrt: Wrt, fmt: str, count: bool, lengths: bool, force: bool,
         block_spec: str | None, settings: tuple[str, ...], span_text: str | None,
-        options: dict[str, str | None]) -> Iterable[str] | None:
+        options: Mapping[str, object]) -> Iterable[str] | None:
     """What ``derive paths`` prints for a block or for gradient shares, streamed; None when
     the plain block's own output (:mod:`derive.commands.paths`) answers it."""
     from derive.blocks.block import block
@@ -198,9 +204,11 @@ def run(depth: int, wrt: Wrt, fmt: str, count: bool, lengths: bool, force: bool,
         names = {"init", "activation", "branch", "q0"}
         numbers = {name: value for name, value in options.items()
                    if name not in names and value is not None}
-        gradients = path_gradients(depth, wrt, block=spec, init=options["init"],
-                                   activation=options["activation"], branch=options["branch"],
+        gradients = path_gradients(depth, wrt, block=spec, init=str(options["init"]),
+                                   activation=str(options["activation"]),
+                                   branch=str(options["branch"]),
                                    q0=1 if options["q0"] is None else options["q0"],
+                                   exact=None, values=None,  # the --set values are in spec
                                    **numbers)
         return length_table(gradients, fmt, span, table=lengths)
     if is_plain(spec):

@@ -232,7 +232,7 @@ Examples:
               help="The share of paths and of gradient of the lengths LO..HI.")
 def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengths: bool,
           force: bool, block_spec: str | None, settings: tuple[str, ...], span: str | None,
-          **variance_options: str | None) -> None:
+          **variance_options: object) -> None:
     """Expand dy/df_J = (I + J_N)...(I + J_{J+1}) into its 2^(N-J) paths.
 
     Terms come in the book's order (Prince, Understanding Deep Learning,

@@ -26,7 +26,7 @@ from functools import cached_property, lru_cache
 import sympy
 
 from derive.blocks.block import Block, block
-from derive.blocks.nodes import STD_X, Input, Node
+from derive.blocks.nodes import STD_X, FactorNames, Input, Node
 from derive.blocks.primitives import Branch
 from derive.derivation.printing import latex, text
 from derive.errors import DeriveError
@@ -107,8 +107,8 @@ class BlockNames:
         return value.xreplace({STD_X: BlockStd(self.k - 1)})
 
 
-def _fold(node: Node, names: object) -> sympy.Expr:
-    return node.jacobian([_fold(c, names) for c in node.children], names)  # type: ignore[arg-type]
+def _fold(node: Node, names: FactorNames) -> sympy.Expr:
+    return node.jacobian([_fold(c, names) for c in node.children], names)
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,8 @@ def _term(tree: Node, path: tuple[int, ...], names: BlockNames, stop: Node | Non
         value = parent.jacobian(inputs, names)
     if value == 0:
         return None
-    scalars, factors = [], []
+    scalars: list[sympy.Expr] = []
+    factors: list[sympy.Expr] = []
     for arg in sympy.Mul.make_args(value):
         (factors if not arg.is_commutative else scalars).append(arg)
     return BlockTerm(sympy.radsimp(sympy.Mul(*scalars)), tuple(factors),

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from typing import Literal, TypeAlias, TypedDict, Unpack, overload
 
 import numpy as np
 import sympy
@@ -55,6 +56,20 @@ SYMBOLIC_DEPTH = 64
 MAX_DEPTH = 100_000
 t = sympy.Symbol("t")
 k = sympy.Symbol("k", integer=True, positive=True)
+#: A share of paths or of gradient: exact (a SymPy number, or an expression in the
+#: block's symbols) or a float.
+Share: TypeAlias = sympy.Expr | float
+
+
+class BlockNumbers(TypedDict, total=False):
+    """The variance options :func:`path_gradients` passes on to
+    :func:`derive.recursions.analysis.variance` (each parsed there)."""
+
+    mlp_ratio: object
+    dropout: object
+    gamma: object
+    sigma_w2: object
+    negative_slope: object
 
 
 def term_gains(spec: Block, config: BranchConfig, x: Moments) -> list[sympy.Expr]:
@@ -94,8 +109,8 @@ class LengthShare:
 
     length: int
     count: int
-    path_share: object
-    gradient_share: object
+    path_share: float
+    gradient_share: Share
 
 
 class PathGradients:
@@ -135,38 +150,55 @@ class PathGradients:
                               f"symbols {', '.join(dict.fromkeys(names))}: give them values "
                               f"(--set, --gamma, --q0) or a depth <= {SYMBOLIC_DEPTH}")
         self.exact, self.symbolic = exact_mode, symbolic
-        self.gradient_shares = self._exact_shares() if exact_mode else self._float_shares()
+        #: Each length's share of the gradient's second moment, L = 0, 1, ...
+        self.gradient_shares: list[Share] = (
+            self._exact_shares() if exact_mode else list(self._float_shares()))
 
     # --- the forward moments and each block's polynomial --------------------------
-    def forward_moments(self, exact_values: bool) -> list[tuple[object, object]] | None:
+    @overload
+    def forward_moments(self, exact_values: Literal[True]
+                        ) -> list[tuple[sympy.Expr, sympy.Expr]] | None: ...
+    @overload
+    def forward_moments(self, exact_values: Literal[False]) -> list[tuple[float, float]]: ...
+
+    def forward_moments(self, exact_values: bool
+                        ) -> list[tuple[sympy.Expr, sympy.Expr]] | list[tuple[float, float]] | None:
         """(q_{k-1}, c_{k-1}) for k = 1..depth; ``exact_values``: exact, or None when
         numbers stop being rational."""
+        return self._exact_moments() if exact_values else self._float_moments()
+
+    def _exact_moments(self) -> list[tuple[sympy.Expr, sympy.Expr]] | None:
         fwd = self.analysis.forward.step
         cross = self.analysis.cross.step if self.analysis.cross is not None else None
-        if exact_values:
-            qv, cv, out = self.q0, sympy.Integer(0), []
-            tidy = sympy.simplify if self.symbolic else (lambda e: e)
-            for _ in range(self.depth):
-                out.append((qv, cv))
-                if not self.symbolic and not (qv.is_Rational and cv.is_Rational):
-                    return None  # irrational moments: the shares are computed in floats
-                qv, cv = (tidy(fwd.xreplace({Q_PREV: qv, C_PREV: cv})),
-                          cv if cross is None else
-                          tidy(cross.xreplace({Q_PREV: qv, C_PREV: cv})))
-            return out
+        qv, cv = self.q0, sympy.Integer(0)
+        out: list[tuple[sympy.Expr, sympy.Expr]] = []
+        tidy = sympy.simplify if self.symbolic else (lambda e: e)
+        for _ in range(self.depth):
+            out.append((qv, cv))
+            if not self.symbolic and not (qv.is_Rational and cv.is_Rational):
+                return None  # irrational moments: the shares are computed in floats
+            qv, cv = (tidy(fwd.xreplace({Q_PREV: qv, C_PREV: cv})),
+                      cv if cross is None else
+                      tidy(cross.xreplace({Q_PREV: qv, C_PREV: cv})))
+        return out
+
+    def _float_moments(self) -> list[tuple[float, float]]:
+        fwd = self.analysis.forward.step
+        cross = self.analysis.cross.step if self.analysis.cross is not None else None
         step = numeric_map(fwd, (Q_PREV, C_PREV))
         cstep = None if cross is None else numeric_map(cross, (Q_PREV, C_PREV))
-        qf, cf, outf = float(self.q0), 0.0, []
+        qf, cf = float(self.q0), 0.0
+        out: list[tuple[float, float]] = []
         for _ in range(self.depth):
-            outf.append((qf, cf))
+            out.append((qf, cf))
             qf, cf = step(qf, cf), (cf if cstep is None else cstep(qf, cf))
-        return outf
+        return out
 
-    def _exact_shares(self) -> list[object]:
+    def _exact_shares(self) -> list[Share]:
         found = self.forward_moments(True)
         if found is None:
             self.exact = False
-            return self._float_shares()
+            return list(self._float_shares())
         moments = found[self.first - 1:]
         polys = [[sympy.nsimplify(c.xreplace({Q_PREV: qv, C_PREV: cv})) if c.is_number else
                   c.xreplace({Q_PREV: qv, C_PREV: cv}) for c in self.polynomial]
@@ -183,7 +215,7 @@ class PathGradients:
                 norm.numerator, norm.denominator) for v in total]
         if all(c.is_number for c in flat):
             self.exact = False
-            return self._float_shares()
+            return list(self._float_shares())
         product = sympy.Poly(1, t)
         for p in polys:
             product = product * sympy.Poly(sum(c * t**i for i, c in enumerate(p)), t)
@@ -238,7 +270,7 @@ class PathGradients:
         counts = sum(self.counts[low:high + 1])
         return counts / self.paths.count, float(sum(self.gradient_shares[low:high + 1]))
 
-    def _moment(self, shares: list, power: int) -> float:
+    def _moment(self, shares: list[Share], power: int) -> float:
         return float(sum(float(s) * length**power for length, s in enumerate(shares)))
 
     @cached_property
@@ -247,14 +279,14 @@ class PathGradients:
         return all(isinstance(s, float) or s.is_number for s in self.gradient_shares)
 
     @cached_property
-    def mean(self) -> object:
+    def mean(self) -> Share:
         """The gradient-weighted mean path length (a float; an expression if symbolic)."""
         if not self.numeric:
             return sympy.factor(sum(s * i for i, s in enumerate(self.gradient_shares)))
         return self._moment(self.gradient_shares, 1)
 
     @cached_property
-    def spread(self) -> object:
+    def spread(self) -> Share:
         """The gradient-weighted standard deviation of the path length."""
         if not self.numeric:
             second = sum(s * i**2 for i, s in enumerate(self.gradient_shares))
@@ -402,7 +434,8 @@ def _multiply(a: list[Fraction], b: list[Fraction]) -> list[Fraction]:
 def path_gradients(
     depth: int, wrt: WrtLike = "x", *, block: object = None, init: str = "xavier",
     activation: str = "relu", branch: str = "single", q0: object = 1,
-    exact: bool | None = None, values: dict[str, object] | None = None, **parameters: object,
+    exact: bool | None = None, values: dict[str, object] | None = None,
+    **parameters: Unpack[BlockNumbers],
 ) -> PathGradients:
     """Path counts and the share of E[(dL/dx)^2] (or of dy/df_wrt's) carried by each path
     length, for ``depth`` blocks of ``block`` under ``init``/``activation``/``branch`` and the
@@ -413,7 +446,7 @@ def path_gradients(
     ['16/25', '8/25', '1/25']
     """
     analysis = variance(init, activation, branch=branch, block=block or "none", values=values,
-                        **parameters)  # type: ignore[arg-type]
+                        **parameters)
     return PathGradients(depth, wrt, analysis, _q0(q0), exact)
 
 

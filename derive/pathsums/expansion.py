@@ -20,11 +20,11 @@ SymPy is imported only by the members that build SymPy values.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
 from functools import cache, cached_property
 from math import comb
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError
 from derive.pathsums import notation as _nt
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import sympy
 
     from derive.derivation.value import Derivation
+    from derive.pathsums.block_paths import BlockPathSum
 
 
 Term = tuple[int, ...]
@@ -99,21 +100,39 @@ class PathLengths(Mapping[int, int]):
     def __len__(self) -> int:
         return self.m + 1
 
-    def values(self) -> Iterator[int]:  # type: ignore[override]
-        """C(m, 0), ..., C(m, m) by the recurrence C(m, L+1) = C(m, L)(m-L)/(L+1)."""
-        value = 1
-        for length in range(self.m + 1):
-            yield value
-            value = value * (self.m - length) // (length + 1)
+    def values(self) -> _Binomials:
+        """C(m, 0), ..., C(m, m), by the recurrence C(m, L+1) = C(m, L)(m-L)/(L+1)."""
+        return _Binomials(self)
 
-    def items(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def items(self) -> _LengthItems:
         """Pairs (L, C(m, L)) in increasing L."""
-        return zip(range(self.m + 1), self.values(), strict=True)
+        return _LengthItems(self)
 
     def __repr__(self) -> str:
         if self.m <= 64:
             return repr(dict(self.items()))
         return f"PathLengths(m={self.m})"
+
+
+class _Binomials(ValuesView[int]):
+    """The values of a :class:`PathLengths`, each from the one before (no comb() each)."""
+
+    _mapping: PathLengths
+
+    def __iter__(self) -> Iterator[int]:
+        m, value = self._mapping.m, 1
+        for length in range(m + 1):
+            yield value
+            value = value * (m - length) // (length + 1)
+
+
+class _LengthItems(ItemsView[int, int]):
+    """The items of a :class:`PathLengths`, in increasing L."""
+
+    _mapping: PathLengths
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return zip(range(self._mapping.m + 1), _Binomials(self._mapping), strict=True)
 
 
 def path_lengths(depth: int, wrt: WrtLike = 1) -> PathLengths:
@@ -347,7 +366,7 @@ class PathSum:
         parts += ["\\cdots", _nt.term_latex(self._longest(), self.wrt, self.notation, 4)]
         return " + ".join(parts)
 
-    def _latex(self, printer: Any = None) -> str:
+    def _latex(self, printer: object = None) -> str:
         """What ``sympy.latex(obj)`` shows: the sum, abbreviated past 64 terms."""
         return self.short_latex()
 
@@ -483,7 +502,7 @@ def _derivation(s: PathSum) -> Derivation:
 def paths(
     depth: int, wrt: WrtLike = 1, *, notation: str = "udl", force: bool = False,
     block: object = None,
-) -> Any:
+) -> PathSum | BlockPathSum:
     """The path expansion of dy/df_wrt (or dy/dx): a lazy :class:`PathSum`.
 
     ``wrt`` is a block index 1..depth or ``"x"`` (parsed into a

@@ -157,7 +157,8 @@ def _linear_product(factor: sympy.Expr, start: int) -> sympy.Expr | None:
     if not (numer.has(k) or denom.has(k)) or factor.has(K):
         return None
     terms = K - start + 1
-    scale, shifts = [], []
+    scale: list[sympy.Expr] = []
+    shifts: list[sympy.Expr | None] = []
     for part in (numer, denom):
         if not part.has(k):
             scale.append(part**terms)

@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError, choice_error
 from derive.studynotes.options import NotesOptions
@@ -43,6 +43,8 @@ from derive.studynotes.worker import Images
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.deck.cards import Card
+    from derive.studynotes.assembly import Content
+    from derive.studynotes.cache import CacheFolder, Files, Kind, TextKind
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
 #: Where the Anki deck lands; the deck found there carries its notes' times over.
@@ -170,7 +172,7 @@ def build(
         raise DeriveError(f"depth must be an integer from 1 to 10 for the notes, got {depth}")
     if pdf and "latex" not in chosen:
         raise DeriveError("--pdf needs the latex format (use --format latex or all)")
-    folder = template_dir(templates)
+    folder = template_dir(None if templates is None else Path(templates))
     if pdf and shutil.which("pdflatex") is None:
         raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
     say = progress or (lambda message: None)
@@ -221,7 +223,7 @@ def build(
 
 
 #: The formats whose text is rendered from templates (and needs the figures).
-TEXT_FORMATS = ("latex", "markdown", "obsidian")
+TEXT_FORMATS: tuple[TextKind, ...] = ("latex", "markdown", "obsidian")
 
 
 @dataclass
@@ -234,46 +236,77 @@ class _Generated:
     cards: tuple[Card, ...] = ()
     images: Images = field(default_factory=dict)
 
-    def part(self, kind: str) -> Any:
-        """What the cache keeps as ``kind``: a format's files, the cards or the figures."""
-        if kind == "cards":
-            return self.cards
-        if kind == "figures":
-            return self.images
+    def files(self, kind: TextKind) -> Files:
+        """A text format's files: what the cache keeps as ``kind``."""
         return {rel: text for rel, text in self.texts.items() if rel.startswith(f"{kind}/")}
 
 
-def _kinds(chosen: tuple[str, ...]) -> tuple[str, ...]:
+def _kinds(chosen: tuple[str, ...]) -> tuple[Kind, ...]:
     """The parts a build of the formats ``chosen`` needs: their texts, cards, figures."""
-    texts = tuple(fmt for fmt in chosen if fmt in TEXT_FORMATS)
+    texts = tuple(fmt for fmt in TEXT_FORMATS if fmt in chosen)
     return (*texts, *(("cards",) if "anki" in chosen else ()),
             *(("figures",) if texts else ()))
 
 
+#: What an entry of the cache is keyed by, besides derive's source and versions.
+_Inputs = dict[str, object]
+
+
+def _cache_inputs(depth: int, options: NotesOptions, folder: Path,
+                  kinds: tuple[Kind, ...]) -> dict[Kind, _Inputs]:
+    """Each part's inputs: the depth, the options, and the templates for a text."""
+    from dataclasses import asdict
+
+    from derive.studynotes.cache import folder_digest
+
+    templates = folder_digest(folder)
+    return {kind: {"depth": depth, "options": asdict(options),
+                   "templates": templates if kind in TEXT_FORMATS else None}
+            for kind in kinds}
+
+
+def _read_cache(store: CacheFolder, inputs: dict[Kind, _Inputs]) -> _Generated | None:
+    """The parts in ``inputs`` read from the cache folder, or None unless it holds them all
+    (every entry asked for is read, so each counts as recently used)."""
+    files = [store.load(kind, inputs[kind]) for kind in TEXT_FORMATS if kind in inputs]
+    cards = store.load("cards", inputs["cards"]) if "cards" in inputs else ()
+    images = store.load("figures", inputs["figures"]) if "figures" in inputs else {}
+    texts: dict[str, str] = {}
+    for part in files:
+        if part is None:
+            return None
+        texts.update(part)
+    if cards is None or images is None:
+        return None
+    return _Generated(texts, cards, images)
+
+
+def _keep(store: CacheFolder, inputs: dict[Kind, _Inputs], generated: _Generated) -> None:
+    """Keep the parts in ``inputs`` in the cache folder."""
+    for kind in TEXT_FORMATS:
+        if kind in inputs:
+            store.store(kind, inputs[kind], generated.files(kind))
+    if "cards" in inputs:
+        store.store("cards", inputs["cards"], generated.cards)
+    if "figures" in inputs:
+        store.store("figures", inputs["figures"], generated.images)
+
+
 def _generate(depth: int, options: NotesOptions, chosen: tuple[str, ...], folder: Path,
-              store: Any, say: Callable[[str], None]) -> _Generated:
+              store: CacheFolder | None, say: Callable[[str], None]) -> _Generated:
     """The texts, cards and figures of the formats ``chosen``: read from the cache folder
     ``store`` (:mod:`derive.studynotes.cache`) if it holds them all, else derived on two
     cores (:mod:`derive.studynotes.worker`; the figures are still being drawn while the
     text is rendered) and then kept there."""
-    from dataclasses import asdict
-
     kinds = _kinds(chosen)
-    inputs: dict[str, dict[str, Any]] = {}
+    inputs: dict[Kind, _Inputs] = {}
     if store is not None:
-        from derive.studynotes.cache import folder_digest
-
-        templates = folder_digest(folder)
-        inputs = {kind: {"depth": depth, "options": asdict(options),
-                         "templates": templates if kind in TEXT_FORMATS else None}
-                  for kind in kinds}
-        found = {kind: store.load(kind, inputs[kind]) for kind in kinds}
-        if all(value is not None for value in found.values()):
+        inputs = _cache_inputs(depth, options, folder, kinds)
+        cached = _read_cache(store, inputs)
+        if cached is not None:
             say(f"reading the derived notes from {store.path}")
             say("rendering " + ", ".join(chosen))
-            texts = {rel: text for kind in TEXT_FORMATS
-                     for rel, text in found.get(kind, {}).items()}
-            return _Generated(texts, found.get("cards", ()), found.get("figures", {}))
+            return cached
     from derive.studynotes.worker import start
 
     figures = "figures" in kinds
@@ -289,12 +322,11 @@ def _generate(depth: int, options: NotesOptions, chosen: tuple[str, ...], folder
     finally:
         pending.close()
     if store is not None:
-        for kind in kinds:
-            store.store(kind, inputs[kind], generated.part(kind))
+        _keep(store, inputs, generated)
     return generated
 
 
-def _render(data: Any, chosen: tuple[str, ...], folder: Path | None) -> dict[str, str]:
+def _render(data: Content, chosen: tuple[str, ...], folder: Path | None) -> dict[str, str]:
     """The files of the text formats ``chosen`` as the templates render ``data``
     (relative path -> text); the Obsidian notes are not merged with the vault yet."""
     from derive.rendering.render import render_template
@@ -334,7 +366,7 @@ def _merge(generated: _Generated, chosen: tuple[str, ...], root: Path,
         from derive.vault.regions import BrokenNote, merge_note
         from derive.vault.renames import find_renamed, relink, title
 
-        generated_notes = generated.part("obsidian")
+        generated_notes = generated.files("obsidian")
         renamed = find_renamed(root, generated_notes) if root.is_dir() else {}
         titles = {title(old): title(new) for old, new in renamed.items()}
         for note_rel, text in generated_notes.items():
