@@ -151,19 +151,14 @@ def iter_terms(depth: int, wrt: WrtLike = 1) -> Iterator[Term]:
     [(), (2,), (3,), (3, 2), (4,), (4, 2), (4, 3), (4, 3, 2)]
     """
     depth, parsed, m = _later(depth, wrt)
-    j = parsed.start
     if m > MAX_BLOCKS:
         raise DeriveError(
             f"{parsed.gradient} at depth {depth} has {m} later blocks, more than the {MAX_BLOCKS} "
             "whose terms are listed; use count_paths()/path_lengths()"
         )
     low_bits = min(m, _nt.LOW_BITS)
-    low_blocks = range(j + low_bits, j, -1)  # descending: the bits low_bits-1 .. 0
-    lows = [tuple(b for b in low_blocks if mask >> (b - j - 1) & 1)
-            for mask in range(1 << low_bits)]
-    high_blocks = range(depth, j + low_bits, -1)
-    for high in range(1 << (m - low_bits)):
-        prefix = tuple(b for b in high_blocks if high >> (b - j - low_bits - 1) & 1)
+    lows = _nt.low_terms(parsed.start, low_bits)
+    for prefix in _nt.high_prefixes(depth, parsed.start + low_bits):
         if prefix:
             for low in lows:
                 yield prefix + low

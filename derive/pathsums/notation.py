@@ -191,6 +191,78 @@ def _factor_width(block: int, notation: str) -> float:
     return (0.9 if notation == "jacobian" else 1.8) + 0.4 * digits
 
 
+class _LatexFactors:
+    """Each term's factors (block, reached from), their LaTeX and the estimated widths,
+    built once for each block or pair and reused."""
+
+    __slots__ = ("notation", "pieces", "start", "widths")
+
+    def __init__(self, wrt: Wrt, notation: str) -> None:
+        self.start, self.notation = wrt.start, notation
+        self.widths: dict[int, float] = {}
+        self.pieces: dict[tuple[int, int], str] = {}
+
+    def factors(self, term: Term) -> list[tuple[int, int]]:
+        """The term's (block, reached from) pairs, left to right."""
+        return [*itertools.pairwise(term), (term[-1], self.start)] if term else []
+
+    def width(self, term: Term) -> float:
+        """The term's estimated width in em (``I`` for the identity)."""
+        if not term:
+            return 0.8
+        for block in term:
+            if block not in self.widths:
+                self.widths[block] = _factor_width(block, self.notation)
+        return sum(self.widths[block] for block in term)
+
+    def latex(self, factors: list[tuple[int, int]]) -> str:
+        """The factors side by side."""
+        for pair in factors:
+            if pair not in self.pieces:
+                self.pieces[pair] = factor_latex(*pair, self.notation)
+        return " ".join([self.pieces[pair] for pair in factors])
+
+
+class _AlignRows:
+    """The rows of an ``align`` environment as they fill: the row being written, the
+    width it uses (em), whether it holds nothing yet, and the rows already full."""
+
+    __slots__ = ("empty", "full", "row", "used", "width")
+
+    def __init__(self, first: str, width: float) -> None:
+        self.row, self.used, self.empty, self.width = first, 0.0, True, width
+        self.full: list[str] = []
+
+    def _next_row(self, start: str) -> None:
+        self.full.append(self.row)
+        self.row, self.used, self.empty = start, 0.0, True
+
+    def plus(self, need: float) -> None:
+        """The `` + `` before a term ``need`` em wide: on a new row if the term would not
+        fit on this one."""
+        if not self.empty and self.used + _PLUS_WIDTH + need > self.width:
+            self._next_row("&\\quad ")
+        self.row += "+ " if self.empty else " + "
+        self.used, self.empty = self.used + _PLUS_WIDTH, False
+
+    def fits(self, need: float) -> bool:
+        return self.used + need <= self.width
+
+    def put(self, text: str, need: float) -> None:
+        self.row += text
+        self.used, self.empty = self.used + need, False
+
+    def put_long(self, factors: list[tuple[int, int]], terms: _LatexFactors) -> None:
+        """A term longer than the row: its factors, continued on further rows
+        (``&\\qquad``)."""
+        for i, pair in enumerate(factors):
+            w = terms.widths[pair[0]]
+            if i and self.used + w > self.width:
+                self._next_row("&\\qquad ")
+            self.put(("" if self.empty or not i else " ") + factor_latex(*pair, terms.notation),
+                     w)
+
+
 def iter_latex_lines(
     terms: Iterable[Term],
     wrt: Wrt = FIRST,
@@ -211,38 +283,23 @@ def iter_latex_lines(
     &\quad + J_{3} J_{2}
     """
     check_notation(notation)
-    widths: dict[int, float] = {}
-    pieces: dict[tuple[int, int], str] = {}
-    row, used, empty = f"{gradient_latex(wrt)} &= ", 0.0, True
+    factors_of = _LatexFactors(wrt, notation)
+    rows = _AlignRows(f"{gradient_latex(wrt)} &= ", width)
     for index, term in enumerate(terms):
-        factors = [*itertools.pairwise(term), (term[-1], wrt.start)] if term else []
-        for a, _ in factors:
-            if a not in widths:
-                widths[a] = _factor_width(a, notation)
-        need = sum(widths[a] for a in term) if term else 0.8
+        need = factors_of.width(term)
         if index:
-            if not empty and used + _PLUS_WIDTH + need > width:
-                yield row
-                row, used, empty = "&\\quad ", 0.0, True
-            row += "+ " if empty else " + "
-            used, empty = used + _PLUS_WIDTH, False
+            rows.plus(need)
+        factors = factors_of.factors(term)
         if not factors:
-            row, used, empty = row + "I", used + need, False
-        elif used + need <= width:  # the whole term fits on this row
-            for pair in factors:
-                if pair not in pieces:
-                    pieces[pair] = factor_latex(*pair, notation)
-            row += " ".join([pieces[pair] for pair in factors])
-            used, empty = used + need, False
-            continue
-        for i, pair in enumerate(factors):
-            w = widths[pair[0]]
-            if i and used + w > width:
-                yield row
-                row, used, empty = "&\\qquad ", 0.0, True
-            row += ("" if empty or not i else " ") + factor_latex(*pair, notation)
-            used, empty = used + w, False
-    yield row
+            rows.put("I", need)
+        elif rows.fits(need):
+            rows.put(factors_of.latex(factors), need)
+        else:
+            rows.put_long(factors, factors_of)
+        if rows.full:
+            yield from rows.full
+            rows.full.clear()
+    yield rows.row
 
 
 def latex_lines(
@@ -342,6 +399,55 @@ def binomial_row(m: int, digits: int = 6) -> Iterator[str]:
         yield first_half[m - length]
 
 
+def low_terms(start: int, bits: int) -> list[Term]:
+    """The terms over the blocks start+1 .. start+bits alone, in binary order (block
+    start+1 the lowest bit): the ends of every term of a longer sum.
+
+    >>> low_terms(1, 2)
+    [(), (2,), (3,), (3, 2)]
+    """
+    blocks = range(start + bits, start, -1)  # descending: the bits bits-1 .. 0
+    return [tuple(b for b in blocks if mask >> (b - start - 1) & 1) for mask in range(1 << bits)]
+
+
+def high_prefixes(depth: int, top: int) -> Iterator[Term]:
+    """The choices among the blocks top+1 .. depth, in binary order: what stands left of
+    the low terms (:func:`low_terms` up to block ``top``).
+
+    >>> list(high_prefixes(5, 3))
+    [(), (4,), (5,), (5, 4)]
+    """
+    blocks = range(depth, top, -1)
+    for high in range(1 << (depth - top)):
+        yield tuple(b for b in blocks if high >> (b - top - 1) & 1)
+
+
+class _LowTexts:
+    """The text of the low terms, built once: alone (a term with no higher block), and as
+    the end of a term after higher blocks, whose rightmost factor is reached from the low
+    part's first block (or wrt's)."""
+
+    def __init__(self, wrt: Wrt, bits: int, notation: str) -> None:
+        self.wrt, self.notation = wrt, notation
+        lows = low_terms(wrt.start, bits)
+        self.alone = [term_text(low, wrt, notation) for low in lows]
+        self.ends = [_product_text(low, wrt.start, notation) if low else "" for low in lows]
+        reached = [low[0] if low else wrt.start for low in lows]
+        #: the blocks a high part can be reached from, and which one each low term needs
+        self.reached = sorted(set(reached))
+        self.reached_index = [self.reached.index(r) for r in reached]
+
+    def after(self, prefix: Term) -> str:
+        """Every term with these higher blocks on the left, joined by `` + ``."""
+        if not prefix:
+            return " + ".join(self.alone)
+        heads = [_product_text(prefix, r, self.notation) for r in self.reached]
+        parts = [heads[i] + end for i, end in zip(self.reached_index, self.ends, strict=True)]
+        if len(prefix) == 1:  # with the empty low part: one bare factor
+            parts[0] = term_text(prefix, self.wrt, self.notation)
+        return " + ".join(parts)
+
+
 def iter_text_chunks(depth: int, wrt: Wrt = FIRST, notation: str = "udl") -> Iterator[str]:
     """Stream ``dy/df_j = term + term + ...`` as text, in large chunks (no newline).
 
@@ -354,31 +460,14 @@ def iter_text_chunks(depth: int, wrt: Wrt = FIRST, notation: str = "udl") -> Ite
     """
     depth, wrt = check_path_args(depth, wrt)
     check_notation(notation)
-    j, m = wrt.start, wrt.later(depth)
+    m = wrt.later(depth)
     if m > MAX_BLOCKS:
         raise DeriveError(f"{m} later blocks: terms are listed for at most {MAX_BLOCKS}")
     yield gradient_text(wrt) + " = "
-    low_bits = min(m, LOW_BITS)
-    lows = [tuple(b for b in range(j + low_bits, j, -1) if mask >> (b - j - 1) & 1)
-            for mask in range(1 << low_bits)]
-    low_full = [term_text(low, wrt, notation) for low in lows]
-    low_part = [_product_text(low, j, notation) if low else "" for low in lows]
-    # the factor left of a low part is reached from the low part's first block (or wrt's)
-    reached = [low[0] if low else j for low in lows]
-    keys = sorted(set(reached))
-    key_index = [keys.index(r) for r in reached]
-    high_blocks = range(depth, j + low_bits, -1)
-    for high in range(1 << (m - low_bits)):
-        prefix = tuple(b for b in high_blocks if high >> (b - j - low_bits - 1) & 1)
-        if not prefix:
-            chunk = " + ".join(low_full)
-        else:
-            heads = [_product_text(prefix, r, notation) for r in keys]
-            parts = [heads[i] + s for i, s in zip(key_index, low_part, strict=True)]
-            if len(prefix) == 1:  # with the empty low part: one bare factor
-                parts[0] = term_text(prefix, wrt, notation)
-            chunk = " + ".join(parts)
-        yield chunk if high == 0 else " + " + chunk
+    bits = min(m, LOW_BITS)
+    lows = _LowTexts(wrt, bits, notation)
+    for index, prefix in enumerate(high_prefixes(depth, wrt.start + bits)):
+        yield (" + " if index else "") + lows.after(prefix)
 
 
 def _product_text(term: Term, right: int, notation: str) -> str:
