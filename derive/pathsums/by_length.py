@@ -36,6 +36,7 @@ import sympy
 
 from derive.blocks.block import Block
 from derive.blocks.branch import BranchConfig
+from derive.blocks.config import VarianceConfig
 from derive.blocks.nodes import Input, Moments, Node
 from derive.blocks.primitives import Branch
 from derive.derivation.printing import text
@@ -132,27 +133,23 @@ class PathGradients:
         self.paths = BlockPathSum(depth, wrt, self.config.block)
         #: The first block whose factor the gradient passes: j + 1 (1 for x).
         self.first = wrt.start + 1
-        gains = term_gains(self.config.block, self.config, block_input(self.config))
-        poly = [sympy.Integer(0)] * (max(tm.branches for tm in block_terms(
-            self.config.block, 1)) + 1)
-        for term, gain in zip(block_terms(self.config.block, 1), gains, strict=True):
-            poly[term.branches] += gain
         #: G(t)'s coefficients in q_{k-1} (``Q_PREV``) and c_{k-1} (``C_PREV``).
-        self.polynomial = [sympy.cancel(c) for c in poly]
-        symbolic = any(c.free_symbols - {Q_PREV, C_PREV} for c in self.polynomial)
-        symbolic = symbolic or not q0_value.is_number
-        if exact_mode is None:
-            exact_mode = symbolic or depth <= EXACT_DEPTH
-        if symbolic and (not exact_mode or depth > SYMBOLIC_DEPTH):
-            names = sorted(str(s) for c in self.polynomial for s in c.free_symbols
-                           if s not in (Q_PREV, C_PREV)) or [str(q0_value)]
-            raise DeriveError(f"gradient shares at depth {depth} need numbers, got the "
-                              f"symbols {', '.join(dict.fromkeys(names))}: give them values "
-                              f"(--set, --gamma, --q0) or a depth <= {SYMBOLIC_DEPTH}")
-        self.exact, self.symbolic = exact_mode, symbolic
+        self.polynomial = branch_polynomial(self.config)
+        symbols = _symbols(self.polynomial, q0_value)
+        self.symbolic = bool(symbols)
+        self.exact = self._exact_mode(exact_mode, symbols)
         #: Each length's share of the gradient's second moment, L = 0, 1, ...
-        self.gradient_shares: list[Share] = (
-            self._exact_shares() if exact_mode else list(self._float_shares()))
+        self.gradient_shares = self._exact_shares() if self.exact else self._float_shares()
+
+    def _exact_mode(self, requested: bool | None, symbols: list[str]) -> bool:
+        """Exact shares if ``requested`` (by default: with symbols, or up to EXACT_DEPTH);
+        symbols need them, and a depth of at most SYMBOLIC_DEPTH."""
+        exact = (bool(symbols) or self.depth <= EXACT_DEPTH) if requested is None else requested
+        if symbols and (not exact or self.depth > SYMBOLIC_DEPTH):
+            raise DeriveError(f"gradient shares at depth {self.depth} need numbers, got the "
+                              f"symbols {', '.join(dict.fromkeys(symbols))}: give them values "
+                              f"(--set, --gamma, --q0) or a depth <= {SYMBOLIC_DEPTH}")
+        return exact
 
     # --- the forward moments and each block's polynomial --------------------------
     @overload
@@ -195,35 +192,42 @@ class PathGradients:
         return out
 
     def _exact_shares(self) -> list[Share]:
+        """The shares from the product of the blocks' G_k(t): in rationals when every
+        coefficient is one, in SymPy when they hold symbols, and in floats (``exact``
+        turned off) when the moments or coefficients are irrational numbers."""
         found = self.forward_moments(True)
         if found is None:
             self.exact = False
-            return list(self._float_shares())
-        moments = found[self.first - 1:]
-        polys = [[sympy.nsimplify(c.xreplace({Q_PREV: qv, C_PREV: cv})) if c.is_number else
-                  c.xreplace({Q_PREV: qv, C_PREV: cv}) for c in self.polynomial]
-                 for qv, cv in moments]
+            return self._float_shares()
+        polys = [self._polynomial_at(qv, cv) for qv, cv in found[self.first - 1:]]
         flat = [c for p in polys for c in p]
         if all(c.is_Rational for c in flat):
-            total = [Fraction(1)]
-            for p in polys:
-                total = _multiply(total, [Fraction(int(c.p), int(c.q)) for c in p])
-            norm = sum(total)
-            if norm == 0:
-                raise DeriveError(f"no gradient reaches the input through {self.config.block.text}")
-            return [sympy.Rational(v.numerator, v.denominator) / sympy.Rational(
-                norm.numerator, norm.denominator) for v in total]
+            return self._rational_shares(polys)
         if all(c.is_number for c in flat):
             self.exact = False
-            return list(self._float_shares())
-        product = sympy.Poly(1, t)
-        for p in polys:
-            product = product * sympy.Poly(sum(c * t**i for i, c in enumerate(p)), t)
-        norm = sympy.factor(product.eval(1))
-        coefficients = list(reversed(product.all_coeffs()))
-        return [sympy.factor(c / norm) for c in coefficients]
+            return self._float_shares()
+        return _symbolic_shares(polys)
 
-    def _float_shares(self) -> list[float]:
+    def _polynomial_at(self, qv: sympy.Expr, cv: sympy.Expr) -> list[sympy.Expr]:
+        """One block's G_k(t) coefficients, given q_{k-1} and c_{k-1} (numbers made exact)."""
+        out = []
+        for c in self.polynomial:
+            value = c.xreplace({Q_PREV: qv, C_PREV: cv})
+            out.append(sympy.nsimplify(value) if c.is_number else value)
+        return out
+
+    def _rational_shares(self, polys: list[list[sympy.Expr]]) -> list[Share]:
+        """[t^L] prod G_k(t) / prod G_k(1) in Python fractions (fast), as SymPy rationals."""
+        total = [Fraction(1)]
+        for p in polys:
+            total = _multiply(total, [Fraction(int(c.p), int(c.q)) for c in p])
+        norm = sum(total)
+        if norm == 0:
+            raise DeriveError(f"no gradient reaches the input through {self.config.block.text}")
+        return [sympy.Rational(v.numerator, v.denominator) / sympy.Rational(
+            norm.numerator, norm.denominator) for v in total]
+
+    def _float_shares(self) -> list[Share]:
         functions = [numeric_map(c, (Q_PREV, C_PREV)) for c in self.polynomial]
         total = np.ones(1)
         for qv, cv in self.forward_moments(False)[self.first - 1:]:
@@ -232,7 +236,8 @@ class PathGradients:
             if not norm > 0:
                 raise DeriveError(f"no gradient reaches the input through {self.config.block.text}")
             total = np.convolve(total, row / norm)
-        return [float(v) for v in total]
+        shares: list[Share] = [float(v) for v in total]
+        return shares
 
     # --- the table -----------------------------------------------------------------
     @cached_property
@@ -420,6 +425,41 @@ def _harmonic_sum(term: sympy.Expr, low: int, shift: int) -> sympy.Expr:
     order = () if n == 1 else (n,)
     return coefficient * (sympy.harmonic(K + shift, *order)
                           - sympy.harmonic(low - 1, *order, evaluate=False))
+
+
+def branch_polynomial(config: VarianceConfig) -> list[sympy.Expr]:
+    """G(t): a block's backward gain split by the branch Jacobians J on each term's way,
+    the coefficient of t^L summing the gains of the terms through L of them, in q_{k-1}
+    (``Q_PREV``) and c_{k-1} (``C_PREV``).
+
+    >>> from derive.blocks.config import variance_config
+    >>> branch_polynomial(variance_config(init="he", block="pre"))
+    [1, 1/x]
+    """
+    terms = block_terms(config.block, 1)
+    gains = term_gains(config.block, config, block_input(config))
+    poly = [sympy.Integer(0)] * (max(term.branches for term in terms) + 1)
+    for term, gain in zip(terms, gains, strict=True):
+        poly[term.branches] += gain
+    return [sympy.cancel(c) for c in poly]
+
+
+def _symbols(polynomial: list[sympy.Expr], q0_value: sympy.Expr) -> list[str]:
+    """The names of the symbols the shares would hold: the block's, besides q_{k-1} and
+    c_{k-1}, or else q0's; none when both are numbers."""
+    names = sorted(str(s) for c in polynomial for s in c.free_symbols
+                   if s not in (Q_PREV, C_PREV))
+    return names or ([] if q0_value.is_number else [str(q0_value)])
+
+
+def _symbolic_shares(polys: list[list[sympy.Expr]]) -> list[Share]:
+    """[t^L] prod G_k(t) / prod G_k(1) by SymPy's polynomials, each share factored."""
+    product = sympy.Poly(1, t)
+    for p in polys:
+        product = product * sympy.Poly(sum(c * t**i for i, c in enumerate(p)), t)
+    norm = sympy.factor(product.eval(1))
+    coefficients = list(reversed(product.all_coeffs()))
+    return [sympy.factor(c / norm) for c in coefficients]
 
 
 def _multiply(a: list[Fraction], b: list[Fraction]) -> list[Fraction]:
