@@ -112,64 +112,90 @@ def _count_text(count: int) -> str:
     return format_log10(math.log10(count), 4)
 
 
+#: The span asked for and its (share of paths, share of gradient).
+_Window = tuple[tuple[int, int], tuple[float, "Share"]]
+_HEAD = ("length", "count", "share of paths", "share of gradient")
+
+
 def length_table(gradients: PathGradients, fmt: str, span: tuple[int, int] | None,
                  table: bool = True) -> Iterator[str]:
     """The lengths' counts, shares of paths and shares of gradient, and what the block
     does to the effective path length."""
+    window = None if span is None else (span, gradients.window(*span))
+    if fmt == "json":
+        yield json.dumps(_length_data(gradients, window, table), ensure_ascii=False) + "\n"
+        return
+    rows = _length_rows(gradients) if table else []
+    lines = [*_table_lines(_title(gradients), rows, fmt),
+             *_summary_lines(gradients, window, "% " if fmt == "latex" else "")]
+    yield "\n".join(lines) + "\n"
+
+
+def _length_data(g: PathGradients, window: _Window | None, table: bool) -> dict[str, object]:
+    """Everything the table says, as JSON data."""
+    from derive.derivation.printing import text
+
+    closed, block = g.closed_form, g.config.block
+    data: dict[str, object] = {
+        "depth": g.depth, "wrt": g.wrt.value, "config": g.config.label, "q0": str(g.q0),
+        "block": {"name": block.name, "expression": block.text, "source": block.source},
+        "exact": g.exact, "path_mean": g.path_mean, "path_spread": g.path_spread,
+        "mean": _json_value(g.mean), "spread": _json_value(g.spread),
+        "closed_form": None if closed is None else {"mean": text(closed[0]),
+                                                    "variance": text(closed[1])},
+        "effect": g.effect(),
+    }
+    if table:
+        data["lengths"] = [{"length": r.length, "count": r.count, "path_share": r.path_share,
+                            "gradient_share": _json_value(r.gradient_share)} for r in g.rows]
+    if window is not None:
+        (low, high), (paths, gradient) = window
+        data["span"] = {"low": low, "high": high, "path_share": paths,
+                        "gradient_share": gradient}
+    return data
+
+
+def _title(g: PathGradients) -> str:
+    return (f"{g.wrt.gradient}, {g.depth} blocks of B(x) = {g.config.block.text} "
+            f"({g.config.label}), q0 = {g.q0}: mean field, infinite width, gradient independence")
+
+
+def _length_rows(g: PathGradients) -> list[tuple[str, str, str, str]]:
+    """Each length's row: the length, the count, the shares of paths and of gradient."""
+    return [(str(r.length), _count_text(r.count), _percent(r.path_share),
+             _percent(r.gradient_share)) for r in g.rows]
+
+
+def _table_lines(title: str, rows: list[tuple[str, str, str, str]], fmt: str) -> list[str]:
+    """The title and the table in ``fmt``: aligned columns of text, Markdown or a LaTeX
+    tabular (only text keeps the title without a table)."""
+    if fmt == "text":
+        if not rows:
+            return [title]
+        widths = [max(len(x) for x in col) for col in zip(_HEAD, *rows, strict=True)]
+        return [title, *("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
+                         for r in (_HEAD, *rows))]
+    if not rows:
+        return []
+    if fmt == "markdown":
+        return [f"**{title}**", "", "| " + " | ".join(_HEAD) + " |", "| ---: " * 4 + "|",
+                *("| " + " | ".join(r) + " |" for r in rows)]
+    return [f"% {title}", "\\begin{tabular}{rrrr}", " & ".join(_HEAD) + " \\\\", "\\hline",
+            *(" & ".join(c.replace("%", "\\%") for c in r) + " \\\\" for r in rows),
+            "\\end{tabular}"]
+
+
+def _summary_lines(g: PathGradients, window: _Window | None, prefix: str) -> list[str]:
+    """The mean lengths, their closed form, the span's shares and the block's effect, each
+    line after ``prefix`` (a LaTeX comment sign or nothing)."""
     import sympy
 
     from derive.derivation.printing import text
 
-    g = gradients
-    window = None if span is None else (span, g.window(*span))
-    closed = g.closed_form
-    block = g.config.block
-    if fmt == "json":
-        data: dict[str, object] = {
-            "depth": g.depth, "wrt": g.wrt.value, "config": g.config.label, "q0": str(g.q0),
-            "block": {"name": block.name, "expression": block.text, "source": block.source},
-            "exact": g.exact, "path_mean": g.path_mean, "path_spread": g.path_spread,
-            "mean": _json_value(g.mean), "spread": _json_value(g.spread),
-            "closed_form": None if closed is None else {"mean": text(closed[0]),
-                                                        "variance": text(closed[1])},
-            "effect": g.effect(),
-        }
-        if table:
-            data["lengths"] = [{"length": r.length, "count": r.count,
-                                "path_share": r.path_share,
-                                "gradient_share": _json_value(r.gradient_share)}
-                               for r in g.rows]
-        if window is not None:
-            (low, high), (paths, gradient) = window
-            data["span"] = {"low": low, "high": high, "path_share": paths,
-                            "gradient_share": gradient}
-        yield json.dumps(data, ensure_ascii=False) + "\n"
-        return
-    title = (f"{g.wrt.gradient}, {g.depth} blocks of B(x) = {block.text} ({g.config.label}), "
-             f"q0 = {g.q0}: mean field, infinite width, gradient independence")
-    rows = [(str(r.length), _count_text(r.count), _percent(r.path_share),
-             _percent(r.gradient_share)) for r in g.rows] if table else []
-    head = ("length", "count", "share of paths", "share of gradient")
-    lines: list[str] = []
-    if fmt == "text":
-        lines.append(title)
-        if rows:
-            widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
-            lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
-                      for r in (head, *rows)]
-    elif rows:
-        if fmt == "markdown":
-            lines += [f"**{title}**", "", "| " + " | ".join(head) + " |", "| ---: " * 4 + "|"]
-            lines += ["| " + " | ".join(r) + " |" for r in rows]
-        else:
-            lines += [f"% {title}", "\\begin{tabular}{rrrr}",
-                      " & ".join(head) + " \\\\", "\\hline"]
-            lines += [" & ".join(c.replace("%", "\\%") for c in r) + " \\\\" for r in rows]
-            lines.append("\\end{tabular}")
-    prefix = "% " if fmt == "latex" else ""
     mean = f"{g.mean:.4g} ± {g.spread:.3g}" if g.numeric else text(g.mean)
-    lines.append(f"{prefix}mean length: {g.path_mean:.4g} ± {g.path_spread:.3g} over the paths, "
-                 f"{mean} weighted by gradient")
+    lines = [f"{prefix}mean length: {g.path_mean:.4g} ± {g.path_spread:.3g} over the paths, "
+             f"{mean} weighted by gradient"]
+    closed = g.closed_form
     if closed is not None:
         harmonic = any(e.has(sympy.harmonic) for e in closed)
         lines.append(f"{prefix}closed form in the depth K: mean {text(closed[0])}, "
@@ -181,7 +207,7 @@ def length_table(gradients: PathGradients, fmt: str, span: tuple[int, int] | Non
         lines.append(f"{prefix}lengths {low}..{high}: {_percent(paths)} of the paths, "
                      f"{_percent(gradient)} of the gradient")
     lines.append(prefix + g.effect())
-    yield "\n".join(lines) + "\n"
+    return lines
 
 
 def run(depth: int, wrt: Wrt, fmt: str, count: bool, lengths: bool, force: bool,

@@ -240,7 +240,7 @@ def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengt
     Output streams; --count and --lengths never enumerate.
     """
     from derive.errors import DeriveError
-    from derive.pathsums.limits import MAX_FORCED_BITS, MAX_TERMS, check_path_args, more_terms_than
+    from derive.pathsums.limits import check_path_args
 
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
     stream = sys.stdout.buffer
@@ -264,6 +264,17 @@ def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengt
     if count or lengths:
         _write(stream, _stats(depth, wrt, fmt, count, lengths))
         return
+    _check_listable(depth, wrt, force)
+    _write(stream, _sum(depth, wrt, fmt, notation))
+
+
+def _check_listable(depth: int, wrt: Wrt, force: bool) -> None:
+    """Refuse a sum of more than 2^22 terms without --force, and of more than
+    2^MAX_FORCED_BITS even with it."""
+    from derive.errors import DeriveError
+    from derive.pathsums.limits import MAX_FORCED_BITS, MAX_TERMS, more_terms_than
+
+    m = wrt.later(depth)
     if m > MAX_FORCED_BITS:
         raise DeriveError(
             f"{wrt.gradient} at depth {depth} has 2^{m} terms, more "
@@ -275,4 +286,3 @@ def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengt
             f"{wrt.gradient} at depth {depth} has 2^{m} terms, more than 2^22 = {MAX_TERMS} to "
             "enumerate: use --count or --lengths for the numbers, or --force to list them"
         )
-    _write(stream, _sum(depth, wrt, fmt, notation))
