@@ -162,11 +162,38 @@ def build(
     """
     from derive.files import writes as files_mod
     from derive.files.output_folder import check_output_folder
-    from derive.inputs import numbers
-    from derive.rendering.render import template_dir
 
     chosen = check_formats(formats)
     options = NotesOptions() if options is None else options
+    depth, folder = _check_request(chosen, depth, templates, pdf)
+    say = progress or (lambda message: None)
+    root = check_output_folder(out)
+    store, warnings = _open_cache(cache)
+    try:
+        generated = _generate(depth, options, chosen, folder, store, say)
+    finally:
+        if store is not None:
+            store.close()
+    rendered = _merge(generated, chosen, root, options, say)
+    planned = _planned(chosen, generated, rendered, pdf, say)
+    report = files_mod.write_files(root, planned, force=force,
+                                   merged_from=rendered.merged_from)
+    return NotesResult(
+        files=tuple(root / rel for rel in sorted(planned)),
+        written=tuple(root / rel for rel in report.written),
+        orphaned=tuple(rendered.orphaned),
+        notices=tuple(rendered.notices),
+        warnings=tuple(warnings),
+    )
+
+
+def _check_request(chosen: tuple[str, ...], depth: int,
+                   templates: str | os.PathLike[str] | None, pdf: bool) -> tuple[int, Path]:
+    """The depth (1 to 10) and the templates folder, checked before anything is derived;
+    --pdf needs the LaTeX format and pdflatex."""
+    from derive.inputs import numbers
+    from derive.rendering.render import template_dir
+
     depth = numbers.integer(depth, "depth", minimum=1, maximum=numbers.MAX_DEPTH, text=False)
     if depth > 10:
         raise DeriveError(f"depth must be an integer from 1 to 10 for the notes, got {depth}")
@@ -175,24 +202,24 @@ def build(
     folder = template_dir(None if templates is None else Path(templates))
     if pdf and shutil.which("pdflatex") is None:
         raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
-    say = progress or (lambda message: None)
-    root = check_output_folder(out)
+    return depth, folder
 
-    warnings: list[str] = []
-    store = None
-    if cache:
-        from derive.studynotes import cache as notes_cache
 
-        store, warning = notes_cache.open_folder(notes_cache.cache_folder())
-        warnings.extend([warning] if warning else [])
-    try:
-        generated = _generate(depth, options, chosen, folder, store, say)
-    finally:
-        if store is not None:
-            store.close()
-    rendered = _merge(generated, chosen, root, options, say)
-    images = generated.images
-    texts, vault, deck = generated.texts, rendered.vault, rendered.deck
+def _open_cache(cache: bool) -> tuple[CacheFolder | None, list[str]]:
+    """The cache folder when ``cache`` and it is safe to use, and the warning if it is not."""
+    if not cache:
+        return None, []
+    from derive.studynotes import cache as notes_cache
+
+    store, warning = notes_cache.open_folder(notes_cache.cache_folder())
+    return store, [warning] if warning else []
+
+
+def _planned(chosen: tuple[str, ...], generated: _Generated, rendered: _Rendered, pdf: bool,
+             say: Callable[[str], None]) -> dict[str, str | bytes]:
+    """Every file of the formats ``chosen`` (relative path -> text or bytes), laid out as the
+    module says: each format's text or deck and its figures (PDF for LaTeX, else PNG)."""
+    images, texts = generated.images, generated.texts
     planned: dict[str, str | bytes] = {}
     if "latex" in chosen:
         planned["latex/notes.tex"] = texts["latex/notes.tex"]
@@ -206,20 +233,12 @@ def build(
         planned.update({f"markdown/figures/{stem}.png": pair["png"]
                         for stem, pair in images.items()})
     if "obsidian" in chosen:
-        planned.update(vault)
+        planned.update(rendered.vault)
         planned.update({f"obsidian/figures/{stem}.png": pair["png"]
                         for stem, pair in images.items()})
     if "anki" in chosen:
-        planned[DECK] = deck
-    report = files_mod.write_files(root, planned, force=force,
-                                   merged_from=rendered.merged_from)
-    return NotesResult(
-        files=tuple(root / rel for rel in sorted(planned)),
-        written=tuple(root / rel for rel in report.written),
-        orphaned=tuple(rendered.orphaned),
-        notices=tuple(rendered.notices),
-        warnings=tuple(warnings),
-    )
+        planned[DECK] = rendered.deck
+    return planned
 
 
 #: The formats whose text is rendered from templates (and needs the figures).
