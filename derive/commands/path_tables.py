@@ -151,7 +151,7 @@ def _length_data(g: PathGradients, window: _Window | None, table: bool) -> dict[
     if window is not None:
         (low, high), (paths, gradient) = window
         data["span"] = {"low": low, "high": high, "path_share": paths,
-                        "gradient_share": gradient}
+                        "gradient_share": _json_value(gradient)}
     return data
 
 
@@ -204,8 +204,9 @@ def _summary_lines(g: PathGradients, window: _Window | None, prefix: str) -> lis
                         if harmonic else ""))
     if window is not None:
         (low, high), (paths, gradient) = window
+        shown = _percent(gradient) if isinstance(gradient, float) else text(gradient)
         lines.append(f"{prefix}lengths {low}..{high}: {_percent(paths)} of the paths, "
-                     f"{_percent(gradient)} of the gradient")
+                     f"{shown} of the gradient")
     lines.append(prefix + g.effect())
     return lines
 

@@ -258,8 +258,9 @@ class PathGradients:
             range(len(self.counts)), self.counts, self.path_shares, self.gradient_shares,
             strict=True)]
 
-    def window(self, low: int, high: int) -> tuple[float, float]:
-        """(share of paths, share of gradient) of the lengths low..high.
+    def window(self, low: int, high: int) -> tuple[float, Share]:
+        """(share of paths, share of gradient) of the lengths low..high; the gradient's share
+        is an expression when the shares hold symbols.
 
         >>> p, g = path_gradients(54, init="he", block="pre").window(5, 17)
         >>> round(p, 4), round(g, 4)
@@ -273,7 +274,9 @@ class PathGradients:
         if low > high:
             raise DeriveError(f"path lengths {low}..{high}: the first exceeds the last")
         counts = sum(self.counts[low:high + 1])
-        return counts / self.paths.count, float(sum(self.gradient_shares[low:high + 1]))
+        shares = sum(self.gradient_shares[low:high + 1])
+        gradient = float(shares) if self.numeric else sympy.factor(shares)
+        return counts / self.paths.count, gradient
 
     def _moment(self, shares: list[Share], power: int) -> float:
         return float(sum(float(s) * length**power for length, s in enumerate(shares)))
