@@ -255,7 +255,7 @@ class _Generated:
     cards: tuple[Card, ...] = ()
     images: Images = field(default_factory=dict)
 
-    def files(self, kind: TextKind) -> Files:
+    def part(self, kind: TextKind) -> Files:
         """A text format's files: what the cache keeps as ``kind``."""
         return {rel: text for rel, text in self.texts.items() if rel.startswith(f"{kind}/")}
 
@@ -304,7 +304,7 @@ def _keep(store: CacheFolder, inputs: dict[Kind, _Inputs], generated: _Generated
     """Keep the parts in ``inputs`` in the cache folder."""
     for kind in TEXT_FORMATS:
         if kind in inputs:
-            store.store(kind, inputs[kind], generated.files(kind))
+            store.store(kind, inputs[kind], generated.part(kind))
     if "cards" in inputs:
         store.store("cards", inputs["cards"], generated.cards)
     if "figures" in inputs:
@@ -385,7 +385,7 @@ def _merge(generated: _Generated, chosen: tuple[str, ...], root: Path,
         from derive.vault.regions import BrokenNote, merge_note
         from derive.vault.renames import find_renamed, relink, title
 
-        generated_notes = generated.files("obsidian")
+        generated_notes = generated.part("obsidian")
         renamed = find_renamed(root, generated_notes) if root.is_dir() else {}
         titles = {title(old): title(new) for old, new in renamed.items()}
         for note_rel, text in generated_notes.items():
