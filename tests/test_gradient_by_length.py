@@ -172,6 +172,22 @@ def test_cli_length_table_text(capsysbinary) -> None:
     assert "lengths 5..17: 0.4537% of the paths, 0.4537% of the gradient" in out
 
 
+def test_a_span_of_symbolic_shares_is_their_sum(capsysbinary) -> None:
+    """With a symbol left in the block, the span's share of gradient is an expression: at
+    alpha = 1/2 it is the sum of the shares derived with alpha = 1/2 from the start."""
+    spec = "x + alpha*F(LN(x))"
+    (alpha,) = block(spec).symbols
+    _, share = path_gradients(6, "x", init="he", block=spec).window(1, 3)
+    given = path_gradients(6, "x", init="he", block=spec, values={"alpha": "1/2"})
+    assert sympy.simplify(share.xreplace({alpha: sympy.Rational(1, 2)})
+                          - sum(given.gradient_shares[1:4])) == 0
+    code, out, err = run(capsysbinary, "--depth", "6", "--wrt", "x", "--block", spec,
+                         "--init", "he", "--span", "1..3", "--format", "json")
+    assert (code, err) == (0, "")
+    shown = sympy.sympify(json.loads(out)["span"]["gradient_share"], locals={"alpha": alpha})
+    assert sympy.simplify(shown - share) == 0
+
+
 def test_cli_block_expansion(capsysbinary) -> None:
     code, out, _ = run(capsysbinary, "--depth", "2", "--wrt", "x", "--block", "x + alpha*F(x)")
     assert code == 0

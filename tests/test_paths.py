@@ -9,6 +9,7 @@ the product, and eq. 11.6 of Prince, Understanding Deep Learning (ch. 11).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import derive
 from derive.derivation.symbols import jacobian
 from derive.errors import DeriveError
 from derive.pathsums.expansion import MAX_TERMS, PathSum, count_paths, iter_terms, path_lengths
+from derive.pathsums.limits import Wrt
 from derive.pathsums.notation import latex_lines
 
 DIM = 2
@@ -279,6 +281,24 @@ def test_bad_input_names_the_value(args: tuple, message: str) -> None:
         derive.paths(*args)
 
 
+@pytest.mark.parametrize(("given", "start", "later"), [(1, 1, 5), (3, 3, 3), ("x", 0, 6)])
+def test_wrt_is_parsed_once_into_the_block_the_gradient_starts_from(
+        given: int | str, start: int, later: int) -> None:
+    """1, 3 and "x" (and the parsed Wrt itself) give the same sum: its later blocks are
+    start+1..N, counted here directly."""
+    parsed = derive.paths(6, given).wrt
+    assert parsed == Wrt(start) and parsed.is_input == (given == "x")
+    assert parsed.later(6) == later == len(range(start + 1, 7))
+    assert count_paths(6, parsed) == count_paths(6, given) == 2**later
+    assert derive.paths(6, parsed) == derive.paths(6, given)
+    assert derive.paths(6, given, block="pre").wrt == parsed
+    assert json.loads(json.dumps(parsed.value)) == given and str(parsed) == str(given)
+    assert repr(derive.paths(6, given)) == (f"PathSum(depth=6, wrt={given!r}, notation='udl', "
+                                            "force=False)")
+    with pytest.raises(DeriveError, match=r"wrt must be a block index 1\.\.2 or 'x', got Wrt"):
+        derive.paths(2, Wrt(3))
+
+
 def test_unknown_notation() -> None:
     with pytest.raises(DeriveError, match="unknown notation 'book': choose one of udl, jacobian"):
         derive.paths(4, notation="book")
@@ -339,7 +359,7 @@ def test_latex_lines_fit_an_article_page(tmp_path) -> None:
         for nt in ("udl", "jacobian") for n, w in cases
     ]
     body += [  # one term longer than a row: it continues on the next rows
-        "\\begin{align*}\n" + " \\\\\n".join(latex_lines([(), tuple(range(30, 1, -1))], 1, nt))
+        "\\begin{align*}\n" + " \\\\\n".join(latex_lines([(), tuple(range(30, 1, -1))], Wrt(1), nt))
         + "\n\\end{align*}"
         for nt in ("udl", "jacobian")
     ]

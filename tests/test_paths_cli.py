@@ -12,6 +12,7 @@ import pytest
 from cli_runner import run_paths as run
 
 from derive.pathsums.expansion import iter_terms
+from derive.pathsums.limits import Wrt
 from derive.pathsums.notation import gradient_latex, term_latex
 
 # Prince, Understanding Deep Learning, eq. 11.6 (later blocks on the left).
@@ -45,7 +46,7 @@ def test_json_is_ordered_complete_and_stable(capsysbinary) -> None:
         "notation": "udl",
         "count": 1024,
         "terms": [list(t) for t in terms],
-        "latex": gradient_latex(2) + " = " + " + ".join(term_latex(t, 2) for t in terms),
+        "latex": gradient_latex(Wrt(2)) + " = " + " + ".join(term_latex(t, Wrt(2)) for t in terms),
     }
     assert out == json.dumps(expected) + "\n"
     data = json.loads(out)
@@ -64,7 +65,7 @@ def test_latex_is_an_align_broken_over_lines(capsysbinary) -> None:
                                                                 "\\begin{align*}"]
     assert lines[-2:] == ["\\end{align*}", "}"]
     rows = lines[3:-2]
-    assert len(rows) > 3 and rows[0].startswith(gradient_latex(1) + " &= I + ")
+    assert len(rows) > 3 and rows[0].startswith(gradient_latex(Wrt(1)) + " &= I + ")
     assert all(r.endswith(" \\\\") for r in rows[:-1]) and all(r.startswith("&") for r in rows[1:])
     body = " ".join(r.removesuffix(" \\\\") for r in rows)
     assert body.count("\\frac{\\partial f_") == sum(len(t) for t in iter_terms(6))

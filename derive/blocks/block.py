@@ -108,7 +108,8 @@ class Block:
     # --- the folds ----------------------------------------------------------------
     def moments(self, config: BranchConfig, x: Moments) -> dict[Node, Moments]:
         """Every node's output moments when the input has ``x``, children first."""
-        tree, out = self.expanded(config), {}
+        tree = self.expanded(config)
+        out: dict[Node, Moments] = {}
         for node in tree.walk():
             if node not in out:
                 out[node] = node.moments([out[c] for c in node.children], config, x)

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError
+from derive.pathsums.limits import Wrt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.blocks.block import Block
+    from derive.pathsums.by_length import PathGradients, Share
 
 
 def parse_span(value: str | None) -> tuple[int, int] | None:
@@ -33,7 +38,7 @@ def parse_span(value: str | None) -> tuple[int, int] | None:
                           f"got {value!r}") from None
 
 
-def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> Iterator[str]:
+def expansion(depth: int, wrt: Wrt, spec: Block, fmt: str, force: bool) -> Iterator[str]:
     """The expanded sum of a block's path sum in ``fmt``, streamed."""
     from derive.pathsums.block_paths import BlockPathSum
     from derive.pathsums.notation import gradient_latex, gradient_text
@@ -47,7 +52,7 @@ def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> I
         yield from s.iter_chunks("text")
         yield "\n" + summary + "\n"
     elif fmt == "json":
-        yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}, "block": '
+        yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt.value)}, "block": '
                f'{json.dumps(spec.text)}, "count": {s.count}, "blocks": {list(s.blocks)}, '
                '"choices": [')
         batch: list[str] = []
@@ -75,28 +80,28 @@ def expansion(depth: int, wrt: int | str, spec: Any, fmt: str, force: bool) -> I
         yield close + ("" if fmt == "latex" else f"\n{summary}.\n")
 
 
-def count_line(depth: int, wrt: int | str, spec: Any, fmt: str) -> str:
+def count_line(depth: int, wrt: Wrt, spec: Block, fmt: str) -> str:
     """The number of terms of a block's path sum."""
     from derive.pathsums.block_paths import BlockPathSum
 
     s = BlockPathSum(depth, wrt, spec)
     if fmt == "json":
-        return json.dumps({"depth": depth, "wrt": wrt, "block": spec.text, "count": s.count,
+        return json.dumps({"depth": depth, "wrt": wrt.value, "block": spec.text, "count": s.count,
                            "radix": s.radix}) + "\n"
     return f"{s.count}\n" if fmt == "text" else f"${s.radix}^{{{len(s.blocks)}}} = {s.count}$\n"
 
 
-def _percent(value: object) -> str:
-    if isinstance(value, float) or getattr(value, "is_number", False):
-        number = float(value)  # type: ignore[arg-type]
+def _percent(value: Share) -> str:
+    if isinstance(value, float) or value.is_number:
+        number = float(value)
         return "0%" if number == 0 else f"{100 * number:.4g}%"
     return str(value)
 
 
-def _json_value(value: object) -> object:
+def _json_value(value: Share) -> float | str:
     if isinstance(value, float):
         return value
-    return float(value) if getattr(value, "is_number", False) else str(value)  # type: ignore
+    return float(value) if value.is_number else str(value)
 
 
 def _count_text(count: int) -> str:
@@ -107,64 +112,90 @@ def _count_text(count: int) -> str:
     return format_log10(math.log10(count), 4)
 
 
-def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
+#: The span asked for and its (share of paths, share of gradient).
+_Window = tuple[tuple[int, int], tuple[float, "Share"]]
+_HEAD = ("length", "count", "share of paths", "share of gradient")
+
+
+def length_table(gradients: PathGradients, fmt: str, span: tuple[int, int] | None,
                  table: bool = True) -> Iterator[str]:
     """The lengths' counts, shares of paths and shares of gradient, and what the block
     does to the effective path length."""
+    window = None if span is None else (span, gradients.window(*span))
+    if fmt == "json":
+        yield json.dumps(_length_data(gradients, window, table), ensure_ascii=False) + "\n"
+        return
+    rows = _length_rows(gradients) if table else []
+    lines = [*_table_lines(_title(gradients), rows, fmt),
+             *_summary_lines(gradients, window, "% " if fmt == "latex" else "")]
+    yield "\n".join(lines) + "\n"
+
+
+def _length_data(g: PathGradients, window: _Window | None, table: bool) -> dict[str, object]:
+    """Everything the table says, as JSON data."""
+    from derive.derivation.printing import text
+
+    closed, block = g.closed_form, g.config.block
+    data: dict[str, object] = {
+        "depth": g.depth, "wrt": g.wrt.value, "config": g.config.label, "q0": str(g.q0),
+        "block": {"name": block.name, "expression": block.text, "source": block.source},
+        "exact": g.exact, "path_mean": g.path_mean, "path_spread": g.path_spread,
+        "mean": _json_value(g.mean), "spread": _json_value(g.spread),
+        "closed_form": None if closed is None else {"mean": text(closed[0]),
+                                                    "variance": text(closed[1])},
+        "effect": g.effect(),
+    }
+    if table:
+        data["lengths"] = [{"length": r.length, "count": r.count, "path_share": r.path_share,
+                            "gradient_share": _json_value(r.gradient_share)} for r in g.rows]
+    if window is not None:
+        (low, high), (paths, gradient) = window
+        data["span"] = {"low": low, "high": high, "path_share": paths,
+                        "gradient_share": _json_value(gradient)}
+    return data
+
+
+def _title(g: PathGradients) -> str:
+    return (f"{g.wrt.gradient}, {g.depth} blocks of B(x) = {g.config.block.text} "
+            f"({g.config.label}), q0 = {g.q0}: mean field, infinite width, gradient independence")
+
+
+def _length_rows(g: PathGradients) -> list[tuple[str, str, str, str]]:
+    """Each length's row: the length, the count, the shares of paths and of gradient."""
+    return [(str(r.length), _count_text(r.count), _percent(r.path_share),
+             _percent(r.gradient_share)) for r in g.rows]
+
+
+def _table_lines(title: str, rows: list[tuple[str, str, str, str]], fmt: str) -> list[str]:
+    """The title and the table in ``fmt``: aligned columns of text, Markdown or a LaTeX
+    tabular (only text keeps the title without a table)."""
+    if fmt == "text":
+        if not rows:
+            return [title]
+        widths = [max(len(x) for x in col) for col in zip(_HEAD, *rows, strict=True)]
+        return [title, *("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
+                         for r in (_HEAD, *rows))]
+    if not rows:
+        return []
+    if fmt == "markdown":
+        return [f"**{title}**", "", "| " + " | ".join(_HEAD) + " |", "| ---: " * 4 + "|",
+                *("| " + " | ".join(r) + " |" for r in rows)]
+    return [f"% {title}", "\\begin{tabular}{rrrr}", " & ".join(_HEAD) + " \\\\", "\\hline",
+            *(" & ".join(c.replace("%", "\\%") for c in r) + " \\\\" for r in rows),
+            "\\end{tabular}"]
+
+
+def _summary_lines(g: PathGradients, window: _Window | None, prefix: str) -> list[str]:
+    """The mean lengths, their closed form, the span's shares and the block's effect, each
+    line after ``prefix`` (a LaTeX comment sign or nothing)."""
     import sympy
 
     from derive.derivation.printing import text
 
-    g = gradients
-    window = g.window(*span) if span is not None else None
-    closed = g.closed_form
-    block = g.config.block
-    if fmt == "json":
-        data: dict[str, object] = {
-            "depth": g.depth, "wrt": g.wrt, "config": g.config.label, "q0": str(g.q0),
-            "block": {"name": block.name, "expression": block.text, "source": block.source},
-            "exact": g.exact, "path_mean": g.path_mean, "path_spread": g.path_spread,
-            "mean": _json_value(g.mean), "spread": _json_value(g.spread),
-            "closed_form": None if closed is None else {"mean": text(closed[0]),
-                                                        "variance": text(closed[1])},
-            "effect": g.effect(),
-        }
-        if table:
-            data["lengths"] = [{"length": r.length, "count": r.count,
-                                "path_share": r.path_share,
-                                "gradient_share": _json_value(r.gradient_share)}
-                               for r in g.rows]
-        if window is not None:
-            data["span"] = {"low": span[0], "high": span[1], "path_share": window[0],  # type: ignore[index]
-                            "gradient_share": window[1]}
-        yield json.dumps(data, ensure_ascii=False) + "\n"
-        return
-    lhs = "dy/dx" if g.wrt == "x" else f"dy/df_{g.wrt}"
-    title = (f"{lhs}, {g.depth} blocks of B(x) = {block.text} ({g.config.label}), q0 = {g.q0}: "
-             "mean field, infinite width, gradient independence")
-    rows = [(str(r.length), _count_text(r.count), _percent(r.path_share),
-             _percent(r.gradient_share)) for r in g.rows] if table else []
-    head = ("length", "count", "share of paths", "share of gradient")
-    lines: list[str] = []
-    if fmt == "text":
-        lines.append(title)
-        if rows:
-            widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
-            lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
-                      for r in (head, *rows)]
-    elif rows:
-        if fmt == "markdown":
-            lines += [f"**{title}**", "", "| " + " | ".join(head) + " |", "| ---: " * 4 + "|"]
-            lines += ["| " + " | ".join(r) + " |" for r in rows]
-        else:
-            lines += [f"% {title}", "\\begin{tabular}{rrrr}",
-                      " & ".join(head) + " \\\\", "\\hline"]
-            lines += [" & ".join(c.replace("%", "\\%") for c in r) + " \\\\" for r in rows]
-            lines.append("\\end{tabular}")
-    prefix = "% " if fmt == "latex" else ""
     mean = f"{g.mean:.4g} ± {g.spread:.3g}" if g.numeric else text(g.mean)
-    lines.append(f"{prefix}mean length: {g.path_mean:.4g} ± {g.path_spread:.3g} over the paths, "
-                 f"{mean} weighted by gradient")
+    lines = [f"{prefix}mean length: {g.path_mean:.4g} ± {g.path_spread:.3g} over the paths, "
+             f"{mean} weighted by gradient"]
+    closed = g.closed_form
     if closed is not None:
         harmonic = any(e.has(sympy.harmonic) for e in closed)
         lines.append(f"{prefix}closed form in the depth K: mean {text(closed[0])}, "
@@ -172,15 +203,17 @@ def length_table(gradients: Any, fmt: str, span: tuple[int, int] | None,
                      + (", where H(n) = 1 + 1/2 + ⋯ + 1/n and H⁽²⁾(n) = 1 + 1/2² + ⋯ + 1/n²"
                         if harmonic else ""))
     if window is not None:
-        lines.append(f"{prefix}lengths {span[0]}..{span[1]}: {_percent(window[0])} of the paths, "  # type: ignore[index]
-                     f"{_percent(window[1])} of the gradient")
+        (low, high), (paths, gradient) = window
+        shown = _percent(gradient) if isinstance(gradient, float) else text(gradient)
+        lines.append(f"{prefix}lengths {low}..{high}: {_percent(paths)} of the paths, "
+                     f"{shown} of the gradient")
     lines.append(prefix + g.effect())
-    yield "\n".join(lines) + "\n"
+    return lines
 
 
-def run(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool, force: bool,
+def run(depth: int, wrt: Wrt, fmt: str, count: bool, lengths: bool, force: bool,
         block_spec: str | None, settings: tuple[str, ...], span_text: str | None,
-        options: dict[str, str | None]) -> Iterable[str] | None:
+        options: Mapping[str, object]) -> Iterable[str] | None:
     """What ``derive paths`` prints for a block or for gradient shares, streamed; None when
     the plain block's own output (:mod:`derive.commands.paths`) answers it."""
     from derive.blocks.block import block
@@ -198,9 +231,11 @@ def run(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool, force:
         names = {"init", "activation", "branch", "q0"}
         numbers = {name: value for name, value in options.items()
                    if name not in names and value is not None}
-        gradients = path_gradients(depth, wrt, block=spec, init=options["init"],
-                                   activation=options["activation"], branch=options["branch"],
+        gradients = path_gradients(depth, wrt, block=spec, init=str(options["init"]),
+                                   activation=str(options["activation"]),
+                                   branch=str(options["branch"]),
                                    q0=1 if options["q0"] is None else options["q0"],
+                                   exact=None, values=None,  # the --set values are in spec
                                    **numbers)
         return length_table(gradients, fmt, span, table=lengths)
     if is_plain(spec):

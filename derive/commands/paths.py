@@ -16,6 +16,7 @@ import click
 
 from derive.commands.options import Exact, Integer, parameter_options, symbol_settings
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
+from derive.pathsums.limits import Wrt
 from derive.pathsums.notation import NOTATIONS
 
 FORMATS = ("text", "latex", "markdown", "json")
@@ -25,15 +26,16 @@ _BUFFER = 1 << 20
 MAX_LENGTHS = 200_001
 
 
-def _parse_wrt(value: str, depth: int) -> int | str:
+def _parse_wrt(value: str, depth: int) -> Wrt:
+    """``--wrt J|x`` as a :class:`Wrt` (J in 1..depth, or x in any case)."""
     from derive.errors import DeriveError
     from derive.inputs.numbers import integer, shown
 
     text = value.strip().lower()
     if text == "x":
-        return "x"
+        return Wrt(0)
     try:
-        return integer(text, "--wrt", minimum=1, maximum=depth)
+        return Wrt(integer(text, "--wrt", minimum=1, maximum=depth))
     except DeriveError:
         raise DeriveError(
             f"--wrt must be a block index 1..{depth} or 'x', got {shown(value)}") from None
@@ -69,14 +71,14 @@ def _json_number(value: str) -> str:
     return value if value.isdigit() else json.dumps(value)
 
 
-def _stats(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool) -> Iterator[str]:
+def _stats(depth: int, wrt: Wrt, fmt: str, count: bool, lengths: bool) -> Iterator[str]:
     """The count and/or the length histogram, without enumerating."""
     from derive.pathsums.notation import binomial_row, format_power_of_two
 
-    m = depth - (0 if wrt == "x" else wrt)
+    m = wrt.later(depth)
     text, tex = _count_forms(m)
     if fmt == "json":
-        yield f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}'
+        yield f'{{"depth": {depth}, "wrt": {json.dumps(wrt.value)}'
         if count:
             exact = format_power_of_two(m)
             yield f', "count": {_json_number(exact)}, "log2_count": {m}'
@@ -106,11 +108,10 @@ def _stats(depth: int, wrt: int | str, fmt: str, count: bool, lengths: bool) -> 
     yield foot
 
 
-def _summary(depth: int, wrt: int | str) -> str:
+def _summary(depth: int, wrt: Wrt) -> str:
     from derive.pathsums.notation import format_int
 
-    j = 0 if wrt == "x" else wrt
-    m = depth - j
+    j, m = wrt.start, wrt.later(depth)
     n = format_int(1 << m)
     if m == 0:
         return f"1 term (2^0): block {depth} is the last, only the identity path"
@@ -119,7 +120,7 @@ def _summary(depth: int, wrt: int | str) -> str:
     return f"{n} terms (2^{m}), one path per subset of blocks {j + 1}..{depth}"
 
 
-def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
+def _sum(depth: int, wrt: Wrt, fmt: str, notation: str) -> Iterator[str]:
     """The expanded sum in ``fmt``, streamed."""
     from derive.pathsums import notation as nt
     from derive.pathsums.expansion import iter_terms
@@ -129,8 +130,8 @@ def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
         yield "\n" + _summary(depth, wrt) + "\n"
         return
     if fmt == "json":
-        yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt)}, "notation": "{notation}", '
-               f'"count": {1 << (depth - (0 if wrt == "x" else wrt))}, "terms": [')
+        yield (f'{{"depth": {depth}, "wrt": {json.dumps(wrt.value)}, "notation": "{notation}", '
+               f'"count": {1 << wrt.later(depth)}, "terms": [')
         yield from _chunked(str(list(t)) for t in iter_terms(depth, wrt))  # JSON arrays
         yield f'], "latex": "{json.dumps(nt.gradient_latex(wrt))[1:-1]} = '
         yield from _chunked(_latex_terms(depth, wrt, notation, escape=True), " + ")
@@ -138,7 +139,7 @@ def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
         return
     rows = nt.iter_latex_lines(iter_terms(depth, wrt), wrt, notation)
     if fmt == "latex":
-        long = depth - (0 if wrt == "x" else wrt) > 4  # more than 16 terms: may span pages
+        long = wrt.later(depth) > 4  # more than 16 terms: may span pages
         yield f"% {_summary(depth, wrt)}\n" + ("{\\allowdisplaybreaks\n" if long else "")
         yield "\\begin{align*}\n"
         yield from _joined(rows)
@@ -149,18 +150,18 @@ def _sum(depth: int, wrt: int | str, fmt: str, notation: str) -> Iterator[str]:
         yield f"\n\\end{{aligned}}\n$$\n\n{_summary(depth, wrt)}.\n"
 
 
-def _latex_terms(depth: int, wrt: int | str, notation: str, escape: bool) -> Iterator[str]:
+def _latex_terms(depth: int, wrt: Wrt, notation: str, escape: bool) -> Iterator[str]:
     """Each term's LaTeX (JSON-escaped if ``escape``), from cached factor pieces."""
     from derive.pathsums.expansion import iter_terms
     from derive.pathsums.notation import factor_latex
 
-    pieces: dict[tuple[int, int | str], str] = {}
+    pieces: dict[tuple[int, int], str] = {}
     for term in iter_terms(depth, wrt):
         if not term:
             yield "I"
             continue
         out = []
-        for pair in (*itertools.pairwise(term), (term[-1], wrt)):
+        for pair in (*itertools.pairwise(term), (term[-1], wrt.start)):
             piece = pieces.get(pair)
             if piece is None:
                 piece = factor_latex(*pair, notation)
@@ -231,7 +232,7 @@ Examples:
               help="The share of paths and of gradient of the lengths LO..HI.")
 def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengths: bool,
           force: bool, block_spec: str | None, settings: tuple[str, ...], span: str | None,
-          **variance_options: str | None) -> None:
+          **variance_options: object) -> None:
     """Expand dy/df_J = (I + J_N)...(I + J_{J+1}) into its 2^(N-J) paths.
 
     Terms come in the book's order (Prince, Understanding Deep Learning,
@@ -239,11 +240,11 @@ def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengt
     Output streams; --count and --lengths never enumerate.
     """
     from derive.errors import DeriveError
-    from derive.pathsums.limits import MAX_FORCED_BITS, MAX_TERMS, check_path_args, more_terms_than
+    from derive.pathsums.limits import check_path_args
 
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
     stream = sys.stdout.buffer
-    m = depth - (0 if wrt == "x" else wrt)
+    m = wrt.later(depth)
     if lengths and m + 1 > MAX_LENGTHS:
         raise DeriveError(
             f"--lengths at depth {depth} lists {m + 1} path lengths, more than {MAX_LENGTHS}: "
@@ -263,16 +264,25 @@ def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengt
     if count or lengths:
         _write(stream, _stats(depth, wrt, fmt, count, lengths))
         return
+    _check_listable(depth, wrt, force)
+    _write(stream, _sum(depth, wrt, fmt, notation))
+
+
+def _check_listable(depth: int, wrt: Wrt, force: bool) -> None:
+    """Refuse a sum of more than 2^22 terms without --force, and of more than
+    2^MAX_FORCED_BITS even with it."""
+    from derive.errors import DeriveError
+    from derive.pathsums.limits import MAX_FORCED_BITS, MAX_TERMS, more_terms_than
+
+    m = wrt.later(depth)
     if m > MAX_FORCED_BITS:
         raise DeriveError(
-            f"dy/d{'x' if wrt == 'x' else f'f_{wrt}'} at depth {depth} has 2^{m} terms, more "
+            f"{wrt.gradient} at depth {depth} has 2^{m} terms, more "
             f"than the 2^{MAX_FORCED_BITS} that can be listed even with --force: use "
             + ("--count or --lengths" if m < MAX_LENGTHS else "--count")
         )
     if more_terms_than(m, MAX_TERMS) and not force:
-        name = "x" if wrt == "x" else f"f_{wrt}"
         raise DeriveError(
-            f"dy/d{name} at depth {depth} has 2^{m} terms, more than 2^22 = {MAX_TERMS} to "
+            f"{wrt.gradient} at depth {depth} has 2^{m} terms, more than 2^22 = {MAX_TERMS} to "
             "enumerate: use --count or --lengths for the numbers, or --force to list them"
         )
-    _write(stream, _sum(depth, wrt, fmt, notation))

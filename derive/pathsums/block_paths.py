@@ -26,12 +26,12 @@ from functools import cached_property, lru_cache
 import sympy
 
 from derive.blocks.block import Block, block
-from derive.blocks.nodes import STD_X, Input, Node
+from derive.blocks.nodes import STD_X, FactorNames, Input, Node
 from derive.blocks.primitives import Branch
 from derive.derivation.printing import latex, text
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
-from derive.pathsums.limits import MAX_TERMS, check_path_args
+from derive.pathsums.limits import MAX_TERMS, Wrt, WrtLike, check_path_args
 from derive.pathsums.notation import gradient_latex, gradient_text, subscript
 
 #: The text streamer builds the terms of the lowest blocks once, about this many.
@@ -108,8 +108,8 @@ class BlockNames:
         return value.xreplace({STD_X: BlockStd(self.k - 1)})
 
 
-def _fold(node: Node, names: object) -> sympy.Expr:
-    return node.jacobian([_fold(c, names) for c in node.children], names)  # type: ignore[arg-type]
+def _fold(node: Node, names: FactorNames) -> sympy.Expr:
+    return node.jacobian([_fold(c, names) for c in node.children], names)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,8 @@ def _term(tree: Node, path: tuple[int, ...], names: BlockNames, stop: Node | Non
         value = parent.jacobian(inputs, names)
     if value == 0:
         return None
-    scalars, factors = [], []
+    scalars: list[sympy.Expr] = []
+    factors: list[sympy.Expr] = []
     for arg in sympy.Mul.make_args(value):
         (factors if not arg.is_commutative else scalars).append(arg)
     return BlockTerm(sympy.radsimp(sympy.Mul(*scalars)), tuple(factors),
@@ -254,7 +255,7 @@ def power_coefficients(poly: list[int], power: int) -> list[int]:
     return [0] * (shift * power) + out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, repr=False)
 class BlockPathSum:
     """dy/df_wrt (or dy/dx) for ``depth`` blocks of ``spec``: the product of the block
     Jacobians, expanded. Terms are tuples of choices, one per later block left to
@@ -266,23 +267,28 @@ class BlockPathSum:
     """
 
     depth: int
-    wrt: int | str
+    wrt: Wrt
     spec: Block
-    force: bool = False
+    force: bool
 
-    def __post_init__(self) -> None:
-        depth, wrt = check_path_args(self.depth, self.wrt)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "wrt", wrt)
-        object.__setattr__(self, "spec", block(self.spec))
-        if wrt != "x":
-            branch_tail(self.spec, wrt)
+    def __init__(self, depth: int, wrt: WrtLike, spec: object, force: bool = False) -> None:
+        checked, parsed = check_path_args(depth, wrt)
+        object.__setattr__(self, "depth", checked)
+        object.__setattr__(self, "wrt", parsed)
+        object.__setattr__(self, "spec", block(spec))
+        object.__setattr__(self, "force", force)
+        if not parsed.is_input:
+            branch_tail(self.spec, parsed.start)
         block_terms(self.spec, 1)
+
+    def __repr__(self) -> str:
+        return (f"BlockPathSum(depth={self.depth}, wrt={self.wrt.value!r}, spec={self.spec!r}, "
+                f"force={self.force!r})")
 
     @property
     def blocks(self) -> tuple[int, ...]:
         """The later blocks, left to right (N down to j+1)."""
-        return tuple(range(self.depth, 0 if self.wrt == "x" else self.wrt, -1))
+        return tuple(range(self.depth, self.wrt.start, -1))
 
     @property
     def radix(self) -> int:
@@ -310,15 +316,15 @@ class BlockPathSum:
 
     def tail(self) -> BlockTerm:
         """dh_j/df_j on the right of every term (the identity for dy/dx)."""
-        if self.wrt == "x":
+        if self.wrt.is_input:
             return BlockTerm(sympy.Integer(1), (), 0, ())
-        return branch_tail(self.spec, self.wrt)
+        return branch_tail(self.spec, self.wrt.start)
 
     def check_size(self) -> None:
         """Raise DeriveError if enumerating needs ``force=True``."""
         if self.count > MAX_TERMS and not self.force:
             raise DeriveError(
-                f"dy/d{'x' if self.wrt == 'x' else f'f_{self.wrt}'} of {self.spec.text} at "
+                f"{self.wrt.gradient} of {self.spec.text} at "
                 f"depth {self.depth} has {self.radix}^{len(self.blocks)} terms, more than "
                 f"2^22 = {MAX_TERMS}: use --count/--lengths, or force")
 
@@ -364,7 +370,7 @@ class BlockPathSum:
 
     def _forms(self) -> dict[sympy.Symbol, tuple[str, str]]:
         forms: dict[sympy.Symbol, tuple[str, str]] = {}
-        for b in (*self.blocks, *(() if self.wrt == "x" else (self.wrt,))):
+        for b in (*self.blocks, *(() if self.wrt.is_input else (self.wrt.start,))):
             forms.update(block_names(self.spec, b).forms)
         return forms
 
@@ -376,52 +382,19 @@ class BlockPathSum:
         '\\\\frac{\\\\sqrt{2}}{2} I + \\\\frac{\\\\sqrt{2}}{2} J_{1}'
         """
         self.check_size()
-        forms, side = self._forms(), 0 if fmt == "text" else 1
-        radix, m = self.radix, len(self.blocks)
-        low = 0
-        while low < m and radix ** (low + 1) <= LOW_TERMS:
+        writer = _TermWriter(self, 0 if fmt == "text" else 1)
+        split = len(self.blocks) - self._low_count()
+        lows = _LowEnds(writer.choices(self.blocks[split:], (self.tail(),)), writer)
+        for index, (coefficient, shown) in enumerate(writer.choices(self.blocks[:split], ())):
+            yield (" + " if index else "") + lows.after(coefficient, shown)
+
+    def _low_count(self) -> int:
+        """How many of the lowest blocks have their choices written once (up to about
+        LOW_TERMS of them)."""
+        low, m = 0, len(self.blocks)
+        while low < m and self.radix ** (low + 1) <= LOW_TERMS:
             low += 1
-        tail = self.tail()
-        table = {b: block_terms(self.spec, b) for b in self.blocks}
-
-        # scalars that differ from block to block (std(h_{k-1})) stay beside their factors
-        inline = any(t.coefficient.atoms(BlockStd) for t in block_terms(self.spec, 1))
-
-        def piece(t: BlockTerm) -> str:
-            shown = (" " if side else "").join(forms[f][side] for f in t.factors)
-            if inline and t.coefficient != 1:
-                scalar = _scalar(t.coefficient, side)
-                return f"({scalar.rstrip('·')}){shown}" if not side else scalar + shown
-            return shown
-
-        def pieces(blocks: tuple[int, ...], extra: tuple[BlockTerm, ...]
-                   ) -> list[tuple[sympy.Expr, str]]:
-            out = []
-            for choice in itertools.product(range(radix), repeat=len(blocks)):
-                picked = [table[b][c] for b, c in zip(blocks, choice, strict=True)]
-                picked += extra
-                shown = (" " if side else "").join(s for s in map(piece, picked) if s)
-                coef = sympy.Integer(1) if inline else sympy.Mul(*(t.coefficient
-                                                                   for t in picked))
-                out.append((coef, shown))
-            return out
-
-        lows = pieces(self.blocks[m - low:], (tail,))
-        sep = " " if side else ""
-        alone = [body or "I" for _, body in lows]
-        after = [sep + body if body else "" for _, body in lows]
-        low_ids: dict[sympy.Expr, int] = {}
-        low_id = [low_ids.setdefault(coef, len(low_ids)) for coef, _ in lows]
-        distinct = list(low_ids)
-        plain = all(coef == 1 for coef in distinct)
-        for index, (high_coef, high_text) in enumerate(pieces(self.blocks[:m - low], ())):
-            bodies = [high_text + a for a in after] if high_text else alone
-            if plain and high_coef == 1:
-                parts = bodies
-            else:
-                shown = [_scalar(high_coef * coef, side) for coef in distinct]
-                parts = [shown[i] + b for i, b in zip(low_id, bodies, strict=True)]
-            yield (" + " if index else "") + " + ".join(parts)
+        return low
 
     def text(self) -> str:
         """``dy/dx = ...`` as one line of Unicode text."""
@@ -530,6 +503,65 @@ def column_rows(sum_latex: str, width: int = COLUMN) -> list[str]:
         else:
             rows.append(term)
     return rows
+
+
+class _TermWriter:
+    """How the terms of a :class:`BlockPathSum` are written, in text (``side`` 0) or LaTeX
+    (1): each block term's piece, and the pieces of every choice over some blocks."""
+
+    def __init__(self, paths: BlockPathSum, side: int) -> None:
+        self.forms, self.side, self.radix = paths._forms(), side, paths.radix
+        self.sep = " " if side else ""
+        self.table = {b: block_terms(paths.spec, b) for b in paths.blocks}
+        #: scalars that differ from block to block (std(h_{k-1})) stay beside their factors
+        self.inline = any(t.coefficient.atoms(BlockStd) for t in block_terms(paths.spec, 1))
+
+    def piece(self, term: BlockTerm) -> str:
+        """One block term: its factors (and its scalar, when it stays inline)."""
+        shown = self.sep.join(self.forms[f][self.side] for f in term.factors)
+        if self.inline and term.coefficient != 1:
+            scalar = _scalar(term.coefficient, self.side)
+            return f"({scalar.rstrip('·')}){shown}" if not self.side else scalar + shown
+        return shown
+
+    def choices(self, blocks: tuple[int, ...], extra: tuple[BlockTerm, ...]
+                ) -> list[tuple[sympy.Expr, str]]:
+        """(scalar, factors) of every choice of one term per block, in the sum's order, with
+        ``extra`` on the right; the scalar is 1 when the scalars stay inline."""
+        out = []
+        for choice in itertools.product(range(self.radix), repeat=len(blocks)):
+            picked = [self.table[b][c] for b, c in zip(blocks, choice, strict=True)]
+            picked += extra
+            shown = self.sep.join(s for s in map(self.piece, picked) if s)
+            coefficient = (sympy.Integer(1) if self.inline
+                           else sympy.Mul(*(t.coefficient for t in picked)))
+            out.append((coefficient, shown))
+        return out
+
+
+class _LowEnds:
+    """The choices over the lowest blocks, written once: alone (``I`` for no factor), or
+    after a higher choice's factors; their distinct scalars, each printed once per higher
+    choice."""
+
+    def __init__(self, lows: list[tuple[sympy.Expr, str]], writer: _TermWriter) -> None:
+        self.side = writer.side
+        self.alone = [body or "I" for _, body in lows]
+        self.ends = [writer.sep + body if body else "" for _, body in lows]
+        ids: dict[sympy.Expr, int] = {}
+        self.scalar_index = [ids.setdefault(coefficient, len(ids)) for coefficient, _ in lows]
+        self.scalars = list(ids)
+        self.plain = all(coefficient == 1 for coefficient in self.scalars)
+
+    def after(self, coefficient: sympy.Expr, shown: str) -> str:
+        """Every term whose higher blocks chose ``coefficient`` and factors ``shown``,
+        joined by `` + ``."""
+        bodies = [shown + end for end in self.ends] if shown else self.alone
+        if self.plain and coefficient == 1:
+            return " + ".join(bodies)
+        scalars = [_scalar(coefficient * low, self.side) for low in self.scalars]
+        return " + ".join([scalars[i] + body
+                           for i, body in zip(self.scalar_index, bodies, strict=True)])
 
 
 @lru_cache(maxsize=65536)

@@ -29,12 +29,14 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from typing import Literal, TypeAlias, TypedDict, Unpack, overload
 
 import numpy as np
 import sympy
 
 from derive.blocks.block import Block
 from derive.blocks.branch import BranchConfig
+from derive.blocks.config import VarianceConfig
 from derive.blocks.nodes import Input, Moments, Node
 from derive.blocks.primitives import Branch
 from derive.derivation.printing import latex, text
@@ -43,7 +45,7 @@ from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.inputs.numbers import exact
 from derive.pathsums.block_paths import BlockPathSum, block_terms
-from derive.pathsums.limits import check_path_args
+from derive.pathsums.limits import WrtLike, check_path_args
 from derive.recursions.analysis import VarianceAnalysis, variance
 from derive.recursions.block_maps import C_PREV, Q_PREV, block_input, c_seq
 from derive.recursions.closed_forms import numeric_map
@@ -56,6 +58,20 @@ SYMBOLIC_DEPTH = 64
 MAX_DEPTH = 100_000
 t = sympy.Symbol("t")
 k = sympy.Symbol("k", integer=True, positive=True)
+#: A share of paths or of gradient: exact (a SymPy number, or an expression in the
+#: block's symbols) or a float.
+Share: TypeAlias = sympy.Expr | float
+
+
+class BlockNumbers(TypedDict, total=False):
+    """The variance options :func:`path_gradients` passes on to
+    :func:`derive.recursions.analysis.variance` (each parsed there)."""
+
+    mlp_ratio: object
+    dropout: object
+    gamma: object
+    sigma_w2: object
+    negative_slope: object
 
 
 def term_gains(spec: Block, config: BranchConfig, x: Moments) -> list[sympy.Expr]:
@@ -95,8 +111,8 @@ class LengthShare:
 
     length: int
     count: int
-    path_share: object
-    gradient_share: object
+    path_share: float
+    gradient_share: Share
 
 
 class PathGradients:
@@ -107,7 +123,7 @@ class PathGradients:
     (3.594, 27.0)
     """
 
-    def __init__(self, depth: int, wrt: int | str, analysis: VarianceAnalysis,
+    def __init__(self, depth: int, wrt: WrtLike, analysis: VarianceAnalysis,
                  q0_value: sympy.Expr, exact_mode: bool | None = None) -> None:
         depth, wrt = check_path_args(depth, wrt)
         if depth > MAX_DEPTH:
@@ -116,82 +132,103 @@ class PathGradients:
         self.depth, self.wrt, self.analysis, self.q0 = depth, wrt, analysis, q0_value
         self.config = analysis.config
         self.paths = BlockPathSum(depth, wrt, self.config.block)
-        self.first = 1 if wrt == "x" else int(wrt) + 1
-        gains = term_gains(self.config.block, self.config, block_input(self.config))
-        poly = [sympy.Integer(0)] * (max(tm.branches for tm in block_terms(
-            self.config.block, 1)) + 1)
-        for term, gain in zip(block_terms(self.config.block, 1), gains, strict=True):
-            poly[term.branches] += gain
+        #: The first block whose factor the gradient passes: j + 1 (1 for x).
+        self.first = wrt.start + 1
         #: G(t)'s coefficients in q_{k-1} (``Q_PREV``) and c_{k-1} (``C_PREV``).
-        self.polynomial = [sympy.cancel(c) for c in poly]
-        symbolic = any(c.free_symbols - {Q_PREV, C_PREV} for c in self.polynomial)
-        symbolic = symbolic or not q0_value.is_number
-        if exact_mode is None:
-            exact_mode = symbolic or depth <= EXACT_DEPTH
-        if symbolic and (not exact_mode or depth > SYMBOLIC_DEPTH):
-            names = sorted(str(s) for c in self.polynomial for s in c.free_symbols
-                           if s not in (Q_PREV, C_PREV)) or [str(q0_value)]
-            raise DeriveError(f"gradient shares at depth {depth} need numbers, got the "
-                              f"symbols {', '.join(dict.fromkeys(names))}: give them values "
+        self.polynomial = branch_polynomial(self.config)
+        symbols = _symbols(self.polynomial, q0_value)
+        self.symbolic = bool(symbols)
+        self.exact = self._exact_mode(exact_mode, symbols)
+        #: Each length's share of the gradient's second moment, L = 0, 1, ...
+        self.gradient_shares = self._exact_shares() if self.exact else self._float_shares()
+
+    def _exact_mode(self, requested: bool | None, symbols: list[str]) -> bool:
+        """Exact shares if ``requested`` (by default: with symbols, or up to EXACT_DEPTH);
+        symbols need them, and a depth of at most SYMBOLIC_DEPTH."""
+        exact = (bool(symbols) or self.depth <= EXACT_DEPTH) if requested is None else requested
+        if symbols and (not exact or self.depth > SYMBOLIC_DEPTH):
+            raise DeriveError(f"gradient shares at depth {self.depth} need numbers, got the "
+                              f"symbols {', '.join(dict.fromkeys(symbols))}: give them values "
                               f"(--set, --gamma, --q0) or a depth <= {SYMBOLIC_DEPTH}")
-        self.exact, self.symbolic = exact_mode, symbolic
-        self.gradient_shares = self._exact_shares() if exact_mode else self._float_shares()
+        return exact
 
     # --- the forward moments and each block's polynomial --------------------------
-    def forward_moments(self, exact_values: bool) -> list[tuple[object, object]] | None:
+    @overload
+    def forward_moments(self, exact_values: Literal[True]
+                        ) -> list[tuple[sympy.Expr, sympy.Expr]] | None: ...
+    @overload
+    def forward_moments(self, exact_values: Literal[False]) -> list[tuple[float, float]]: ...
+
+    def forward_moments(self, exact_values: bool
+                        ) -> list[tuple[sympy.Expr, sympy.Expr]] | list[tuple[float, float]] | None:
         """(q_{k-1}, c_{k-1}) for k = 1..depth; ``exact_values``: exact, or None when
         numbers stop being rational."""
+        return self._exact_moments() if exact_values else self._float_moments()
+
+    def _exact_moments(self) -> list[tuple[sympy.Expr, sympy.Expr]] | None:
         fwd = self.analysis.forward.step
         cross = self.analysis.cross.step if self.analysis.cross is not None else None
-        if exact_values:
-            qv, cv, out = self.q0, sympy.Integer(0), []
-            tidy = sympy.simplify if self.symbolic else (lambda e: e)
-            for _ in range(self.depth):
-                out.append((qv, cv))
-                if not self.symbolic and not (qv.is_Rational and cv.is_Rational):
-                    return None  # irrational moments: the shares are computed in floats
-                qv, cv = (tidy(fwd.xreplace({Q_PREV: qv, C_PREV: cv})),
-                          cv if cross is None else
-                          tidy(cross.xreplace({Q_PREV: qv, C_PREV: cv})))
-            return out
+        qv, cv = self.q0, sympy.Integer(0)
+        out: list[tuple[sympy.Expr, sympy.Expr]] = []
+        tidy = sympy.simplify if self.symbolic else (lambda e: e)
+        for _ in range(self.depth):
+            out.append((qv, cv))
+            if not self.symbolic and not (qv.is_Rational and cv.is_Rational):
+                return None  # irrational moments: the shares are computed in floats
+            qv, cv = (tidy(fwd.xreplace({Q_PREV: qv, C_PREV: cv})),
+                      cv if cross is None else
+                      tidy(cross.xreplace({Q_PREV: qv, C_PREV: cv})))
+        return out
+
+    def _float_moments(self) -> list[tuple[float, float]]:
+        fwd = self.analysis.forward.step
+        cross = self.analysis.cross.step if self.analysis.cross is not None else None
         step = numeric_map(fwd, (Q_PREV, C_PREV))
         cstep = None if cross is None else numeric_map(cross, (Q_PREV, C_PREV))
-        qf, cf, outf = float(self.q0), 0.0, []
+        qf, cf = float(self.q0), 0.0
+        out: list[tuple[float, float]] = []
         for _ in range(self.depth):
-            outf.append((qf, cf))
+            out.append((qf, cf))
             qf, cf = step(qf, cf), (cf if cstep is None else cstep(qf, cf))
-        return outf
+        return out
 
-    def _exact_shares(self) -> list[object]:
+    def _exact_shares(self) -> list[Share]:
+        """The shares from the product of the blocks' G_k(t): in rationals when every
+        coefficient is one, in SymPy when they hold symbols, and in floats (``exact``
+        turned off) when the moments or coefficients are irrational numbers."""
         found = self.forward_moments(True)
         if found is None:
             self.exact = False
             return self._float_shares()
-        moments = found[self.first - 1:]
-        polys = [[sympy.nsimplify(c.xreplace({Q_PREV: qv, C_PREV: cv})) if c.is_number else
-                  c.xreplace({Q_PREV: qv, C_PREV: cv}) for c in self.polynomial]
-                 for qv, cv in moments]
+        polys = [self._polynomial_at(qv, cv) for qv, cv in found[self.first - 1:]]
         flat = [c for p in polys for c in p]
         if all(c.is_Rational for c in flat):
-            total = [Fraction(1)]
-            for p in polys:
-                total = _multiply(total, [Fraction(int(c.p), int(c.q)) for c in p])
-            norm = sum(total)
-            if norm == 0:
-                raise DeriveError(f"no gradient reaches the input through {self.config.block.text}")
-            return [sympy.Rational(v.numerator, v.denominator) / sympy.Rational(
-                norm.numerator, norm.denominator) for v in total]
+            return self._rational_shares(polys)
         if all(c.is_number for c in flat):
             self.exact = False
             return self._float_shares()
-        product = sympy.Poly(1, t)
-        for p in polys:
-            product = product * sympy.Poly(sum(c * t**i for i, c in enumerate(p)), t)
-        norm = sympy.factor(product.eval(1))
-        coefficients = list(reversed(product.all_coeffs()))
-        return [sympy.factor(c / norm) for c in coefficients]
+        return _symbolic_shares(polys)
 
-    def _float_shares(self) -> list[float]:
+    def _polynomial_at(self, qv: sympy.Expr, cv: sympy.Expr) -> list[sympy.Expr]:
+        """One block's G_k(t) coefficients, given q_{k-1} and c_{k-1} (numbers made exact)."""
+        out = []
+        for c in self.polynomial:
+            value = c.xreplace({Q_PREV: qv, C_PREV: cv})
+            out.append(sympy.nsimplify(value) if c.is_number else value)
+        return out
+
+    def _rational_shares(self, polys: list[list[sympy.Expr]]) -> list[Share]:
+        """[t^L] prod G_k(t) / prod G_k(1) in Python fractions (fast), as SymPy rationals."""
+        total = [Fraction(1)]
+        for p in polys:
+            total = _multiply(total, [Fraction(int(c.p), int(c.q)) for c in p])
+        norm = sum(total)
+        if norm == 0:
+            raise DeriveError(f"no gradient reaches the input through {self.config.block.text}")
+        return [sympy.Rational(v.numerator, v.denominator) / sympy.Rational(
+            norm.numerator, norm.denominator) for v in total]
+
+    def _float_shares(self) -> list[Share]:
         functions = [numeric_map(c, (Q_PREV, C_PREV)) for c in self.polynomial]
         total = np.ones(1)
         for qv, cv in self.forward_moments(False)[self.first - 1:]:
@@ -200,7 +237,8 @@ class PathGradients:
             if not norm > 0:
                 raise DeriveError(f"no gradient reaches the input through {self.config.block.text}")
             total = np.convolve(total, row / norm)
-        return [float(v) for v in total]
+        shares: list[Share] = [float(v) for v in total]
+        return shares
 
     # --- the table -----------------------------------------------------------------
     @cached_property
@@ -221,8 +259,9 @@ class PathGradients:
             range(len(self.counts)), self.counts, self.path_shares, self.gradient_shares,
             strict=True)]
 
-    def window(self, low: int, high: int) -> tuple[float, float]:
-        """(share of paths, share of gradient) of the lengths low..high.
+    def window(self, low: int, high: int) -> tuple[float, Share]:
+        """(share of paths, share of gradient) of the lengths low..high; the gradient's share
+        is an expression when the shares hold symbols.
 
         >>> p, g = path_gradients(54, init="he", block="pre").window(5, 17)
         >>> round(p, 4), round(g, 4)
@@ -236,9 +275,11 @@ class PathGradients:
         if low > high:
             raise DeriveError(f"path lengths {low}..{high}: the first exceeds the last")
         counts = sum(self.counts[low:high + 1])
-        return counts / self.paths.count, float(sum(self.gradient_shares[low:high + 1]))
+        shares = sum(self.gradient_shares[low:high + 1])
+        gradient = float(shares) if self.numeric else sympy.factor(shares)
+        return counts / self.paths.count, gradient
 
-    def _moment(self, shares: list, power: int) -> float:
+    def _moment(self, shares: list[Share], power: int) -> float:
         return float(sum(float(s) * length**power for length, s in enumerate(shares)))
 
     @cached_property
@@ -247,14 +288,14 @@ class PathGradients:
         return all(isinstance(s, float) or s.is_number for s in self.gradient_shares)
 
     @cached_property
-    def mean(self) -> object:
+    def mean(self) -> Share:
         """The gradient-weighted mean path length (a float; an expression if symbolic)."""
         if not self.numeric:
             return sympy.factor(sum(s * i for i, s in enumerate(self.gradient_shares)))
         return self._moment(self.gradient_shares, 1)
 
     @cached_property
-    def spread(self) -> object:
+    def spread(self) -> Share:
         """The gradient-weighted standard deviation of the path length."""
         if not self.numeric:
             second = sum(s * i**2 for i, s in enumerate(self.gradient_shares))
@@ -481,6 +522,41 @@ def _harmonic_sum(term: sympy.Expr, low: int, shift: int) -> sympy.Expr:
                           - sympy.harmonic(low - 1, *order, evaluate=False))
 
 
+def branch_polynomial(config: VarianceConfig) -> list[sympy.Expr]:
+    """G(t): a block's backward gain split by the branch Jacobians J on each term's way,
+    the coefficient of t^L summing the gains of the terms through L of them, in q_{k-1}
+    (``Q_PREV``) and c_{k-1} (``C_PREV``).
+
+    >>> from derive.blocks.config import variance_config
+    >>> branch_polynomial(variance_config(init="he", block="pre"))
+    [1, 1/x]
+    """
+    terms = block_terms(config.block, 1)
+    gains = term_gains(config.block, config, block_input(config))
+    poly = [sympy.Integer(0)] * (max(term.branches for term in terms) + 1)
+    for term, gain in zip(terms, gains, strict=True):
+        poly[term.branches] += gain
+    return [sympy.cancel(c) for c in poly]
+
+
+def _symbols(polynomial: list[sympy.Expr], q0_value: sympy.Expr) -> list[str]:
+    """The names of the symbols the shares would hold: the block's, besides q_{k-1} and
+    c_{k-1}, or else q0's; none when both are numbers."""
+    names = sorted(str(s) for c in polynomial for s in c.free_symbols
+                   if s not in (Q_PREV, C_PREV))
+    return names or ([] if q0_value.is_number else [str(q0_value)])
+
+
+def _symbolic_shares(polys: list[list[sympy.Expr]]) -> list[Share]:
+    """[t^L] prod G_k(t) / prod G_k(1) by SymPy's polynomials, each share factored."""
+    product = sympy.Poly(1, t)
+    for p in polys:
+        product = product * sympy.Poly(sum(c * t**i for i, c in enumerate(p)), t)
+    norm = sympy.factor(product.eval(1))
+    coefficients = list(reversed(product.all_coeffs()))
+    return [sympy.factor(c / norm) for c in coefficients]
+
+
 def _multiply(a: list[Fraction], b: list[Fraction]) -> list[Fraction]:
     out = [Fraction(0)] * (len(a) + len(b) - 1)
     for i, x in enumerate(a):
@@ -491,9 +567,10 @@ def _multiply(a: list[Fraction], b: list[Fraction]) -> list[Fraction]:
 
 
 def path_gradients(
-    depth: int, wrt: int | str = "x", *, block: object = None, init: str = "xavier",
+    depth: int, wrt: WrtLike = "x", *, block: object = None, init: str = "xavier",
     activation: str = "relu", branch: str = "single", q0: object = 1,
-    exact: bool | None = None, values: dict[str, object] | None = None, **parameters: object,
+    exact: bool | None = None, values: dict[str, object] | None = None,
+    **parameters: Unpack[BlockNumbers],
 ) -> PathGradients:
     """Path counts and the share of E[(dL/dx)^2] (or of dy/df_wrt's) carried by each path
     length, for ``depth`` blocks of ``block`` under ``init``/``activation``/``branch`` and the
@@ -504,7 +581,7 @@ def path_gradients(
     ['16/25', '8/25', '1/25']
     """
     analysis = variance(init, activation, branch=branch, block=block or "none", values=values,
-                        **parameters)  # type: ignore[arg-type]
+                        **parameters)
     return PathGradients(depth, wrt, analysis, _q0(q0), exact)
 
 

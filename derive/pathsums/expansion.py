@@ -20,11 +20,11 @@ SymPy is imported only by the members that build SymPy values.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
 from functools import cache, cached_property
 from math import comb
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError
 from derive.pathsums import notation as _nt
@@ -32,6 +32,8 @@ from derive.pathsums.limits import (
     MAX_BLOCKS,
     MAX_COUNT_BITS,
     MAX_TERMS,
+    Wrt,
+    WrtLike,
     check_path_args,
     more_terms_than,
 )
@@ -40,19 +42,19 @@ if TYPE_CHECKING:  # pragma: no cover
     import sympy
 
     from derive.derivation.value import Derivation
+    from derive.pathsums.block_paths import BlockPathSum
 
 
 Term = tuple[int, ...]
 
 
-def _later(depth: object, wrt: object) -> tuple[int, int | str, int, int]:
-    """(depth, wrt, j, m): j = 0 for x, m = N - j later blocks."""
-    depth, wrt = check_path_args(depth, wrt)
-    j = 0 if wrt == "x" else wrt
-    return depth, wrt, j, depth - j
+def _later(depth: object, wrt: object) -> tuple[int, Wrt, int]:
+    """(depth, wrt, m): m = N - j later blocks."""
+    depth, parsed = check_path_args(depth, wrt)
+    return depth, parsed, parsed.later(depth)
 
 
-def count_paths(depth: int, wrt: int | str = 1) -> int:
+def count_paths(depth: int, wrt: WrtLike = 1) -> int:
     """Number of terms of dy/df_wrt (2^(N-j)), exact, no enumeration.
 
     Past 2^MAX_COUNT_BITS (an int of 12.5 MB) it refuses, naming the power.
@@ -64,17 +66,13 @@ def count_paths(depth: int, wrt: int | str = 1) -> int:
     ...
     derive.errors.DeriveError: dy/df_1 at depth 1000000000000 has 2^999999999999 terms, more than the 2^100000000 an exact int holds
     """  # noqa: E501
-    depth, wrt, _, m = _later(depth, wrt)
+    depth, parsed, m = _later(depth, wrt)
     if m > MAX_COUNT_BITS:
         raise DeriveError(
-            f"{_name(wrt)} at depth {depth} has 2^{m} terms, more than the "
+            f"{parsed.gradient} at depth {depth} has 2^{m} terms, more than the "
             f"2^{MAX_COUNT_BITS} an exact int holds"
         )
     return 1 << m
-
-
-def _name(wrt: int | str) -> str:
-    return "dy/dx" if wrt == "x" else f"dy/df_{wrt}"
 
 
 class PathLengths(Mapping[int, int]):
@@ -102,16 +100,13 @@ class PathLengths(Mapping[int, int]):
     def __len__(self) -> int:
         return self.m + 1
 
-    def values(self) -> Iterator[int]:  # type: ignore[override]
-        """C(m, 0), ..., C(m, m) by the recurrence C(m, L+1) = C(m, L)(m-L)/(L+1)."""
-        value = 1
-        for length in range(self.m + 1):
-            yield value
-            value = value * (self.m - length) // (length + 1)
+    def values(self) -> _Binomials:
+        """C(m, 0), ..., C(m, m), by the recurrence C(m, L+1) = C(m, L)(m-L)/(L+1)."""
+        return _Binomials(self)
 
-    def items(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def items(self) -> _LengthItems:
         """Pairs (L, C(m, L)) in increasing L."""
-        return zip(range(self.m + 1), self.values(), strict=True)
+        return _LengthItems(self)
 
     def __repr__(self) -> str:
         if self.m <= 64:
@@ -119,34 +114,51 @@ class PathLengths(Mapping[int, int]):
         return f"PathLengths(m={self.m})"
 
 
-def path_lengths(depth: int, wrt: int | str = 1) -> PathLengths:
+class _Binomials(ValuesView[int]):
+    """The values of a :class:`PathLengths`, each from the one before (no comb() each)."""
+
+    _mapping: PathLengths
+
+    def __iter__(self) -> Iterator[int]:
+        m, value = self._mapping.m, 1
+        for length in range(m + 1):
+            yield value
+            value = value * (m - length) // (length + 1)
+
+
+class _LengthItems(ItemsView[int, int]):
+    """The items of a :class:`PathLengths`, in increasing L."""
+
+    _mapping: PathLengths
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return zip(range(self._mapping.m + 1), _Binomials(self._mapping), strict=True)
+
+
+def path_lengths(depth: int, wrt: WrtLike = 1) -> PathLengths:
     """How many terms have L Jacobian factors, for L = 0..N-j (binomial; lazy).
 
     >>> dict(path_lengths(4, "x"))
     {0: 1, 1: 4, 2: 6, 3: 4, 4: 1}
     """
-    return PathLengths(_later(depth, wrt)[3])
+    return PathLengths(_later(depth, wrt)[2])
 
 
-def iter_terms(depth: int, wrt: int | str = 1) -> Iterator[Term]:
+def iter_terms(depth: int, wrt: WrtLike = 1) -> Iterator[Term]:
     """Stream the terms in the book's order; no limit (see :class:`PathSum`).
 
     >>> list(iter_terms(4))
     [(), (2,), (3,), (3, 2), (4,), (4, 2), (4, 3), (4, 3, 2)]
     """
-    depth, wrt, j, m = _later(depth, wrt)
+    depth, parsed, m = _later(depth, wrt)
     if m > MAX_BLOCKS:
         raise DeriveError(
-            f"{_name(wrt)} at depth {depth} has {m} later blocks, more than the {MAX_BLOCKS} "
+            f"{parsed.gradient} at depth {depth} has {m} later blocks, more than the {MAX_BLOCKS} "
             "whose terms are listed; use count_paths()/path_lengths()"
         )
     low_bits = min(m, _nt.LOW_BITS)
-    low_blocks = range(j + low_bits, j, -1)  # descending: the bits low_bits-1 .. 0
-    lows = [tuple(b for b in low_blocks if mask >> (b - j - 1) & 1)
-            for mask in range(1 << low_bits)]
-    high_blocks = range(depth, j + low_bits, -1)
-    for high in range(1 << (m - low_bits)):
-        prefix = tuple(b for b in high_blocks if high >> (b - j - low_bits - 1) & 1)
+    lows = _nt.low_terms(parsed.start, low_bits)
+    for prefix in _nt.high_prefixes(depth, parsed.start + low_bits):
         if prefix:
             for low in lows:
                 yield prefix + low
@@ -154,7 +166,7 @@ def iter_terms(depth: int, wrt: int | str = 1) -> Iterator[Term]:
             yield from lows
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, repr=False)
 class PathSum:
     """The path expansion of dy/df_wrt (or dy/dx) for ``depth`` residual blocks.
 
@@ -164,6 +176,7 @@ class PathSum:
     Iteration streams the terms; iteration, ``.terms``, ``.expr`` and the full
     text/LaTeX refuse more than MAX_TERMS terms unless ``force=True``.
     ``notation`` ("udl" or "jacobian") is used by LaTeX display and the derivation.
+    ``wrt`` (a block index or ``"x"``) is kept parsed, a :class:`~derive.pathsums.limits.Wrt`.
 
     >>> s = PathSum(4)
     >>> len(s), s.terms[3], s.text()
@@ -171,15 +184,21 @@ class PathSum:
     """  # noqa: E501
 
     depth: int
-    wrt: int | str = 1
-    notation: str = "udl"
-    force: bool = False
+    wrt: Wrt
+    notation: str
+    force: bool
 
-    def __post_init__(self) -> None:
-        depth, wrt = check_path_args(self.depth, self.wrt)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "wrt", wrt)
-        _nt.check_notation(self.notation)
+    def __init__(self, depth: int, wrt: WrtLike = 1, notation: str = "udl",
+                 force: bool = False) -> None:
+        checked, parsed = check_path_args(depth, wrt)
+        object.__setattr__(self, "depth", checked)
+        object.__setattr__(self, "wrt", parsed)
+        object.__setattr__(self, "notation", _nt.check_notation(notation))
+        object.__setattr__(self, "force", force)
+
+    def __repr__(self) -> str:
+        return (f"PathSum(depth={self.depth}, wrt={self.wrt.value!r}, "
+                f"notation={self.notation!r}, force={self.force!r})")
 
     @property
     def blocks(self) -> tuple[int, ...]:
@@ -190,7 +209,7 @@ class PathSum:
         """
         if self.later > MAX_BLOCKS:
             raise DeriveError(
-                f"{_name(self.wrt)} at depth {self.depth} has {self.later} later blocks, more "
+                f"{self.wrt.gradient} at depth {self.depth} has {self.later} later blocks, more "
                 f"than the {MAX_BLOCKS} listed; use count_paths()/path_lengths()"
             )
         return tuple(self._later_blocks)
@@ -202,11 +221,11 @@ class PathSum:
         >>> PathSum(4).later, PathSum(4, "x").later
         (3, 4)
         """
-        return self.depth - (0 if self.wrt == "x" else self.wrt)
+        return self.wrt.later(self.depth)
 
     @property
     def _later_blocks(self) -> range:
-        return range(self.depth, 0 if self.wrt == "x" else self.wrt, -1)
+        return range(self.depth, self.wrt.start, -1)
 
     def _at_most(self, terms: int) -> bool:
         """Whether the sum has at most ``terms`` terms (no big int built)."""
@@ -252,7 +271,7 @@ class PathSum:
             count = _nt.format_power_of_two(self.later) if self.later < 10**6 else "2^"
             count = "" if count.startswith("2^") else f" = {count}"
             raise DeriveError(
-                f"{_name(self.wrt)} at depth {self.depth} has 2^{self.later}{count} terms, more "
+                f"{self.wrt.gradient} at depth {self.depth} has 2^{self.later}{count} terms, more "
                 f"than 2^22 = {MAX_TERMS}: use count_paths()/path_lengths(), or force=True"
             )
 
@@ -342,7 +361,7 @@ class PathSum:
         parts += ["\\cdots", _nt.term_latex(self._longest(), self.wrt, self.notation, 4)]
         return " + ".join(parts)
 
-    def _latex(self, printer: Any = None) -> str:
+    def _latex(self, printer: object = None) -> str:
         """What ``sympy.latex(obj)`` shows: the sum, abbreviated past 64 terms."""
         return self.short_latex()
 
@@ -407,8 +426,8 @@ def _derivation(s: PathSum) -> Derivation:
     count_n, m_, l_, total, mean = _generic_counts()
     h = sympy.Function("h")
     kk = sympy.Symbol("k", integer=True)
-    m, j = len(s.blocks), 0 if s.wrt == "x" else s.wrt
-    wrt_tex = "x" if s.wrt == "x" else f"f_{{{s.wrt}}}"
+    m, j = len(s.blocks), s.wrt.start
+    wrt_tex = "x" if s.wrt.is_input else f"f_{{{j}}}"
     gradient = _nt.shown(_nt.gradient_text(s.wrt), _nt.gradient_latex(s.wrt))
     identity = _nt.shown("I", "I")
     steps = [
@@ -419,7 +438,7 @@ def _derivation(s: PathSum) -> Derivation:
              "differentiate: the skip path gives $I$, the branch its Jacobian "
              "$J_k = \\partial f_k / \\partial h_{k-1}$"),
     ]
-    if s.wrt != "x":
+    if not s.wrt.is_input:
         steps.append(Step(
             _nt.shown(f"∂h{_nt.subscript(j)}/∂f{_nt.subscript(j)}",
                       f"\\frac{{\\partial h_{{{j}}}}}{{\\partial f_{{{j}}}}}"),
@@ -476,12 +495,13 @@ def _derivation(s: PathSum) -> Derivation:
 
 
 def paths(
-    depth: int, wrt: int | str = 1, *, notation: str = "udl", force: bool = False,
+    depth: int, wrt: WrtLike = 1, *, notation: str = "udl", force: bool = False,
     block: object = None,
-) -> Any:
+) -> PathSum | BlockPathSum:
     """The path expansion of dy/df_wrt (or dy/dx): a lazy :class:`PathSum`.
 
-    ``wrt`` is a block index 1..depth or ``"x"``. Nothing is enumerated until
+    ``wrt`` is a block index 1..depth or ``"x"`` (parsed into a
+    :class:`derive.pathsums.limits.Wrt`, the sum's ``.wrt``). Nothing is enumerated until
     the terms are used; enumerating more than MAX_TERMS (2^22) terms raises
     DeriveError unless ``force=True``. ``notation`` ("udl" or "jacobian") is
     what LaTeX display and the derivation use. ``block`` (a preset, an expression

@@ -2,7 +2,8 @@
 
 A term of the path sum is the tuple of its Jacobians' block indices, left to
 right, e.g. ``(4, 3, 2)`` for J_4 J_3 J_2; ``()`` is the identity path I.
-``wrt`` is the block j of dy/df_j, or ``"x"`` for dy/dx.
+``wrt`` is a :class:`derive.pathsums.limits.Wrt`: the block j of dy/df_j, or 0 for dy/dx.
+A factor is reached from a block index too, 0 for the input x.
 
 Two notations:
 
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError, choice_error
+from derive.pathsums.limits import MAX_BLOCKS, Wrt, check_path_args
 
 if TYPE_CHECKING:  # pragma: no cover
     import sympy
@@ -42,7 +44,8 @@ _LIMIT = 10**MAX_DIGITS
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
 Term = tuple[int, ...]
-Wrt = int | str
+#: The default ``wrt``: dy/df_1.
+FIRST = Wrt(1)
 
 
 def check_notation(notation: object) -> str:
@@ -65,36 +68,36 @@ def subscript(index: int | str) -> str:
     return str(index).translate(_SUB)
 
 
-def _base_text(wrt: Wrt) -> str:
-    return "x" if wrt == "x" else "f" + str(wrt).translate(_SUB)
+def _base_text(right: int) -> str:
+    return "x" if right == 0 else "f" + str(right).translate(_SUB)
 
 
-def _base_latex(wrt: Wrt) -> str:
-    return "x" if wrt == "x" else f"f_{{{wrt}}}"
+def _base_latex(right: int) -> str:
+    return "x" if right == 0 else f"f_{{{right}}}"
 
 
-def gradient_text(wrt: Wrt = 1) -> str:
+def gradient_text(wrt: Wrt = FIRST) -> str:
     """The left-hand side dy/df_j (or dy/dx) as Unicode text.
 
-    >>> gradient_text(1), gradient_text("x")
+    >>> gradient_text(Wrt(1)), gradient_text(Wrt(0))
     ('∂y/∂f₁', '∂y/∂x')
     """
-    return f"∂y/∂{_base_text(wrt)}"
+    return f"∂y/∂{_base_text(wrt.start)}"
 
 
-def gradient_latex(wrt: Wrt = 1) -> str:
+def gradient_latex(wrt: Wrt = FIRST) -> str:
     """The left-hand side dy/df_j (or dy/dx) in LaTeX.
 
-    >>> gradient_latex(2)
+    >>> gradient_latex(Wrt(2))
     '\\\\frac{\\\\partial y}{\\\\partial f_{2}}'
     """
-    return f"\\frac{{\\partial y}}{{\\partial {_base_latex(wrt)}}}"
+    return f"\\frac{{\\partial y}}{{\\partial {_base_latex(wrt.start)}}}"
 
 
-def factor_text(block: int, right: int | str, notation: str = "udl") -> str:
-    """One factor J_block, reached from ``right`` (a block index or ``"x"``), as text.
+def factor_text(block: int, right: int, notation: str = "udl") -> str:
+    """One factor J_block, reached from block ``right`` (0: the input x), as text.
 
-    >>> factor_text(4, 3), factor_text(2, "x"), factor_text(4, 3, "jacobian")
+    >>> factor_text(4, 3), factor_text(2, 0), factor_text(4, 3, "jacobian")
     ('∂f₄/∂f₃', '∂f₂/∂x', 'J₄')
     """
     if notation == "jacobian":
@@ -102,12 +105,12 @@ def factor_text(block: int, right: int | str, notation: str = "udl") -> str:
     return f"∂f{str(block).translate(_SUB)}/∂{_base_text(right)}"
 
 
-def factor_latex(block: int, right: int | str, notation: str = "udl") -> str:
-    """One factor J_block, reached from ``right``, in LaTeX.
+def factor_latex(block: int, right: int, notation: str = "udl") -> str:
+    """One factor J_block, reached from block ``right`` (0: the input x), in LaTeX.
 
     >>> factor_latex(4, 3, "jacobian")
     'J_{4}'
-    >>> print(factor_latex(2, "x"))
+    >>> print(factor_latex(2, 0))
     \\frac{\\partial f_{2}}{\\partial x}
     """
     if notation == "jacobian":
@@ -115,18 +118,18 @@ def factor_latex(block: int, right: int | str, notation: str = "udl") -> str:
     return f"\\frac{{\\partial f_{{{block}}}}}{{\\partial {_base_latex(right)}}}"
 
 
-def pairs(term: Term, wrt: Wrt) -> Iterator[tuple[int, int | str]]:
-    """Pairs (block, reached from): the next factor's block, or wrt for the last.
+def pairs(term: Term, start: int) -> Iterator[tuple[int, int]]:
+    """Pairs (block, reached from): the next factor's block, or ``start`` (wrt's) for the last.
 
     >>> list(pairs((4, 3, 2), 1))
     [(4, 3), (3, 2), (2, 1)]
     """
     for i, block in enumerate(term):
-        yield block, term[i + 1] if i + 1 < len(term) else wrt
+        yield block, term[i + 1] if i + 1 < len(term) else start
 
 
 def term_text(
-    term: Term, wrt: Wrt = 1, notation: str = "udl", max_factors: int | None = None
+    term: Term, wrt: Wrt = FIRST, notation: str = "udl", max_factors: int | None = None
 ) -> str:
     """A term as Unicode text: ``I``, a bare factor, or a product of factors.
 
@@ -139,7 +142,7 @@ def term_text(
     """
     if not term:
         return "I"
-    factors: list[str] = [factor_text(a, b, notation) for a, b in pairs(term, wrt)]
+    factors: list[str] = [factor_text(a, b, notation) for a, b in pairs(term, wrt.start)]
     if max_factors is not None and len(factors) > max_factors:
         factors = [*factors[:2], "⋯", factors[-1]]
     if notation == "udl" and len(factors) > 1:
@@ -148,7 +151,7 @@ def term_text(
 
 
 def term_latex(
-    term: Term, wrt: Wrt = 1, notation: str = "udl", max_factors: int | None = None
+    term: Term, wrt: Wrt = FIRST, notation: str = "udl", max_factors: int | None = None
 ) -> str:
     """A term in LaTeX: ``I`` or the factors side by side (``\\cdots`` past ``max_factors``).
 
@@ -159,13 +162,13 @@ def term_latex(
     """
     if not term:
         return "I"
-    factors = [factor_latex(a, b, notation) for a, b in pairs(term, wrt)]
+    factors = [factor_latex(a, b, notation) for a, b in pairs(term, wrt.start)]
     if max_factors is not None and len(factors) > max_factors:
         factors = [*factors[:2], "\\cdots", factors[-1]]
     return " ".join(factors)
 
 
-def sum_text(terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl") -> str:
+def sum_text(terms: Iterable[Term], wrt: Wrt = FIRST, notation: str = "udl") -> str:
     """The sum of ``terms`` as one line of text, e.g. ``I + J₂``.
 
     >>> sum_text([(), (2,)], notation="jacobian")
@@ -174,7 +177,7 @@ def sum_text(terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl") -> str:
     return " + ".join(term_text(t, wrt, notation) for t in terms)
 
 
-def sum_latex(terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl") -> str:
+def sum_latex(terms: Iterable[Term], wrt: Wrt = FIRST, notation: str = "udl") -> str:
     """The sum of ``terms`` as one line of LaTeX.
 
     >>> sum_latex([(), (2,), (3, 2)], notation="jacobian")
@@ -188,9 +191,81 @@ def _factor_width(block: int, notation: str) -> float:
     return (0.9 if notation == "jacobian" else 1.8) + 0.4 * digits
 
 
+class _LatexFactors:
+    """Each term's factors (block, reached from), their LaTeX and the estimated widths,
+    built once for each block or pair and reused."""
+
+    __slots__ = ("notation", "pieces", "start", "widths")
+
+    def __init__(self, wrt: Wrt, notation: str) -> None:
+        self.start, self.notation = wrt.start, notation
+        self.widths: dict[int, float] = {}
+        self.pieces: dict[tuple[int, int], str] = {}
+
+    def factors(self, term: Term) -> list[tuple[int, int]]:
+        """The term's (block, reached from) pairs, left to right."""
+        return [*itertools.pairwise(term), (term[-1], self.start)] if term else []
+
+    def width(self, term: Term) -> float:
+        """The term's estimated width in em (``I`` for the identity)."""
+        if not term:
+            return 0.8
+        for block in term:
+            if block not in self.widths:
+                self.widths[block] = _factor_width(block, self.notation)
+        return sum(self.widths[block] for block in term)
+
+    def latex(self, factors: list[tuple[int, int]]) -> str:
+        """The factors side by side."""
+        for pair in factors:
+            if pair not in self.pieces:
+                self.pieces[pair] = factor_latex(*pair, self.notation)
+        return " ".join([self.pieces[pair] for pair in factors])
+
+
+class _AlignRows:
+    """The rows of an ``align`` environment as they fill: the row being written, the
+    width it uses (em), whether it holds nothing yet, and the rows already full."""
+
+    __slots__ = ("empty", "full", "row", "used", "width")
+
+    def __init__(self, first: str, width: float) -> None:
+        self.row, self.used, self.empty, self.width = first, 0.0, True, width
+        self.full: list[str] = []
+
+    def _next_row(self, start: str) -> None:
+        self.full.append(self.row)
+        self.row, self.used, self.empty = start, 0.0, True
+
+    def plus(self, need: float) -> None:
+        """The `` + `` before a term ``need`` em wide: on a new row if the term would not
+        fit on this one."""
+        if not self.empty and self.used + _PLUS_WIDTH + need > self.width:
+            self._next_row("&\\quad ")
+        self.row += "+ " if self.empty else " + "
+        self.used, self.empty = self.used + _PLUS_WIDTH, False
+
+    def fits(self, need: float) -> bool:
+        return self.used + need <= self.width
+
+    def put(self, text: str, need: float) -> None:
+        self.row += text
+        self.used, self.empty = self.used + need, False
+
+    def put_long(self, factors: list[tuple[int, int]], terms: _LatexFactors) -> None:
+        """A term longer than the row: its factors, continued on further rows
+        (``&\\qquad``)."""
+        for i, pair in enumerate(factors):
+            w = terms.widths[pair[0]]
+            if i and self.used + w > self.width:
+                self._next_row("&\\qquad ")
+            self.put(("" if self.empty or not i else " ") + factor_latex(*pair, terms.notation),
+                     w)
+
+
 def iter_latex_lines(
     terms: Iterable[Term],
-    wrt: Wrt = 1,
+    wrt: Wrt = FIRST,
     notation: str = "udl",
     *,
     width: float = LINE_WIDTH,
@@ -208,42 +283,27 @@ def iter_latex_lines(
     &\quad + J_{3} J_{2}
     """
     check_notation(notation)
-    widths: dict[int, float] = {}
-    pieces: dict[tuple[int, int | str], str] = {}
-    row, used, empty = f"{gradient_latex(wrt)} &= ", 0.0, True
+    factors_of = _LatexFactors(wrt, notation)
+    rows = _AlignRows(f"{gradient_latex(wrt)} &= ", width)
     for index, term in enumerate(terms):
-        factors = [*itertools.pairwise(term), (term[-1], wrt)] if term else []
-        for a, _ in factors:
-            if a not in widths:
-                widths[a] = _factor_width(a, notation)
-        need = sum(widths[a] for a in term) if term else 0.8
+        need = factors_of.width(term)
         if index:
-            if not empty and used + _PLUS_WIDTH + need > width:
-                yield row
-                row, used, empty = "&\\quad ", 0.0, True
-            row += "+ " if empty else " + "
-            used, empty = used + _PLUS_WIDTH, False
+            rows.plus(need)
+        factors = factors_of.factors(term)
         if not factors:
-            row, used, empty = row + "I", used + need, False
-        elif used + need <= width:  # the whole term fits on this row
-            for pair in factors:
-                if pair not in pieces:
-                    pieces[pair] = factor_latex(*pair, notation)
-            row += " ".join([pieces[pair] for pair in factors])
-            used, empty = used + need, False
-            continue
-        for i, pair in enumerate(factors):
-            w = widths[pair[0]]
-            if i and used + w > width:
-                yield row
-                row, used, empty = "&\\qquad ", 0.0, True
-            row += ("" if empty or not i else " ") + factor_latex(*pair, notation)
-            used, empty = used + w, False
-    yield row
+            rows.put("I", need)
+        elif rows.fits(need):
+            rows.put(factors_of.latex(factors), need)
+        else:
+            rows.put_long(factors, factors_of)
+        if rows.full:
+            yield from rows.full
+            rows.full.clear()
+    yield rows.row
 
 
 def latex_lines(
-    terms: Iterable[Term], wrt: Wrt = 1, notation: str = "udl", *, width: float = LINE_WIDTH
+    terms: Iterable[Term], wrt: Wrt = FIRST, notation: str = "udl", *, width: float = LINE_WIDTH
 ) -> list[str]:
     """The rows of :func:`iter_latex_lines` as a list (join them with ``\\\\``).
 
@@ -339,7 +399,56 @@ def binomial_row(m: int, digits: int = 6) -> Iterator[str]:
         yield first_half[m - length]
 
 
-def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> Iterator[str]:
+def low_terms(start: int, bits: int) -> list[Term]:
+    """The terms over the blocks start+1 .. start+bits alone, in binary order (block
+    start+1 the lowest bit): the ends of every term of a longer sum.
+
+    >>> low_terms(1, 2)
+    [(), (2,), (3,), (3, 2)]
+    """
+    blocks = range(start + bits, start, -1)  # descending: the bits bits-1 .. 0
+    return [tuple(b for b in blocks if mask >> (b - start - 1) & 1) for mask in range(1 << bits)]
+
+
+def high_prefixes(depth: int, top: int) -> Iterator[Term]:
+    """The choices among the blocks top+1 .. depth, in binary order: what stands left of
+    the low terms (:func:`low_terms` up to block ``top``).
+
+    >>> list(high_prefixes(5, 3))
+    [(), (4,), (5,), (5, 4)]
+    """
+    blocks = range(depth, top, -1)
+    for high in range(1 << (depth - top)):
+        yield tuple(b for b in blocks if high >> (b - top - 1) & 1)
+
+
+class _LowTexts:
+    """The text of the low terms, built once: alone (a term with no higher block), and as
+    the end of a term after higher blocks, whose rightmost factor is reached from the low
+    part's first block (or wrt's)."""
+
+    def __init__(self, wrt: Wrt, bits: int, notation: str) -> None:
+        self.wrt, self.notation = wrt, notation
+        lows = low_terms(wrt.start, bits)
+        self.alone = [term_text(low, wrt, notation) for low in lows]
+        self.ends = [_product_text(low, wrt.start, notation) if low else "" for low in lows]
+        reached = [low[0] if low else wrt.start for low in lows]
+        #: the blocks a high part can be reached from, and which one each low term needs
+        self.reached = sorted(set(reached))
+        self.reached_index = [self.reached.index(r) for r in reached]
+
+    def after(self, prefix: Term) -> str:
+        """Every term with these higher blocks on the left, joined by `` + ``."""
+        if not prefix:
+            return " + ".join(self.alone)
+        heads = [_product_text(prefix, r, self.notation) for r in self.reached]
+        parts = [heads[i] + end for i, end in zip(self.reached_index, self.ends, strict=True)]
+        if len(prefix) == 1:  # with the empty low part: one bare factor
+            parts[0] = term_text(prefix, self.wrt, self.notation)
+        return " + ".join(parts)
+
+
+def iter_text_chunks(depth: int, wrt: Wrt = FIRST, notation: str = "udl") -> Iterator[str]:
     """Stream ``dy/df_j = term + term + ...`` as text, in large chunks (no newline).
 
     Terms are assembled from precomputed pieces: the factors of the low
@@ -349,39 +458,19 @@ def iter_text_chunks(depth: int, wrt: int | str = 1, notation: str = "udl") -> I
     >>> "".join(iter_text_chunks(3))
     '∂y/∂f₁ = I + ∂f₂/∂f₁ + ∂f₃/∂f₁ + (∂f₃/∂f₂)(∂f₂/∂f₁)'
     """
-    from derive.pathsums.limits import MAX_BLOCKS, check_path_args
-
     depth, wrt = check_path_args(depth, wrt)
     check_notation(notation)
-    j = 0 if wrt == "x" else wrt
-    m = depth - j
+    m = wrt.later(depth)
     if m > MAX_BLOCKS:
         raise DeriveError(f"{m} later blocks: terms are listed for at most {MAX_BLOCKS}")
     yield gradient_text(wrt) + " = "
-    low_bits = min(m, LOW_BITS)
-    lows = [tuple(b for b in range(j + low_bits, j, -1) if mask >> (b - j - 1) & 1)
-            for mask in range(1 << low_bits)]
-    low_full = [term_text(low, wrt, notation) for low in lows]
-    low_part = [_product_text(low, wrt, notation) if low else "" for low in lows]
-    # the factor left of a low part is reached from the low part's first block (or wrt)
-    reached: list[int | str] = [low[0] if low else wrt for low in lows]
-    keys = sorted(set(reached), key=str)
-    key_index = [keys.index(r) for r in reached]
-    high_blocks = range(depth, j + low_bits, -1)
-    for high in range(1 << (m - low_bits)):
-        prefix = tuple(b for b in high_blocks if high >> (b - j - low_bits - 1) & 1)
-        if not prefix:
-            chunk = " + ".join(low_full)
-        else:
-            heads = [_product_text(prefix, r, notation) for r in keys]
-            parts = [heads[i] + s for i, s in zip(key_index, low_part, strict=True)]
-            if len(prefix) == 1:  # with the empty low part: one bare factor
-                parts[0] = term_text(prefix, wrt, notation)
-            chunk = " + ".join(parts)
-        yield chunk if high == 0 else " + " + chunk
+    bits = min(m, LOW_BITS)
+    lows = _LowTexts(wrt, bits, notation)
+    for index, prefix in enumerate(high_prefixes(depth, wrt.start + bits)):
+        yield (" + " if index else "") + lows.after(prefix)
 
 
-def _product_text(term: Term, right: int | str, notation: str) -> str:
+def _product_text(term: Term, right: int, notation: str) -> str:
     """The factors of ``term`` as text (parenthesized in udl), the last reached from ``right``."""
     factors = [factor_text(a, b, notation) for a, b in pairs(term, right)]
     return "".join(factors) if notation == "jacobian" else "".join(f"({f})" for f in factors)

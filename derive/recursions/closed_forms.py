@@ -157,7 +157,8 @@ def _linear_product(factor: sympy.Expr, start: int) -> sympy.Expr | None:
     if not (numer.has(k) or denom.has(k)) or factor.has(K):
         return None
     terms = K - start + 1
-    scale, shifts = [], []
+    scale: list[sympy.Expr] = []
+    shifts: list[sympy.Expr | None] = []
     for part in (numer, denom):
         if not part.has(k):
             scale.append(part**terms)
@@ -397,33 +398,47 @@ def growth(expr: sympy.Expr) -> str:
         return "constant"
     masked, back = mask(expr)
     if expr.has(sympy.gamma, sympy.RisingFactorial):
-        exponent = _power_exponent(masked, back)
-        if exponent is None:
-            return "power law"
-        exponent = exponent.xreplace(back)
-        if exponent.is_number and not exponent.is_Rational:
-            exponent = sympy.N(finish(exponent), 3)
-        if exponent == 1:
-            return "linear"
-        shown = str(exponent)
-        return f"power law, K^({shown})" if len(shown) <= 40 else "power law"
+        return _gamma_law(masked, back)
     expanded = sympy.expand(expr)
     if expanded.is_polynomial(K):
-        degree = sympy.Poly(expanded, K).degree()
-        return "linear" if degree == 1 else f"polynomial (degree {degree})"
+        return _degree_law(sympy.Poly(expanded, K).degree())
     if masked.is_rational_function(K):
-        num, den = sympy.fraction(sympy.cancel(masked))
-        degree = sympy.degree(num, K) - sympy.degree(den, K)
-        if degree == 0:
-            return "constant in the limit"
-        if degree < 0:
-            return "decays like 1/K" if degree == -1 else f"decays like K^({degree})"
-        return "linear" if degree == 1 else f"polynomial (degree {degree})"
+        return _rational_law(masked)
     rates = [p.base.xreplace(back) for p in masked.atoms(sympy.Pow)
              if p.exp.has(K) and not p.base.has(K)]
     if rates:
         return _rate_law(rates)
     return "other"
+
+
+def _gamma_law(masked: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> str:
+    """A ratio of gammas (and polynomials) in K grows like a power of K: which one."""
+    exponent = _power_exponent(masked, back)
+    if exponent is None:
+        return "power law"
+    exponent = exponent.xreplace(back)
+    if exponent.is_number and not exponent.is_Rational:
+        exponent = sympy.N(finish(exponent), 3)
+    if exponent == 1:
+        return "linear"
+    shown = str(exponent)
+    return f"power law, K^({shown})" if len(shown) <= 40 else "power law"
+
+
+def _degree_law(degree: int) -> str:
+    """A polynomial in K of this degree (at least 1)."""
+    return "linear" if degree == 1 else f"polynomial (degree {degree})"
+
+
+def _rational_law(masked: sympy.Expr) -> str:
+    """A ratio of polynomials in K: constant, decaying or growing by its degree."""
+    num, den = sympy.fraction(sympy.cancel(masked))
+    degree = sympy.degree(num, K) - sympy.degree(den, K)
+    if degree == 0:
+        return "constant in the limit"
+    if degree < 0:
+        return "decays like 1/K" if degree == -1 else f"decays like K^({degree})"
+    return _degree_law(degree)
 
 
 def mask(expr: sympy.Expr, keep: sympy.Symbol | None = None

@@ -13,14 +13,21 @@ files' metadata.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 #: Figure size in inches and PNG resolution.
 SIZE = (6.4, 3.4)
 DPI = 120
-_METADATA = {"png": {"Software": None}, "pdf": {"Software": None, "CreationDate": None}}
-_STYLE = {
+_METADATA: dict[str, dict[str, str | None]] = {
+    "png": {"Software": None}, "pdf": {"Software": None, "CreationDate": None}}
+#: matplotlib's settings for every figure (its stubs type the keys as literals).
+_STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans",
     "font.size": 9,
     "axes.grid": True,
@@ -35,20 +42,17 @@ _CYCLE = ("#c0392b", "#2471a3", "#229954", "#8e44ad", "#d35400", "#16a085", "#7f
           "#2c3e50", "#b7950b", "#a93226", "#1f618d")
 
 
-def _pyplot() -> Any:
+def _agg() -> None:
+    """Choose matplotlib's Agg backend; pyplot is imported after it."""
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
-def _save(fig: Any) -> dict[str, bytes]:
+def _save(fig: Figure) -> dict[str, bytes]:
     import io
 
-    out = {}
+    out: dict[str, bytes] = {}
     for fmt in ("png", "pdf"):
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
@@ -70,8 +74,9 @@ def moments_figure(
     >>> fig["pdf"][:5]
     b'%PDF-'
     """
-    plt = _pyplot()
+    _agg()
     import matplotlib
+    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
@@ -106,7 +111,7 @@ def moments_figure(
 _LINES = ("#2471a3", "#c0392b", "#229954", "#7d3c98", "#b9770e")
 
 
-def _log_ticks(ax: Any, low: float | None = None, high: float | None = None) -> None:
+def _log_ticks(ax: Axes, low: float | None = None, high: float | None = None) -> None:
     """Log-axis labels a reader can read: 1, 10, 100, then 10³ ...; 1, 2, 5 ... on a short axis.
 
     At most seven labels; a range of less than three decades also labels 2 and 5.
@@ -134,8 +139,9 @@ def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
     >>> fig["png"][:4]
     b'\\x89PNG'
     """
-    plt = _pyplot()
+    _agg()
     import matplotlib
+    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
@@ -163,7 +169,8 @@ def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
 
 def warm() -> None:
     """Import matplotlib (a second process does this while the first derives the data)."""
-    _pyplot()
+    _agg()
+    import matplotlib.pyplot  # noqa: F401
 
 
 def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, bytes]]:
@@ -172,9 +179,10 @@ def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, by
     >>> sorted(draw({"p": ("path_length_figure", ({0: 1, 1: 1},), {})})["p"])
     ['pdf', 'png']
     """
-    makers = {"moments_figure": moments_figure, "curves_figure": curves_figure,
-              "path_length_figure": path_length_figure, "variants_figure": variants_figure,
-              "gradient_length_figure": gradient_length_figure}
+    makers: dict[str, Callable[..., dict[str, bytes]]] = {
+        "moments_figure": moments_figure, "curves_figure": curves_figure,
+        "path_length_figure": path_length_figure, "variants_figure": variants_figure,
+        "gradient_length_figure": gradient_length_figure}
     return {stem: makers[name](*args, **kwargs) for stem, (name, args, kwargs) in specs.items()}
 
 
@@ -185,8 +193,9 @@ def path_length_figure(counts: Mapping[int, int], title: str = "") -> dict[str, 
     >>> len(fig["png"]) > 1000
     True
     """
-    plt = _pyplot()
+    _agg()
     import matplotlib
+    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
     lengths = sorted(counts)
@@ -216,8 +225,9 @@ def variants_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]
     >>> fig["png"][:4]
     b'\\x89PNG'
     """
-    plt = _pyplot()
+    _agg()
     import matplotlib
+    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
     cycle = _CYCLE
@@ -252,8 +262,9 @@ def gradient_length_figure(series: Mapping[str, Sequence[float]], title: str,
     >>> fig["png"][:4]
     b'\\x89PNG'
     """
-    plt = _pyplot()
+    _agg()
     import matplotlib
+    import matplotlib.pyplot as plt
 
     cycle = _CYCLE
     styles = ("-", "-", "--", "-.")

@@ -9,8 +9,8 @@ before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
@@ -38,7 +38,7 @@ class Utf8Loader(jinja2.FileSystemLoader):
     """
 
     def get_source(self, environment: jinja2.Environment,
-                   template: str) -> tuple[str, str | None, Any]:
+                   template: str) -> tuple[str, str, Callable[[], bool]]:
         try:
             return super().get_source(environment, template)
         except UnicodeDecodeError as err:
@@ -61,7 +61,7 @@ def _template_line(err: BaseException, env: jinja2.Environment) -> tuple[str, in
     return found
 
 
-def render_safely(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+def render_safely(env: jinja2.Environment, name: str, context: Mapping[str, object]) -> str:
     """Render template ``name``; any fault of a template becomes one TemplateFault line.
 
     >>> env = jinja2.Environment(loader=jinja2.DictLoader({"t.j2": "{{ 1 // 0 }}"}))

@@ -56,10 +56,13 @@ import time
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal, TypeAlias, overload
 
 from derive.deck.cards import Card
 from derive.files.journal import alive
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.studynotes.worker import Images
 
 #: Entries kept in the cache folder; the least recently used beyond it are removed.
 KEEP = 40
@@ -71,8 +74,17 @@ STALE = 3600.0
 #: Libraries whose version changes what is derived, drawn or rendered (besides derive's own).
 LIBRARIES = ("sympy", "mpmath", "numpy", "matplotlib", "jinja2")
 #: What an entry holds: the text of a format's files, the cards, the figures.
-TEXT_KINDS = ("latex", "markdown", "obsidian")
-KINDS = (*TEXT_KINDS, "cards", "figures")
+TextKind: TypeAlias = Literal["latex", "markdown", "obsidian"]
+Kind: TypeAlias = Literal["latex", "markdown", "obsidian", "cards", "figures"]
+TEXT_KINDS: tuple[TextKind, ...] = ("latex", "markdown", "obsidian")
+KINDS: tuple[Kind, ...] = (*TEXT_KINDS, "cards", "figures")
+#: A format's files as rendered: relative path -> text.
+Files: TypeAlias = dict[str, str]
+#: The value of an entry: a format's files, the cards, or the figures (stem -> bytes by
+#: extension).
+Part: TypeAlias = "Files | tuple[Card, ...] | Images"
+#: Data as a JSON document holds it.
+Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 #: The one key of an entry's document that names its format, and the format's version.
 FORMAT, VERSION = "derive notes cache", 1
 
@@ -227,18 +239,27 @@ class CacheFolder:
             self.fd = -1
 
     @staticmethod
-    def key(kind: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def key(kind: Kind, inputs: Mapping[str, object]) -> dict[str, Json]:
         """The key an entry of ``kind`` for ``inputs`` (depth, options, templates) records."""
         key = {"kind": kind, "source": source_digest(), "versions": versions(), **inputs}
-        return json.loads(json.dumps(key))  # as read back: lists for tuples
+        read_back: dict[str, Json] = json.loads(json.dumps(key))  # lists for tuples
+        return read_back
 
     @staticmethod
-    def name(key: Mapping[str, Any]) -> str:
+    def name(key: Mapping[str, Json]) -> str:
         """The entry's file name: its kind and a digest of its key."""
         text = json.dumps(key, sort_keys=True, separators=(",", ":"))
         return f"{key['kind']}-{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
 
-    def load(self, kind: str, inputs: Mapping[str, Any]) -> Any | None:
+    @overload
+    def load(self, kind: TextKind, inputs: Mapping[str, object]) -> Files | None: ...
+    @overload
+    def load(self, kind: Literal["cards"], inputs: Mapping[str, object]
+             ) -> tuple[Card, ...] | None: ...
+    @overload
+    def load(self, kind: Literal["figures"], inputs: Mapping[str, object]) -> Images | None: ...
+
+    def load(self, kind: Kind, inputs: Mapping[str, object]) -> Part | None:
         """What :meth:`store` kept for (``kind``, ``inputs``), or None.
 
         None also for an entry that is not a regular file owned by the user and
@@ -283,14 +304,23 @@ class CacheFolder:
             os.close(fd)
         return b"".join(chunks) if size <= MAX_BYTES else None
 
-    def store(self, kind: str, inputs: Mapping[str, Any], value: Any) -> None:
+    @overload
+    def store(self, kind: TextKind, inputs: Mapping[str, object], value: Files) -> None: ...
+    @overload
+    def store(self, kind: Literal["cards"], inputs: Mapping[str, object],
+              value: tuple[Card, ...]) -> None: ...
+    @overload
+    def store(self, kind: Literal["figures"], inputs: Mapping[str, object],
+              value: Images) -> None: ...
+
+    def store(self, kind: Kind, inputs: Mapping[str, object], value: Part) -> None:
         """Keep ``value`` for (``kind``, ``inputs``), replacing whatever has the entry's name.
 
         A failure to write is ignored: the cache only saves time.
         """
         key = self.key(kind, inputs)
         name = self.name(key)
-        document = {FORMAT: VERSION, "key": key, "value": _encode(kind, value)}
+        document = {FORMAT: VERSION, "key": key, "value": _encode(value)}
         data = json.dumps(document, separators=(",", ":")).encode()  # in the value's order
         temporary = f".{name}.{os.getpid()}-{secrets.token_hex(8)}.tmp"
         try:
@@ -349,61 +379,85 @@ class CacheFolder:
                 os.unlink(name, dir_fd=self.fd)
 
 
-def _encode(kind: str, value: Any) -> Any:
+def _encode(value: Part) -> Json:
     """``value`` as JSON data: text as is, cards as their fields, bytes in base64."""
-    if kind == "cards":
-        return [{name: list(c.tags) if name == "tags" else getattr(c, name)
-                 for name in _CARD_FIELDS} for c in value]
-    if kind == "figures":
-        return {stem: {ext: base64.b64encode(blob).decode("ascii") for ext, blob in pair.items()}
-                for stem, pair in value.items()}
-    return dict(value)
+    if isinstance(value, tuple):
+        return [_card_fields(card) for card in value]
+    return {name: _encode_item(item) for name, item in value.items()}
 
 
-def _decode(kind: str, data: Any) -> Any:
+def _encode_item(item: str | dict[str, bytes]) -> Json:
+    """A file's text as is; a figure's bytes (by extension) in base64."""
+    if isinstance(item, str):
+        return item
+    return {ext: base64.b64encode(blob).decode("ascii") for ext, blob in item.items()}
+
+
+def _card_fields(card: Card) -> dict[str, Json]:
+    return {name: list(card.tags) if name == "tags" else getattr(card, name)
+            for name in _CARD_FIELDS}
+
+
+def _decode(kind: Kind, data: object) -> Part:
     """The value of an entry of ``kind`` from its JSON data; ValueError if it is not what
     :func:`_encode` makes."""
-    if kind in TEXT_KINDS:
-        if not isinstance(data, dict):
-            raise ValueError("not a mapping of files")
-        for rel, text in data.items():
-            folder, _, name = rel.partition("/")
-            if (folder != kind or not name or "/" in name or "\\" in name or "\0" in name
-                    or name.startswith(".") or not isinstance(text, str)):
-                raise ValueError(f"not a {kind} file: {rel!r}")
-        return data
     if kind == "cards":
-        if not isinstance(data, list):
-            raise ValueError("not a list of cards")
-        cards = []
-        for fields in data:
-            if (not isinstance(fields, dict) or list(fields) != list(_CARD_FIELDS)
-                    or not all(isinstance(fields[n], str) for n in ("key", "front", "back",
-                                                                      "style"))
-                    or not isinstance(fields["tags"], list)
-                    or not all(isinstance(t, str) for t in fields["tags"])):
-                raise ValueError("not a card")
-            made = Card(fields["key"], fields["front"], fields["back"], tuple(fields["tags"]),
-                        fields["style"])
-            if _encode("cards", [made])[0] != fields:
-                raise ValueError("a card that derive would not make")
-            cards.append(made)
-        return tuple(cards)
+        return _decode_cards(data)
     if kind == "figures":
-        if not isinstance(data, dict):
-            raise ValueError("not a mapping of figures")
-        images = {}
-        for stem, pair in data.items():
-            if (not _STEM_RE.fullmatch(stem) or not isinstance(pair, dict)
-                    or sorted(pair) != sorted(_MAGIC)
-                    or not all(isinstance(text, str) for text in pair.values())):
-                raise ValueError(f"not a figure: {stem!r}")
-            try:
-                blobs = {ext: base64.b64decode(pair[ext], validate=True) for ext in _MAGIC}
-            except binascii.Error:
-                raise ValueError(f"not base64: {stem!r}") from None
-            if not all(blob.startswith(_MAGIC[ext]) for ext, blob in blobs.items()):
-                raise ValueError(f"not a PNG and a PDF: {stem!r}")
-            images[stem] = blobs
-        return images
+        return _decode_figures(data)
+    if kind in TEXT_KINDS:
+        return _decode_files(kind, data)
     raise ValueError(f"unknown kind {kind!r}")
+
+
+def _decode_files(kind: TextKind, data: object) -> Files:
+    """A format's files: each a text directly inside the format's folder."""
+    if not isinstance(data, dict):
+        raise ValueError("not a mapping of files")
+    for rel, text in data.items():
+        folder, _, name = rel.partition("/")
+        if (folder != kind or not name or "/" in name or "\\" in name or "\0" in name
+                or name.startswith(".") or not isinstance(text, str)):
+            raise ValueError(f"not a {kind} file: {rel!r}")
+    return data
+
+
+def _decode_cards(data: object) -> tuple[Card, ...]:
+    """The cards: each exactly the fields that :func:`_card_fields` writes for it."""
+    if not isinstance(data, list):
+        raise ValueError("not a list of cards")
+    return tuple(_decode_card(fields) for fields in data)
+
+
+def _decode_card(fields: object) -> Card:
+    if (not isinstance(fields, dict) or list(fields) != list(_CARD_FIELDS)
+            or not all(isinstance(fields[n], str) for n in ("key", "front", "back", "style"))
+            or not isinstance(fields["tags"], list)
+            or not all(isinstance(t, str) for t in fields["tags"])):
+        raise ValueError("not a card")
+    made = Card(fields["key"], fields["front"], fields["back"], tuple(fields["tags"]),
+                fields["style"])
+    if _card_fields(made) != fields:
+        raise ValueError("a card that derive would not make")
+    return made
+
+
+def _decode_figures(data: object) -> Images:
+    """The figures: a PNG and a PDF for each stem, from base64."""
+    if not isinstance(data, dict):
+        raise ValueError("not a mapping of figures")
+    return {stem: _decode_figure(stem, pair) for stem, pair in data.items()}
+
+
+def _decode_figure(stem: str, pair: object) -> dict[str, bytes]:
+    if (not _STEM_RE.fullmatch(stem) or not isinstance(pair, dict)
+            or sorted(pair) != sorted(_MAGIC)
+            or not all(isinstance(text, str) for text in pair.values())):
+        raise ValueError(f"not a figure: {stem!r}")
+    try:
+        blobs = {ext: base64.b64decode(pair[ext], validate=True) for ext in _MAGIC}
+    except binascii.Error:
+        raise ValueError(f"not base64: {stem!r}") from None
+    if not all(blob.startswith(_MAGIC[ext]) for ext, blob in blobs.items()):
+        raise ValueError(f"not a PNG and a PDF: {stem!r}")
+    return blobs

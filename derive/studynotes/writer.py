@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError, choice_error
 from derive.studynotes.options import NotesOptions
@@ -43,6 +43,8 @@ from derive.studynotes.worker import Images
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.deck.cards import Card
+    from derive.studynotes.assembly import Content
+    from derive.studynotes.cache import CacheFolder, Files, Kind, TextKind
 
 FORMATS = ("latex", "markdown", "obsidian", "anki")
 #: Where the Anki deck lands; the deck found there carries its notes' times over.
@@ -160,37 +162,64 @@ def build(
     """
     from derive.files import writes as files_mod
     from derive.files.output_folder import check_output_folder
-    from derive.inputs import numbers
-    from derive.rendering.render import template_dir
 
     chosen = check_formats(formats)
     options = NotesOptions() if options is None else options
-    depth = numbers.integer(depth, "depth", minimum=1, maximum=numbers.MAX_DEPTH, text=False)
-    if depth > 10:
-        raise DeriveError(f"depth must be an integer from 1 to 10 for the notes, got {depth}")
-    if pdf and "latex" not in chosen:
-        raise DeriveError("--pdf needs the latex format (use --format latex or all)")
-    folder = template_dir(templates)
-    if pdf and shutil.which("pdflatex") is None:
-        raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
+    depth, folder = _check_request(chosen, depth, templates, pdf)
     say = progress or (lambda message: None)
     root = check_output_folder(out)
-
-    warnings: list[str] = []
-    store = None
-    if cache:
-        from derive.studynotes import cache as notes_cache
-
-        store, warning = notes_cache.open_folder(notes_cache.cache_folder())
-        warnings.extend([warning] if warning else [])
+    store, warnings = _open_cache(cache)
     try:
         generated = _generate(depth, options, chosen, folder, store, say)
     finally:
         if store is not None:
             store.close()
     rendered = _merge(generated, chosen, root, options, say)
-    images = generated.images
-    texts, vault, deck = generated.texts, rendered.vault, rendered.deck
+    planned = _planned(chosen, generated, rendered, pdf, say)
+    report = files_mod.write_files(root, planned, force=force,
+                                   merged_from=rendered.merged_from)
+    return NotesResult(
+        files=tuple(root / rel for rel in sorted(planned)),
+        written=tuple(root / rel for rel in report.written),
+        orphaned=tuple(rendered.orphaned),
+        notices=tuple(rendered.notices),
+        warnings=tuple(warnings),
+    )
+
+
+def _check_request(chosen: tuple[str, ...], depth: int,
+                   templates: str | os.PathLike[str] | None, pdf: bool) -> tuple[int, Path]:
+    """The depth (1 to 10) and the templates folder, checked before anything is derived;
+    --pdf needs the LaTeX format and pdflatex."""
+    from derive.inputs import numbers
+    from derive.rendering.render import template_dir
+
+    depth = numbers.integer(depth, "depth", minimum=1, maximum=numbers.MAX_DEPTH, text=False)
+    if depth > 10:
+        raise DeriveError(f"depth must be an integer from 1 to 10 for the notes, got {depth}")
+    if pdf and "latex" not in chosen:
+        raise DeriveError("--pdf needs the latex format (use --format latex or all)")
+    folder = template_dir(None if templates is None else Path(templates))
+    if pdf and shutil.which("pdflatex") is None:
+        raise DeriveError("--pdf needs pdflatex (or latexmk) on PATH; none was found")
+    return depth, folder
+
+
+def _open_cache(cache: bool) -> tuple[CacheFolder | None, list[str]]:
+    """The cache folder when ``cache`` and it is safe to use, and the warning if it is not."""
+    if not cache:
+        return None, []
+    from derive.studynotes import cache as notes_cache
+
+    store, warning = notes_cache.open_folder(notes_cache.cache_folder())
+    return store, [warning] if warning else []
+
+
+def _planned(chosen: tuple[str, ...], generated: _Generated, rendered: _Rendered, pdf: bool,
+             say: Callable[[str], None]) -> dict[str, str | bytes]:
+    """Every file of the formats ``chosen`` (relative path -> text or bytes), laid out as the
+    module says: each format's text or deck and its figures (PDF for LaTeX, else PNG)."""
+    images, texts = generated.images, generated.texts
     planned: dict[str, str | bytes] = {}
     if "latex" in chosen:
         planned["latex/notes.tex"] = texts["latex/notes.tex"]
@@ -204,24 +233,16 @@ def build(
         planned.update({f"markdown/figures/{stem}.png": pair["png"]
                         for stem, pair in images.items()})
     if "obsidian" in chosen:
-        planned.update(vault)
+        planned.update(rendered.vault)
         planned.update({f"obsidian/figures/{stem}.png": pair["png"]
                         for stem, pair in images.items()})
     if "anki" in chosen:
-        planned[DECK] = deck
-    report = files_mod.write_files(root, planned, force=force,
-                                   merged_from=rendered.merged_from)
-    return NotesResult(
-        files=tuple(root / rel for rel in sorted(planned)),
-        written=tuple(root / rel for rel in report.written),
-        orphaned=tuple(rendered.orphaned),
-        notices=tuple(rendered.notices),
-        warnings=tuple(warnings),
-    )
+        planned[DECK] = rendered.deck
+    return planned
 
 
 #: The formats whose text is rendered from templates (and needs the figures).
-TEXT_FORMATS = ("latex", "markdown", "obsidian")
+TEXT_FORMATS: tuple[TextKind, ...] = ("latex", "markdown", "obsidian")
 
 
 @dataclass
@@ -234,46 +255,77 @@ class _Generated:
     cards: tuple[Card, ...] = ()
     images: Images = field(default_factory=dict)
 
-    def part(self, kind: str) -> Any:
-        """What the cache keeps as ``kind``: a format's files, the cards or the figures."""
-        if kind == "cards":
-            return self.cards
-        if kind == "figures":
-            return self.images
+    def part(self, kind: TextKind) -> Files:
+        """A text format's files: what the cache keeps as ``kind``."""
         return {rel: text for rel, text in self.texts.items() if rel.startswith(f"{kind}/")}
 
 
-def _kinds(chosen: tuple[str, ...]) -> tuple[str, ...]:
+def _kinds(chosen: tuple[str, ...]) -> tuple[Kind, ...]:
     """The parts a build of the formats ``chosen`` needs: their texts, cards, figures."""
-    texts = tuple(fmt for fmt in chosen if fmt in TEXT_FORMATS)
+    texts = tuple(fmt for fmt in TEXT_FORMATS if fmt in chosen)
     return (*texts, *(("cards",) if "anki" in chosen else ()),
             *(("figures",) if texts else ()))
 
 
+#: What an entry of the cache is keyed by, besides derive's source and versions.
+_Inputs = dict[str, object]
+
+
+def _cache_inputs(depth: int, options: NotesOptions, folder: Path,
+                  kinds: tuple[Kind, ...]) -> dict[Kind, _Inputs]:
+    """Each part's inputs: the depth, the options, and the templates for a text."""
+    from dataclasses import asdict
+
+    from derive.studynotes.cache import folder_digest
+
+    templates = folder_digest(folder)
+    return {kind: {"depth": depth, "options": asdict(options),
+                   "templates": templates if kind in TEXT_FORMATS else None}
+            for kind in kinds}
+
+
+def _read_cache(store: CacheFolder, inputs: dict[Kind, _Inputs]) -> _Generated | None:
+    """The parts in ``inputs`` read from the cache folder, or None unless it holds them all
+    (every entry asked for is read, so each counts as recently used)."""
+    files = [store.load(kind, inputs[kind]) for kind in TEXT_FORMATS if kind in inputs]
+    cards = store.load("cards", inputs["cards"]) if "cards" in inputs else ()
+    images = store.load("figures", inputs["figures"]) if "figures" in inputs else {}
+    texts: dict[str, str] = {}
+    for part in files:
+        if part is None:
+            return None
+        texts.update(part)
+    if cards is None or images is None:
+        return None
+    return _Generated(texts, cards, images)
+
+
+def _keep(store: CacheFolder, inputs: dict[Kind, _Inputs], generated: _Generated) -> None:
+    """Keep the parts in ``inputs`` in the cache folder."""
+    for kind in TEXT_FORMATS:
+        if kind in inputs:
+            store.store(kind, inputs[kind], generated.part(kind))
+    if "cards" in inputs:
+        store.store("cards", inputs["cards"], generated.cards)
+    if "figures" in inputs:
+        store.store("figures", inputs["figures"], generated.images)
+
+
 def _generate(depth: int, options: NotesOptions, chosen: tuple[str, ...], folder: Path,
-              store: Any, say: Callable[[str], None]) -> _Generated:
+              store: CacheFolder | None, say: Callable[[str], None]) -> _Generated:
     """The texts, cards and figures of the formats ``chosen``: read from the cache folder
     ``store`` (:mod:`derive.studynotes.cache`) if it holds them all, else derived on two
     cores (:mod:`derive.studynotes.worker`; the figures are still being drawn while the
     text is rendered) and then kept there."""
-    from dataclasses import asdict
-
     kinds = _kinds(chosen)
-    inputs: dict[str, dict[str, Any]] = {}
+    inputs: dict[Kind, _Inputs] = {}
     if store is not None:
-        from derive.studynotes.cache import folder_digest
-
-        templates = folder_digest(folder)
-        inputs = {kind: {"depth": depth, "options": asdict(options),
-                         "templates": templates if kind in TEXT_FORMATS else None}
-                  for kind in kinds}
-        found = {kind: store.load(kind, inputs[kind]) for kind in kinds}
-        if all(value is not None for value in found.values()):
+        inputs = _cache_inputs(depth, options, folder, kinds)
+        cached = _read_cache(store, inputs)
+        if cached is not None:
             say(f"reading the derived notes from {store.path}")
             say("rendering " + ", ".join(chosen))
-            texts = {rel: text for kind in TEXT_FORMATS
-                     for rel, text in found.get(kind, {}).items()}
-            return _Generated(texts, found.get("cards", ()), found.get("figures", {}))
+            return cached
     from derive.studynotes.worker import start
 
     figures = "figures" in kinds
@@ -289,12 +341,11 @@ def _generate(depth: int, options: NotesOptions, chosen: tuple[str, ...], folder
     finally:
         pending.close()
     if store is not None:
-        for kind in kinds:
-            store.store(kind, inputs[kind], generated.part(kind))
+        _keep(store, inputs, generated)
     return generated
 
 
-def _render(data: Any, chosen: tuple[str, ...], folder: Path | None) -> dict[str, str]:
+def _render(data: Content, chosen: tuple[str, ...], folder: Path | None) -> dict[str, str]:
     """The files of the text formats ``chosen`` as the templates render ``data``
     (relative path -> text); the Obsidian notes are not merged with the vault yet."""
     from derive.rendering.render import render_template
