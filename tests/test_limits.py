@@ -15,7 +15,8 @@ from derive.blocks.config import VarianceConfig
 from derive.commands.cli import main
 from derive.errors import DeriveError
 from derive.recursions.closed_forms import EXACT_DIGITS, MAX_ITERATED, PROFILE_POINTS
-from derive.simulation.networks import measure, resources
+from derive.simulation import resources
+from derive.simulation.networks import measure
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

@@ -291,6 +291,17 @@ def _normalize_backward(grad: np.ndarray, cache: Any, gamma: float, axis: int) -
     return (gy - mean - y * corr) / std
 
 
+def _nonzero(node: LayerNorm | BatchNorm, variance: sympy.Expr, name: str) -> None:
+    """Refuse a normalization of a vector whose std is zero at initialization (``LN(W0(x))``):
+    it divides by that std, so it is undefined there."""
+    if variance.is_zero:
+        child = node.children[0].text()
+        raise DeriveError(
+            f"{name} is applied to {child}, which is zero at initialization (W0, and the "
+            f"last matrix of F0, start at zero): {name} divides by its std, 0, so it is "
+            "undefined there; normalize a vector that is not zero")
+
+
 @dataclass(frozen=True)
 class LayerNorm(Node):
     """``LN(v)``: each sample's units centred and divided by their std, times gain gamma
@@ -318,6 +329,7 @@ class LayerNorm(Node):
 
     def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
         (m,), g2 = inputs, config.gamma**2
+        _nonzero(self, m.q, "LayerNorm")
         return Moments(g2 + 0 * m.q, None if m.c is None else g2 * m.c / m.q)
 
     def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
@@ -372,7 +384,9 @@ class BatchNorm(Node):
         return _show("BN", self.child.display(arg))
 
     def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
-        return Moments(config.gamma**2 + 0 * inputs[0].q, sympy.Integer(0))
+        (m,) = inputs
+        _nonzero(self, m.q if m.c is None else m.q - m.c, "BatchNorm")
+        return Moments(config.gamma**2 + 0 * m.q, sympy.Integer(0))
 
     def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:

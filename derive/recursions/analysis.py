@@ -158,7 +158,7 @@ class Recursion:
         try:
             v48, v72, v96 = self._iterate_floats(96, sympy.Integer(1))[48::24]
         except DeriveError:
-            names = ", ".join(s.name for s in self.config.block.symbols)
+            names = ", ".join(s.name for s in self.symbols)
             return f"depends on {names} (no closed form; iterated once they have values)"
         r1, r2 = math.log(v96 / v72), math.log(v72 / v48)
         d1, d2 = v96 - v72, v72 - v48
@@ -171,6 +171,14 @@ class Recursion:
         else:
             law = "faster than linear, slower than exponential" if d1 > d2 else "sublinear"
         return f"{law} (from the iteration, no closed form)"
+
+    @property
+    def symbols(self) -> list[sympy.Symbol]:
+        """The symbols the iteration needs numbers for (the block's and the options'),
+        sorted by name, q_0 aside."""
+        parts = (self, self.forward_part, self.cross_part)
+        found = set().union(*(p.step.free_symbols for p in parts if p is not None))
+        return sorted(found - {Q_PREV, C_PREV}, key=lambda s: s.name)
 
     def _check(self, depth: int, q0_value: object) -> tuple[int, sympy.Expr]:
         depth = check_depth(depth, minimum=0)
@@ -264,7 +272,7 @@ class Recursion:
             iterated = self._iterate(closed_forms.check_iterated(self, depth), q0_value)
             values, last = [iterated[j] for j in ks], iterated[-1]
         if self.direction == "backward":
-            values = [sympy.cancel(last / v) for v in values]
+            values = closed_forms.ratios(last, values)
         if self.closed_form is not None:
             return [exact_value(v) for v in values]
         return [finish(v) for v in values]
@@ -411,15 +419,15 @@ def variance(
     Eq(q(K), q_0*(alpha**2 + 1)**K)
     """
     from derive.blocks.block import block as make_block
+    from derive.inputs.parameters import given
 
     chosen = make_block(norm if block is None else block)
     if values:
         chosen = chosen.substituted({name: exact(v, name) for name, v in values.items()})
-    config = VarianceConfig(
-        init=init, activation=activation, branch=branch, mlp_ratio=mlp_ratio,
-        dropout=dropout, gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
-        block=chosen,
-    )
+    parameters = given({"mlp_ratio": mlp_ratio, "dropout": dropout, "gamma": gamma,
+                        "sigma_w2": sigma_w2, "negative_slope": negative_slope})
+    config = VarianceConfig(init=init, activation=activation, branch=branch, block=chosen,
+                            **parameters)  # type: ignore[arg-type]
     if not isinstance(final_norm, bool):
         raise DeriveError(f"final_norm must be True or False, got {final_norm!r}")
     analysis = _analysis(config)
@@ -444,6 +452,9 @@ def compare(
     [('none', 'forward', 8), ('none', 'backward', 8), ('pre', 'forward', 4)]
     """
     depth = check_depth(depth, minimum=0)
+    q0_value = exact(q0, "q0")
+    if q0_value.is_number and q0_value <= 0:
+        raise DeriveError(f"q0 must be > 0, got {q0_value}")
     rows = []
     for spec in blocks:
         analysis = variance(init, activation, branch=branch, block=spec,
@@ -451,10 +462,9 @@ def compare(
         for recursion in (analysis.forward, analysis.backward):
             closed = recursion.closed_form
             try:
-                value: object = recursion.at(depth, q0)
-            except DeriveError:  # iterated, with symbols that have no values
-                names = ", ".join(s.name for s in analysis.config.block.symbols)
-                value = f"needs a value for {names} (--set)"
+                value: object = recursion.at(depth, q0_value)
+            except DeriveError:  # iterated, past its depth or with symbols without values
+                value = _no_value(recursion, depth, q0_value)
             rows.append({
                 "norm": analysis.config.block.name,
                 "block": analysis.config.block.text,
@@ -466,6 +476,24 @@ def compare(
                 "value": value,
             })
     return rows
+
+
+def _no_value(recursion: Recursion, depth: int, q0_value: sympy.Expr) -> str:
+    """Why a recursion without closed form has no value at ``depth``, naming what it needs
+    and the option that gives it."""
+    if depth > closed_forms.MAX_ITERATED:
+        return f"iterated up to K = {closed_forms.MAX_ITERATED} only"
+    from derive.inputs.parameters import PARAMETERS
+
+    config, flags = recursion.config, {}
+    options = {getattr(config, p.name): p.flag for p in PARAMETERS}
+    for symbol in recursion.symbols:
+        flag = "--set" if symbol in config.block.symbols else options.get(symbol, "--set")
+        flags.setdefault(flag, []).append(symbol.name)
+    if not q0_value.is_number:
+        flags.setdefault("--q0", []).append("q0")
+    wanted = " and ".join(f"{', '.join(names)} ({flag})" for flag, names in flags.items())
+    return f"needs a value for {wanted}"
 
 
 def _product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:

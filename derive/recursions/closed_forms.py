@@ -279,6 +279,47 @@ def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
     return value
 
 
+#: A symbolic profile of d_k/d_K is cancelled into fractions of expanded polynomials while
+#: their terms number at most this many in all; past it each ratio stays a quotient of the
+#: closed form's values, exact and quick at any depth.
+MAX_CANCELLED_TERMS = 2000
+
+
+def expanded_terms(expr: sympy.Expr) -> int:
+    """About how many terms ``expr`` has once expanded (an upper bound): sums add, products
+    multiply, a power of a sum of t terms to the e counts C(e + t - 1, t - 1).
+
+    >>> a = sympy.Symbol("a")
+    >>> expanded_terms((a + 1) ** 10), expanded_terms((a + 1) * (a + 2) / (a + 3) ** 2)
+    (11, 12)
+    """
+    if expr.is_Add:
+        return sum(expanded_terms(term) for term in expr.args)
+    if expr.is_Mul:
+        return math.prod(expanded_terms(factor) for factor in expr.args)
+    if expr.is_Pow and expr.exp.is_Integer and expr.base.is_Add:
+        terms = expanded_terms(expr.base)
+        return math.comb(abs(int(expr.exp)) + terms - 1, terms - 1)
+    return 1
+
+
+def ratios(last: sympy.Expr, values: list[sympy.Expr]) -> list[sympy.Expr]:
+    """``last / v`` for each of ``values``, cancelled; symbolic ones left as quotients where
+    cancelling them all would expand past MAX_CANCELLED_TERMS terms.
+
+    >>> a = sympy.Symbol("a", positive=True)
+    >>> ratios((a + 1) ** 2, [a + 1, (a + 1) ** 2])
+    [a + 1, 1]
+    >>> ratios((a + 1) ** 5000, [(a + 1) ** 4998])
+    [(a + 1)**2]
+    """
+    if not (last.is_number and all(v.is_number for v in values)):
+        size = expanded_terms(last) * len(values) + sum(expanded_terms(v) for v in values)
+        if size > MAX_CANCELLED_TERMS:
+            return [last / v for v in values]
+    return [sympy.cancel(last / v) for v in values]
+
+
 def check_iterated(recursion: object, depth: int) -> int:
     """``depth`` if a recursion without closed form may be iterated that far, else DeriveError.
 

@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: w_k, the second moment per entry of dL/dW of block k's last weight matrix.
 w = sympy.Function("w")
+#: The profile lists w_k for every block k = 1..K up to this depth.
+MAX_LISTED = 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +116,9 @@ class WeightGradients:
         >>> derive.variance("he", "relu", "post").weights.profile(3)
         [1/4, 1/4, 1/4]
         """
+        if isinstance(depth, int) and depth > MAX_LISTED:
+            raise DeriveError(f"the weight gradients are listed for every block k = 1..K, up "
+                              f"to depth {MAX_LISTED}, got depth {depth}")
         a = self.analysis
         qs = a.forward.profile(depth, q0)
         ratios = a.backward.profile(depth, q0)  # d_k / d_K

@@ -27,7 +27,8 @@ from derive.blocks.nodes import STD_X, Input, Node
 from derive.blocks.primitives import LayerNorm, Weight
 from derive.errors import DeriveError
 from derive.inputs.numbers import real, shown
-from derive.simulation.resources import check_simulation_memory
+from derive.inputs.parameters import given
+from derive.simulation.resources import check_simulation
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block
@@ -374,8 +375,8 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
     configs = [numeric(config, width) for config in configs]
     plans = [batching(c, seeds, batch) for c in configs]
-    check_simulation_memory(configs, plans, depth=depth, width=width, chunk=CHUNK, rows=ROWS,
-                            skeleton=skeleton)
+    check_simulation(configs, plans, depth=depth, width=width, seeds=seeds, batch=batch,
+                     chunk=CHUNK, rows=ROWS, skeleton=skeleton)
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
         groups.setdefault((plans[i], skeleton(config.block.expanded(config))), []).append(i)
@@ -431,6 +432,8 @@ def _summed(config: VarianceConfig, depth: int, width: int, seeds: int, batch: i
     depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
     config = numeric(config, width)
     networks, inputs = batching(config, seeds, batch)
+    check_simulation([config], [(networks, inputs)], depth=depth, width=width, seeds=seeds,
+                     batch=batch, chunk=CHUNK, rows=ROWS, skeleton=skeleton, lengths=bool(lengths))
     total: np.ndarray | float = 0.0
     for first in range(0, networks, CHUNK):
         sample = Draws(depth, width, inputs, seed=seed, first=first,
@@ -486,8 +489,10 @@ def simulate(
     derive.errors.DeriveError: gamma must be a number to simulate a network, got gamma
     """
     chosen = checkable(norm if block is None else block, values)
-    config = VarianceConfig(init, activation, norm, branch, mlp_ratio, dropout, gamma, sigma_w2,
-                            negative_slope, block=chosen)
+    parameters = given({"mlp_ratio": mlp_ratio, "dropout": dropout, "gamma": gamma,
+                        "sigma_w2": sigma_w2, "negative_slope": negative_slope})
+    config = VarianceConfig(init, activation, norm, branch, block=chosen,
+                            **parameters)  # type: ignore[arg-type]
     depth, width = _count(depth, "depth", 1), _count(width, "width", 2)
     batch, seed = _count(batch, "batch", 1), _count(seed, "seed", 0)
     [(forward, backward)] = measure(
@@ -543,6 +548,7 @@ def grid(inits: Sequence[str] = (), activations: Sequence[str] = (), norms: Sequ
     from derive.blocks.presets import PRESETS
 
     specs = [checkable(spec, values) for spec in (*norms, *blocks) or PRESETS]
+    options = given(options)
     return [
         VarianceConfig(init=i, activation=a, branch=b, block=m, **options)  # type: ignore[arg-type]
         for i in inits or INITS for a in activations or ACTIVATIONS
