@@ -121,8 +121,15 @@ class Block:
         return out
 
     def forward(self, config: VarianceConfig, x: Moments) -> Moments:
-        """The block output's moments: the forward map q_{k-1} -> q_k (and c)."""
-        return self.moments(config, x)[self.expanded(config)]
+        """The block output's moments: the forward map q_{k-1} -> q_k (and c); a block whose
+        output is zero at initialization (``F0(x)``) is refused, as every later block would
+        see a zero input."""
+        out = self.moments(config, x)[self.expanded(config)]
+        if out.q.is_zero:
+            raise DeriveError(f"the block {self.text} outputs zero at initialization (W0, "
+                              "and the last matrix of F0, start at zero), so every later "
+                              "block sees zero: keep a term that is not zero, such as x")
+        return out
 
     def gain(self, config: VarianceConfig, x: Moments) -> sympy.Expr:
         """d_{k-1}/d_k: the sum over the block's paths from output to input of the

@@ -225,6 +225,8 @@ class Activation(Node):
 
     def moments(self, inputs: Sequence[Moments], config: VarianceConfig, x: Moments) -> Moments:
         name, (m,) = self.name or config.activation, inputs
+        if m.q.is_zero:  # a zero input (after W0 or 0*): phi(0) = 0 for every activation
+            return Moments(sympy.Integer(0), None if m.c is None else sympy.Integer(0))
         q = gaussian_moment(name, m.q, negative_slope=config.negative_slope)
         if m.c is None:
             return Moments(q)
@@ -240,6 +242,9 @@ class Activation(Node):
     def gains(self, inputs: Sequence[Moments], config: VarianceConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         name = self.name or config.activation
+        if inputs[0].q.is_zero:  # phi'(0)^2, with relu's and leaky_relu's as their NumPy ops
+            slope = {"relu": 0, "leaky_relu": config.negative_slope, "gelu": sympy.Rational(1, 2)}
+            return (sympy.sympify(slope.get(name, 1)) ** 2,)
         return (gaussian_moment(name, inputs[0].q, derivative=True,
                                 negative_slope=config.negative_slope),)
 

@@ -140,7 +140,7 @@ class Recursion:
     def closed_form(self) -> sympy.Eq | None:
         """q(K) = ... (forward) or d(0)/d(K) = ... (backward); None with ``.reason``."""
         solution = self._solution[0]
-        if solution is None or isinstance(solution, sympy.Product):
+        if solution is None or solution.has(sympy.Product):  # a product left unsolved
             return None
         lhs = {"forward": q(K), "cross": c_seq(K)}.get(self.direction, d(0) / d(K))
         return sympy.Eq(lhs, solution, evaluate=False)
@@ -158,13 +158,17 @@ class Recursion:
         try:
             v48, v72, v96 = self._iterate_floats(96, sympy.Integer(1))[48::24]
         except DeriveError:
+            if not self.symbols:
+                return "past the range of a double within 96 blocks (no closed form)"
             names = ", ".join(s.name for s in self.symbols)
             return f"depends on {names} (no closed form; iterated once they have values)"
-        r1, r2 = math.log(v96 / v72), math.log(v72 / v48)
         d1, d2 = v96 - v72, v72 - v48
-        if abs(v96 - v48) <= 1e-9 * abs(v96):
+        if min(v48, v72, v96) <= 0:  # past the smallest double
+            law = "decays to zero"
+        elif abs(v96 - v48) <= 1e-9 * abs(v96):
             law = "constant"
-        elif abs(r1) > 0.01 and abs(r1 - r2) <= 0.1 * abs(r2):
+        elif abs(r1 := math.log(v96 / v72)) > 0.01 and abs(
+                r1 - (r2 := math.log(v72 / v48))) <= 0.1 * abs(r2):
             law = "exponential" if r1 > 0 else "exponential decay"
         elif abs(d1 - d2) <= 0.05 * abs(d2):
             law = "linear"
@@ -206,20 +210,29 @@ class Recursion:
             values.append({"forward": float(q0_value), "cross": 0.0}.get(self.direction, 1.0))
         if len(values) <= depth:
             step = numeric_map(self.step, (Q_PREV, C_PREV))
-            if self.direction == "forward":
-                while len(values) <= depth:
-                    values.append(step(values[-1], 0.0))
-            else:
+            qs = cs = [0.0] * (depth + 1)
+            if self.direction != "forward":
                 assert self.forward_part is not None
                 qs = self.forward_part._iterate_floats(depth, q0_value)
-                cs = (self.cross_part._iterate_floats(depth, q0_value)
-                      if self.cross_part is not None else [0.0] * (depth + 1))
-                while len(values) <= depth:
-                    i = len(values) - 1
-                    if self.direction == "cross":  # c_k from q_{k-1} and its own c_{k-1}
-                        values.append(step(qs[i], values[-1]))
+                if self.cross_part is not None:
+                    cs = self.cross_part._iterate_floats(depth, q0_value)
+            while len(values) <= depth:
+                i = len(values) - 1
+                try:
+                    if self.direction == "forward":
+                        value = step(values[-1], 0.0)
+                    elif self.direction == "cross":  # c_k from q_{k-1} and its own c_{k-1}
+                        value = step(qs[i], values[-1])
                     else:
-                        values.append(values[-1] * step(qs[i], cs[i]))
+                        value = values[-1] * step(qs[i], cs[i])
+                except (OverflowError, ZeroDivisionError, ValueError):
+                    value = math.inf
+                if not math.isfinite(value):
+                    raise DeriveError(
+                        f"{self.config.label} has no closed form, and its {self.direction} "
+                        f"values, iterated in double precision, leave a double's range at "
+                        f"block {i + 1}: lower the depth or the block's numbers")
+                values.append(value)
         return values[: depth + 1]
 
     def at(self, depth: int, q0: object = 1) -> sympy.Expr:
