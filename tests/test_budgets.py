@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import math
+import pathlib
 import signal
 import subprocess
 import sys
@@ -24,11 +25,11 @@ from fractions import Fraction
 
 import pytest
 import sympy
+from block_expressions import expressions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import derive
-from block_expressions import expressions
 from derive.blocks.block import MAX_NESTING, NESTING_COST, block
 from derive.blocks.parser import MAX_DIGITS, MAX_SYMBOLS
 from derive.commands.cli import main
@@ -179,7 +180,7 @@ def test_more_symbols_than_allowed_are_refused() -> None:
                                   "x + LN(0*F(x))"])
 def test_normalizing_a_branch_that_is_zero_at_initialization_is_refused(text: str) -> None:
     with within(), pytest.raises(DeriveError, match="zero at initialization"):
-        derive.variance("he", "relu", block=text).backward.closed_form
+        assert derive.variance("he", "relu", block=text).backward.closed_form is None
     assert refused(*cli("variance", "--block", text), "zero at initialization",
                    "undefined")
 
@@ -189,7 +190,7 @@ def test_a_zero_branch_without_normalization_derives_the_identity() -> None:
     a = derive.variance("he", "relu", block="x + W(relu(W0(x)))")
     assert a.forward.at(5, q0=3) == 3 and a.backward.at(5) == 1
     with pytest.raises(DeriveError, match="outputs zero at initialization"):
-        derive.variance("he", block="F0(x)").forward.closed_form
+        assert derive.variance("he", block="F0(x)").forward.closed_form is None
 
 
 def test_a_symbol_named_gamma_is_not_the_layernorm_gain() -> None:
@@ -290,8 +291,7 @@ def test_check_exits_zero_when_every_value_holds() -> None:
 def test_check_documents_its_exit_statuses() -> None:
     code, out, _ = cli("check", "--help")
     assert code == 0 and "0 when every block agrees" in out and "1 when some" in out
-    readme = open(__file__.replace("tests/test_budgets.py", "README.md"), encoding="utf-8")
-    with readme:
+    with open(pathlib.Path(__file__).parent.parent / "README.md", encoding="utf-8") as readme:
         assert "exits with 1 if any block is off" in readme.read()
 
 
@@ -383,9 +383,18 @@ def test_every_expression_derives_or_is_refused_in_one_line(text: str, activatio
         assert out and err == ""
     else:
         assert refused(code, out, err), (text, err)
-        with pytest.raises(DeriveError):  # the API refuses it the same way
-            with within():
-                analysis = derive.variance("he", activation, block=text)
-                analysis.forward.at(10), analysis.backward.at(10)
-                if "--weights" in extra:
-                    analysis.weights.profile(10)
+        with pytest.raises(DeriveError), within():  # the API refuses it the same way
+            analysis = derive.variance("he", activation, block=text)
+            analysis.forward.at(10), analysis.backward.at(10)
+            if "--weights" in extra:
+                analysis.weights.profile(10)
+
+
+def test_the_parser_reads_each_operator_and_function_in_its_own_small_step() -> None:
+    complexity = pytest.importorskip("radon.complexity")
+    source = (pathlib.Path(derive.__file__).parent / "blocks" / "parser.py").read_text()
+    found = complexity.cc_visit(source)
+    functions = [f for f in found if not hasattr(f, "methods")]
+    functions += [m for c in found if hasattr(c, "methods") for m in c.methods]
+    scores = {f.name: f.complexity for f in functions}
+    assert "binary" in scores and "call" in scores and max(scores.values()) <= 15, scores

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
@@ -320,8 +321,10 @@ class _Parser:
                             f"most {MAX_SYMBOLS}")
 
 
-_OPERATORS = {ast.Add: _Parser.add, ast.Sub: _Parser.add, ast.Mult: _Parser.multiply,
-              ast.Div: _Parser.divide, ast.Pow: _Parser.power}
+_Operator = Callable[[_Parser, Node | sympy.Expr, Node | sympy.Expr, bool], Node | sympy.Expr]
+_OPERATORS: dict[type[ast.operator], _Operator] = {
+    ast.Add: _Parser.add, ast.Sub: _Parser.add, ast.Mult: _Parser.multiply,
+    ast.Div: _Parser.divide, ast.Pow: _Parser.power}
 
 
 def parse(source: object) -> Node:

@@ -498,7 +498,7 @@ def _no_value(recursion: Recursion, depth: int, q0_value: sympy.Expr) -> str:
         return f"iterated up to K = {closed_forms.MAX_ITERATED} only"
     from derive.inputs.parameters import PARAMETERS
 
-    config, flags = recursion.config, {}
+    config, flags = recursion.config, dict[str, list[str]]()
     options = {getattr(config, p.name): p.flag for p in PARAMETERS}
     for symbol in recursion.symbols:
         flag = "--set" if symbol in config.block.symbols else options.get(symbol, "--set")

@@ -109,7 +109,9 @@ def simulation_work(configs: Sequence[Any], plans: Sequence[tuple[int, int]], *,
     --weights`` and ``--lengths``.
 
     >>> from derive.blocks.config import VarianceConfig
-    >>> f"{simulation_work([VarianceConfig(init='he')], [(32, 16)], depth=6, width=512, seeds=32):.1e}"
+    >>> work = simulation_work([VarianceConfig(init="he")], [(32, 16)], depth=6, width=512,
+    ...                        seeds=32)
+    >>> f"{work:.1e}"
     '2.8e+10'
     """
     total = -(-seeds // chunk) * STEP  # the loop over the chunks of networks
