@@ -27,6 +27,9 @@ FLOAT = 8
 #: Arrays of (networks, inputs, units) one node of a block keeps per configuration until
 #: the backward pass: its output, its cache and its gradient.
 _PER_NODE = 3
+#: Bytes a run takes besides its arrays: the linear-algebra library's work buffers (one a
+#: thread) and the temporaries of products, measured with tests/test_budgets.py.
+RUN_OVERHEAD = 64 * 10**6
 
 
 def _walk(node: Any) -> Iterator[Any]:
@@ -51,7 +54,7 @@ def simulation_bytes(configs: Sequence[Any], plans: Sequence[tuple[int, int]], *
 
     >>> from derive.blocks.config import VarianceConfig
     >>> format_bytes(simulation_bytes([VarianceConfig(init="he")], [(32, 16)], depth=6, width=512))
-    '83.1 MB'
+    '147.1 MB'
     """
     matrices: dict[tuple, int] = {}
     groups: dict[Hashable, list[int]] = {}
@@ -78,7 +81,8 @@ def simulation_bytes(configs: Sequence[Any], plans: Sequence[tuple[int, int]], *
                        for key, sizes in groups.items()), default=0)
     weights = sum(matrices.values())
     stacking = max(matrices.values(), default=0) // max(depth, 1)  # one block's, twice
-    return FLOAT * (weights + stacking + max(activations, by_length) + inputs_size)
+    arrays = FLOAT * (weights + stacking + max(activations, by_length) + inputs_size)
+    return arrays + RUN_OVERHEAD
 
 
 #: How the work of a simulation is counted, in operations of the size of one multiply-add
