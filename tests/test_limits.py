@@ -172,7 +172,8 @@ def test_the_estimate_bounds_what_the_simulation_takes() -> None:
         measure(configs, depth=4, width=256, seeds=CHUNK, batch=8)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert peak < estimate < peak * 4, (len(configs), peak, estimate)
+        arrays = estimate - resources.RUN_OVERHEAD  # what tracemalloc sees: NumPy's arrays
+        assert peak < arrays < peak * 4, (len(configs), peak, estimate)
 
 
 def test_available_memory_reads_the_machine() -> None:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import sympy
 
 from derive.blocks.nodes import STD_X, Input, Moments, Node, Scale
-from derive.blocks.parser import parse
+from derive.blocks.parser import MAX_SYMBOLS, parse, scalar_problem
 from derive.blocks.presets import PRESETS
-from derive.blocks.primitives import BatchNorm, Dropout, Weight
+from derive.blocks.primitives import Activation, BatchNorm, Dropout, LayerNorm, Weight
 from derive.errors import DeriveError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,9 +101,15 @@ class Block:
                               f"(its symbols: {have})")
         if not values:
             return self
+        for name, value in values.items():
+            if not (isinstance(value, sympy.Expr) and value.is_number and value > 0):
+                raise DeriveError(f"{name} must be a number > 0 (a block's symbols are "
+                                  f"positive), got {value}")
         replace = {known[name]: value for name, value in values.items()}
         shown = ", ".join(f"{name}={values[name]}" for name in sorted(values))
-        return Block(_substitute(self.tree, replace), f"{self.name} ({shown})", self.source)
+        tree = _substitute(self.tree, replace)
+        _check_values(self.tree, tree, shown)
+        return Block(tree, f"{self.name} ({shown})", self.source)
 
     # --- the folds ----------------------------------------------------------------
     def moments(self, config: BranchConfig, x: Moments) -> dict[Node, Moments]:
@@ -116,8 +122,15 @@ class Block:
         return out
 
     def forward(self, config: BranchConfig, x: Moments) -> Moments:
-        """The block output's moments: the forward map q_{k-1} -> q_k (and c)."""
-        return self.moments(config, x)[self.expanded(config)]
+        """The block output's moments: the forward map q_{k-1} -> q_k (and c); a block whose
+        output is zero at initialization (``F0(x)``) is refused, as every later block would
+        see a zero input."""
+        out = self.moments(config, x)[self.expanded(config)]
+        if out.q.is_zero:
+            raise DeriveError(f"the block {self.text} outputs zero at initialization (W0, "
+                              "and the last matrix of F0, start at zero), so every later "
+                              "block sees zero: keep a term that is not zero, such as x")
+        return out
 
     def gain(self, config: BranchConfig, x: Moments) -> sympy.Expr:
         """d_{k-1}/d_k: the sum over the block's paths from output to input of the
@@ -168,13 +181,84 @@ class Block:
 
 
 _EXPANDED: dict[tuple[str, object], Node] = {}
+#: What one activation adds to the cost of a path of activations nested in one another:
+#: their Gaussian moments nest too, tanh's evaluated by quadrature at a precision that
+#: rises with each level, gelu's in closed forms that grow with each level.
+NESTING_COST = {"tanh": 2, "gelu": 5}
+#: The most cost one path from a block's output to its input may carry: 12 nested
+#: activations, 6 tanh or 2 gelu.
+MAX_NESTING = 12
 
 
 def _expanded(tree: Node, config: BranchConfig) -> Node:
     key = (tree.text(), (config.branch, config.mlp_ratio, config.dropout, config.activation))
     if key not in _EXPANDED:
-        _EXPANDED[key] = tree.expand(config)
+        expanded = tree.expand(config)
+        _check_nesting(tree, expanded, config)
+        _check_symbols(tree, expanded, config)
+        _EXPANDED[key] = expanded
     return _EXPANDED[key]
+
+
+def _nesting(node: Node, memo: dict[int, tuple[int, tuple[str, ...]]]
+             ) -> tuple[int, tuple[str, ...]]:
+    """The costliest path below ``node``: its cost and its activations, outermost first."""
+    if id(node) not in memo:
+        below = max((_nesting(c, memo) for c in node.children), default=(0, ()))
+        if isinstance(node, Activation):
+            name = node.name or "phi"
+            below = (below[0] + NESTING_COST.get(name, 1), (name, *below[1]))
+        memo[id(node)] = below
+    return memo[id(node)]
+
+
+def _check_nesting(tree: Node, expanded: Node, config: BranchConfig) -> None:
+    """Refuse a block whose activations nest past MAX_NESTING (see NESTING_COST)."""
+    cost, names = _nesting(expanded, {})
+    if cost > MAX_NESTING:
+        counts = ", ".join(f"{names.count(n)} {n}" for n in sorted(set(names)))
+        raise DeriveError(
+            f"the block {tree.text()} nests {len(names)} activations in one another "
+            f"({counts}, with --activation {config.activation} in F): at most "
+            f"{MAX_NESTING} may nest, {MAX_NESTING // NESTING_COST['tanh']} if they are tanh, "
+            f"{MAX_NESTING // NESTING_COST['gelu']} if gelu (each tanh counts "
+            f"{NESTING_COST['tanh']}, each gelu {NESTING_COST['gelu']})")
+
+
+def _check_symbols(tree: Node, expanded: Node, config: BranchConfig) -> None:
+    """Refuse a derivation with more than MAX_SYMBOLS symbols, the block's and the options'."""
+    found: set[sympy.Symbol] = set()
+    for node in expanded.walk():
+        for name in ("factor", "p", "fan_in", "fan_out"):
+            value = getattr(node, name, None)
+            if isinstance(value, sympy.Expr):
+                found |= value.free_symbols
+        if isinstance(node, (LayerNorm, BatchNorm)):
+            found |= config.gamma.free_symbols
+        if isinstance(node, Weight) and config.sigma_w2 is not None:
+            found |= config.sigma_w2.free_symbols
+        if isinstance(node, Activation) and node.name == "leaky_relu":
+            found |= config.negative_slope.free_symbols
+    found.discard(STD_X)
+    if len(found) > MAX_SYMBOLS:
+        names = ", ".join(sorted(s.name for s in found))
+        raise DeriveError(
+            f"the block {tree.text()} with these options holds {len(found)} symbols "
+            f"({names}): at most {MAX_SYMBOLS}; give some of them numbers")
+
+
+def _check_values(before: Node, after: Node, shown: str) -> None:
+    """Refuse a tree whose scalars, once its symbols have values (``after``), are not real
+    and short, or whose dropout rates fall outside [0, 1)."""
+    for old, node in zip(before.walk(), after.walk(), strict=True):
+        if isinstance(node, Scale):
+            problem = scalar_problem(node.factor)
+            if problem is not None:
+                raise DeriveError(f"{old.text()} with {shown}: {problem}")
+        if isinstance(node, Dropout) and node.p.is_number and not (
+                node.p.is_Rational and 0 <= node.p < 1):
+            raise DeriveError(f"Dropout's rate must be in [0, 1), got {node.p} in "
+                              f"{old.text()} with {shown}")
 
 
 def _substitute(node: Node, values: dict) -> Node:

@@ -24,7 +24,7 @@ import sympy
 
 from derive.errors import choice_error
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
-from derive.inputs.parameters import checked
+from derive.inputs.parameters import given
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,9 @@ def branch_values(init: object = "xavier", activation: object = "relu",
                                  ("branch", branch, BRANCHES)):
         if value not in allowed:
             raise choice_error(what, value, allowed)
-    numbers = {"mlp_ratio": mlp_ratio, "dropout": dropout, "gamma": gamma,
-               "sigma_w2": sigma_w2, "negative_slope": negative_slope}
-    return {"init": init, "activation": activation, "branch": branch,
-            **{name: None if value is None and name == "sigma_w2" else checked(name, value)
-               for name, value in numbers.items()}}
+    numbers = given({"mlp_ratio": mlp_ratio, "dropout": dropout, "gamma": gamma,
+                     "sigma_w2": sigma_w2, "negative_slope": negative_slope})
+    return {"init": init, "activation": activation, "branch": branch, **numbers}
 
 
 def branch_config(init: object = "xavier", activation: object = "relu",

@@ -23,6 +23,8 @@ the block's input is x
 from __future__ import annotations
 
 import ast
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
@@ -36,13 +38,71 @@ from derive.inputs.numbers import NOT_FINITE
 MAX_LENGTH, MAX_NODES = 400, 200
 #: Exponents of scalar powers are rationals of at most this size.
 MAX_EXPONENT = 64
+#: Exact numbers in a block, as written and as computed from them (``(2**64)**2``), have
+#: at most this many digits above and below the fraction bar, so that the sums of their
+#: squares that the derivations build stay printable.
+MAX_DIGITS = 40
+_DIGITS_LIMIT = 10**MAX_DIGITS
+#: A block has at most this many symbols: each one multiplies the terms of the closed
+#: forms that SymPy must cancel.
+MAX_SYMBOLS = 6
 ACTIVATION_NAMES = ("relu", "leaky_relu", "tanh", "gelu", "linear")
 FUNCTIONS = ("F", "F0", "W", "W0", "LN", "BN", "Dropout", "phi", *ACTIVATION_NAMES,
              "std", "sqrt")
 #: Names a scalar symbol may not take: the model's own symbols and the language's words.
 RESERVED = frozenset({"x", "n", "k", "K", "q", "d", "q_0", "pi", "E", "I", "oo", *FUNCTIONS})
+#: Names the derivations print with their own meaning, so that a block symbol of that
+#: name would read as the model's quantity.
+MEANINGS = {
+    "gamma": "the LayerNorm and BatchNorm gain (--gamma), printed γ",
+    "c": "the covariance c_k of two inputs of a batch",
+    "w": "the weight gradient w_k",
+}
 ALLOWED = ("x, numbers, symbol names, + - * / **, and calls of "
            + ", ".join(FUNCTIONS))
+
+
+def _digits(number: int) -> int:
+    """The decimal digits of ``abs(number)``, without printing it (an upper bound by one)."""
+    return int(abs(number).bit_length() * 0.30103) + 1
+
+
+def _shown(value: sympy.Expr) -> str:
+    """A scalar as text, or the size of its largest number where printing it would be long."""
+    big = [a for a in value.atoms(sympy.Rational) if max(abs(a.p), a.q) >= _DIGITS_LIMIT]
+    if big:
+        number = max(big, key=lambda a: max(abs(a.p), a.q))
+        if abs(number.p) >= number.q:
+            return f"a number of about {_digits(number.p)} digits"
+        return f"a fraction whose denominator is a number of about {_digits(number.q)} digits"
+    text = sympy.sstr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def scalar_problem(value: sympy.Expr) -> str | None:
+    """Why the scalar ``value`` cannot stand in a block, or None: it must be finite and
+    real, its exact numbers at most MAX_DIGITS digits long, its exponents at most
+    MAX_EXPONENT.
+
+    >>> scalar_problem(sympy.sqrt(2)) is None
+    True
+    >>> scalar_problem(sympy.Integer(-8) ** sympy.Rational(1, 3))
+    '2*(-1)**(1/3) is not a real number: a block scales by real numbers only'
+    """
+    if value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+        return f"{_shown(value)} is not a finite number"
+    for atom in value.atoms(sympy.Rational):
+        if max(abs(atom.p), atom.q) >= _DIGITS_LIMIT:
+            return (f"{_shown(atom)} has too many digits: exact numbers in a block have at "
+                    f"most {MAX_DIGITS} digits above and below the fraction bar")
+    for power in value.atoms(sympy.Pow):
+        exponent = power.exp
+        if exponent.is_Rational and max(abs(exponent.p), exponent.q) > MAX_EXPONENT:
+            return (f"the exponent {exponent} of {_shown(power)} is too large "
+                    f"(at most {MAX_EXPONENT})")
+    if value.is_number and value.is_extended_real is False:
+        return f"{_shown(value)} is not a real number: a block scales by real numbers only"
+    return None
 
 
 @dataclass
@@ -82,9 +142,16 @@ class _Parser:
         literal = ast.get_source_segment(self.source, node) or repr(value)
         if isinstance(value, float) and value in (float("inf"), float("-inf")):
             raise self.fail(f"{literal} is too large: numbers must be finite")
-        if len(literal) > 40:
-            raise self.fail(f"the number {literal[:20]}... is longer than 40 digits")
-        return sympy.Rational(literal.replace("_", ""))
+        if len(literal) > MAX_DIGITS:
+            raise self.fail(f"the number {literal[:20]}... is longer than {MAX_DIGITS} digits")
+        return self.constant(sympy.Rational(literal.replace("_", "")))
+
+    def constant(self, value: sympy.Expr) -> sympy.Expr:
+        """``value`` once :func:`scalar_problem` finds nothing wrong with it."""
+        problem = scalar_problem(value)
+        if problem is not None:
+            raise self.fail(problem)
+        return value
 
     def name(self, name: str) -> Node | sympy.Expr:
         if name == "x":
@@ -94,6 +161,9 @@ class _Parser:
         if name.lower() in NOT_FINITE:
             raise self.fail(f"{name!r} is not a finite number: numbers in a block must be "
                             "finite, such as 2, 0.1 or 1/3")
+        if name in MEANINGS:
+            raise self.fail(f"{name!r} cannot name a symbol here: it is {MEANINGS[name]}; "
+                            "try alpha, beta")
         if name in RESERVED or name.startswith("_") or not name.isascii():
             raise self.fail(f"{name!r} cannot name a symbol here (reserved); try alpha, beta")
         return sympy.Symbol(name, positive=True)
@@ -112,52 +182,84 @@ class _Parser:
             raise self.fail(f"{where} takes a scalar, got the vector {value.text()}")
         return value
 
+    # --- the operators: + - * / ** on vectors and scalars --------------------------------
     def binary(self, node: ast.BinOp) -> Node | sympy.Expr:
         left, right = self.read(node.left), self.read(node.right)
-        op = node.op
-        if isinstance(op, (ast.Add, ast.Sub)):
-            if isinstance(left, Node) and isinstance(right, Node):
-                right = Scale(sympy.Integer(-1), right) if isinstance(op, ast.Sub) else right
-                terms = [t for side in (left, right)
-                         for t in (side.terms if isinstance(side, Sum) else (side,))]
-                return Sum(tuple(terms))
-            if isinstance(left, Node) or isinstance(right, Node):
-                scalar = right if isinstance(left, Node) else left
-                if isinstance(scalar, sympy.Symbol):
-                    raise self.fail(f"{sympy.sstr(scalar)!r} is a scalar symbol, and a sum "
-                                    "adds vectors; the block's input is x")
-                raise self.fail("a sum adds vectors: a constant added to a vector (a bias) "
-                                "is not modelled")
-            return left + right if isinstance(op, ast.Add) else left - right
-        if isinstance(op, ast.Mult):
-            if isinstance(left, Node) and isinstance(right, Node):
-                raise self.fail(f"the product of two vectors ({left.text()} * {right.text()}) "
-                                "is not modelled; scale a vector by a scalar")
-            if isinstance(left, Node) or isinstance(right, Node):
-                vec, factor = (left, right) if isinstance(left, Node) else (right, left)
-                return _scaled(vec, factor)  # type: ignore[arg-type]
-            return left * right
-        if isinstance(op, ast.Div):
-            denominator = self.scalar(right, "division")
-            if denominator == 0:
-                raise self.fail("division by zero")
-            if isinstance(left, Node):
-                inverse = (1 / denominator if denominator.is_Rational
-                           else sympy.Pow(denominator, -1, evaluate=False))
-                return _scaled(left, inverse)
-            return left / denominator
-        if isinstance(op, ast.Pow):
-            base, exponent = self.scalar(left, "a power"), self.scalar(right, "an exponent")
-            if exponent.is_Rational and (abs(exponent.p) > MAX_EXPONENT
-                                         or exponent.q > MAX_EXPONENT):
-                raise self.fail(f"the exponent {exponent} is too large (at most {MAX_EXPONENT})")
-            if not exponent.is_Rational and exponent.free_symbols - {STD_X} == set():
-                raise self.fail(f"the exponent {exponent} must be a rational number or a symbol")
-            if base == 0 and exponent.is_Rational and exponent <= 0:
-                raise self.fail("division by zero")
-            return base**exponent
-        raise self.fail(f"the operator {type(op).__name__} is not allowed; allowed: {ALLOWED}")
+        step = _OPERATORS.get(type(node.op))
+        if step is None:
+            raise self.fail(f"the operator {type(node.op).__name__} is not allowed; "
+                            f"allowed: {ALLOWED}")
+        value = step(self, left, right, isinstance(node.op, ast.Sub))
+        return value if isinstance(value, Node) else self.constant(value)
 
+    def add(self, left: Node | sympy.Expr, right: Node | sympy.Expr,
+            subtract: bool) -> Node | sympy.Expr:
+        if isinstance(left, Node) and isinstance(right, Node):
+            right = Scale(sympy.Integer(-1), right) if subtract else right
+            terms = [t for side in (left, right)
+                     for t in (side.terms if isinstance(side, Sum) else (side,))]
+            return Sum(tuple(terms))
+        if isinstance(left, Node) or isinstance(right, Node):
+            scalar = right if isinstance(left, Node) else left
+            if isinstance(scalar, sympy.Symbol):
+                raise self.fail(f"{sympy.sstr(scalar)!r} is a scalar symbol, and a sum "
+                                "adds vectors; the block's input is x")
+            raise self.fail("a sum adds vectors: a constant added to a vector (a bias) "
+                            "is not modelled")
+        return left - right if subtract else left + right
+
+    def multiply(self, left: Node | sympy.Expr, right: Node | sympy.Expr,
+                 _: bool = False) -> Node | sympy.Expr:
+        if isinstance(left, Node) and isinstance(right, Node):
+            raise self.fail(f"the product of two vectors ({left.text()} * {right.text()}) "
+                            "is not modelled; scale a vector by a scalar")
+        if isinstance(left, Node):
+            return self.scaled(left, right)  # type: ignore[arg-type]
+        if isinstance(right, Node):
+            return self.scaled(right, left)
+        return left * right
+
+    def divide(self, left: Node | sympy.Expr, right: Node | sympy.Expr,
+               _: bool = False) -> Node | sympy.Expr:
+        denominator = self.scalar(right, "division")
+        if denominator == 0:
+            raise self.fail("division by zero")
+        if isinstance(left, Node):
+            inverse = (1 / denominator if denominator.is_Rational
+                       else sympy.Pow(denominator, -1, evaluate=False))
+            return self.scaled(left, inverse)
+        return left / denominator
+
+    def scaled(self, vec: Node, factor: sympy.Expr) -> Node:
+        """``factor * vec``, one Scale however many factors it gathers."""
+        if isinstance(vec, Scale):
+            return Scale(self.constant(factor * vec.factor), vec.child)
+        return Scale(self.constant(factor), vec)
+
+    def power(self, left: Node | sympy.Expr, right: Node | sympy.Expr,
+              _: bool = False) -> sympy.Expr:
+        base, exponent = self.scalar(left, "a power"), self.scalar(right, "an exponent")
+        self.exponent(exponent)
+        if base == 0 and exponent.is_Rational and exponent <= 0:
+            raise self.fail("division by zero")
+        if base.is_number and base.is_negative and exponent.is_integer is not True:
+            raise self.fail(f"({_shown(base)})**({_shown(exponent)}) is not a real number: "
+                            "a power of a negative number is real only for whole exponents")
+        if base.is_Rational and base != 0 and exponent.is_Rational and (
+                abs(exponent) * math.log10(max(abs(base.p), base.q)) > MAX_DIGITS):
+            raise self.fail(f"{_shown(base)}**{exponent} is too large: exact numbers in a "
+                            f"block have at most {MAX_DIGITS} digits")
+        return base**exponent
+
+    def exponent(self, exponent: sympy.Expr) -> None:
+        """Refuse an exponent that is neither a small rational nor holds a symbol."""
+        if exponent.is_Rational and (abs(exponent.p) > MAX_EXPONENT
+                                     or exponent.q > MAX_EXPONENT):
+            raise self.fail(f"the exponent {exponent} is too large (at most {MAX_EXPONENT})")
+        if not exponent.is_Rational and exponent.free_symbols - {STD_X} == set():
+            raise self.fail(f"the exponent {exponent} must be a rational number or a symbol")
+
+    # --- the functions ---------------------------------------------------------------
     def call(self, node: ast.Call) -> Node | sympy.Expr:
         if not isinstance(node.func, ast.Name):
             raise self.fail(f"only the functions {', '.join(FUNCTIONS)} can be called")
@@ -167,27 +269,35 @@ class _Parser:
         args = [self.read(a) for a in node.args]
         keywords = {kw.arg: kw.value for kw in node.keywords}
         if name == "Dropout":
-            if set(keywords) - {"p"} or len(args) + len(keywords) != 2:
-                raise self.fail("Dropout takes a vector and a rate: Dropout(F(x), 0.1)")
-            rate = self.scalar(args[1] if len(args) == 2 else self.read(keywords["p"]),
-                               "Dropout's rate")
-            if rate.is_number and not (rate.is_Rational and 0 <= rate < 1):
-                raise self.fail(f"Dropout's rate must be in [0, 1), got {rate}")
-            return Dropout(self.vector(args[0], "Dropout"), rate, ("D", self.key("D")))
+            return self.dropout(args, keywords)
         if keywords or len(args) != 1:
             raise self.fail(f"{name} takes one argument")
-        (arg,) = args
+        if name in ("sqrt", "std"):
+            return self.scalar_function(name, args[0])
+        return self.vector_function(name, self.vector(args[0], name))
+
+    def dropout(self, args: list[Node | sympy.Expr],
+                keywords: dict[str | None, ast.expr]) -> Node:
+        if set(keywords) - {"p"} or len(args) + len(keywords) != 2:
+            raise self.fail("Dropout takes a vector and a rate: Dropout(F(x), 0.1)")
+        rate = self.scalar(args[1] if len(args) == 2 else self.read(keywords["p"]),
+                           "Dropout's rate")
+        if rate.is_number and not (rate.is_Rational and 0 <= rate < 1):
+            raise self.fail(f"Dropout's rate must be in [0, 1), got {rate}")
+        return Dropout(self.vector(args[0], "Dropout"), rate, ("D", self.key("D")))
+
+    def scalar_function(self, name: str, arg: Node | sympy.Expr) -> sympy.Expr:
         if name == "sqrt":
             value = self.scalar(arg, "sqrt")
             if value.is_number and value < 0:
                 raise self.fail(f"sqrt of the negative number {value}")
-            return sympy.sqrt(value)
-        if name == "std":
-            if not isinstance(arg, Input):
-                shown = arg.text() if isinstance(arg, Node) else sympy.sstr(arg)
-                raise self.fail(f"std takes the block input: std(x), got std({shown})")
-            return STD_X
-        vec = self.vector(arg, name)
+            return self.constant(sympy.sqrt(value))
+        if not isinstance(arg, Input):
+            shown = arg.text() if isinstance(arg, Node) else sympy.sstr(arg)
+            raise self.fail(f"std takes the block input: std(x), got std({shown})")
+        return STD_X
+
+    def vector_function(self, name: str, vec: Node) -> Node:
         if name in ("F", "F0"):
             return Branch(self.key("F"), vec, zero=name == "F0")
         if name in ("W", "W0"):
@@ -198,11 +308,23 @@ class _Parser:
             return BatchNorm(vec)
         return Activation(vec, None if name == "phi" else name)
 
+    def symbols(self, tree: Node) -> None:
+        """Refuse a block with more than MAX_SYMBOLS symbols."""
+        found: set[sympy.Symbol] = set()
+        for node in tree.walk():
+            for value in (getattr(node, "factor", None), getattr(node, "p", None)):
+                if isinstance(value, sympy.Expr):
+                    found |= value.free_symbols - {STD_X}
+        if len(found) > MAX_SYMBOLS:
+            names = ", ".join(sorted(s.name for s in found))
+            raise self.fail(f"{len(found)} symbols ({names}) are too many: a block has at "
+                            f"most {MAX_SYMBOLS}")
 
-def _scaled(vec: Node, factor: sympy.Expr) -> Node:
-    if isinstance(vec, Scale):
-        return Scale(factor * vec.factor, vec.child)
-    return Scale(factor, vec)
+
+_Operator = Callable[[_Parser, Node | sympy.Expr, Node | sympy.Expr, bool], Node | sympy.Expr]
+_OPERATORS: dict[type[ast.operator], _Operator] = {
+    ast.Add: _Parser.add, ast.Sub: _Parser.add, ast.Mult: _Parser.multiply,
+    ast.Div: _Parser.divide, ast.Pow: _Parser.power}
 
 
 def parse(source: object) -> Node:
@@ -241,4 +363,5 @@ allowed: F, F0, W, W0, LN, BN, Dropout, phi, relu, leaky_relu, tanh, gelu, linea
         raise parser.fail("the block does not use its input x")
     if isinstance(value, Input):
         raise parser.fail("the block is the identity x: give it a branch, such as x + F(x)")
+    parser.symbols(value)
     return value

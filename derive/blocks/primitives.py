@@ -270,6 +270,8 @@ class Activation(Node):
 
     def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         name, (m,) = self.name or config.activation, inputs
+        if m.q.is_zero:  # a zero input (after W0 or 0*): phi(0) = 0 for every activation
+            return Moments(sympy.Integer(0), None if m.c is None else sympy.Integer(0))
         q = gaussian_moment(name, m.q, negative_slope=config.negative_slope)
         if m.c is None:
             return Moments(q)
@@ -285,6 +287,9 @@ class Activation(Node):
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         name = self.name or config.activation
+        if inputs[0].q.is_zero:  # phi'(0)^2, with relu's and leaky_relu's as their NumPy ops
+            slope = {"relu": 0, "leaky_relu": config.negative_slope, "gelu": sympy.Rational(1, 2)}
+            return (sympy.sympify(slope.get(name, 1)) ** 2,)
         return (gaussian_moment(name, inputs[0].q, derivative=True,
                                 negative_slope=config.negative_slope),)
 
@@ -336,6 +341,17 @@ def _normalize_backward(grad: np.ndarray, cache: Any, gamma: float, axis: int) -
     return (gy - mean - y * corr) / std
 
 
+def _nonzero(node: LayerNorm | BatchNorm, variance: sympy.Expr, name: str) -> None:
+    """Refuse a normalization of a vector whose std is zero at initialization (``LN(W0(x))``):
+    it divides by that std, so it is undefined there."""
+    if variance.is_zero:
+        child = node.children[0].text()
+        raise DeriveError(
+            f"{name} is applied to {child}, which is zero at initialization (W0, and the "
+            f"last matrix of F0, start at zero): {name} divides by its std, 0, so it is "
+            "undefined there; normalize a vector that is not zero")
+
+
 @dataclass(frozen=True)
 class LayerNorm(Node):
     """``LN(v)``: each sample's units centred and divided by their std, times gain gamma
@@ -363,6 +379,7 @@ class LayerNorm(Node):
 
     def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
         (m,), g2 = inputs, config.gamma**2
+        _nonzero(self, m.q, "LayerNorm")
         return Moments(g2 + 0 * m.q, None if m.c is None else g2 * m.c / m.q)
 
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
@@ -417,7 +434,9 @@ class BatchNorm(Node):
         return _show("BN", self.child.display(arg))
 
     def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
-        return Moments(config.gamma**2 + 0 * inputs[0].q, sympy.Integer(0))
+        (m,) = inputs
+        _nonzero(self, m.q if m.c is None else m.q - m.c, "BatchNorm")
+        return Moments(config.gamma**2 + 0 * m.q, sympy.Integer(0))
 
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:

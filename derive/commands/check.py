@@ -146,7 +146,7 @@ def check(
         numeric,
         skeleton,
     )
-    from derive.simulation.resources import check_simulation_memory
+    from derive.simulation.resources import check_simulation
 
     if everything and (inits or activations or norms or blocks_ or branches):
         raise click.UsageError(
@@ -161,8 +161,9 @@ def check(
     if final_norm and not weights:
         raise click.UsageError("--final-norm goes with --weights")
     checked = [numeric(c, width) for c in configs]
-    check_simulation_memory(checked, [batching(c, seeds, batch) for c in checked], depth=depth,
-                            width=width, chunk=CHUNK, rows=ROWS, skeleton=skeleton)
+    plans = [batching(c, seeds, batch) for c in checked]
+    check_simulation(checked, plans, depth=depth, width=width, seeds=seeds, batch=batch,
+                     chunk=CHUNK, rows=ROWS, skeleton=skeleton, weights=weights, lengths=lengths)
     settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
                 "q0": q0, "tolerance": tolerance, "weights": weights, "final_norm": final_norm,
                 "lengths": lengths}

@@ -74,7 +74,9 @@ def fail(message: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; bad input exits with code 2 and one line of error."""
     try:
-        cli.main(args=argv, prog_name="derive", standalone_mode=False)
+        # outside standalone mode click returns the status of a command that exits early
+        # (``derive check`` with values outside its tolerance) instead of exiting
+        status = cli.main(args=argv, prog_name="derive", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.Abort:
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     except (BrokenPipeError, PipeClosed):
         _silence_stdout()
         sys.exit(0)
-    sys.exit(0)
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
 
 
 def run() -> None:

@@ -8,6 +8,7 @@ import re
 import click
 
 from derive.commands.options import Exact, Integer, parameter_options, symbol_settings
+from derive.errors import DeriveError
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 
 EPILOG = """\b
@@ -65,14 +66,28 @@ def _value_text(value: object) -> str:
 
     if isinstance(value, str):
         return value
-    shown = _text(value)
     if not isinstance(value, sympy.Expr) or not value.is_number or value.is_Rational:
-        return shown
+        return _text(value)
     number = float(value)  # past a double's range: SymPy's own six digits, 3.98028e+6020
     decimal = f"{number:.6g}" if math.isfinite(number) else str(sympy.Float(value, 6))
     if isinstance(value, sympy.Float):
         return decimal
-    return f"{shown} ≈ {decimal}" if len(shown) <= 40 else f"≈ {decimal} (exact: --format json)"
+    shown = "" if _printed_atoms(value) > 40 else _text(value)  # longer than 40 characters
+    if shown and len(shown) <= 40:
+        return f"{shown} ≈ {decimal}"
+    return f"≈ {decimal} (exact: --format json)"
+
+
+def _printed_atoms(expr: object) -> int:
+    """How many atoms the text of ``expr`` prints, each in at least one character (the
+    exponents of powers aside, which may print as a root sign): a lower bound on its
+    length that needs no printing."""
+    args = getattr(expr, "args", ())
+    if not args:
+        return 1
+    if getattr(expr, "is_Pow", False):
+        return _printed_atoms(args[0])
+    return sum(_printed_atoms(a) for a in args)
 
 
 def _equals(name: str, value: str) -> str:
@@ -235,6 +250,7 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
     from derive.inputs.parameters import checked, symbol_values
     from derive.recursions.analysis import compare as compare_rows
     from derive.recursions.analysis import variance as analyse
+    from derive.recursions.weight_gradients import MAX_LISTED
 
     if norm is not None and block_spec is not None:
         raise click.UsageError("--norm and --block both name the block: give one of them")
@@ -243,6 +259,11 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
     values = symbol_values(settings)
     depth = check_depth(depth, minimum=0)
     q0_value = exact(q0, "q0")
+    if q0_value.is_number and q0_value <= 0:
+        raise DeriveError(f"--q0 must be > 0, got {q0_value}")
+    if weights and depth > MAX_LISTED:
+        raise DeriveError(f"--weights lists w_k for every block k = 1..K: --depth must be at "
+                          f"most {MAX_LISTED} with it, got {depth}")
     if compare:
         specs = [*PRESETS] + ([block_spec] if block_spec else [])
         rows = compare_rows(init, activation, branch, depth=depth, q0=q0_value, blocks=specs,

@@ -79,8 +79,31 @@ def checked(name: str, value: object) -> sympy.Expr:
     return result
 
 
+def given(values: dict[str, object]) -> dict[str, sympy.Expr | None]:
+    """Parameters given to the API, checked: None only where a parameter has no default
+    (``sigma_w2``), every other value as :func:`checked` reads it.
+
+    >>> given({"dropout": "0.1", "sigma_w2": None})
+    {'dropout': 1/10, 'sigma_w2': None}
+    >>> given({"mlp_ratio": None})
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: mlp_ratio must be a number (default 1) or a symbol name, got None
+    """
+    out: dict[str, sympy.Expr | None] = {}
+    for name, value in values.items():
+        if name not in BY_NAME:  # not a parameter: left to the caller's own signature
+            out[name] = value  # type: ignore[assignment]
+        elif value is None and BY_NAME[name].default is not None:
+            raise DeriveError(f"{name} must be a number (default {BY_NAME[name].default}) or "
+                              "a symbol name, got None")
+        else:
+            out[name] = None if value is None else checked(name, value)
+    return out
+
+
 def symbol_values(pairs: tuple[str, ...]) -> dict[str, sympy.Expr]:
-    """``--set name=value`` pairs as exact values (numbers only).
+    """``--set name=value`` pairs as exact values: positive numbers, each name once.
 
     >>> symbol_values(("alpha=1/2",))
     {'alpha': 1/2}
@@ -89,15 +112,22 @@ def symbol_values(pairs: tuple[str, ...]) -> dict[str, sympy.Expr]:
     ...
     derive.errors.DeriveError: --set takes name=value, such as alpha=1/2, got 'alpha'
     """
-    from derive.inputs.numbers import exact
+    from derive.inputs.numbers import exact, shown
 
-    out = {}
+    out: dict[str, sympy.Expr] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise DeriveError(f"--set takes name=value, such as alpha=1/2, got {pair!r}")
-        value = exact(text.strip(), f"--set {name.strip()}")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise DeriveError(f"--set takes name=value, such as alpha=1/2, got {shown(pair)}")
+        value = exact(text.strip(), f"--set {name}")
         if not value.is_number:
-            raise DeriveError(f"--set {name.strip()} needs a number, got {text.strip()!r}")
-        out[name.strip()] = value
+            raise DeriveError(f"--set {name} needs a number, got {shown(text.strip())}")
+        if name in out:
+            raise DeriveError(f"--set {name} is given twice ({out[name]} and {value}): give "
+                              "each symbol one value")
+        if not value > 0:
+            raise DeriveError(f"--set {name} must be > 0 (a block's symbols are positive), "
+                              f"got {value}")
+        out[name] = value
     return out

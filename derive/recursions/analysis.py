@@ -25,8 +25,14 @@ from derive.derivation.printing import latex
 from derive.errors import DeriveError
 from derive.inputs.choices import NORMS
 from derive.inputs.numbers import check_depth, exact
+from derive.recursions import closed_forms
 from derive.recursions.block_maps import block_maps
-from derive.recursions.recursion import BackwardRecursion, CrossRecursion, ForwardRecursion
+from derive.recursions.recursion import (
+    BackwardRecursion,
+    CrossRecursion,
+    ForwardRecursion,
+    Recursion,
+)
 from derive.recursions.weight_gradients import WeightGradients
 
 
@@ -180,16 +186,18 @@ def compare(
     [('none', 'forward', 8), ('none', 'backward', 8), ('pre', 'forward', 4)]
     """
     depth = check_depth(depth, minimum=0)
+    q0_value = exact(q0, "q0")
+    if q0_value.is_number and q0_value <= 0:
+        raise DeriveError(f"q0 must be > 0, got {q0_value}")
     rows = []
     for spec in blocks:
         analysis = variance(init, activation, branch=branch, block=spec, **options)
         for recursion in (analysis.forward, analysis.backward):
             closed = recursion.closed_form
             try:
-                value: object = recursion.at(depth, q0)
-            except DeriveError:  # iterated, with symbols that have no values
-                names = ", ".join(s.name for s in analysis.config.block.symbols)
-                value = f"needs a value for {names} (--set)"
+                value: object = recursion.at(depth, q0_value)
+            except DeriveError:  # iterated, past its depth or with symbols without values
+                value = _no_value(recursion, depth, q0_value)
             rows.append({
                 "norm": analysis.config.block.name,
                 "block": analysis.config.block.text,
@@ -201,4 +209,23 @@ def compare(
                 "value": value,
             })
     return rows
+
+
+def _no_value(recursion: Recursion, depth: int, q0_value: sympy.Expr) -> str:
+    """Why a recursion without closed form has no value at ``depth``, naming what it needs
+    and the option that gives it."""
+    if depth > closed_forms.MAX_ITERATED:
+        return f"iterated up to K = {closed_forms.MAX_ITERATED} only"
+    from derive.inputs.parameters import PARAMETERS
+
+    config, flags = recursion.config, dict[str, list[str]]()
+    options = {getattr(config, p.name): p.flag for p in PARAMETERS}
+    for symbol in recursion.unknowns:
+        flag = "--set" if symbol in config.block.symbols else options.get(symbol, "--set")
+        flags.setdefault(flag, []).append(symbol.name)
+    if not q0_value.is_number:
+        flags.setdefault("--q0", []).append("q0")
+    wanted = " and ".join(f"{', '.join(names)} ({flag})" for flag, names in flags.items())
+    return f"needs a value for {wanted}"
+
 

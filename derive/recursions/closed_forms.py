@@ -280,6 +280,51 @@ def evaluate(expr: sympy.Expr, depth: int, q0_value: sympy.Expr) -> sympy.Expr:
     return value
 
 
+#: A symbolic profile of d_k/d_K is cancelled into fractions of expanded polynomials while
+#: their terms number at most this many in all; past it each ratio stays a quotient of the
+#: closed form's values, exact and quick at any depth.
+MAX_CANCELLED_TERMS = 20_000
+
+
+def expanded_terms(expr: sympy.Expr) -> int:
+    """About how many terms ``expr`` has once expanded into one fraction (an upper bound):
+    sums add, products multiply (numerator and denominator apart), and a power of a sum
+    of t terms to the e counts C(e + t - 1, t - 1).
+
+    >>> a = sympy.Symbol("a")
+    >>> expanded_terms((a + 1) ** 10), expanded_terms((a + 1) * (a + 2) / (a + 3) ** 2)
+    (11, 7)
+    """
+    if expr.is_Add:
+        return sum(expanded_terms(term) for term in expr.args)
+    if expr.is_Mul:
+        up = [f for f in expr.args if not (f.is_Pow and f.exp.is_negative)]
+        down = [1 / f for f in expr.args if f.is_Pow and f.exp.is_negative]
+        return (math.prod(expanded_terms(f) for f in up)
+                + (math.prod(expanded_terms(f) for f in down) if down else 0))
+    if expr.is_Pow and expr.exp.is_Integer and expr.base.is_Add:
+        terms = expanded_terms(expr.base)
+        return math.comb(abs(int(expr.exp)) + terms - 1, terms - 1)
+    return 1
+
+
+def ratios(last: sympy.Expr, values: list[sympy.Expr]) -> list[sympy.Expr]:
+    """``last / v`` for each of ``values``, cancelled; symbolic ones left as quotients where
+    cancelling them all would expand past MAX_CANCELLED_TERMS terms.
+
+    >>> a = sympy.Symbol("a", positive=True)
+    >>> ratios((a + 1) ** 2, [a + 1, (a + 1) ** 2])
+    [a + 1, 1]
+    >>> ratios((a + 1) ** 20000, [(a + 1) ** 19998])
+    [(a + 1)**2]
+    """
+    if not (last.is_number and all(v.is_number for v in values)):
+        size = expanded_terms(last) * len(values) + sum(expanded_terms(v) for v in values)
+        if size > MAX_CANCELLED_TERMS:
+            return [last / v for v in values]
+    return [sympy.cancel(last / v) for v in values]
+
+
 def check_iterated(recursion: object, depth: int) -> int:
     """``depth`` if a recursion without closed form may be iterated that far, else DeriveError.
 
@@ -524,6 +569,7 @@ def numeric_map(step: sympy.Expr, x: sympy.Symbol | tuple[sympy.Symbol, ...]
     special = {
         f.func.__name__: (
             lambda value, cls=f.func: float(cls(sympy.Float(value), evaluate=False)._eval_evalf(53))
+            if value > 0 else float(cls(sympy.Integer(0)))  # the moment at variance 0
         )
         for f in _special(step)
     }

@@ -107,7 +107,7 @@ class Recursion(ABC):
     def closed_form(self) -> sympy.Eq | None:
         """q(K) = ... (forward) or d(0)/d(K) = ... (backward); None with ``.reason``."""
         solution = self._solution[0]
-        if solution is None or isinstance(solution, sympy.Product):
+        if solution is None or solution.has(sympy.Product):  # a product left unsolved
             return None
         return sympy.Eq(self._closed_lhs, solution, evaluate=False)
 
@@ -139,19 +139,47 @@ class Recursion(ABC):
         try:
             v48, v72, v96 = self._iterate_floats(96, sympy.Integer(1))[48::24]
         except DeriveError:
-            names = ", ".join(s.name for s in self.config.block.symbols)
+            if not self.unknowns:
+                return "past the range of a double within 96 blocks (no closed form)"
+            names = ", ".join(s.name for s in self.unknowns)
             return f"depends on {names} (no closed form; iterated once they have values)"
-        r1, r2 = math.log(v96 / v72), math.log(v72 / v48)
         d1, d2 = v96 - v72, v72 - v48
-        if abs(v96 - v48) <= 1e-9 * abs(v96):
+        if min(v48, v72, v96) <= 0:  # past the smallest double
+            law = "decays to zero"
+        elif abs(v96 - v48) <= 1e-9 * abs(v96):
             law = "constant"
-        elif abs(r1) > 0.01 and abs(r1 - r2) <= 0.1 * abs(r2):
+        elif abs(r1 := math.log(v96 / v72)) > 0.01 and abs(
+                r1 - (r2 := math.log(v72 / v48))) <= 0.1 * abs(r2):
             law = "exponential" if r1 > 0 else "exponential decay"
         elif abs(d1 - d2) <= 0.05 * abs(d2):
             law = "linear"
         else:
             law = "faster than linear, slower than exponential" if d1 > d2 else "sublinear"
         return f"{law} (from the iteration, no closed form)"
+
+    @property
+    def unknowns(self) -> list[sympy.Symbol]:
+        """The symbols the iteration needs numbers for (the block's and the options'),
+        sorted by name, q_0 aside."""
+        found = set().union(*(r.step.free_symbols for r in (self, *self._reads())))
+        return sorted(found - {Q_PREV, C_PREV}, key=lambda s: s.name)
+
+    def _reads(self) -> tuple[Recursion, ...]:
+        """The recursions this one's values are computed from."""
+        return ()
+
+    def _next(self, value: Callable[[], float], block: int) -> float:
+        """One more value of the iteration, or a DeriveError where it leaves a double's range."""
+        try:
+            out = value()
+        except (OverflowError, ZeroDivisionError, ValueError):
+            out = math.inf
+        if not math.isfinite(out):
+            raise DeriveError(
+                f"{self.config.label} has no closed form, and its {self.direction} values, "
+                f"iterated in double precision, leave a double's range at block {block}: "
+                "lower the depth or the block's numbers")
+        return out
 
     # --- values ------------------------------------------------------------------------
     def _check(self, depth: int, q0_value: object) -> tuple[int, sympy.Expr]:
@@ -382,7 +410,7 @@ class ForwardRecursion(Recursion):
         step = numeric_map(self.step, (Q_PREV, C_PREV))
         values = [float(q0_value)]
         while len(values) <= depth:
-            values.append(step(values[-1], 0.0))
+            values.append(self._next(lambda: step(values[-1], 0.0), len(values)))
         return values
 
     def _written(self) -> written.Written:
@@ -420,6 +448,9 @@ class CrossRecursion(Recursion):
     def recurrence(self) -> sympy.Eq:
         return sympy.Eq(c_seq(k), self.step.xreplace({Q_PREV: q(k - 1), C_PREV: c_seq(k - 1)}))
 
+    def _reads(self) -> tuple[Recursion, ...]:
+        return (self.forward,)
+
     @property
     def _closed_lhs(self) -> sympy.Expr:
         return c_seq(K)
@@ -445,7 +476,8 @@ class CrossRecursion(Recursion):
         qs = self.forward._iterate_floats(depth, q0_value)
         values = [0.0]
         while len(values) <= depth:  # c_k from q_{k-1} and its own c_{k-1}
-            values.append(step(qs[len(values) - 1], values[-1]))
+            i = len(values) - 1
+            values.append(self._next(lambda i=i: step(qs[i], values[-1]), i + 1))
         return values
 
     def _written(self) -> written.Written:
@@ -475,12 +507,15 @@ class BackwardRecursion(Recursion):
         body = self.step.xreplace({Q_PREV: q(k - 1), C_PREV: c_seq(k - 1)})
         return sympy.Eq(d(k - 1), d(k) * body)
 
+    def _reads(self) -> tuple[Recursion, ...]:
+        return (self.forward,) if self.cross is None else (self.forward, self.cross)
+
     @property
     def _closed_lhs(self) -> sympy.Expr:
         return d(0) / d(K)
 
     def _relative(self, values: list[sympy.Expr], last: sympy.Expr) -> list[sympy.Expr]:
-        return [sympy.cancel(last / v) for v in values]  # d_k/d_K = (d_0/d_K)/(d_0/d_k)
+        return closed_forms.ratios(last, values)  # d_k/d_K = (d_0/d_K)/(d_0/d_k)
 
     def _solve(self) -> Solution:
         step = self.step
@@ -523,7 +558,7 @@ class BackwardRecursion(Recursion):
         values = [1.0]
         while len(values) <= depth:
             i = len(values) - 1
-            values.append(values[-1] * step(qs[i], cs[i]))
+            values.append(self._next(lambda i=i: values[-1] * step(qs[i], cs[i]), i + 1))
         return values
 
     def _written(self) -> written.Written:

@@ -37,6 +37,8 @@ from derive.recursions.recursion import BackwardRecursion, CrossRecursion, Forwa
 
 #: w_k, the second moment per entry of dL/dW of block k's last weight matrix.
 w = sympy.Function("w")
+#: The profile lists w_k for every block k = 1..K up to this depth.
+MAX_LISTED = 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +117,9 @@ class WeightGradients:
         >>> derive.variance("he", "relu", "post").weights.profile(3)
         [1/4, 1/4, 1/4]
         """
+        if isinstance(depth, int) and depth > MAX_LISTED:
+            raise DeriveError(f"the weight gradients are listed for every block k = 1..K, up "
+                              f"to depth {MAX_LISTED}, got depth {depth}")
         qs = self.forward.profile(depth, q0)
         ratios = self.backward.profile(depth, q0)  # d_k / d_K
         cs = self.cross.profile(depth, q0) if self.cross is not None else [0] * (depth + 1)

@@ -27,7 +27,8 @@ from derive.blocks.primitives import LayerNorm, Weight
 from derive.derivation.symbols import n as _n
 from derive.errors import DeriveError
 from derive.inputs.numbers import check_depth, exact, real, shown
-from derive.simulation.resources import check_simulation_memory
+from derive.inputs.parameters import given
+from derive.simulation.resources import check_simulation
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block
@@ -374,8 +375,8 @@ def measure(configs: Sequence[VarianceConfig], *, depth: int, width: int, seeds:
     depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
     configs = [numeric(config, width) for config in configs]
     plans = [batching(c, seeds, batch) for c in configs]
-    check_simulation_memory(configs, plans, depth=depth, width=width, chunk=CHUNK, rows=ROWS,
-                            skeleton=skeleton)
+    check_simulation(configs, plans, depth=depth, width=width, seeds=seeds, batch=batch,
+                     chunk=CHUNK, rows=ROWS, skeleton=skeleton)
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
         groups.setdefault((plans[i], skeleton(config.block.expanded(config))), []).append(i)
@@ -431,6 +432,8 @@ def _summed(config: VarianceConfig, depth: int, width: int, seeds: int, batch: i
     depth, batch = _count(depth, "depth", 1), _count(batch, "batch", 1)
     config = numeric(config, width)
     networks, inputs = batching(config, seeds, batch)
+    check_simulation([config], [(networks, inputs)], depth=depth, width=width, seeds=seeds,
+                     batch=batch, chunk=CHUNK, rows=ROWS, skeleton=skeleton, lengths=bool(lengths))
     total: np.ndarray | float = 0.0
     for first in range(0, networks, CHUNK):
         sample = Draws(depth, width, inputs, seed=seed, first=first,
@@ -544,6 +547,7 @@ def grid(inits: Sequence[str] = (), activations: Sequence[str] = (), norms: Sequ
     from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
 
     specs = [checkable(spec, values) for spec in (*norms, *blocks) or PRESETS]
+    options = given(options)
     return [
         variance_config(init=i, activation=a, branch=b, block=m, **options)  # type: ignore[arg-type]
         for i in inits or INITS for a in activations or ACTIVATIONS
