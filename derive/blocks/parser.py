@@ -349,7 +349,8 @@ allowed: F, F0, W, W0, LN, BN, Dropout, phi, relu, leaky_relu, tanh, gelu, linea
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError) as err:
-        where = f" at column {err.offset}" if getattr(err, "offset", None) else ""
+        offset = err.offset if isinstance(err, SyntaxError) else None
+        where = f" at column {offset}" if offset else ""
         raise parser.fail(f"syntax error{where}; allowed: {ALLOWED}") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
         raise parser.fail(f"more than {MAX_NODES} parts: too long")

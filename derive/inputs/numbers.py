@@ -84,9 +84,9 @@ def integer(value: object, name: str, *, minimum: int = 0, maximum: int | None =
     """
     number: int | None = None
     if isinstance(value, str) and text:
-        text = value.strip()
-        if len(text) <= MAX_TEXT and _INTEGER.fullmatch(text):
-            number = int(text)
+        written = value.strip()
+        if len(written) <= MAX_TEXT and _INTEGER.fullmatch(written):
+            number = int(written)
     elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
         number = int(value)
     if number is None or number < minimum or (maximum is not None and number > maximum):

@@ -298,14 +298,22 @@ def expanded_terms(expr: sympy.Expr) -> int:
     if expr.is_Add:
         return sum(expanded_terms(term) for term in expr.args)
     if expr.is_Mul:
-        up = [f for f in expr.args if not (f.is_Pow and f.exp.is_negative)]
-        down = [1 / f for f in expr.args if f.is_Pow and f.exp.is_negative]
-        return (math.prod(expanded_terms(f) for f in up)
-                + (math.prod(expanded_terms(f) for f in down) if down else 0))
+        return _product_terms(expr)
     if expr.is_Pow and expr.exp.is_Integer and expr.base.is_Add:
         terms = expanded_terms(expr.base)
         return math.comb(abs(int(expr.exp)) + terms - 1, terms - 1)
     return 1
+
+
+def _product_terms(product: sympy.Expr) -> int:
+    """The terms of a product's numerator once expanded, plus its denominator's."""
+    def is_divisor(factor: sympy.Expr) -> bool:
+        return bool(factor.is_Pow and factor.exp.is_negative)
+
+    up = [f for f in product.args if not is_divisor(f)]
+    down = [1 / f for f in product.args if is_divisor(f)]
+    return (math.prod(expanded_terms(f) for f in up)
+            + (math.prod(expanded_terms(f) for f in down) if down else 0))
 
 
 def ratios(last: sympy.Expr, values: list[sympy.Expr]) -> list[sympy.Expr]:

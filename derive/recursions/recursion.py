@@ -23,7 +23,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from typing import TYPE_CHECKING, ClassVar
 
 import sympy
@@ -410,7 +410,7 @@ class ForwardRecursion(Recursion):
         step = numeric_map(self.step, (Q_PREV, C_PREV))
         values = [float(q0_value)]
         while len(values) <= depth:
-            values.append(self._next(lambda: step(values[-1], 0.0), len(values)))
+            values.append(self._next(partial(step, values[-1], 0.0), len(values)))
         return values
 
     def _written(self) -> written.Written:
@@ -477,7 +477,7 @@ class CrossRecursion(Recursion):
         values = [0.0]
         while len(values) <= depth:  # c_k from q_{k-1} and its own c_{k-1}
             i = len(values) - 1
-            values.append(self._next(lambda i=i: step(qs[i], values[-1]), i + 1))
+            values.append(self._next(partial(step, qs[i], values[-1]), i + 1))
         return values
 
     def _written(self) -> written.Written:
@@ -558,7 +558,7 @@ class BackwardRecursion(Recursion):
         values = [1.0]
         while len(values) <= depth:
             i = len(values) - 1
-            values.append(self._next(lambda i=i: values[-1] * step(qs[i], cs[i]), i + 1))
+            values.append(self._next(partial(_scaled, values[-1], step, qs[i], cs[i]), i + 1))
         return values
 
     def _written(self) -> written.Written:
@@ -583,6 +583,11 @@ class BackwardRecursion(Recursion):
         lhs = sympy.Add(ratio, -factor, evaluate=False)
         return written.check(lhs, "$(d_0/d_k)/(d_0/d_{k-1})$ minus the factor of block $k$",
                              first)
+
+
+def _scaled(value: float, step: Callable[[float, float], float], q: float, c: float) -> float:
+    """``value`` times the block's factor at (q, c): one step of the backward iteration."""
+    return value * step(q, c)
 
 
 def _product(factor: sympy.Expr, start: int = 1) -> sympy.Expr:

@@ -57,7 +57,7 @@ def simulation_bytes(configs: Sequence[Any], plans: Sequence[tuple[int, int]], *
     '147.1 MB'
     """
     matrices: dict[tuple, int] = {}
-    groups: dict[Hashable, list[int]] = {}
+    groups: dict[tuple[int, int, Hashable], list[int]] = {}  # (networks, inputs, skeleton)
     inputs_size = by_length = 0
     for config, (networks, inputs) in zip(configs, plans, strict=True):
         networks = min(chunk, networks)
