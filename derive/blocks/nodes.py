@@ -53,11 +53,14 @@ class FiniteNetwork(Protocol):
     :class:`derive.simulation.networks.Network`): the configuration, the block's input
     and the gradient that reaches it, and the draws of its weights and dropout masks."""
 
-    config: BranchConfig
     x: np.ndarray
     x_grad: np.ndarray | float
     gamma: float
     slope: float
+
+    @property
+    def config(self) -> BranchConfig:
+        """The configuration the primitives read."""
 
     def weight(self, key: tuple, fan_in: sympy.Expr, fan_out: sympy.Expr,
                variance: sympy.Expr) -> tuple[np.ndarray, float]:
