@@ -183,7 +183,7 @@ class Network:
     numbers; the primitives' NumPy ops ask it for weights, masks and scalars."""
 
     def __init__(self, config: VarianceConfig, draws: Draws, block: int, x: np.ndarray) -> None:
-        #: Read by the primitives as a BranchConfig (FiniteNetwork's type).
+        #: The configuration as the primitives read it (FiniteNetwork.config).
         self.config: BranchConfig = config
         self.draws, self.block, self.x = draws, block, x
         self.x_grad: np.ndarray | float = 0.0
