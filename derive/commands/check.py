@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:  # pragma: no cover
+    from derive.blocks.config import VarianceConfig
     from derive.simulation.networks import CheckRow
 
 from derive.commands.options import Integer, Real, parameter_options, symbol_settings
@@ -62,6 +65,107 @@ def _table(rows: list[CheckRow]) -> str:
 
 def _number(value: float) -> float | None:
     return float(f"{value:.10g}") if value == value and abs(value) != float("inf") else None
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """The numbers of one check (the JSON report's ``settings``, in this order)."""
+
+    depth: int
+    width: int
+    seeds: int
+    batch: int
+    seed: int
+    q0: float
+    tolerance: float
+    weights: bool
+    final_norm: bool
+    lengths: bool
+
+    def check_resources(self, configs: list[VarianceConfig]) -> None:
+        """Refuse, before any work, configurations that cannot be simulated at these
+        numbers or would take more memory or time than allowed."""
+        from derive.simulation.networks import CHUNK, ROWS, batching, numeric, skeleton
+        from derive.simulation.resources import check_simulation
+
+        checked = [numeric(c, self.width) for c in configs]
+        plans = [batching(c, self.seeds, self.batch) for c in checked]
+        check_simulation(checked, plans, depth=self.depth, width=self.width, seeds=self.seeds,
+                         batch=self.batch, chunk=CHUNK, rows=ROWS, skeleton=skeleton,
+                         weights=self.weights, lengths=self.lengths)
+
+    def compare(self, configs: list[VarianceConfig],
+                progress: Callable[[int], None] | None = None) -> list[CheckRow]:
+        """The rows of :func:`derive.simulation.networks.compare` at these numbers."""
+        from derive.simulation.networks import compare
+
+        return compare(configs, depth=self.depth, width=self.width, seeds=self.seeds,
+                       batch=self.batch, q0=self.q0, tolerance=self.tolerance, seed=self.seed,
+                       weights=self.weights, final_norm=self.final_norm, lengths=self.lengths,
+                       progress=progress)
+
+
+def _configs(everything: bool, inits: tuple[str, ...], activations: tuple[str, ...],
+             norms: tuple[str, ...], blocks: tuple[str, ...], branches: tuple[str, ...],
+             settings: tuple[str, ...], parameters: dict[str, object]) -> list[VarianceConfig]:
+    """The configurations chosen on the command line: the grid of the choices given
+    (--all: every choice), else the default grid."""
+    from derive.inputs.parameters import symbol_values
+    from derive.simulation.networks import default_grid, grid
+
+    chosen = inits or activations or norms or blocks or branches
+    if everything and chosen:
+        raise click.UsageError(
+            "--all checks the whole grid: drop --init, --activation, --norm, --block and --branch"
+        )
+    values = symbol_values(settings)
+    if everything or chosen:
+        return grid(inits, activations, norms, branches, blocks=blocks, values=values,
+                    **parameters)
+    return default_grid(values=values, **parameters)
+
+
+def _compared(configs: list[VarianceConfig], run: CheckSettings) -> list[CheckRow]:
+    """The rows of the check, with a progress bar on a terminal."""
+    from derive.simulation.networks import CHUNK
+
+    if not sys.stderr.isatty():
+        return run.compare(configs)
+    total = len(configs) * (1 + run.weights + run.lengths) + -(-max(run.seeds, 1) // CHUNK)
+    with click.progressbar(length=total, label="Checking", file=sys.stderr) as bar:
+        return run.compare(configs, progress=bar.update)
+
+
+def _json_report(rows: list[CheckRow], run: CheckSettings, every: bool) -> str:
+    """The check as a JSON document: its settings, whether every value agrees, the rows."""
+    document = {
+        "settings": asdict(run),
+        "ok": all(r.ok for r in rows),
+        "rows": [
+            {"configuration": r.label, "direction": r.direction, "k": r.k,
+             "derived": _number(r.derived), "measured": _number(r.measured),
+             "error": _number(r.error), "tolerance": r.tolerance, "ok": r.ok}
+            for r in _shown(rows, every)
+        ],
+    }
+    return json.dumps(document, indent=2)
+
+
+def _text_report(rows: list[CheckRow], configurations: int, run: CheckSettings,
+                 every: bool) -> str:
+    """The table, then one line: how much was compared, the largest error, the verdict."""
+    failed = [r for r in rows if not r.ok]
+    worst = max(rows, key=lambda r: r.error)
+    summary = (
+        f"{configurations} configuration{'s' * (configurations != 1)}, {len(rows)} values "
+        "compared "
+        f"(depth {run.depth}, width {run.width}, {run.seeds} networks of {run.batch} inputs); "
+        f"largest relative error {100 * worst.error:.2f}% ({worst.label} {worst.direction} "
+        f"k={worst.k}); "
+        + ("all within " if not failed else f"{len(failed)} outside ")
+        + f"{100 * run.tolerance:g}%"
+    )
+    return f"{_table(_shown(rows, every))}\n\n{summary}"
 
 
 @click.command(epilog=EPILOG)
@@ -135,68 +239,17 @@ def check(
     --lengths`). The table shows each configuration's final depth (or longest
     path) and any value outside the tolerance (--blocks: every value).
     """
-    from derive.inputs.parameters import symbol_values
-    from derive.simulation.networks import (
-        CHUNK,
-        ROWS,
-        batching,
-        compare,
-        default_grid,
-        grid,
-        numeric,
-        skeleton,
-    )
-    from derive.simulation.resources import check_simulation
-
-    if everything and (inits or activations or norms or blocks_ or branches):
-        raise click.UsageError(
-            "--all checks the whole grid: drop --init, --activation, --norm, --block and --branch"
-        )
-    values = symbol_values(settings)
-    if everything or inits or activations or norms or blocks_ or branches:
-        configs = grid(inits, activations, norms, branches, blocks=blocks_, values=values,
-                       **parameters)
-    else:
-        configs = default_grid(values=values, **parameters)
+    configs = _configs(everything, inits, activations, norms, blocks_, branches, settings,
+                       parameters)
     if final_norm and not weights:
         raise click.UsageError("--final-norm goes with --weights")
-    checked = [numeric(c, width) for c in configs]
-    plans = [batching(c, seeds, batch) for c in checked]
-    check_simulation(checked, plans, depth=depth, width=width, seeds=seeds, batch=batch,
-                     chunk=CHUNK, rows=ROWS, skeleton=skeleton, weights=weights, lengths=lengths)
-    settings = {"depth": depth, "width": width, "seeds": seeds, "batch": batch, "seed": seed,
-                "q0": q0, "tolerance": tolerance, "weights": weights, "final_norm": final_norm,
-                "lengths": lengths}
-    total = len(configs) * (1 + weights + lengths) + -(-max(seeds, 1) // CHUNK)
-    if sys.stderr.isatty():
-        with click.progressbar(length=total, label="Checking", file=sys.stderr) as bar:
-            rows = compare(configs, **settings, progress=bar.update)
-    else:
-        rows = compare(configs, **settings)
-    failed = [r for r in rows if not r.ok]
+    run = CheckSettings(depth, width, seeds, batch, seed, q0, tolerance, weights, final_norm,
+                        lengths)
+    run.check_resources(configs)
+    rows = _compared(configs, run)
     if fmt == "json":
-        document = {
-            "settings": settings,
-            "ok": not failed,
-            "rows": [
-                {"configuration": r.label, "direction": r.direction, "k": r.k,
-                 "derived": _number(r.derived), "measured": _number(r.measured),
-                 "error": _number(r.error), "tolerance": r.tolerance, "ok": r.ok}
-                for r in _shown(rows, blocks)
-            ],
-        }
-        click.echo(json.dumps(document, indent=2))
+        click.echo(_json_report(rows, run, blocks))
     else:
-        click.echo(_table(_shown(rows, blocks)))
-        worst = max(rows, key=lambda r: r.error)
-        click.echo(
-            f"\n{len(configs)} configuration{'s' * (len(configs) != 1)}, {len(rows)} values "
-            "compared "
-            f"(depth {depth}, width {width}, {seeds} networks of {batch} inputs); "
-            f"largest relative error {100 * worst.error:.2f}% ({worst.label} {worst.direction} "
-            f"k={worst.k}); "
-            + ("all within " if not failed else f"{len(failed)} outside ")
-            + f"{100 * tolerance:g}%"
-        )
-    if failed:
+        click.echo(_text_report(rows, len(configs), run, blocks))
+    if any(not r.ok for r in rows):
         raise click.exceptions.Exit(1)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from typing import TYPE_CHECKING
 
 import click
 
 from derive.commands.options import Exact, Integer, parameter_options, symbol_settings
 from derive.errors import DeriveError
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
+
+if TYPE_CHECKING:  # pragma: no cover
+    import sympy
+
+    from derive.recursions.analysis import VarianceAnalysis
 
 EPILOG = """\b
 Examples:
@@ -196,6 +203,65 @@ def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
     return "\n".join(lines + [fmt_row.format(*t).rstrip() for t in table])
 
 
+def _q0(text: str) -> sympy.Expr:
+    """--q0 as an exact value: a number > 0 or a symbol name."""
+    from derive.inputs.numbers import exact
+
+    q0 = exact(text, "q0")
+    if q0.is_number and q0 <= 0:
+        raise DeriveError(f"--q0 must be > 0, got {q0}")
+    return q0
+
+
+def _compare_report(init: str, activation: str, branch: str, block_spec: str | None,
+                    options: dict[str, sympy.Expr | None], depth: int, q0: sympy.Expr,
+                    direction: str, fmt: str) -> str:
+    """--compare: every preset (and the --block) in one table, or a JSON list of rows."""
+    from derive.blocks.presets import PRESETS
+    from derive.recursions.analysis import compare as compare_rows
+
+    specs = [*PRESETS] + ([block_spec] if block_spec else [])
+    rows = compare_rows(init, activation, branch, depth=depth, q0=q0, blocks=specs, **options)
+    if direction != "both":
+        rows = [r for r in rows if r["direction"] == direction]
+    if fmt == "json":
+        return _compare_json(rows)
+    title = f"{init}/{activation}/{branch}: every preset, q₀ = {q0}"
+    return _compare_output(rows, fmt, depth, title)
+
+
+def _compare_json(rows: list) -> str:
+    """The rows of --compare as JSON, the formulas in LaTeX."""
+    from derive.derivation.printing import latex
+
+    data = [{"norm": r["norm"], "block": r["block"], "direction": r["direction"],
+             "recurrence": latex(r["recurrence"]),
+             "closed_form": None if r["closed_form"] is None else latex(r["closed_form"]),
+             "reason": r["reason"], "growth": r["growth"], "value": str(r["value"])}
+            for r in rows]
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _single_report(analysis: VarianceAnalysis, depth: int, q0: sympy.Expr, direction: str,
+                   fmt: str, weights: bool) -> str:
+    """One block's recurrences in the wanted directions (and its weight gradients), in
+    one format."""
+    wanted = ("forward", "backward") if direction == "both" else (direction,)
+    recursions = [getattr(analysis, name) for name in wanted]
+    if fmt == "json":
+        data = analysis.to_dict(depth, q0)
+        for name in ("forward", "backward"):
+            if name not in wanted:
+                del data[name]
+        if weights:
+            data["weights"] = analysis.weights.to_dict(depth, q0)
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+    if fmt == "text":
+        text = _single_text(analysis, recursions, depth, q0)
+        return text + (_weights_text(analysis, depth, q0) if weights else "")
+    return _single_latex(recursions, depth, q0, markdown=fmt == "markdown")
+
+
 def _epilog() -> str:
     from derive.blocks.presets import describe
 
@@ -243,12 +309,8 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
     K (or why there is none), the growth law and the value at --depth, under
     the mean-field, infinite-width model at initialization.
     """
-    import json
-
-    from derive.blocks.presets import PRESETS
-    from derive.inputs.numbers import check_depth, exact
+    from derive.inputs.numbers import check_depth
     from derive.inputs.parameters import checked, symbol_values
-    from derive.recursions.analysis import compare as compare_rows
     from derive.recursions.analysis import variance as analyse
     from derive.recursions.weight_gradients import MAX_LISTED
 
@@ -258,45 +320,14 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
                for name, value in parameters.items()}
     values = symbol_values(settings)
     depth = check_depth(depth, minimum=0)
-    q0_value = exact(q0, "q0")
-    if q0_value.is_number and q0_value <= 0:
-        raise DeriveError(f"--q0 must be > 0, got {q0_value}")
+    q0_value = _q0(q0)
     if weights and depth > MAX_LISTED:
         raise DeriveError(f"--weights lists w_k for every block k = 1..K: --depth must be at "
                           f"most {MAX_LISTED} with it, got {depth}")
     if compare:
-        specs = [*PRESETS] + ([block_spec] if block_spec else [])
-        rows = compare_rows(init, activation, branch, depth=depth, q0=q0_value, blocks=specs,
-                            **options)
-        if direction != "both":
-            rows = [r for r in rows if r["direction"] == direction]
-        if fmt == "json":
-            from derive.derivation.printing import latex
-
-            data = [{"norm": r["norm"], "block": r["block"], "direction": r["direction"],
-                     "recurrence": latex(r["recurrence"]),
-                     "closed_form": None if r["closed_form"] is None else latex(r["closed_form"]),
-                     "reason": r["reason"], "growth": r["growth"], "value": str(r["value"])}
-                    for r in rows]
-            click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
-            return
-        title = f"{init}/{activation}/{branch}: every preset, q₀ = {q0_value}"
-        click.echo(_compare_output(rows, fmt, depth, title))
+        click.echo(_compare_report(init, activation, branch, block_spec, options, depth,
+                                   q0_value, direction, fmt))
         return
     analysis = analyse(init, activation, norm or "none", branch, block=block_spec,
                        values=values, final_norm=final_norm, **options)
-    wanted = ("forward", "backward") if direction == "both" else (direction,)
-    recursions = [getattr(analysis, name) for name in wanted]
-    if fmt == "json":
-        data = analysis.to_dict(depth, q0_value)
-        for name in ("forward", "backward"):
-            if name not in wanted:
-                del data[name]
-        if weights:
-            data["weights"] = analysis.weights.to_dict(depth, q0_value)
-        click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
-    elif fmt == "text":
-        text = _single_text(analysis, recursions, depth, q0_value)
-        click.echo(text + (_weights_text(analysis, depth, q0_value) if weights else ""))
-    else:
-        click.echo(_single_latex(recursions, depth, q0_value, markdown=fmt == "markdown"))
+    click.echo(_single_report(analysis, depth, q0_value, direction, fmt, weights))

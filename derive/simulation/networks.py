@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy
 
+from derive.blocks.branch import BranchConfig
 from derive.blocks.config import VarianceConfig, variance_config
 from derive.blocks.nodes import STD_X, Input, Node
 from derive.blocks.primitives import LayerNorm, Weight
@@ -182,7 +183,9 @@ class Network:
     numbers; the primitives' NumPy ops ask it for weights, masks and scalars."""
 
     def __init__(self, config: VarianceConfig, draws: Draws, block: int, x: np.ndarray) -> None:
-        self.config, self.draws, self.block, self.x = config, draws, block, x
+        #: The configuration as the primitives read it (FiniteNetwork.config).
+        self.config: BranchConfig = config
+        self.draws, self.block, self.x = draws, block, x
         self.x_grad: np.ndarray | float = 0.0
         #: The weight matrix whose input and output gradient are kept (its key), and them.
         self.watched: tuple | None = None
@@ -229,28 +232,50 @@ def skeleton(node: Node) -> tuple:
     return (*head, tuple(skeleton(child) for child in node.children))
 
 
+def _as_weights(nodes: Sequence[Node]) -> list[Weight] | None:
+    """The nodes of one skeleton as weight matrices, or None when they are not."""
+    weights = [node for node in nodes if isinstance(node, Weight)]
+    return weights if weights and len(weights) == len(nodes) else None
+
+
+def _keep_weight_inputs(nodes: Sequence[Weight], inputs: Sequence[list[np.ndarray]],
+                        nets: Sequence[Network]) -> None:
+    """Keep the input of each network's watched weight matrix."""
+    for node, values, net in zip(nodes, inputs, nets, strict=True):
+        if net.watched == node.key:
+            net.weight_input = values[0]
+
+
+def _shared_product(nodes: Sequence[Weight], inputs: Sequence[list[np.ndarray]],
+                    nets: Sequence[Network]) -> tuple[list[np.ndarray], tuple]:
+    """One weight matrix of several configurations: their inputs side by side times the
+    matrix's shared normals, each part scaled by its configuration's sigma; and the
+    cache the backward pass reads."""
+    drawn = [net.weight(node.key, node.fan_in, node.fan_out, node.variance(net.config))
+             for node, net in zip(nodes, nets, strict=True)]
+    normals, sigmas = drawn[0][0], [sigma for _, sigma in drawn]
+    stacked = np.concatenate([values[0] for values in inputs], axis=1) @ normals
+    outs = [part * sigma for part, sigma in
+            zip(np.split(stacked, len(nodes), axis=1), sigmas, strict=True)]
+    return outs, ("shared", normals, sigmas)
+
+
 def _forward(nodes: Sequence[Node], nets: Sequence[Network]) -> tuple[list[np.ndarray], tuple]:
     """Run one node of several configurations' trees (one skeleton) on their own inputs; a
     weight matrix multiplies all of them in one product."""
     children = [_forward([node.children[i] for node in nodes], nets)
                 for i in range(len(nodes[0].children))]
     inputs = [[values[j] for values, _ in children] for j in range(len(nodes))]
-    if isinstance(nodes[0], Weight):
-        for node, values, net in zip(nodes, inputs, nets, strict=True):
-            if net.watched == node.key:
-                net.weight_input = values[0]
-    if isinstance(nodes[0], Weight) and len(nodes) > 1:
-        drawn = [net.weight(node.key, node.fan_in, node.fan_out, node.variance(net.config))
-                 for node, net in zip(nodes, nets, strict=True)]
-        normals, sigmas = drawn[0][0], [sigma for _, sigma in drawn]
-        stacked = np.concatenate([values[0] for values in inputs], axis=1) @ normals
-        outs = [part * sigma for part, sigma in
-                zip(np.split(stacked, len(nodes), axis=1), sigmas, strict=True)]
-        return outs, (nodes, ("shared", normals, sigmas), [t for _, t in children])
+    traces = [t for _, t in children]
+    weights = _as_weights(nodes)
+    if weights is not None:
+        _keep_weight_inputs(weights, inputs, nets)
+        if len(weights) > 1:
+            outs, shared = _shared_product(weights, inputs, nets)
+            return outs, (nodes, shared, traces)
     done = [node.forward_np(values, net) for node, values, net in zip(nodes, inputs, nets,
                                                                       strict=True)]
-    return [out for out, _ in done], (nodes, [cache for _, cache in done],
-                                      [t for _, t in children])
+    return [out for out, _ in done], (nodes, [cache for _, cache in done], traces)
 
 
 def _is_branch_output(node: Node) -> bool:
@@ -280,6 +305,71 @@ def _backward(trace: tuple, grads: Sequence[np.ndarray], nets: Sequence[Network]
         _backward(child, [grads_[i] for grads_ in per_node], nets)
 
 
+Trace = tuple[list[Network], tuple]
+
+
+def _forward_pass(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray, watch: bool,
+                  forward: np.ndarray) -> tuple[list[list[np.ndarray]], list[Trace]]:
+    """Run the blocks 1..K of every configuration: per configuration h_0..h_K, per block
+    its networks and trace (for the backward pass); ``forward[i, k]`` gets the sum of
+    h_k^2. With ``watch``, each network keeps the input of the block's last weight matrix."""
+    trees = [c.block.expanded(c) for c in configs]
+    watched = [c.block.last_weight(c) if watch else None for c in configs]
+    forward[:, 0] = np.sum(x * x)
+    hs, traces = [[x] for _ in configs], []
+    for block in range(draws.depth):
+        nets = [Network(c, draws, block, h[-1]) for c, h in zip(configs, hs, strict=True)]
+        for net, target in zip(nets, watched, strict=True):
+            net.watched = None if target is None else target.key
+        outs, trace = _forward(trees, nets)
+        traces.append((nets, trace))
+        for i, out in enumerate(outs):
+            hs[i].append(out)
+            forward[i, block + 1] = np.sum(out * out)
+    return hs, traces
+
+
+def _upstream(configs: Sequence[VarianceConfig], draws: Draws, hs: list[list[np.ndarray]],
+              final_norm: bool) -> list[np.ndarray]:
+    """dL/dh_K per configuration: the draws' g of L = <g, h_K>, or with ``final_norm`` the
+    gradient of L = <g, LN(h_K)>."""
+    upstream = draws.upstream()
+    if not final_norm:
+        return [upstream] * len(configs)
+    final = LayerNorm(Input())
+    grads = []
+    for config, h in zip(configs, hs, strict=True):
+        net = Network(config, draws, draws.depth, h[-1])
+        _, cache = final.forward_np([h[-1]], net)
+        grads.append(final.backward_np(upstream, cache, net)[0])
+    return grads
+
+
+def _backward_pass(traces: list[Trace], grads: list[np.ndarray], lengths: int,
+                   backward: np.ndarray, weights: np.ndarray) -> list[list[np.ndarray]]:
+    """Backpropagate from dL/dh_K (``grads``) through the blocks K..1: per configuration
+    the gradients dL/dh_K..dL/dh_0; ``backward[i, k]`` gets the sum of (dL/dh_k)^2 and
+    ``weights[i, k]`` block k's watched matrix's sum of mean(g^2) mean(a^2). With
+    ``lengths``, every gradient carries a leading axis of path lengths."""
+    history = [[g] for g in grads]
+    for block in reversed(range(len(traces))):
+        nets, trace = traces[block]
+        for net in nets:
+            net.x_grad = np.zeros_like(net.x)
+            net.by_length = bool(lengths)
+        _backward(trace, grads, nets)
+        grads = [np.asarray(net.x_grad) for net in nets]
+        for i, g in enumerate(grads):
+            history[i].append(g)
+            backward[i, block] = np.sum(g * g)
+        for i, net in enumerate(nets):
+            if net.weight_grad is not None and net.weight_input is not None:
+                a2 = (net.weight_input**2).mean(axis=-1)
+                g2 = (net.weight_grad**2).mean(axis=-1)
+                weights[i, block + 1] = np.sum(a2 * g2)
+    return history
+
+
 def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
          record: list | None = None, *, watch: bool = False, final_norm: bool = False,
          lengths: int = 0) -> list[tuple[np.ndarray, ...]]:
@@ -290,54 +380,20 @@ def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
     ``lengths`` > 0: the gradient is split by the number of branches its paths pass
     (0 .. lengths - 1), and the sums of (dL/dh_0)^2 per length come last."""
     depth, count = draws.depth, len(configs)
-    trees = [c.block.expanded(c) for c in configs]
-    watched = [c.block.last_weight(c) for c in configs]
     forward, backward = np.zeros((count, depth + 1)), np.zeros((count, depth + 1))
     weights = np.zeros((count, depth + 1))
-    forward[:, 0] = np.sum(x * x)
-    hs, traces = [[x] for _ in configs], []
-    for block in range(depth):
-        nets = [Network(c, draws, block, h[-1]) for c, h in zip(configs, hs, strict=True)]
-        for net, target in zip(nets, watched, strict=True):
-            net.watched = target.key if watch and target is not None else None
-        outs, trace = _forward(trees, nets)
-        traces.append((nets, trace))
-        for i, out in enumerate(outs):
-            hs[i].append(out)
-            forward[i, block + 1] = np.sum(out * out)
-    upstream = draws.upstream()
-    grads = [upstream] * count
-    if final_norm:
-        final = LayerNorm(Input())
-        grads = []
-        for config, h in zip(configs, hs, strict=True):
-            net = Network(config, draws, depth, h[-1])
-            _, cache = final.forward_np([h[-1]], net)
-            grads.append(final.backward_np(upstream, cache, net)[0])
+    hs, traces = _forward_pass(configs, draws, x, watch, forward)
+    grads = _upstream(configs, draws, hs, final_norm)
     for i, g in enumerate(grads):
         backward[i, depth] = np.sum(g * g)
-    if lengths:
+    if lengths:  # every gradient starts at length 0
         grads = [np.concatenate([g[None], np.zeros((lengths - 1, *g.shape))]) for g in grads]
-    history = [[g] for g in grads]
-    for block in reversed(range(depth)):
-        nets, trace = traces[block]
-        for net in nets:
-            net.x_grad = np.zeros_like(net.x)
-            net.by_length = bool(lengths)
-        _backward(trace, grads, nets)
-        grads = [net.x_grad for net in nets]
-        for i, g in enumerate(grads):
-            history[i].append(g)
-            backward[i, block] = np.sum(g * g)
-        for i, net in enumerate(nets):
-            if net.weight_grad is not None and net.weight_input is not None:
-                a2 = (net.weight_input**2).mean(axis=-1)
-                g2 = (net.weight_grad**2).mean(axis=-1)
-                weights[i, block + 1] = np.sum(a2 * g2)
+    history = _backward_pass(traces, grads, lengths, backward, weights)
     if record is not None:
         record.extend((h, g[::-1]) for h, g in zip(hs, history, strict=True))
     if lengths:
-        by_length = [np.sum(g * g, axis=tuple(range(1, g.ndim))) for g in grads]
+        at_input = [g[-1] for g in history]  # dL/dh_0, by path length
+        by_length = [np.sum(g * g, axis=tuple(range(1, g.ndim))) for g in at_input]
         return list(zip(forward, backward, by_length, strict=True))
     if watch:
         return list(zip(forward, backward, weights, strict=True))
@@ -528,10 +584,10 @@ def checkable(spec: object, values: dict[str, object] | None = None) -> Block:
     from derive.blocks.presets import PRESETS
 
     chosen = block(spec)
-    given = dict(PRESETS[chosen.name].check) if chosen.name in PRESETS else {}
-    given.update(values or {})
+    numbers: dict[str, object] = dict(PRESETS[chosen.name].check) if chosen.name in PRESETS else {}
+    numbers.update(values or {})
     names = {s.name for s in chosen.symbols}
-    return chosen.substituted({k: exact(v, k) for k, v in given.items() if k in names})
+    return chosen.substituted({k: exact(v, k) for k, v in numbers.items() if k in names})
 
 
 def grid(inits: Sequence[str] = (), activations: Sequence[str] = (), norms: Sequence[str] = (),
@@ -555,7 +611,8 @@ def grid(inits: Sequence[str] = (), activations: Sequence[str] = (), norms: Sequ
     ]
 
 
-def default_grid(**options: object) -> list[VarianceConfig]:
+def default_grid(*, values: dict[str, object] | None = None,
+                 **options: object) -> list[VarianceConfig]:
     """``derive check``'s default: the norm placements under every init, activation and
     branch, and the other presets under He initialization (whose variance they target).
 
@@ -565,7 +622,11 @@ def default_grid(**options: object) -> list[VarianceConfig]:
     from derive.blocks.presets import NORM_PRESETS, PRESETS
 
     others = [name for name in PRESETS if name not in NORM_PRESETS]
-    return grid(norms=NORM_PRESETS, **options) + grid(["he"], blocks=others, **options)
+    # every parameter of grid named, so that ``options`` only reach its **options
+    return (grid(inits=(), activations=(), norms=NORM_PRESETS, branches=(), blocks=(),
+                 values=values, **options)
+            + grid(inits=["he"], activations=(), norms=(), branches=(), blocks=others,
+                   values=values, **options))
 
 
 def _row(label: str, direction: str, k: int, want: float, got: float, tol: float) -> CheckRow:
