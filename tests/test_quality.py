@@ -45,3 +45,24 @@ def test_public_functions_are_not_shadowed_by_modules() -> None:
     for name in ("paths", "count_paths", "path_lengths", "variance", "simulate", "render", "notes"):
         assert callable(getattr(derive, name)), name
         assert not isinstance(getattr(derive, name), type(derive)), f"derive.{name} is a module"
+
+
+@pytest.mark.slow
+def test_mypy_passes() -> None:
+    """The types carry the design: mypy finds no error in the package."""
+    pytest.importorskip("mypy")
+    result = subprocess.run([sys.executable, "-m", "mypy", "derive"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_no_function_is_too_complex_to_hold_in_mind() -> None:
+    """No function or method has a cyclomatic complexity above 15 (radon's count)."""
+    cc = pytest.importorskip("radon.complexity")
+    worst = []
+    for path in sorted((ROOT / "derive").rglob("*.py")):
+        for block in cc.cc_visit(path.read_text()):
+            if block.complexity > 15:
+                worst.append(f"{path.relative_to(ROOT)}:{block.lineno} {block.name} "
+                             f"({block.complexity})")
+    assert not worst, "split these into named steps:\n" + "\n".join(worst)

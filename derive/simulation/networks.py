@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy
 
-from derive.blocks.branch import BranchConfig
 from derive.blocks.config import VarianceConfig, variance_config
 from derive.blocks.nodes import STD_X, Input, Node
 from derive.blocks.primitives import LayerNorm, Weight
@@ -183,8 +182,7 @@ class Network:
     numbers; the primitives' NumPy ops ask it for weights, masks and scalars."""
 
     def __init__(self, config: VarianceConfig, draws: Draws, block: int, x: np.ndarray) -> None:
-        #: The configuration as the primitives read it (FiniteNetwork.config).
-        self.config: BranchConfig = config
+        self.config = config
         self.draws, self.block, self.x = draws, block, x
         self.x_grad: np.ndarray | float = 0.0
         #: The weight matrix whose input and output gradient are kept (its key), and them.
