@@ -27,8 +27,10 @@ Phi and of the density), by adaptive quadrature (``scipy.integrate.quad``) for t
 the outer x integral is adaptive quadrature too, split where phi bends (x = 0 and
 y = -m/s), over |x|, |y| <= ``CUTOFF`` (the Gaussian mass left out is below 1e-30).
 Both levels ask for ``QUAD_TOLERANCE`` absolute and relative error; the values agree
-with an independent mpmath integral in (u, v) to better than ``STATED_PRECISION``
-(absolute), checked in tests/test_kernels.py at q up to 25.
+with independent mpmath integrals in (u, v) to better than ``STATED_PRECISION``
+(absolute), checked in tests/test_kernels.py at q up to 25 (the differences seen there
+are 1e-12 or smaller; on the diagonal, against the one-point moments, below 1e-14
+for q from 1/10 to 100).
 
 >>> from derive.gaussian.kernels import kernel, derivative_kernel
 >>> kernel("relu", 2, 2, 0)
