@@ -205,12 +205,9 @@ def _compare_output(rows: list, fmt: str, depth: int, title: str) -> str:
 
 def _q0(text: str) -> sympy.Expr:
     """--q0 as an exact value: a number > 0 or a symbol name."""
-    from derive.inputs.numbers import exact
+    from derive.inputs.numbers import positive
 
-    q0 = exact(text, "q0")
-    if q0.is_number and q0 <= 0:
-        raise DeriveError(f"--q0 must be > 0, got {q0}")
-    return q0
+    return positive(text, "q0", shown="--q0")
 
 
 def _compare_report(init: str, activation: str, branch: str, block_spec: str | None,

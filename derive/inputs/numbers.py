@@ -227,6 +227,23 @@ def exact(value: object, name: str, *, symbol: bool = True) -> sympy.Expr:
     return _rational(*parsed, value, name, symbol)
 
 
+def positive(value: object, name: str, *, shown: str | None = None) -> sympy.Expr:
+    """``value`` as :func:`exact` reads it, refused where it is a number <= 0 (a symbol
+    passes); ``shown`` names it in that refusal (default ``name``).
+
+    >>> positive("1/2", "q0"), positive("q", "q0")
+    (1/2, q)
+    >>> positive(0, "q0", shown="--q0")
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: --q0 must be > 0, got 0
+    """
+    result = exact(value, name)
+    if result.is_number and not result > 0:
+        raise DeriveError(f"{shown or name} must be > 0, got {result}")
+    return result
+
+
 def real(value: object, name: str) -> float:
     """A finite number as a float, parsed as :func:`exact` parses it (no names).
 

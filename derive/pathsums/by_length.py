@@ -43,7 +43,7 @@ from derive.derivation.printing import latex, text
 from derive.derivation.symbols import K, q, q0
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
-from derive.inputs.numbers import exact
+from derive.inputs.numbers import positive
 from derive.pathsums.block_paths import BlockPathSum, block_terms
 from derive.pathsums.limits import WrtLike, check_path_args
 from derive.recursions.analysis import VarianceAnalysis, variance
@@ -582,11 +582,5 @@ def path_gradients(
     """
     analysis = variance(init, activation, branch=branch, block=block or "none", values=values,
                         **parameters)
-    return PathGradients(depth, wrt, analysis, _q0(q0), exact)
+    return PathGradients(depth, wrt, analysis, positive(q0, "q0"), exact)
 
-
-def _q0(value: object) -> sympy.Expr:
-    result = exact(value, "q0")
-    if result.is_number and not result > 0:
-        raise DeriveError(f"q0 must be > 0, got {result}")
-    return result

@@ -24,7 +24,7 @@ from derive.blocks.config import VarianceConfig, variance_config
 from derive.derivation.printing import latex
 from derive.errors import DeriveError
 from derive.inputs.choices import NORMS
-from derive.inputs.numbers import check_depth, exact
+from derive.inputs.numbers import check_depth, exact, positive
 from derive.recursions import closed_forms
 from derive.recursions.block_maps import block_maps
 from derive.recursions.recursion import (
@@ -186,9 +186,7 @@ def compare(
     [('none', 'forward', 8), ('none', 'backward', 8), ('pre', 'forward', 4)]
     """
     depth = check_depth(depth, minimum=0)
-    q0_value = exact(q0, "q0")
-    if q0_value.is_number and q0_value <= 0:
-        raise DeriveError(f"q0 must be > 0, got {q0_value}")
+    q0_value = positive(q0, "q0")
     rows = []
     for spec in blocks:
         analysis = variance(init, activation, branch=branch, block=spec, **options)

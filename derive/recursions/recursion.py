@@ -33,7 +33,7 @@ from derive.derivation.printing import latex, text
 from derive.derivation.symbols import K, d, k, q, q0
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
-from derive.inputs.numbers import check_depth, exact
+from derive.inputs.numbers import check_depth, positive
 from derive.recursions import closed_forms
 from derive.recursions import steps as written
 from derive.recursions.block_maps import C_PREV, Q_PREV, c_seq
@@ -183,11 +183,7 @@ class Recursion(ABC):
 
     # --- values ------------------------------------------------------------------------
     def _check(self, depth: int, q0_value: object) -> tuple[int, sympy.Expr]:
-        depth = check_depth(depth, minimum=0)
-        value = exact(q0_value, "q0")
-        if value.is_number and value <= 0:
-            raise DeriveError(f"q0 must be > 0, got {value}")
-        return depth, value
+        return check_depth(depth, minimum=0), positive(q0_value, "q0")
 
     def _iterate(self, depth: int, q0_value: sympy.Expr) -> list[sympy.Expr]:
         """The values of :meth:`_iterate_floats` as Floats at PRECISION digits."""
