@@ -5,12 +5,13 @@ A block's tree names its primitives (``W``, ``F``, activations, ``LN``, ``BN``,
 :class:`BranchConfig`: the initialization (or an explicit weight variance), the
 activation, the branch (``single`` W phi(h) or ``mlp`` W2 phi(W1 h)), its width
 ratio, dropout, the gain of LayerNorm and BatchNorm, and leaky ReLU's slope.
-:func:`branch_config` checks and parses the values a user gives; the dataclass
-holds them exactly, already checked.
+:func:`branch_values` checks and parses the values a user gives; the dataclass
+holds them exactly, already checked (:func:`derive.blocks.config.variance_config`
+builds one together with its block).
 
->>> branch_config(init="he", dropout="1/10").dropout
+>>> branch_values(init="he", dropout="1/10")["dropout"]
 1/10
->>> branch_config(init="kaiming")
+>>> branch_values(init="kaiming")
 Traceback (most recent call last):
 ...
 derive.errors.DeriveError: unknown init 'kaiming': choose one of xavier, he, lecun
@@ -74,12 +75,3 @@ def branch_values(init: object = "xavier", activation: object = "relu",
                      "sigma_w2": sigma_w2, "negative_slope": negative_slope})
     return {"init": init, "activation": activation, "branch": branch, **numbers}
 
-
-def branch_config(init: object = "xavier", activation: object = "relu",
-                  branch: object = "single", **numbers: object) -> BranchConfig:
-    """A :class:`BranchConfig` from what a user gives, checked (see :func:`branch_values`).
-
-    >>> branch_config("he", "relu", "mlp", mlp_ratio=4).mlp_ratio
-    4
-    """
-    return BranchConfig(**branch_values(init, activation, branch, **numbers))  # type: ignore[arg-type]
