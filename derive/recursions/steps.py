@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import sympy
 
 from derive.blocks.config import VarianceConfig
+from derive.blocks.nodes import Input, Sum
 from derive.derivation.symbols import d, k, q
 from derive.derivation.value import Derivation, Step
 from derive.gaussian.moments import Expectation
+from derive.recursions.block_maps import C_PREV, Q_PREV, block_input, c_seq
 from derive.recursions.closed_forms import mask
 
 h = sympy.Function("h")
@@ -59,8 +61,6 @@ ASSUMPTIONS = (
 
 
 def _substituted(expr: sympy.Expr) -> sympy.Expr:
-    from derive.recursions.block_maps import C_PREV, Q_PREV, c_seq
-
     return expr.xreplace({Q_PREV: q(k - 1), C_PREV: c_seq(k - 1)})
 
 
@@ -71,9 +71,6 @@ def node_steps(config: VarianceConfig, backward: bool) -> list[Step]:
     >>> [s.rhs for s in node_steps(variance_config(init="he"), backward=False)]
     [q(k - 1)/2, q(k - 1), 2*q(k - 1)]
     """
-    from derive.blocks.nodes import Input, Sum
-    from derive.recursions.block_maps import block_input
-
     block = config.block
     x = block_input(config)
     moments = block.moments(config, x)
