@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING
 
 import sympy
 
-from derive.blocks.nodes import STD_X, Input, Moments, Node, Scale
+from derive.blocks.nodes import (
+    STD_X,
+    Input,
+    Kernel,
+    KernelGains,
+    Moments,
+    Node,
+    Scale,
+    number_like,
+)
 from derive.blocks.parser import MAX_SYMBOLS, parse, scalar_problem
 from derive.blocks.presets import PRESETS
 from derive.blocks.primitives import Activation, BatchNorm, Dropout, LayerNorm, Weight
@@ -146,6 +155,47 @@ class Block:
                 gains = node.gains([moments[c] for c in node.children], config, x)
                 total[node] = sympy.Add(*(g * through(c)
                                           for g, c in zip(gains, node.children, strict=True)))
+            return total[node]
+
+        return through(tree)
+
+    def kernels(self, config: BranchConfig, x: Kernel) -> dict[Node, Kernel]:
+        """Every node's two-point state when the input's is ``x``, children first."""
+        tree = self.expanded(config)
+        out: dict[Node, Kernel] = {}
+        for node in tree.walk():
+            if node not in out:
+                out[node] = node.kernel([out[c] for c in node.children], config, x)
+        return out
+
+    def kernel_forward(self, config: BranchConfig, x: Kernel) -> Kernel:
+        """The block output's two-point state: the map (q_a, q_b, c) at k-1 to k.
+
+        >>> from derive.blocks.branch import BranchConfig
+        >>> out = block("none").kernel_forward(BranchConfig(init="he"), Kernel(1.0, 1.0, 0.0))
+        >>> out.q_a, round(out.c, 12)  # c = 1/pi: the arc-cosine kernel at rho = 0
+        (2.0, 0.318309886184)
+        """
+        return self.kernels(config, x)[self.expanded(config)]
+
+    def kernel_gain(self, config: BranchConfig, x: Kernel) -> KernelGains:
+        """The factors of (d_a, d_b, g) from the block's output to its input: the sum over
+        the block's paths of the product of each primitive's factors."""
+        tree = self.expanded(config)
+        states = self.kernels(config, x)
+        total: dict[Node, KernelGains] = {}
+        one = KernelGains.uniform(number_like(sympy.Integer(1), x.q_a))
+
+        def through(node: Node) -> KernelGains:
+            if isinstance(node, Input):
+                return one
+            if node not in total:
+                gains = node.kernel_gains([states[c] for c in node.children], config, x)
+                routes = [g.times(through(c)) for g, c in zip(gains, node.children, strict=True)]
+                result = routes[0]
+                for route in routes[1:]:
+                    result = result.plus(route)
+                total[node] = result
             return total[node]
 
         return through(tree)

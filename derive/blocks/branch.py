@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from derive.errors import choice_error
+from derive.errors import DeriveError, choice_error
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
 from derive.inputs.parameters import given
 
@@ -45,11 +45,18 @@ class BranchConfig:
     gamma: sympy.Expr = sympy.Integer(1)
     sigma_w2: sympy.Expr | None = None
     negative_slope: sympy.Expr = sympy.Rational(1, 100)
+    #: The variance of the bias added after every weight matrix (0: no bias).
+    sigma_b2: sympy.Expr = sympy.Integer(0)
+    #: sigma_w^2 of Var W = sigma_w^2 / fan_in (Poole et al. 2016), or None.
+    fan_in_variance: sympy.Expr | None = None
 
     def weight_variance(self, fan_in: sympy.Expr, fan_out: sympy.Expr) -> sympy.Expr:
-        """Variance of one weight matrix's entries, from ``init`` (or ``sigma_w2``)."""
+        """Variance of one weight matrix's entries, from ``init`` (or ``sigma_w2``, or
+        ``fan_in_variance`` over the fan-in)."""
         if self.sigma_w2 is not None:
             return self.sigma_w2
+        if self.fan_in_variance is not None:
+            return self.fan_in_variance / fan_in
         return {
             "xavier": 2 / (fan_in + fan_out),
             "he": 2 / fan_in,
@@ -60,7 +67,8 @@ class BranchConfig:
 def branch_values(init: object = "xavier", activation: object = "relu",
                   branch: object = "single", *, mlp_ratio: object = 1, dropout: object = 0,
                   gamma: object = 1, sigma_w2: object = None,
-                  negative_slope: object = sympy.Rational(1, 100)) -> dict[str, object]:
+                  negative_slope: object = sympy.Rational(1, 100), sigma_b2: object = 0,
+                  fan_in_variance: object = None) -> dict[str, object]:
     """The fields of a :class:`BranchConfig`, checked: the choices against their lists,
     the numbers parsed exactly (``0.1`` becomes ``1/10``; names become positive symbols).
 
@@ -72,6 +80,10 @@ def branch_values(init: object = "xavier", activation: object = "relu",
         if value not in allowed:
             raise choice_error(what, value, allowed)
     numbers = given({"mlp_ratio": mlp_ratio, "dropout": dropout, "gamma": gamma,
-                     "sigma_w2": sigma_w2, "negative_slope": negative_slope})
+                     "sigma_w2": sigma_w2, "negative_slope": negative_slope,
+                     "sigma_b2": sigma_b2, "fan_in_variance": fan_in_variance})
+    if numbers["sigma_w2"] is not None and numbers["fan_in_variance"] is not None:
+        raise DeriveError("give one weight variance: sigma_w2 (per entry) or "
+                          "fan_in_variance (sigma_w^2 / fan_in), not both")
     return {"init": init, "activation": activation, "branch": branch, **numbers}
 

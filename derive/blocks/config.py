@@ -55,8 +55,8 @@ class VarianceConfig(BranchConfig):
 def variance_config(init: object = "xavier", activation: object = "relu", norm: object = "none",
                     branch: object = "single", *, mlp_ratio: object = 1, dropout: object = 0,
                     gamma: object = 1, sigma_w2: object = None,
-                    negative_slope: object = sympy.Rational(1, 100),
-                    block: object = None) -> VarianceConfig:
+                    negative_slope: object = sympy.Rational(1, 100), sigma_b2: object = 0,
+                    fan_in_variance: object = None, block: object = None) -> VarianceConfig:
     """A checked :class:`VarianceConfig`. The block is ``norm`` (a preset name: ``none``,
     ``pre``, ``post`` or one of the literature's) unless ``block`` is given (a preset
     name, an expression such as ``x + F(LN(x))``, or a Block). Numbers are stored
@@ -71,6 +71,7 @@ def variance_config(init: object = "xavier", activation: object = "relu", norm: 
     derive.errors.DeriveError: unknown init 'kaiming': choose one of xavier, he, lecun
     """
     values = branch_values(init, activation, branch, mlp_ratio=mlp_ratio, dropout=dropout,
-                           gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope)
+                           gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
+                           sigma_b2=sigma_b2, fan_in_variance=fan_in_variance)
     return VarianceConfig(**values, block=parse_block(norm if block is None else block))  # type: ignore[arg-type]
 

@@ -8,6 +8,9 @@ carry their kernel rules:
   covariance of two independent inputs of a batch) given its inputs';
 - ``gains``: the backward gain to each input, E[(J^T g)^2] / E[g^2] under
   gradient independence;
+- ``kernel`` and ``kernel_gains``: the same two rules for two inputs a and b, on the
+  two-point :class:`Kernel` (q_a, q_b and their covariance c) forward and on the
+  gradients' second moments and covariance backward (:class:`KernelGains`);
 - ``jacobian``: the factor it puts into the path sum, given its inputs' Jacobians;
 - ``reason``: the written step, with why it holds;
 - ``forward_np`` / ``backward_np``: its finite-width NumPy op and hand-written backward.
@@ -23,6 +26,7 @@ the primitives (``W``, ``F``, activations, ``LN``, ``BN``, ``Dropout``) live in
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,6 +117,100 @@ class Moments:
         return Moments(f * self.q, None if self.c is None else f * self.c)
 
 
+#: A number of a two-point rule: a float (the profiles) or a SymPy expression (the maps).
+Number = float | sympy.Expr
+
+
+def root(value: Number) -> Number:
+    """The square root, a float for a float and exact for an expression.
+
+    >>> root(4.0), root(sympy.Integer(2))
+    (2.0, sqrt(2))
+    """
+    return math.sqrt(value) if isinstance(value, float) else sympy.sqrt(value)
+
+
+def number_like(value: sympy.Expr, like: Number) -> Number:
+    """``value`` as a float when ``like`` is a float (a constant of a rule), else as is.
+
+    >>> number_like(sympy.Rational(1, 2), 3.0), number_like(sympy.Rational(1, 2), sympy.Integer(3))
+    (0.5, 1/2)
+    """
+    if not isinstance(like, float):
+        return value
+    try:
+        return float(value)
+    except TypeError:
+        raise DeriveError(f"{value} has symbols without values; a kernel profile needs numbers "
+                          "(give the block's symbols values with --set, and use "
+                          "--fan-in-variance rather than --sigma-w2, whose width n stays "
+                          "symbolic)") from None
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """The two-point state per unit: the second moments ``q_a`` and ``q_b`` of two inputs
+    a and b and their covariance ``c``; under BatchNorm also ``m``, the covariance of an
+    input with an independent member of its batch (the part a batch mean shares). The
+    entries are floats or SymPy expressions.
+
+    >>> Kernel(2.0, 2.0, 1.0).rho
+    0.5
+    >>> Kernel(2.0, 8.0, 2.0).scaled(2.0, 1.0)
+    Kernel(q_a=8.0, q_b=8.0, c=4.0, m=None)
+    """
+
+    q_a: Number
+    q_b: Number
+    c: Number
+    m: Number | None = None
+
+    @property
+    def rho(self) -> Number:
+        """The correlation c / sqrt(q_a q_b)."""
+        return self.c / root(self.q_a * self.q_b)
+
+    def scaled(self, factor_a: Number, factor_b: Number) -> Kernel:
+        """The state after unit ``a`` is multiplied by ``factor_a`` and ``b`` by ``factor_b``
+        (a member of the batch by ``factor_a``, as a is a typical member)."""
+        m = None if self.m is None else factor_a * factor_a * self.m
+        return Kernel(factor_a * factor_a * self.q_a, factor_b * factor_b * self.q_b,
+                      factor_a * factor_b * self.c, m)
+
+    def shifted(self, variance: Number) -> Kernel:
+        """The state after a shared random term of ``variance`` is added (a bias)."""
+        return Kernel(self.q_a + variance, self.q_b + variance, self.c + variance,
+                      None if self.m is None else self.m + variance)
+
+
+@dataclass(frozen=True)
+class KernelGains:
+    """What a node does to the gradients' two-point state: the factors of d_a, d_b (the
+    gradients' second moments at a and b) and of g, their covariance, under gradient
+    independence.
+
+    >>> KernelGains.uniform(2.0)
+    KernelGains(a=2.0, b=2.0, ab=2.0)
+    """
+
+    a: Number
+    b: Number
+    ab: Number
+
+    @classmethod
+    def uniform(cls, gain: Number) -> KernelGains:
+        """The same factor on all three (a node that treats a and b alike)."""
+        return cls(gain, gain, gain)
+
+    def times(self, other: KernelGains) -> KernelGains:
+        """The factors of two nodes in turn."""
+        return KernelGains(self.a * other.a, self.b * other.b, self.ab * other.ab)
+
+    def plus(self, other: KernelGains) -> KernelGains:
+        """The factors of two routes that add (uncorrelated under gradient independence)."""
+        return KernelGains(self.a + other.a, self.b + other.b, self.ab + other.ab)
+
+
 class Node(ABC):
     """A vector-valued node of a block. Subclasses set ``children`` and every rule: the
     rules are abstract, so a node that lacks one cannot be built.
@@ -186,6 +284,15 @@ class Node(ABC):
         """Why the gain rule holds, in one sentence (inline LaTeX)."""
         return self.reason(config)
 
+    @abstractmethod
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        """The output's two-point state given the inputs' (``x``: the block input's)."""
+
+    @abstractmethod
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        """The factors of (d_a, d_b, g) to each input, given the inputs' forward states."""
+
     # --- numbers ----------------------------------------------------------------
     @abstractmethod
     def forward_np(self, values: list[np.ndarray], net: FiniteNetwork) -> tuple[np.ndarray, Any]:
@@ -221,6 +328,13 @@ class Input(Node):
 
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
+        return ()
+
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        return x
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
         return ()
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
@@ -287,6 +401,20 @@ class Scale(Node):
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (self.value(x) ** 2,)
+
+    def values(self, x: Kernel) -> tuple[Number, Number]:
+        """The factor at inputs a and b: ``std(x)`` is each input's own sqrt(q)."""
+        a = number_like(self.factor.xreplace({STD_X: sympy.sqrt(sympy.sympify(x.q_a))}), x.q_a)
+        b = number_like(self.factor.xreplace({STD_X: sympy.sqrt(sympy.sympify(x.q_b))}), x.q_b)
+        return a, b
+
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        return inputs[0].scaled(*self.values(x))
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        a, b = self.values(x)
+        return (KernelGains(a * a, b * b, a * b),)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.scalar(self.factor) * inputs[0]
@@ -370,6 +498,19 @@ with a weight matrix the other does not contain (such as x + F(x))
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return tuple(sympy.Integer(1) for _ in inputs)
+
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        first, *rest = inputs
+        total = first
+        for term in rest:  # the cross terms vanish for two inputs as for one
+            m = None if total.m is None or term.m is None else total.m + term.m
+            total = Kernel(total.q_a + term.q_a, total.q_b + term.q_b, total.c + term.c, m)
+        return total
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        one = number_like(sympy.Integer(1), x.q_a)
+        return tuple(KernelGains.uniform(one) for _ in inputs)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return sympy.Add(*inputs)

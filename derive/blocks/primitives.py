@@ -17,15 +17,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sympy
 
-from derive.blocks.nodes import FactorNames, Moments, Node
+from derive.blocks.nodes import FactorNames, Kernel, KernelGains, Moments, Node, number_like, root
 from derive.errors import DeriveError
 from derive.gaussian.mean import gaussian_mean
 from derive.gaussian.moments import gaussian_moment
+from derive.gaussian.two_point import expectation
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.branch import BranchConfig
@@ -105,20 +107,37 @@ class Weight(Node):
         return config.weight_variance(self.fan_in * n, self.fan_out * n)
 
     def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
-        return inputs[0].scaled(sympy.cancel(self.fan_in * n * self.variance(config)))
+        out = inputs[0].scaled(sympy.cancel(self.fan_in * n * self.variance(config)))
+        if config.sigma_b2 == 0:
+            return out
+        return Moments(out.q + config.sigma_b2,
+                       None if out.c is None else out.c + config.sigma_b2)
 
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (sympy.cancel(self.fan_out * n * self.variance(config)),)
 
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        forward, _ = _weight_factors(self, config)
+        scale = number_like(forward, x.q_a)
+        out = inputs[0].scaled(root(scale), root(scale))
+        return out if config.sigma_b2 == 0 else out.shifted(number_like(config.sigma_b2, x.q_a))
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        _, backward = _weight_factors(self, config)
+        return (KernelGains.uniform(number_like(backward, x.q_a)),)
+
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "W") * inputs[0]  # the matrix itself, spelled out
 
     def reason(self, config: BranchConfig) -> str:
+        bias = (", plus the bias's variance $\\sigma_b^2$, shared by every input"
+                if config.sigma_b2 != 0 else "")
         if self.zero:
-            return "the matrix is initialized to zero, so its output is zero"
+            return f"the matrix is initialized to zero, so its output is zero{bias}"
         return ("each output unit sums fan-in independent products of a zero-mean weight "
-                "and an input: fan-in times $\\sigma_w^2$ times the input's second moment")
+                f"and an input: fan-in times $\\sigma_w^2$ times the input's second moment{bias}")
 
     def backward_reason(self, config: BranchConfig) -> str:
         if self.zero:
@@ -132,6 +151,14 @@ class Weight(Node):
     def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
         normals, sigma = cache
         return [(grad @ normals.swapaxes(-1, -2)) * sigma]
+
+
+@lru_cache(maxsize=4096)
+def _weight_factors(weight: Weight, config: BranchConfig) -> tuple[sympy.Expr, sympy.Expr]:
+    """fan-in n sigma_w^2 and fan-out n sigma_w^2 of a weight matrix, n cancelled."""
+    variance = weight.variance(config)
+    return (sympy.cancel(weight.fan_in * n * variance),
+            sympy.cancel(weight.fan_out * n * variance))
 
 
 @dataclass(frozen=True)
@@ -216,6 +243,22 @@ class Branch(Node):
             m = node.moments([m], config, x)
         return (total,)
 
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        state = inputs[0]
+        for node in self.chain(config):
+            state = node.kernel([state], config, x)
+        return state
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        state, total = inputs[0], None
+        for node in self.chain(config):
+            (gains,) = node.kernel_gains([state], config, x)
+            total = gains if total is None else total.times(gains)
+            state = node.kernel([state], config, x)
+        assert total is not None
+        return (total,)
+
     def reason(self, config: BranchConfig) -> str:
         return f"the branch is {self.expand(config).text()}: its primitives' rules in turn"
 
@@ -293,6 +336,28 @@ class Activation(Node):
         return (gaussian_moment(name, inputs[0].q, derivative=True,
                                 negative_slope=config.negative_slope),)
 
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        name, (s,) = self.name or config.activation, inputs
+        slope = config.negative_slope
+
+        def mean_product(q_a: object, q_b: object, c: object) -> object:
+            return expectation(name, q_a, q_b, c, negative_slope=slope)
+
+        m = None if s.m is None else mean_product(s.q_a, s.q_a, s.m)
+        return Kernel(mean_product(s.q_a, s.q_a, s.q_a), mean_product(s.q_b, s.q_b, s.q_b),
+                      mean_product(s.q_a, s.q_b, s.c), m)
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        name, (s,) = self.name or config.activation, inputs
+        slope = config.negative_slope
+
+        def slopes(q_a: object, q_b: object, c: object) -> object:
+            return expectation(name, q_a, q_b, c, negative_slope=slope, derivative=True)
+
+        return (KernelGains(slopes(s.q_a, s.q_a, s.q_a), slopes(s.q_b, s.q_b, s.q_b),
+                            slopes(s.q_a, s.q_b, s.c)),)
+
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "D") * inputs[0]  # D_k, the diagonal of phi'
 
@@ -352,6 +417,26 @@ def _nonzero(node: LayerNorm | BatchNorm, variance: sympy.Expr, name: str) -> No
             "undefined there; normalize a vector that is not zero")
 
 
+def _same(a: object, b: object) -> bool:
+    """Two second moments are equal (to rounding, for floats)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-12 * max(abs(a), abs(b))
+    return sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
+
+
+def _batch_variance(node: BatchNorm, s: Kernel) -> object:
+    """A unit's variance over the batch, q - m, for two typical members a and b of a batch
+    of independent inputs (so q_a = q_b, and m is what any two members share)."""
+    if s.m is None or not _same(s.q_a, s.q_b):
+        raise DeriveError(
+            f"{node.text()}: BatchNorm's two-point rule is derived for two typical members "
+            "of a batch of independent inputs, with the same second moment; here "
+            f"q_a = {s.q_a} and q_b = {s.q_b}")
+    spread = s.q_a - s.m
+    _nonzero(node, sympy.sympify(spread), "BatchNorm")
+    return spread
+
+
 @dataclass(frozen=True)
 class LayerNorm(Node):
     """``LN(v)``: each sample's units centred and divided by their std, times gain gamma
@@ -385,6 +470,17 @@ class LayerNorm(Node):
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (config.gamma**2 / inputs[0].q,)
+
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        (s,), g2 = inputs, number_like(config.gamma**2, x.q_a)
+        _nonzero(self, sympy.sympify(s.q_a * s.q_b), "LayerNorm")
+        m = None if s.m is None else g2 * s.m / s.q_a
+        return Kernel(g2, g2, g2 * s.c / root(s.q_a * s.q_b), m)
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        (s,), g2 = inputs, number_like(config.gamma**2, x.q_a)
+        return (KernelGains(g2 / s.q_a, g2 / s.q_b, g2 / root(s.q_a * s.q_b)),)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "L") * inputs[0]  # L_k, the LayerNorm Jacobian
@@ -444,6 +540,17 @@ class BatchNorm(Node):
         assert m.c is not None
         return (config.gamma**2 / (m.q - m.c),)
 
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        (s,), g2 = inputs, number_like(config.gamma**2, x.q_a)
+        spread = _batch_variance(self, s)
+        zero = number_like(sympy.Integer(0), x.q_a)
+        return Kernel(g2, g2, g2 * (s.c - s.m) / spread, zero)  # type: ignore[operator]
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        (s,), g2 = inputs, number_like(config.gamma**2, x.q_a)
+        return (KernelGains.uniform(g2 / _batch_variance(self, s)),)
+
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "B") * inputs[0]  # B_k, the BatchNorm Jacobian
 
@@ -499,6 +606,15 @@ class Dropout(Node):
     def gains(self, inputs: Sequence[Moments], config: BranchConfig,
               x: Moments) -> tuple[sympy.Expr, ...]:
         return (1 / (1 - self.p),)
+
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        (s,), keep = inputs, number_like(1 / (1 - self.p), x.q_a)
+        return Kernel(s.q_a * keep, s.q_b * keep, s.c, s.m)  # masks independent across inputs
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        keep = number_like(1 / (1 - self.p), x.q_a)
+        return (KernelGains(keep, keep, keep / keep),)
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "M") * inputs[0]  # M_k, the diagonal mask over 1-p

@@ -2,7 +2,8 @@
 command read: their names, flags, defaults, help and the values they allow.
 
 >>> [p.flag for p in PARAMETERS]
-['--mlp-ratio', '--dropout', '--gamma', '--sigma-w2', '--negative-slope']
+['--mlp-ratio', '--dropout', '--gamma', '--sigma-w2', '--negative-slope', '--sigma-b2', \
+'--fan-in-variance']
 >>> checked("dropout", "1/10")
 1/10
 >>> checked("dropout", 1)
@@ -62,6 +63,11 @@ PARAMETERS = (
     Parameter("sigma_w2", None, "S", "Weight variance of every matrix (overrides --init).",
               _positive),
     Parameter("negative_slope", "1/100", "A", "leaky_relu slope.", _nonnegative),
+    Parameter("sigma_b2", "0", "B", "Variance of a bias added after every weight matrix.",
+              _nonnegative),
+    Parameter("fan_in_variance", None, "S", "sigma_w^2 in the convention Var W = "
+              "sigma_w^2/fan_in of Poole et al. 2016 (He: 2, LeCun: 1; overrides --init).",
+              _positive),
 )
 BY_NAME = {p.name: p for p in PARAMETERS}
 

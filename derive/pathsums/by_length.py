@@ -72,6 +72,8 @@ class BlockNumbers(TypedDict, total=False):
     gamma: object
     sigma_w2: object
     negative_slope: object
+    sigma_b2: object
+    fan_in_variance: object
 
 
 def term_gains(spec: Block, config: BranchConfig, x: Moments) -> list[sympy.Expr]:

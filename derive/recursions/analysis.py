@@ -93,12 +93,23 @@ class VarianceAnalysis:
                 "mlp_ratio": str(c.mlp_ratio), "dropout": str(c.dropout), "gamma": str(c.gamma),
                 "sigma_w2": None if c.sigma_w2 is None else str(c.sigma_w2),
                 "negative_slope": str(c.negative_slope),
+                **_field_convention(c),
             },
             "depth": check_depth(depth, minimum=0),
             "q0": str(exact(q0, "q0")),
             "forward": self.forward.to_dict(depth, q0),
             "backward": self.backward.to_dict(depth, q0),
         }
+
+
+def _field_convention(c: VarianceConfig) -> dict[str, str]:
+    """The bias variance and the fan-in weight variance, where they are set."""
+    out = {}
+    if c.sigma_b2 != 0:
+        out["sigma_b2"] = str(c.sigma_b2)
+    if c.fan_in_variance is not None:
+        out["fan_in_variance"] = str(c.fan_in_variance)
+    return out
 
 
 @lru_cache(maxsize=1024)
@@ -121,6 +132,8 @@ def variance(
     gamma: object = 1,
     sigma_w2: object = None,
     negative_slope: object = sympy.Rational(1, 100),
+    sigma_b2: object = 0,
+    fan_in_variance: object = None,
     block: object = None,
     values: dict[str, object] | None = None,
     final_norm: bool = False,
@@ -148,7 +161,7 @@ def variance(
     config = variance_config(
         init=init, activation=activation, branch=branch, mlp_ratio=mlp_ratio,
         dropout=dropout, gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
-        block=chosen,
+        sigma_b2=sigma_b2, fan_in_variance=fan_in_variance, block=chosen,
     )
     if not isinstance(final_norm, bool):
         raise DeriveError(f"final_norm must be True or False, got {final_norm!r}")
@@ -165,6 +178,8 @@ class BlockOptions(TypedDict, total=False):
     gamma: object
     sigma_w2: object
     negative_slope: object
+    sigma_b2: object
+    fan_in_variance: object
     values: dict[str, object] | None
 
 

@@ -179,7 +179,9 @@ def _key(config: VarianceConfig, direction: str) -> str:
     c = config
     extras = []
     for name, value, default in (("mlp_ratio", c.mlp_ratio, 1), ("dropout", c.dropout, 0),
-                                 ("gamma", c.gamma, 1), ("sigma_w2", c.sigma_w2, None)):
+                                 ("gamma", c.gamma, 1), ("sigma_w2", c.sigma_w2, None),
+                                 ("sigma_b2", c.sigma_b2, 0),
+                                 ("fan_in_variance", c.fan_in_variance, None)):
         if value is not None and value != default:
             extras.append(f"{name}={value}".replace("/", "_"))
     if c.activation == "leaky_relu" and c.negative_slope != sympy.Rational(1, 100):

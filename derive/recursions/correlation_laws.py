@@ -1,0 +1,538 @@
+"""The laws of the correlations through depth, derived from the maps' expansions.
+
+Forward, rho_k = G_k(rho_{k-1}) approaches a fixed point rho*. Write eps = rho* - rho;
+SymPy expands the map around rho* (a Puiseux series where the activation has a kink):
+
+    eps_k = A eps_{k-1} - B_k eps_{k-1}^p + ...
+
+* A < 1: geometric, eps_k ~ C A^k, depth scale xi = -1/ln A (Schoenholz et al. 2017);
+* A = 1 and B_k -> b > 0: the difference equation behaves like d eps/dk = -b eps^p, so
+  eps_k ~ ((p - 1) b k)^(-1/(p-1)), a power law whose constant comes from b alone;
+* A = 1 and k B_k -> b > 0 (the branch's weight falls like 1/k, as under pre-LN):
+  d eps/dk = -(b/k) eps^p, so eps_k ~ ((p - 1) b ln k)^(-1/(p-1)).
+
+Backward, the gradients' correlation at the input is rho^grad_0(K) = prod_{j<=K} h_j with
+h_j the block's factor at the forward state of j - 1; with 1 - h ~ a_j eps^s the sum
+of 1 - h_j over j decides: a finite sum leaves a positive limit, sum a/j a power law
+K^(-beta), a factor h(rho*) < 1 a geometric decay. The constants that depend on where
+the iteration starts (C of a geometric law, the prefactor of K^(-beta)) are read off
+the iterated maps at a depth where the law holds to 1e-6; the rates and powers come
+from the expansion alone.
+
+>>> from derive.recursions.kernel import kernel
+>>> law = kernel("he", "relu", block="F(x)").forward_law
+>>> law.kind, law.power, law.constant
+('power', 2, 9*pi**2/2)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sympy
+
+from derive.derivation.printing import latex
+from derive.errors import DeriveError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.recursions.kernel import KernelAnalysis
+
+eps = sympy.Symbol("epsilon", positive=True)
+t = sympy.Symbol("t", positive=True)
+j = sympy.Symbol("k", positive=True)
+#: Depth of the iteration that reads off a law's constant.
+CONSTANT_DEPTH = 100_000
+
+
+@dataclass(frozen=True)
+class Law:
+    """How a correlation behaves with depth: ``kind`` is ``geometric``, ``power``,
+    ``logarithmic``, ``limit`` (settles at a value), ``stretched`` or ``none``.
+
+    ``limit`` is the value approached; ``rate`` the geometric ratio, ``depth_scale``
+    -1/ln(rate); ``power`` the exponent; ``constant`` the prefactor (exact where the
+    expansion gives it); ``text`` and ``latex`` the law written out; ``reason`` why.
+    """
+
+    kind: str
+    limit: sympy.Expr | float | None = None
+    rate: sympy.Expr | float | None = None
+    power: sympy.Expr | float | None = None
+    constant: sympy.Expr | float | None = None
+    text: str = ""
+    latex: str = ""
+    reason: str = ""
+
+    @property
+    def depth_scale(self) -> float | None:
+        """xi = -1/ln(rate) for a geometric law (inf at rate 1), else None."""
+        if self.kind != "geometric" or self.rate is None:
+            return None
+        rate = float(self.rate)
+        return math.inf if rate >= 1 else -1 / math.log(rate)
+
+
+def law_dict(law: object) -> dict[str, object]:
+    """A law as JSON: kind, limit, rate, depth scale, power, constant, text, LaTeX."""
+    assert isinstance(law, Law)
+
+    def number(value: object) -> float | None:
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    return {"kind": law.kind, "limit": number(law.limit), "rate": number(law.rate),
+            "depth_scale": law.depth_scale, "power": number(law.power),
+            "constant": number(law.constant), "text": law.text, "latex": law.latex,
+            "reason": law.reason}
+
+
+# --- the forward law ------------------------------------------------------------------
+
+def _q_of_k(analysis: KernelAnalysis) -> sympy.Expr | None:
+    """q_{k-1} as a function of k (the symbol ``j``), or None where it has no closed form."""
+    from derive.derivation.symbols import K, q0
+    from derive.recursions.analysis import _analysis
+
+    closed = _analysis(analysis.config).forward.closed_form
+    if closed is None:
+        return None
+    return closed.rhs.subs({q0: analysis.q0, K: j - 1})
+
+
+def _in_t(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` (a function of eps = t^2) in t, with the kinks' functions written so that
+    their series in t are plain Taylor series: acos(u) = 2 asin(sqrt((1 - u)/2)), and
+    each root's radicand factored (sqrt(2 t^2 - t^4) = t sqrt(2 - t^2))."""
+    out = expr.xreplace({eps: t**2})
+    out = out.replace(sympy.acos, lambda u: 2 * sympy.asin(sympy.sqrt(sympy.factor((1 - u) / 2))))
+    return out.replace(
+        lambda x: x.is_Pow and x.exp.is_Rational and not x.exp.is_Integer,
+        lambda x: sympy.Pow(sympy.factor(x.base), x.exp))
+
+
+def _powers(expr: sympy.Expr, order: int) -> dict[sympy.Expr, sympy.Expr]:
+    """The nonzero coefficients of ``expr``'s expansion in eps up to eps^(order/2), by power."""
+    series = sympy.series(_in_t(expr), t, 0, order + 1).removeO()
+    out: dict[sympy.Expr, sympy.Expr] = {}
+    for term in sympy.Add.make_args(sympy.expand(series)):
+        coeff, part = term.as_independent(t, as_Add=False)
+        power = sympy.Integer(0) if part == 1 else part.as_base_exp()[1] / 2
+        out[power] = out.get(power, sympy.Integer(0)) + coeff
+    return {p: c for p, c in ((p, sympy.simplify(c)) for p, c in out.items()) if c != 0}
+
+
+def _expansion(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+    """``expr`` = c0 + A eps + B eps^p + ... (p > 1 the next power): returns (A, B, p),
+    B = 0 when there is none."""
+    powers = _powers(expr, 4)
+    linear = powers.get(sympy.Integer(1), sympy.Integer(0))
+    higher = {p: c for p, c in powers.items() if p > 1}
+    if not higher:
+        return linear, sympy.Integer(0), sympy.Integer(2)
+    p = min(higher)
+    return linear, higher[p], p
+
+
+def _limit_in_k(expr: sympy.Expr) -> sympy.Expr:
+    return sympy.limit(expr, j, sympy.oo) if expr.has(j) else expr
+
+
+def forward_law(analysis: KernelAnalysis) -> Law:
+    """The law of rho_k, from the map's expansion around its fixed point."""
+    G = analysis.rho_map
+    if G is None:
+        return _numeric_forward(analysis)
+    from derive.recursions.kernel import Q_IN, R_IN
+
+    if G.has(Q_IN):
+        q_prev = _q_of_k(analysis)
+        if q_prev is None:
+            return Law("none", reason="q_k has no closed form, so the map's dependence on "
+                       "depth is not derived; the values are iterated")
+        G = G.xreplace({Q_IN: q_prev})
+    if sympy.simplify(G - R_IN) == 0:
+        return Law("limit", limit=analysis.rho0, text="rho_k = rho_0 at every depth",
+                   latex=r"\rho_k = \rho_0", reason="the map is the identity: each block "
+                   "passes the correlation on unchanged")
+    if sympy.simplify(G.xreplace({R_IN: sympy.Integer(1)}) - 1) == 0:
+        law = _at_one(analysis, G, R_IN)
+        if law is not None:
+            return law
+    if G.has(j):
+        return Law("none", reason="the correlation map changes with depth and rho = 1 is "
+                   "not its attracting fixed point; the values are iterated")
+    return _geometric(analysis, G, R_IN)
+
+
+def _at_one(analysis: KernelAnalysis, G: sympy.Expr, R: sympy.Symbol) -> Law | None:
+    """The law of 1 - rho_k where rho = 1 is a fixed point (None if it repels)."""
+    A, higher, p = _expansion(1 - G.xreplace({R: 1 - eps}))
+    B = -higher  # the new distance to 1: 1 - G(1 - eps) = A eps - B eps^p
+    slope = _limit_in_k(A)
+    if slope.is_number and slope < 1:
+        return _geometric_at(analysis, 1, slope)
+    if sympy.simplify(A - 1) != 0:
+        return None  # rho = 1 repels (or the slope changes with depth): look elsewhere
+    b0 = _limit_in_k(B)
+    a = 1 / (p - 1)
+    if b0.is_positive and b0.is_finite:
+        C = sympy.simplify(((p - 1) * b0) ** (-a))
+        return Law("power", limit=sympy.Integer(1), power=a, constant=C,
+                   text=f"1 - rho_k ~ {_short(C)} k^-{_short(a)}",
+                   latex=rf"1 - \rho_k \simeq {latex(C)}\, k^{{-{latex(a)}}}",
+                   reason=(r"$\rho = 1$ is a fixed point where the map has slope 1: "
+                           rf"$1 - \rho_k = \epsilon$ shrinks by "
+                           rf"${latex(b0)}\,\epsilon^{{{latex(p)}}}$ a block, which gives a "
+                           "power law"))
+    b1 = _limit_in_k(sympy.simplify(B * j)) if B.has(j) else sympy.oo
+    if b1.is_positive and b1.is_finite:
+        C = sympy.simplify(((p - 1) * b1) ** (-a))
+        return Law("logarithmic", limit=sympy.Integer(1), power=a, constant=C,
+                   text=f"1 - rho_k ~ {_short(C)} (ln k)^-{_short(a)}",
+                   latex=rf"1 - \rho_k \simeq {latex(C)}\, (\ln k)^{{-{latex(a)}}}",
+                   reason=(r"$\rho = 1$ is a fixed point where the map has slope 1, and the "
+                           r"branch's share of each block falls like $1/k$: $\epsilon$ shrinks "
+                           rf"by $({latex(b1)}/k)\,\epsilon^{{{latex(p)}}}$ a block, which "
+                           r"gives a law in $\ln k$"))
+    return None
+
+
+def _geometric_at(analysis: KernelAnalysis, limit: sympy.Expr | float,
+                  rate: sympy.Expr) -> Law:
+    rate_value = float(rate)
+    if rate_value <= 0:
+        return Law("limit", limit=limit, text=f"rho_k = {_short(limit)} from k = 1",
+                   latex=rf"\rho_k = {latex(limit)}", reason="the map is constant near its "
+                   "fixed point")
+    constant = _geometric_constant(
+        _iterate_forward_distances(analysis, float(limit), CONSTANT_DEPTH), rate_value)
+    xi = -1 / math.log(rate_value)
+    target = "1 - rho_k" if float(limit) == 1 else f"|rho_k - {_short(limit)}|"
+    return Law("geometric", limit=limit, rate=rate, constant=constant,
+               text=f"{target} ~ {constant:.4g} * {_short(rate)}^k (xi = {xi:.4g})",
+               latex=(rf"|\rho_k - \rho^*| \simeq {constant:.4g} \cdot ({latex(rate)})^k,\ "
+                      rf"\xi = -1/\ln \chi_c = {xi:.4g}"),
+               reason=(rf"the map's slope at its fixed point $\rho^* = {_tex_number(limit)}$ "
+                       rf"is $\chi_c = {_tex_number(rate)} < 1$: the distance shrinks by "
+                       r"that factor each block"))
+
+
+def _geometric(analysis: KernelAnalysis, G: sympy.Expr, R: sympy.Symbol) -> Law:
+    """A fixed point other than 1, found numerically; its slope from the derivative."""
+    from scipy.optimize import brentq
+
+    f = sympy.lambdify(R, G - R, "math")
+    last = float(analysis.forward_states[-1].rho)
+    grid = [-1 + 2 * i / 400 for i in range(401)]
+    roots = []
+    for lo, hi in itertools.pairwise(grid):
+        try:
+            if f(lo) == 0:
+                roots.append(lo)
+            elif f(lo) * f(hi) < 0:
+                roots.append(brentq(f, lo, hi, xtol=1e-15))
+        except (ValueError, ZeroDivisionError):
+            continue
+    if not roots:
+        return Law("none", reason="no fixed point of the correlation map in [-1, 1] was found")
+    star = min(roots, key=lambda r: abs(r - last))
+    slope = float(sympy.diff(G, R).xreplace({R: sympy.Float(star, 30)}))
+    if abs(slope) >= 1:
+        return Law("none", reason=f"the fixed point {star:.6g} has slope {slope:.6g}")
+    return _geometric_at(analysis, star, sympy.Float(slope, 15))
+
+
+def _numeric_forward(analysis: KernelAnalysis) -> Law:
+    """No closed-form map: the slope at the fixed point from the derivative kernel, when
+    the second moments no longer change (the map is then the same at every depth)."""
+    states = analysis.forward_states
+    if len(states) < 3:
+        return Law("none", reason="too shallow to read a law")
+    q_last, q_before = float(states[-1].q_a), float(states[-2].q_a)
+    if abs(q_last - q_before) > 1e-9 * q_last or states[-1].m is not None:
+        return Law("none", reason=(f"{analysis.map_reason}; the second moment still changes "
+                                   "with depth, so no law is derived: the values are iterated"))
+    config, block = analysis.config, analysis.config.block
+
+    def rho_map(r: float) -> float:
+        from derive.blocks.nodes import Kernel
+
+        out = block.kernel_forward(config, Kernel(q_last, q_last, r * q_last))
+        return float(out.rho)
+
+    from scipy.optimize import brentq
+
+    grid = [-1 + 2 * i / 200 for i in range(201)]
+    values = [rho_map(r) - r for r in grid]
+    roots = [r for r, v in zip(grid, values, strict=True) if v == 0]
+    for (lo, vlo), (hi, vhi) in zip(zip(grid, values, strict=True),
+                                    zip(grid[1:], values[1:], strict=True), strict=True):
+        if vlo * vhi < 0:
+            roots.append(brentq(lambda r: rho_map(r) - r, lo, hi, xtol=1e-13))
+    last = float(states[-1].rho)
+    if not roots:
+        return Law("none", reason="no fixed point of the correlation map was found")
+    star = min(roots, key=lambda r: abs(r - last))
+    h = 1e-5
+    lo, hi = max(-1.0, star - h), min(1.0, star + h)
+    slope = (rho_map(hi) - rho_map(lo)) / (hi - lo)
+    if abs(slope) >= 1:
+        return Law("none", reason=f"the fixed point {star:.6g} has slope {slope:.6g}: "
+                   "no geometric law")
+    return _geometric_at(analysis, star, sympy.Float(slope, 12))
+
+
+# --- the backward law -------------------------------------------------------------------
+
+def backward_law(analysis: KernelAnalysis) -> Law:
+    """How rho^grad_0 depends on the depth K, from the forward law and the expansion of
+    the gradient factor around the forward fixed point."""
+    forward = analysis.forward_law
+    assert isinstance(forward, Law)
+    h = analysis.grad_factor
+    if forward.kind == "none" or h is None:
+        return _numeric_backward(analysis, forward)
+    from derive.recursions.kernel import Q_IN, R_IN
+
+    if h.has(Q_IN):
+        q_prev = _q_of_k(analysis)
+        if q_prev is None:
+            return Law("none", reason="q_k has no closed form")
+        h = h.xreplace({Q_IN: q_prev})
+    star = forward.limit
+    if sympy.simplify(h - 1) == 0:
+        return Law("limit", limit=sympy.Integer(1), text="rho^grad_0 = 1 at every depth",
+                   latex=r"\rho^{grad}_0 = 1", reason="each block passes the gradients' "
+                   "correlation on unchanged")
+    if forward.kind == "limit":
+        return Law("none", reason="the forward correlation does not move, and the gradient "
+                   "factor is not 1; the values are iterated")
+    if forward.kind == "geometric" and float(star) < 1:  # type: ignore[arg-type]
+        factor = h.xreplace({R_IN: sympy.Float(float(star), 30)})  # type: ignore[arg-type]
+        factor = _limit_in_k(factor)
+        return _geometric_backward(analysis, float(factor))
+    lead, power = _leading(sympy.simplify(1 - h.xreplace({R_IN: 1 - eps})))
+    if forward.kind == "geometric":
+        return _settles(analysis, "the forward correlation reaches 1 geometrically, so the "
+                        "gradient factors approach 1 fast enough for their product to converge")
+    C, alpha = forward.constant, forward.power
+    assert C is not None and alpha is not None
+    if forward.kind == "power":
+        # 1 - h_k ~ lead_k (C k^-alpha)^power, with lead_k ~ l k^-t
+        t_lead = _power_of_k(lead)
+        decay = sympy.simplify(alpha * power + t_lead)
+        beta = sympy.simplify(_limit_in_k(lead * j**t_lead) * C**power)
+        if decay == 1:
+            return _power_backward(analysis, beta)
+        if decay > 1:
+            return _settles(analysis, "the gradient factors approach 1 like "
+                            f"$k^{{-{latex(decay)}}}$, a summable rate, so their product "
+                            "converges")
+        spread = sympy.simplify(beta / (1 - decay))
+        return Law("stretched", power=1 - decay, constant=spread,
+                   text=f"ln rho^grad_0 ~ -{_short(spread)} K^{_short(1 - decay)}",
+                   latex=rf"\ln \rho^{{grad}}_0 \simeq -{latex(spread)}\,K^{{{latex(1 - decay)}}}",
+                   reason="the gradient factors approach 1 too slowly for a power law")
+    # logarithmic forward law: 1 - h_k ~ lead C^power (ln k)^(-alpha power) with lead ~ l/k
+    t = _power_of_k(lead)
+    coefficient = sympy.simplify(_limit_in_k(lead * j ** t) * C ** power)
+    log_power = sympy.simplify(alpha * power)
+    if t == 1 and log_power == 1:
+        return _loglog_backward(analysis, coefficient)
+    if t == 1 and log_power < 1:
+        exponent = 1 - log_power
+        beta = sympy.simplify(coefficient / exponent)
+        return _law_with_constant(
+            analysis, "stretched", beta, exponent,
+            text=f"ln rho^grad_0 ~ -{_short(beta)} (ln K)^{_short(exponent)}",
+            tex=rf"\ln \rho^{{grad}}_0 \simeq -{latex(beta)} (\ln K)^{{{latex(exponent)}}}",
+            reason=f"the gradient factors approach 1 like $1/(k (\\ln k)^{{{latex(log_power)}}})$")
+    if (t == 1 and log_power > 1) or t > 1:
+        return _settles(analysis, "the gradient factors approach 1 at a summable rate")
+    return Law("none", reason="the gradient factors approach 1 at a rate not covered by "
+               "the derived laws; the values are iterated")
+
+
+def _leading(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    """``expr`` ~ lead * eps^power as eps -> 0 (lead may depend on k)."""
+    powers = {p: c for p, c in _powers(expr, 3).items() if p > 0}
+    if not powers:
+        raise DeriveError("the gradient factor has no leading term")
+    power = min(powers)
+    return powers[power], power
+
+
+def _power_of_k(expr: sympy.Expr) -> sympy.Expr:
+    """t such that expr ~ const k^-t as k -> oo."""
+    if not expr.has(j):
+        return sympy.Integer(0)
+    return sympy.simplify(-sympy.limit(j * sympy.diff(expr, j) / expr, j, sympy.oo))
+
+
+def _settles(analysis: KernelAnalysis, why: str) -> Law:
+    products = _iterate_backward(analysis, CONSTANT_DEPTH)
+    limit = products[-1]
+    return Law("limit", limit=limit, text=f"rho^grad_0 -> {limit:.4g} as K grows",
+               latex=rf"\rho^{{grad}}_0 \to {limit:.4g}", reason=why)
+
+
+def _geometric_backward(analysis: KernelAnalysis, factor: float) -> Law:
+    if not 0 < factor < 1:
+        return Law("none", reason=f"the gradient factor at the fixed point is {factor:.6g}")
+    products = _iterate_backward(analysis, CONSTANT_DEPTH)
+    constant = _geometric_constant(products, factor)
+    xi = -1 / math.log(factor)
+    return Law("geometric", limit=0.0, rate=factor, constant=constant,
+               text=f"rho^grad_0 ~ {constant:.4g} * {factor:.6g}^K (xi = {xi:.4g})",
+               latex=rf"\rho^{{grad}}_0 \simeq {constant:.4g} \cdot {factor:.6g}^K",
+               reason=(r"the forward correlation settles below 1, where each block "
+                       rf"multiplies the gradients' correlation by {factor:.6g}"))
+
+
+def _power_backward(analysis: KernelAnalysis, beta: sympy.Expr) -> Law:
+    products = _iterate_backward(analysis, CONSTANT_DEPTH)
+    depth = len(products) - 1
+    constant = products[-1] * depth ** float(beta)
+    return Law("power", limit=0.0, power=beta, constant=constant,
+               text=f"rho^grad_0 ~ {constant:.4g} K^-{_short(beta)}",
+               latex=rf"\rho^{{grad}}_0 \simeq {constant:.4g}\, K^{{-{latex(beta)}}}",
+               reason=(r"each block multiplies the gradients' correlation by "
+                       rf"$1 - {latex(beta)}/k$ at leading order, as the inputs' "
+                       r"correlation approaches 1: the product falls like a power of $K$"))
+
+
+def _loglog_backward(analysis: KernelAnalysis, beta: sympy.Expr) -> Law:
+    """A law in ln K: its prefactor converges too slowly (corrections of order 1/ln K) to
+    be read off an iteration, so only the power is given."""
+    return Law("logarithmic", limit=0.0, power=beta,
+               text=f"rho^grad_0 falls like (ln K)^-{_short(beta)}",
+               latex=rf"\rho^{{grad}}_0 \propto (\ln K)^{{-{latex(beta)}}}",
+               reason=(r"each block multiplies the gradients' correlation by "
+                       rf"$1 - {latex(beta)}/(k \ln k)$ at leading order: the product falls "
+                       r"like a power of $\ln K$"))
+
+
+def _law_with_constant(analysis: KernelAnalysis, kind: str, beta: sympy.Expr,
+                       exponent: sympy.Expr, text: str, tex: str, reason: str) -> Law:
+    return Law(kind, limit=0.0, power=exponent, constant=beta, text=text, latex=tex,
+               reason=reason)
+
+
+def _numeric_backward(analysis: KernelAnalysis, forward: Law) -> Law:
+    """Without a closed-form factor: the gradients' factor at the forward fixed point."""
+    if forward.kind != "geometric" or forward.limit is None or float(forward.limit) >= 1:
+        if forward.kind == "geometric":
+            return _settles(analysis, "the forward correlation reaches 1 geometrically, so "
+                            "the gradient factors approach 1 fast enough for their product "
+                            "to converge")
+        return Law("none", reason="no forward law, so no backward law is derived; the "
+                   "values are iterated")
+    from derive.blocks.nodes import Kernel
+
+    state = analysis.forward_states[-1]
+    star = float(forward.limit)
+    gains = analysis.config.block.kernel_gain(
+        analysis.config, Kernel(float(state.q_a), float(state.q_b), star * float(state.q_a)))
+    return _geometric_backward(analysis, float(gains.ab / gains.a))
+
+
+# --- iterations for the constants -------------------------------------------------------
+
+def _closed_maps(analysis: KernelAnalysis) -> tuple | None:
+    """The maps rho_{k-1} -> rho_k and the gradient factor as float functions of (k, rho),
+    where they are written in closed form (q_{k-1} replaced by its closed form in k)."""
+    from derive.recursions.kernel import Q_IN, R_IN
+
+    G, h = analysis.rho_map, analysis.grad_factor
+    if G is None or h is None:
+        return None
+    if G.has(Q_IN) or h.has(Q_IN):
+        q_prev = _q_of_k(analysis)
+        if q_prev is None:
+            return None
+        G, h = G.xreplace({Q_IN: q_prev}), h.xreplace({Q_IN: q_prev})
+    return (sympy.lambdify((j, R_IN), G, "math"), sympy.lambdify((j, R_IN), h, "math"))
+
+
+def _forward_rhos(analysis: KernelAnalysis, depth: int) -> list[float]:
+    """rho_k for k = 0.. up to ``depth`` (fewer where the values leave the float range)."""
+    maps = _closed_maps(analysis)
+    rhos = [float(analysis.rho0)]
+    if maps is not None:
+        G = maps[0]
+        for index in range(1, depth + 1):
+            rhos.append(min(1.0, max(-1.0, G(index, rhos[-1]))))
+        return rhos
+    config, block = analysis.config, analysis.config.block
+    state = analysis.forward_states[0]
+    for _ in range(depth):
+        try:
+            state = block.kernel_forward(config, state)
+        except (OverflowError, ZeroDivisionError, DeriveError):
+            break
+        if not all(math.isfinite(float(v)) and abs(float(v)) < 1e250
+                   for v in (state.q_a, state.q_b, state.c)):
+            break
+        rhos.append(float(state.rho))
+    return rhos
+
+
+def _iterate_forward_distances(analysis: KernelAnalysis, limit: float, depth: int) -> list[float]:
+    return [limit - r for r in _forward_rhos(analysis, depth)]
+
+
+def _iterate_backward(analysis: KernelAnalysis, depth: int) -> list[float]:
+    """rho^grad_0 for K = 0..depth: the running product of the blocks' factors."""
+    maps = _closed_maps(analysis)
+    out, product = [1.0], 1.0
+    if maps is not None:
+        G, h = maps
+        r = float(analysis.rho0)
+        for index in range(1, depth + 1):
+            product *= h(index, r)
+            out.append(product)
+            r = min(1.0, max(-1.0, G(index, r)))
+        return out
+    from derive.blocks.nodes import Kernel
+
+    config, block = analysis.config, analysis.config.block
+    state: Kernel = analysis.forward_states[0]
+    for _ in range(depth):
+        try:
+            gains = block.kernel_gain(config, state)
+            state = block.kernel_forward(config, state)
+        except (OverflowError, ZeroDivisionError, DeriveError):
+            break
+        if not math.isfinite(float(state.q_a)) or abs(float(state.q_a)) > 1e250:
+            break
+        product *= float(gains.ab / gains.a)
+        out.append(product)
+    return out
+
+
+def _geometric_constant(distances: list[float], rate: float) -> float:
+    """C in distance_k ~ C rate^k, read where the distance is still far above rounding."""
+    best = 0.0
+    for index, value in enumerate(distances):
+        if abs(value) < 1e-9 or index > 2000:
+            break
+        best = abs(value) / rate**index
+    return best
+
+
+def _short(value: object) -> str:
+    expr = sympy.sympify(value)
+    if expr.is_Integer or expr.is_Rational:
+        return str(expr)
+    if expr.is_number:
+        return f"{float(expr):.6g}" if not expr.free_symbols else str(expr)
+    return str(expr)
+
+
+def _tex_number(value: object) -> str:
+    expr = sympy.sympify(value)
+    if expr.is_Float:
+        return f"{float(expr):.6g}"
+    return latex(expr)

@@ -1,0 +1,279 @@
+"""Two inputs through depth: the two-point kernel forward and the gradients' backward.
+
+Forward, the state of two inputs a and b per unit is (q_a, q_b, c), c = E[h_k(a) h_k(b)]
+and rho_k = c / sqrt(q_a q_b); backward, (d_a, d_b, g), g = E[dL/dh_k(a) dL/dh_k(b)]
+under gradient independence, for a loss that reads both outputs through the same
+linear readout (so the gradients at the output are equal: d_a = d_b = g = 1 there) and
+rho^grad_k = g / sqrt(d_a d_b). Each block maps the state by its primitives' two-point
+rules (:meth:`derive.blocks.block.Block.kernel_forward` and ``kernel_gain``).
+
+:func:`kernel` gives a :class:`KernelAnalysis`: the profiles in floats, the correlation
+maps as SymPy expressions where the activation's kernel has a closed form, and the law
+of each correlation through depth (:mod:`derive.recursions.correlation_laws`).
+
+>>> a = kernel("he", "relu", block="F(x)", depth=2)
+>>> [round(r, 6) for r in a.profile()["forward"]["rho"]]
+[0.5, 0.609, 0.693036]
+>>> a.forward_map
+Eq(rho(k), (rho(k - 1)*(pi - acos(rho(k - 1))) + sqrt(1 - rho(k - 1)**2))/pi)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import sympy
+
+from derive.blocks.config import VarianceConfig, variance_config
+from derive.blocks.nodes import Kernel
+from derive.derivation.printing import latex
+from derive.derivation.symbols import k
+from derive.errors import DeriveError
+from derive.inputs.numbers import check_depth, exact, positive
+
+#: The correlation of two inputs, rho_k, and of their gradients, rho^grad_k.
+rho = sympy.Function("rho")
+rho_grad = sympy.Function(r"rho^{grad}")
+#: Placeholders of a block's input state: q_{k-1} and rho_{k-1}.
+Q_IN = sympy.Symbol("Q", positive=True)
+R_IN = sympy.Symbol("R", real=True)
+#: Activations whose two-point kernel has a closed form (the maps are exact).
+CLOSED_FORM_KERNELS = frozenset({"linear", "relu", "leaky_relu", "erf"})
+#: The deepest profile derive iterates.
+MAX_KERNEL_DEPTH = 10_000
+
+
+@dataclass(frozen=True)
+class Backward:
+    """The gradients' two-point state at one depth: d_a, d_b and their covariance g."""
+
+    d_a: float
+    d_b: float
+    g: float
+
+    @property
+    def rho(self) -> float:
+        """The gradients' correlation g / sqrt(d_a d_b)."""
+        return self.g / (self.d_a * self.d_b) ** 0.5
+
+
+@dataclass(frozen=True)
+class KernelAnalysis:
+    """The two-point kernel of a stack through depth, forward and backward.
+
+    >>> a = kernel("he", "relu", depth=3)
+    >>> [round(x, 4) for x in a.profile()["backward"]["rho"]]
+    [0.7262, 0.7982, 0.8917, 1.0]
+    """
+
+    config: VarianceConfig
+    q0: sympy.Expr
+    rho0: sympy.Expr
+    depth: int
+
+    # --- profiles -----------------------------------------------------------------
+    @cached_property
+    def forward_states(self) -> tuple[Kernel, ...]:
+        """The forward state at k = 0..K (k = 0: the inputs)."""
+        return _forward_states(self.config, self.q0, self.rho0, self.depth)
+
+    @cached_property
+    def backward_states(self) -> tuple[Backward, ...]:
+        """The gradients' state at k = 0..K, normalized to 1 at the output (k = K)."""
+        states = self.forward_states
+        out = [Backward(1.0, 1.0, 1.0)]
+        for index in range(self.depth, 0, -1):
+            gains = self.config.block.kernel_gain(self.config, states[index - 1])
+            last = out[-1]
+            out.append(Backward(last.d_a * gains.a, last.d_b * gains.b, last.g * gains.ab))
+        return tuple(out[::-1])
+
+    def profile(self) -> dict[str, dict[str, list[float]]]:
+        """The profiles as floats over k = 0..K: ``forward`` (``q_a``, ``q_b``, ``c``,
+        ``rho``) and ``backward`` (``d_a``, ``d_b``, ``g``, ``rho``).
+
+        >>> kernel("he", "relu", "post", depth=1).profile()["forward"]["q_a"]
+        [1.0, 1.0]
+        """
+        forward, backward = self.forward_states, self.backward_states
+        return {
+            "forward": {"q_a": [float(s.q_a) for s in forward],
+                        "q_b": [float(s.q_b) for s in forward],
+                        "c": [float(s.c) for s in forward],
+                        "rho": [float(s.rho) for s in forward]},
+            "backward": {"d_a": [s.d_a for s in backward], "d_b": [s.d_b for s in backward],
+                         "g": [s.g for s in backward], "rho": [s.rho for s in backward]},
+        }
+
+    # --- the maps -------------------------------------------------------------------
+    @cached_property
+    def _symbolic(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | str:
+        return _symbolic_maps(self.config)
+
+    @property
+    def map_reason(self) -> str | None:
+        """Why the correlation maps are not written in closed form, or None."""
+        return self._symbolic if isinstance(self._symbolic, str) else None
+
+    def _map(self, index: int) -> sympy.Expr | None:
+        if isinstance(self._symbolic, str):
+            return None
+        return self._symbolic[index]
+
+    @property
+    def q_map(self) -> sympy.Expr | None:
+        """q_k as an expression in ``Q_IN`` (= q_{k-1}), or None."""
+        return self._map(0)
+
+    @property
+    def rho_map(self) -> sympy.Expr | None:
+        """rho_k as an expression in ``R_IN`` (= rho_{k-1}) and ``Q_IN`` (= q_{k-1})."""
+        return self._map(1)
+
+    @property
+    def grad_factor(self) -> sympy.Expr | None:
+        """rho^grad_{k-1} / rho^grad_k, an expression in ``R_IN`` and ``Q_IN``."""
+        return self._map(2)
+
+    @property
+    def forward_map(self) -> sympy.Eq | None:
+        """rho_k in rho_{k-1} (and q_{k-1} where it enters), or None."""
+        if self.rho_map is None:
+            return None
+        return sympy.Eq(rho(k), _in_sequences(self.rho_map))
+
+    @property
+    def backward_map(self) -> sympy.Eq | None:
+        """rho^grad_{k-1} in rho^grad_k and the forward state at k-1, or None."""
+        if self.grad_factor is None:
+            return None
+        return sympy.Eq(rho_grad(k - 1), rho_grad(k) * _in_sequences(self.grad_factor),
+                        evaluate=False)
+
+    # --- laws -----------------------------------------------------------------------
+    @cached_property
+    def forward_law(self) -> object:
+        """How rho_k approaches its limit (:class:`derive.recursions.correlation_laws.Law`)."""
+        from derive.recursions.correlation_laws import forward_law
+
+        return forward_law(self)
+
+    @cached_property
+    def backward_law(self) -> object:
+        """How rho^grad_0 depends on the depth K."""
+        from derive.recursions.correlation_laws import backward_law
+
+        return backward_law(self)
+
+    # --- display --------------------------------------------------------------------
+    def _repr_latex_(self) -> str:
+        lines = [rf"\text{{{self.config.label}}}:\ \rho_0 = {latex(self.rho0)},\ "
+                 rf"q_0 = {latex(self.q0)}"]
+        for name, eq in (("forward", self.forward_map), ("backward", self.backward_map)):
+            if eq is not None:
+                lines.append(latex(eq))
+            else:
+                lines.append(rf"\text{{{name}: iterated numerically}}")
+        states, grads = self.forward_states, self.backward_states
+        lines.append(rf"\rho_{{{self.depth}}} = {float(states[-1].rho):.6g},\ "
+                     rf"\rho^{{grad}}_0 = {grads[0].rho:.6g}")
+        return "$\\begin{gathered}" + r"\\ ".join(lines) + r"\end{gathered}$"
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: configuration, profiles, maps and laws."""
+        from derive.recursions.correlation_laws import law_dict
+
+        profile = self.profile()
+        c = self.config
+        forward_map, backward_map = self.forward_map, self.backward_map
+        return {
+            "config": {"init": c.init, "activation": c.activation, "branch": c.branch,
+                       "block": {"name": c.block.name, "expression": c.block.text},
+                       "sigma_b2": str(c.sigma_b2),
+                       "fan_in_variance": (None if c.fan_in_variance is None
+                                           else str(c.fan_in_variance)),
+                       "sigma_w2": None if c.sigma_w2 is None else str(c.sigma_w2)},
+            "depth": self.depth, "q0": str(self.q0), "rho0": str(self.rho0),
+            "forward": {**profile["forward"],
+                        "map": None if forward_map is None else latex(forward_map),
+                        "law": law_dict(self.forward_law)},
+            "backward": {**profile["backward"],
+                         "map": None if backward_map is None else latex(backward_map),
+                         "law": law_dict(self.backward_law)},
+            "map_reason": self.map_reason,
+        }
+
+
+def _in_sequences(expr: sympy.Expr) -> sympy.Expr:
+    from derive.derivation.symbols import q
+
+    return expr.xreplace({Q_IN: q(k - 1), R_IN: rho(k - 1)})
+
+
+def _forward_states(config: VarianceConfig, q0: sympy.Expr, rho0: sympy.Expr,
+                    depth: int) -> tuple[Kernel, ...]:
+    q_start = float(q0)
+    batch = 0.0 if config.block.has_batchnorm else None
+    states = [Kernel(q_start, q_start, float(rho0) * q_start, batch)]
+    for _ in range(depth):
+        states.append(config.block.kernel_forward(config, states[-1]))
+    return tuple(states)
+
+
+@lru_cache(maxsize=256)
+def _symbolic_maps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | str:
+    """(q map, rho map, gradient-correlation factor) in Q_IN and R_IN, or why not."""
+    used = {node.name or config.activation for node in config.block.expanded(config).walk()
+            if type(node).__name__ == "Activation"}
+    numeric = sorted(used - CLOSED_FORM_KERNELS)
+    if numeric:
+        return (f"{', '.join(numeric)} has no closed-form two-point kernel: the maps are "
+                "evaluated numerically")
+    if config.block.has_batchnorm:
+        return ("BatchNorm's two-point state also carries what an input shares with the "
+                "rest of its batch: the maps are evaluated numerically")
+    state = Kernel(Q_IN, Q_IN, R_IN * Q_IN)
+    out = config.block.kernel_forward(config, state)
+    gains = config.block.kernel_gain(config, state)
+    q_next = sympy.simplify(out.q_a)
+    rho_next = sympy.simplify(out.c / q_next)
+    factor = sympy.simplify(gains.ab / gains.a)
+    return q_next, rho_next, factor
+
+
+def kernel(init: str = "xavier", activation: str = "relu", norm: str = "none",
+           branch: str = "single", *, block: object = None,
+           values: dict[str, object] | None = None, q0: object = 1, rho0: object = "1/2",
+           depth: int = 10, **options: object) -> KernelAnalysis:
+    """The two-point kernel of a stack of ``depth`` blocks for two inputs of second
+    moment ``q0`` and correlation ``rho0``, forward and backward. ``options`` are those
+    of :func:`derive.variance` (``mlp_ratio``, ``dropout``, ``gamma``, ``sigma_w2``,
+    ``fan_in_variance``, ``sigma_b2``, ``negative_slope``).
+
+    >>> a = kernel("he", "relu", "pre", depth=50)
+    >>> round(a.profile()["forward"]["rho"][-1], 4)
+    0.9621
+    """
+    from derive.blocks.block import block as make_block
+
+    chosen = make_block(norm if block is None else block)
+    if values:
+        chosen = chosen.substituted({name: exact(v, name) for name, v in values.items()})
+    config = variance_config(init=init, activation=activation, branch=branch, block=chosen,
+                             **options)  # type: ignore[arg-type]
+    if chosen.symbols:
+        names = ", ".join(s.name for s in chosen.symbols)
+        raise DeriveError(f"the block {chosen.text} has symbols without values ({names}): a "
+                          "kernel profile needs numbers; give them with --set (API: values=)")
+    depth = check_depth(depth, minimum=0)
+    if depth > MAX_KERNEL_DEPTH:
+        raise DeriveError(f"--depth must be at most {MAX_KERNEL_DEPTH} for a kernel profile, "
+                          f"got {depth}")
+    q_start = positive(q0, "q0")
+    if not q_start.is_number:
+        raise DeriveError(f"q0 must be a number > 0 for a kernel profile, got {q_start}")
+    correlation = exact(rho0, "rho0", symbol=False)
+    if not (-1 <= correlation <= 1):
+        raise DeriveError(f"rho0 must be in [-1, 1], got {correlation}")
+    return KernelAnalysis(config, q_start, correlation, depth)
