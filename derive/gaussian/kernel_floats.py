@@ -88,33 +88,35 @@ _SQRT2PI = math.sqrt(2.0 * math.pi)
 
 # --- input checks ------------------------------------------------------------------
 
-def _variance(value: object, name: str) -> float:
+def _number(value: object, name: str, allowed: str) -> float:
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise DeriveError(f"{name} must be a finite number >= 0, got {value!r}") from None
+        number = math.nan
     if not math.isfinite(number) or number < 0:
-        raise DeriveError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise DeriveError(f"{name} must be {allowed}, got {value!r}")
     return number
 
 
-def _state(activation: object, q_a: object, q_b: object, c: object,
-           slope: object) -> tuple[str, float, float, float, float]:
+def _state(activation: object, q_a: object, q_b: object, c: object, slope: object,
+           names: tuple[str, str] = ("q_a", "q_b")) -> tuple[str, float, float, float, float]:
+    """The checked activation, q_a, q_b, rho (c clipped, rho = 1 for c=None) and slope."""
     if not isinstance(activation, str) or activation not in FLOAT_ACTIVATIONS:
         raise choice_error("activation", activation, FLOAT_ACTIVATIONS)
-    qa, qb = _variance(q_a, "q_a"), _variance(q_b, "q_b")
-    try:
-        cov, a = float(c), float(slope)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise DeriveError(f"c and negative_slope must be finite numbers, got {c!r} and "
-                          f"{slope!r}") from None
-    if not math.isfinite(a) or a < 0:
-        raise DeriveError(f"negative_slope must be a finite number >= 0, got {slope!r}")
+    qa = _number(q_a, names[0], "a finite number >= 0")
+    qb = _number(q_b, names[1], "a finite number >= 0")
+    a = _number(slope, "negative_slope", "a finite number >= 0")
+    if c is None:
+        return activation, qa, qb, 1.0, a
     bound = math.sqrt(qa * qb)
-    if not math.isfinite(cov) or abs(cov) > bound * (1 + C_ROUNDING):
+    try:
+        cov = float(c)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        cov = math.nan
+    if not abs(cov) <= bound * (1 + C_ROUNDING):  # also refuses nan
         raise DeriveError(f"c must satisfy |c| <= sqrt(q_a q_b) = {bound!r}, got {c!r}")
     rho = max(-1.0, min(1.0, cov / bound)) if bound > 0 else 0.0
-    return activation, qa, qb, rho, a
+    return activation, qa, qb, (math.copysign(1.0, rho) if 1 - abs(rho) < 4e-16 else rho), a
 
 
 # --- closed forms ------------------------------------------------------------------
@@ -324,8 +326,8 @@ def _zero_variance(name: str, qa: float, qb: float, a: float, derivative: bool) 
 # --- public ------------------------------------------------------------------------
 
 def _kernel(activation: object, q_a: object, q_b: object, c: object, slope: object,
-            derivative: bool) -> float:
-    name, qa, qb, rho, a = _state(activation, q_a, q_b, c, slope)
+            derivative: bool, names: tuple[str, str] = ("q_a", "q_b")) -> float:
+    name, qa, qb, rho, a = _state(activation, q_a, q_b, c, slope, names)
     if qa == 0 or qb == 0:
         return _zero_variance(name, qa, qb, a, derivative)
     if name == "linear":
@@ -370,7 +372,7 @@ def moment_float(activation: str, q: float, derivative: bool = False,
     >>> moment_float("relu", 2.0), moment_float("relu", 2.0, derivative=True)
     (1.0, 0.5)
     """
-    return _kernel(activation, q, q, q, negative_slope, derivative)
+    return _kernel(activation, q, q, None, negative_slope, derivative, ("q", "q"))
 
 
 def mean_float(activation: str, q: float, negative_slope: float = 0.01) -> float:
@@ -381,7 +383,7 @@ def mean_float(activation: str, q: float, negative_slope: float = 0.01) -> float
     >>> round(mean_float("relu", 2 * math.pi), 12), mean_float("tanh", 3.0)
     (1.0, 0.0)
     """
-    name, qv, _, _, a = _state(activation, q, q, q, negative_slope)
+    name, qv, _, _, a = _state(activation, q, q, None, negative_slope, ("q", "q"))
     if name in ("linear", "tanh", "erf"):
         return 0.0
     if name == "gelu":
