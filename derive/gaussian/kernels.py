@@ -23,7 +23,8 @@ tanh and gelu have no closed form here: they are computed numerically and return
 ``sympy.Float`` (numbers only). With u = sqrt(q_a) x and
 v = m + s y, m = sqrt(q_b) rho x, s = sqrt(q_b (1 - rho^2)), x, y independent N(0, 1),
 the expectation over y is done first: in closed form for gelu (Gaussian integrals of
-Phi and of the density), by adaptive quadrature (``scipy.integrate.quad``) for tanh;
+Phi and of the density, :func:`derive.gaussian.kernel_floats.gelu_inner`), by adaptive
+quadrature (``scipy.integrate.quad``) for tanh;
 the outer x integral is adaptive quadrature too, split where phi bends (x = 0 and
 y = -m/s), over |x|, |y| <= ``CUTOFF`` (the Gaussian mass left out is below 1e-30).
 Both levels ask for ``QUAD_TOLERANCE`` absolute and relative error; the values agree
@@ -52,6 +53,7 @@ from collections.abc import Callable
 import sympy
 
 from derive.errors import DeriveError, choice_error
+from derive.gaussian.kernel_floats import gelu_inner, gelu_prime_inner
 from derive.inputs.numbers import exact
 
 __all__ = ["KERNEL_ACTIVATIONS", "STATED_PRECISION", "derivative_kernel", "kernel"]
@@ -169,18 +171,6 @@ def _tanh_prime(z: float) -> float:
     return 1.0 / math.cosh(z) ** 2 if abs(z) < 350 else 0.0
 
 
-def _gelu_inner(m: float, s: float) -> float:
-    """E[gelu(m + s y)], y ~ N(0, 1): m Phi(m/r) + s^2 phi(m/r)/r, r = sqrt(1 + s^2)."""
-    r = math.sqrt(1.0 + s * s)
-    return m * _ncdf(m / r) + s * s * _npdf(m / r) / r
-
-
-def _gelu_prime_inner(m: float, s: float) -> float:
-    """E[gelu'(m + s y)] = Phi(m/r) + m phi(m/r)/r^3, r = sqrt(1 + s^2)."""
-    r = math.sqrt(1.0 + s * s)
-    return _ncdf(m / r) + m * _npdf(m / r) / r**3
-
-
 def _quad(f: Callable[[float], float], bend: float = 0.0) -> float:
     """The integral of f against the N(0, 1) density, split at 0 and at ``bend``."""
     from scipy.integrate import quad
@@ -205,8 +195,8 @@ def _inner_by_quadrature(phi: Callable[[float], float]) -> Callable[[float, floa
 
 _NUMERIC: dict[tuple[str, bool], tuple[Callable[[float], float],
                                        Callable[[float, float], float]]] = {
-    ("gelu", False): (_gelu, _gelu_inner),
-    ("gelu", True): (_gelu_prime, _gelu_prime_inner),
+    ("gelu", False): (_gelu, lambda m, s: float(gelu_inner(m, s))),
+    ("gelu", True): (_gelu_prime, lambda m, s: float(gelu_prime_inner(m, s))),
     ("tanh", False): (math.tanh, _inner_by_quadrature(math.tanh)),
     ("tanh", True): (_tanh_prime, _inner_by_quadrature(_tanh_prime)),
 }
