@@ -52,6 +52,14 @@ def test_growth_of_a_closed_form_known_by_hand(expr, label) -> None:
     assert growth(expr) == label
 
 
+def test_a_symbolic_limit_is_printed_as_derive_prints_formulas() -> None:
+    a, b = sympy.symbols("alpha beta", positive=True)
+    # q_k = b^2 q_{k-1}/(1 + b^2) + a^2 unrolled: rate b^2/(1 + b^2) < 1, limit a^2 (1 + b^2)
+    rate = b**2 / (1 + b**2)
+    expr = rate**K * q0 + a**2 * (1 - rate**K) / (1 - rate)
+    assert growth(expr) == "converges exponentially to α²·(β² + 1)"
+
+
 def test_a_form_in_which_the_depth_cancels_is_constant() -> None:
     p = sympy.Symbol("p", positive=True)
     # (1 - p)(p - 2)^(K-1) / (2 (p - 1)(p - 2)^K) = 1/(4 - 2p) at every depth

@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import sympy
 
+from derive.derivation.printing import text
 from derive.derivation.symbols import K
 from derive.recursions.closed_forms import finish, mask
 
@@ -90,14 +91,19 @@ def _power_exponent(expr: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]
 
 def _shown(value: sympy.Expr) -> str | None:
     """A number or expression as the words show it: an irrational number to 3 significant
-    digits; None where it is too long to show."""
-    shown = f"{float(value):#.3g}" if value.is_number and not value.is_Rational else str(value)
+    digits, an expression as derive prints it (``α²/(1 - β²)``); None where it is too long
+    to show."""
+    if value.is_number:
+        shown = str(value) if value.is_Rational else f"{float(value):#.3g}"
+    else:
+        shown = text(value)
     return shown if len(shown) <= SHOWN_CHARACTERS else None
 
 
 def _limit_law(limit: sympy.Expr, how: str) -> str:
-    """``converges {how}to L`` for a limit L (``how``: ``"exponentially "`` or ``""``)."""
-    shown = _shown(limit)
+    """``converges {how}to L`` for a limit L (``how``: ``"exponentially "`` or ``""``), an
+    expression factored."""
+    shown = _shown(limit if limit.is_number else sympy.factor(limit))
     return f"converges {how}to {'a limit' if shown is None else shown}"
 
 
@@ -135,7 +141,7 @@ def _rational_law(masked: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> s
     degree = num.degree() - den.degree()
     leading = (num.LC() / den.LC()).xreplace(back)
     if degree == 0:
-        return _limit_law(finish(leading) if leading.is_number else sympy.cancel(leading), "")
+        return _limit_law(finish(leading) if leading.is_number else leading, "")
     if degree < 0:
         return power_law(sympy.Integer(degree))
     return _degree_law(degree, leading)
@@ -254,8 +260,7 @@ def _rate_law(leading: _Leading, back: dict[sympy.Symbol, sympy.Expr]) -> str:
     if power.is_zero and leading.exact:
         return "constant"
     if power.is_zero:
-        return _limit_law(coefficient if coefficient.is_number else sympy.cancel(coefficient),
-                          "exponentially " if leading.geometric else "")
+        return _limit_law(coefficient, "exponentially " if leading.geometric else "")
     if power.is_Integer and power > 0:
         return _degree_law(int(power), coefficient)
     return power_law(power)
