@@ -12,14 +12,12 @@ substituted (expanded when they are numbers). Every backward recursion is a prod
 ``d_0/d_K = prod_{k=1}^{K} B_k``; :func:`solve_product` writes a ratio of
 factors linear in k as gamma functions (telescoped where they cancel), and
 evaluates any other product with SymPy's ``product``.
-:func:`growth` reads the growth law off a closed form.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from fractions import Fraction
 from functools import cache, lru_cache
 
 import sympy
@@ -367,131 +365,6 @@ def json_float(value: sympy.Expr) -> float | None:
     """
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-#: An irrational exponent this close to a fraction with a denominator up to
-#: FRACTION_DENOMINATOR is simplified in full, in case it is that fraction.
-FRACTION_DENOMINATOR = 1000
-FRACTION_TOLERANCE = 1e-9
-
-
-def _near_fraction(value: sympy.Expr) -> bool:
-    """Whether a number lies within FRACTION_TOLERANCE (relative) of a small fraction.
-
-    >>> _near_fraction(sympy.sqrt(2)), _near_fraction(sympy.sqrt(2) ** 2 / 3)
-    (False, True)
-    """
-    number = float(value)
-    if not math.isfinite(number):
-        return True
-    fraction = Fraction(number).limit_denominator(FRACTION_DENOMINATOR)
-    return abs(number - float(fraction)) <= FRACTION_TOLERANCE * max(1.0, abs(number))
-
-
-def _exponent_shown(exponent: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
-    """``exponent``, simplified as far as :func:`growth` shows it.
-
-    An irrational number (once the masked moments in ``back`` are numbers) is shown
-    by its value only, so it is cancelled and evaluated (:func:`finish`); a rational
-    or symbolic exponent, or one close to a small fraction, is simplified in full.
-    """
-    value = sympy.cancel(exponent).xreplace(back)
-    if value.is_number and not value.is_Rational:
-        shown = finish(value)
-        if not _near_fraction(shown):
-            return shown
-    return sympy.simplify(exponent)
-
-
-def _power_exponent(expr: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]
-                    ) -> sympy.Expr | None:
-    """The exponent p of ``expr ~ C K^p`` for a ratio of gammas and polynomials in K
-    (``back``: the masked moments, see :func:`mask`)."""
-    exponent = sympy.Integer(0)
-    num, den = sympy.fraction(sympy.powsimp(expr))
-    for part, sign in ((num, 1), (den, -1)):
-        for factor in sympy.Mul.make_args(part):
-            base, power = factor.as_base_exp()
-            if not factor.has(K):
-                continue
-            if isinstance(base, sympy.gamma) and base.args[0].coeff(K) == 1 and power.is_Integer:
-                exponent += sign * power * (base.args[0] - K)
-            elif factor.is_polynomial(K):
-                exponent += sign * sympy.degree(factor, K)
-            else:
-                return None
-    return _exponent_shown(exponent, back)
-
-
-def _rate_law(rates: list[sympy.Expr]) -> str:
-    values = [finish(r) if r.is_number else r for r in rates]
-    if all((r - 1).is_positive for r in values):
-        return "exponential"
-    if all((1 - r).is_positive and r.is_positive for r in values):
-        return "exponential decay"
-    if all(r == 1 for r in values):
-        return "constant"
-    return "exponential (rate depends on the parameters)"
-
-
-@lru_cache(maxsize=4096)
-def growth(expr: sympy.Expr) -> str:
-    """The growth law of a closed form in the depth ``K``, read off its shape (cached).
-
-    >>> growth(2**K * q0), growth(q0 + K / 2), growth(sympy.Integer(3))
-    ('exponential', 'linear', 'constant')
-    >>> growth(sympy.gamma(K + sympy.Rational(5, 2)) / sympy.gamma(K + 1))
-    'power law, K^(3/2)'
-    >>> growth(1 / (2 * K + 2 * q0))
-    'decays like 1/K'
-    """
-    if isinstance(expr, sympy.Piecewise):
-        expr = expr.args[-1].expr
-    if not expr.has(K):
-        return "constant"
-    masked, back = mask(expr)
-    if expr.has(sympy.gamma, sympy.RisingFactorial):
-        return _gamma_law(masked, back)
-    expanded = sympy.expand(expr)
-    if expanded.is_polynomial(K):
-        return _degree_law(sympy.Poly(expanded, K).degree())
-    if masked.is_rational_function(K):
-        return _rational_law(masked)
-    rates = [p.base.xreplace(back) for p in masked.atoms(sympy.Pow)
-             if p.exp.has(K) and not p.base.has(K)]
-    if rates:
-        return _rate_law(rates)
-    return "other"
-
-
-def _gamma_law(masked: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> str:
-    """A ratio of gammas (and polynomials) in K grows like a power of K: which one."""
-    exponent = _power_exponent(masked, back)
-    if exponent is None:
-        return "power law"
-    exponent = exponent.xreplace(back)
-    if exponent.is_number and not exponent.is_Rational:
-        exponent = sympy.N(finish(exponent), 3)
-    if exponent == 1:
-        return "linear"
-    shown = str(exponent)
-    return f"power law, K^({shown})" if len(shown) <= 40 else "power law"
-
-
-def _degree_law(degree: int) -> str:
-    """A polynomial in K of this degree (at least 1)."""
-    return "linear" if degree == 1 else f"polynomial (degree {degree})"
-
-
-def _rational_law(masked: sympy.Expr) -> str:
-    """A ratio of polynomials in K: constant, decaying or growing by its degree."""
-    num, den = sympy.fraction(sympy.cancel(masked))
-    degree = sympy.degree(num, K) - sympy.degree(den, K)
-    if degree == 0:
-        return "constant in the limit"
-    if degree < 0:
-        return "decays like 1/K" if degree == -1 else f"decays like K^({degree})"
-    return _degree_law(degree)
 
 
 def mask(expr: sympy.Expr, keep: sympy.Symbol | None = None

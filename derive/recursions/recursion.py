@@ -35,6 +35,7 @@ from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.inputs.numbers import check_depth, positive
 from derive.recursions import closed_forms
+from derive.recursions import growth as laws
 from derive.recursions import steps as written
 from derive.recursions.block_maps import C_PREV, Q_PREV, c_seq
 from derive.recursions.closed_forms import (
@@ -133,29 +134,18 @@ class Recursion(ABC):
 
     @cached_property
     def growth(self) -> str:
-        """How the quantity grows with depth, read off the closed form (or the iteration)."""
+        """How the quantity behaves with depth (growth, decay, a constant or a limit), read
+        off the closed form, or off the iteration (:mod:`derive.recursions.growth`)."""
         if self.closed_form is not None:
-            return closed_forms.growth(self.closed_form.rhs)
+            return laws.growth(self.closed_form.rhs)
         try:
-            v48, v72, v96 = self._iterate_floats(96, sympy.Integer(1))[48::24]
+            values = self._iterate_floats(laws.ITERATED_BLOCKS, sympy.Integer(1))
         except DeriveError:
             if not self.unknowns:
                 return "past the range of a double within 96 blocks (no closed form)"
             names = ", ".join(s.name for s in self.unknowns)
             return f"depends on {names} (no closed form; iterated once they have values)"
-        d1, d2 = v96 - v72, v72 - v48
-        if min(v48, v72, v96) <= 0:  # past the smallest double
-            law = "decays to zero"
-        elif abs(v96 - v48) <= 1e-9 * abs(v96):
-            law = "constant"
-        elif abs(r1 := math.log(v96 / v72)) > 0.01 and abs(
-                r1 - (r2 := math.log(v72 / v48))) <= 0.1 * abs(r2):
-            law = "exponential" if r1 > 0 else "exponential decay"
-        elif abs(d1 - d2) <= 0.05 * abs(d2):
-            law = "linear"
-        else:
-            law = "faster than linear, slower than exponential" if d1 > d2 else "sublinear"
-        return f"{law} (from the iteration, no closed form)"
+        return f"{laws.iterated_growth(values)} (from the iteration, no closed form)"
 
     @property
     def unknowns(self) -> list[sympy.Symbol]:

@@ -32,6 +32,7 @@ from derive.derivation.symbols import K, d, k, q
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.recursions import closed_forms
+from derive.recursions import growth as laws
 from derive.recursions.block_maps import C_PREV, Q_PREV, block_input
 from derive.recursions.recursion import BackwardRecursion, CrossRecursion, ForwardRecursion
 
@@ -108,7 +109,7 @@ class WeightGradients:
     def growth(self) -> str:
         """How the last block's w_K grows with the depth K."""
         last = self.last
-        return "no closed form" if last is None else closed_forms.growth(last.rhs)
+        return "no closed form" if last is None else laws.growth(last.rhs)
 
     def profile(self, depth: int, q0: object = 1) -> list[sympy.Expr]:
         """w_k for k = 1..depth: exact where the closed forms are, else floats.

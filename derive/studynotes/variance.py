@@ -107,16 +107,24 @@ def _form(recursion: Recursion) -> str:
 
 
 def growth(words: str) -> str:
-    """The API's growth in the notes' words: ``power law, K^(1.18)`` -> ``$\\propto K^{1.18}$``.
+    """The API's growth in the notes' words: ``power law, K^(1.18)`` -> ``$\\propto K^{1.18}$``,
+    ``decays like K^(-1/2)`` -> ``decays $\\propto K^{-1/2}$``.
 
     A growth read off the iterated recursion (no closed form) is marked with a dagger.
 
     >>> growth("power law, K^(1.18)"), growth("linear (from the iteration, no closed form)")
     ('$\\\\propto K^{1.18}$', 'linear$^{\\\\dagger}$')
+    >>> growth("decays like K^(-1.5) (from the iteration, no closed form)")
+    'decays $\\\\propto K^{-1.5}{}^{\\\\dagger}$'
     """
     found = re.fullmatch(r"power law, K\^\(([0-9.]+)\)", words)
     if found:
         return f"$\\propto K^{{{found[1]}}}$"
+    iterated = " (from the iteration, no closed form)"
+    found = re.fullmatch(r"decays like K\^\((-[0-9./]+)\)", words.removesuffix(iterated))
+    if found:
+        dagger = "{}^{\\dagger}" if words.endswith(iterated) else ""
+        return f"decays $\\propto K^{{{found[1]}}}{dagger}$"
     words = words.replace("faster than linear, slower than exponential", "superlinear")
     return words.replace(" (from the iteration, no closed form)", "$^{\\dagger}$")
 
