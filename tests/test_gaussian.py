@@ -56,6 +56,7 @@ def _phi(name: str, slope: float = 0.01):
         "leaky_relu": (lambda x: x if x > 0 else slope * x, lambda x: 1.0 if x > 0 else slope),
         "tanh": (math.tanh, lambda x: 1 - math.tanh(x) ** 2),
         "gelu": (lambda x: x * _cdf(x), lambda x: _cdf(x) + x * _pdf(x)),
+        "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
     }[name]
 
 

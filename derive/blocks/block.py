@@ -233,10 +233,11 @@ class Block:
 _EXPANDED: dict[tuple[str, object], Node] = {}
 #: What one activation adds to the cost of a path of activations nested in one another:
 #: their Gaussian moments nest too, tanh's evaluated by quadrature at a precision that
-#: rises with each level, gelu's in closed forms that grow with each level.
-NESTING_COST = {"tanh": 2, "gelu": 5}
+#: rises with each level, gelu's in closed forms that grow with each level, erf's as
+#: nested arcsines whose evaluation slows quickly with each level.
+NESTING_COST = {"tanh": 2, "gelu": 5, "erf": 3}
 #: The most cost one path from a block's output to its input may carry: 12 nested
-#: activations, 6 tanh or 2 gelu.
+#: activations, 6 tanh, 2 gelu or 4 erf.
 MAX_NESTING = 12
 
 
@@ -272,7 +273,9 @@ def _check_nesting(tree: Node, expanded: Node, config: BranchConfig) -> None:
             f"({counts}, with --activation {config.activation} in F): at most "
             f"{MAX_NESTING} may nest, {MAX_NESTING // NESTING_COST['tanh']} if they are tanh, "
             f"{MAX_NESTING // NESTING_COST['gelu']} if gelu (each tanh counts "
-            f"{NESTING_COST['tanh']}, each gelu {NESTING_COST['gelu']})")
+            f"{NESTING_COST['tanh']}, each gelu {NESTING_COST['gelu']})"
+            + (f"; {MAX_NESTING // NESTING_COST['erf']} if erf (each erf counts "
+               f"{NESTING_COST['erf']})" if "erf" in names else ""))
 
 
 def _check_symbols(tree: Node, expanded: Node, config: BranchConfig) -> None:

@@ -7,7 +7,7 @@ and only a whitelist of node types is read from it: numbers, names, ``+ - * /
 Grammar: ``x`` (the block input h_{k-1}); ``F(v)`` / ``F0(v)`` (the configured branch;
 its last matrix zero-initialized); ``W(v)`` / ``W0(v)`` (a fresh weight matrix);
 ``LN(v)``, ``BN(v)``, ``Dropout(v, p)``; activations ``phi(v)`` (the configured one),
-``relu``, ``leaky_relu``, ``tanh``, ``gelu``, ``linear``; scalars: numbers (exact
+``relu``, ``leaky_relu``, ``tanh``, ``gelu``, ``linear``, ``erf``; scalars: numbers (exact
 rationals), names (positive symbols, e.g. ``alpha``), ``sqrt(.)``, ``std(x)``, and
 powers of scalars.
 
@@ -46,7 +46,7 @@ _DIGITS_LIMIT = 10**MAX_DIGITS
 #: A block has at most this many symbols: each one multiplies the terms of the closed
 #: forms that SymPy must cancel.
 MAX_SYMBOLS = 6
-ACTIVATION_NAMES = ("relu", "leaky_relu", "tanh", "gelu", "linear")
+ACTIVATION_NAMES = ("relu", "leaky_relu", "tanh", "gelu", "linear", "erf")
 FUNCTIONS = ("F", "F0", "W", "W0", "LN", "BN", "Dropout", "phi", *ACTIVATION_NAMES,
              "std", "sqrt")
 #: Names a scalar symbol may not take: the model's own symbols and the language's words.
@@ -336,7 +336,8 @@ def parse(source: object) -> Node:
     Traceback (most recent call last):
     ...
     derive.errors.DeriveError: block "__import__('os')": unknown function '__import__'; \
-allowed: F, F0, W, W0, LN, BN, Dropout, phi, relu, leaky_relu, tanh, gelu, linear, std, sqrt
+allowed: F, F0, W, W0, LN, BN, Dropout, phi, relu, leaky_relu, tanh, gelu, linear, erf, std, \
+sqrt
     """
     if not isinstance(source, str):
         raise DeriveError(f"a block is a string such as 'x + F(x)', got {source!r}")

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 n = sympy.Symbol("n", positive=True)
 #: Activations that are odd functions, so that phi(W h) changes sign with W.
-ODD_ACTIVATIONS = frozenset({"linear", "tanh"})
+ODD_ACTIVATIONS = frozenset({"linear", "tanh", "erf"})
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 #: How the functions of the block language print in LaTeX.
 _TEX = {"F": "F", "F_0": "F_0", "W": "W", "W_0": "W_0", "LN": r"\operatorname{LN}",
@@ -331,7 +331,8 @@ class Activation(Node):
               x: Moments) -> tuple[sympy.Expr, ...]:
         name = self.name or config.activation
         if inputs[0].q.is_zero:  # phi'(0)^2, with relu's and leaky_relu's as their NumPy ops
-            slope = {"relu": 0, "leaky_relu": config.negative_slope, "gelu": sympy.Rational(1, 2)}
+            slope = {"relu": 0, "leaky_relu": config.negative_slope, "gelu": sympy.Rational(1, 2),
+                     "erf": 2 / sympy.sqrt(sympy.pi)}
             return (sympy.sympify(slope.get(name, 1)) ** 2,)
         return (gaussian_moment(name, inputs[0].q, derivative=True,
                                 negative_slope=config.negative_slope),)
@@ -382,6 +383,9 @@ class Activation(Node):
             t = np.tanh(v)
             return t, 1.0 - t * t
         from scipy.special import erf
+
+        if name == "erf":
+            return erf(v), (2.0 / math.sqrt(math.pi)) * np.exp(-v * v)
 
         cdf = 0.5 * (1.0 + erf(v * (1.0 / math.sqrt(2.0))))
         return v * cdf, cdf + v * _INV_SQRT_2PI * np.exp(-0.5 * v * v)

@@ -172,7 +172,7 @@ def _text_report(rows: list[CheckRow], configurations: int, run: CheckSettings,
 @click.option("--init", "inits", multiple=True, type=click.Choice(INITS),
               help="Initialization (repeat for several; default all).")
 @click.option("--activation", "activations", multiple=True, type=click.Choice(ACTIVATIONS),
-              help="Activation (repeat for several; default all).")
+              help="Activation (repeat for several; default all but erf).")
 @click.option("--norm", "norms", multiple=True, type=click.Choice(NORMS),
               help="LayerNorm placement (repeat for several).")
 @click.option("--block", "blocks_", multiple=True, metavar="EXPR",

@@ -15,7 +15,7 @@ Closed forms, exact SymPy expressions (symbols allowed):
 * leaky_relu with slope a: leaky(z) = (1 - a) relu(z) + a z; the product is expanded
   by SymPy and each cross term E[relu(u) v] = c E[1(u > 0)] = c/2 comes from Stein's
   lemma (E[v g(u)] = c E[g'(u)]); the derivative (1 - a) 1(u > 0) + a likewise;
-* erf (phi = erf z, local to this module): the arcsin kernel (Williams 1997),
+* erf (phi = erf z): the arcsin kernel (Williams 1997),
   (2/pi) arcsin(2c / sqrt((1 + 2 q_a)(1 + 2 q_b))), and, with erf'(z) = 2 e^{-z^2}/sqrt(pi),
   (4/pi) E[e^{-u^2 - v^2}] = (4/pi) / sqrt((1 + 2 q_a)(1 + 2 q_b) - 4 c^2).
 
@@ -58,7 +58,7 @@ from derive.inputs.numbers import exact
 
 __all__ = ["KERNEL_ACTIVATIONS", "STATED_PRECISION", "derivative_kernel", "kernel"]
 
-#: The activations with two-point expectations ("erf" is known only here).
+#: The activations with two-point expectations.
 KERNEL_ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu", "erf")
 #: Absolute and relative tolerance asked of each level of the nested quadrature.
 QUAD_TOLERANCE = 1e-11

@@ -5,12 +5,12 @@ batch, and an activation whose two inputs are independent gives it
 E[phi(z)] E[phi(z')] = E[phi(z)]^2. The means are derived, not typed in: SymPy
 integrates the density for linear, relu and leaky_relu; for gelu (z Phi(z)),
 z = s u and Stein's lemma give s^2 E[phi(su)], a Gaussian integral (the steps of
-:mod:`derive.gaussian.gelu`); tanh is odd, which SymPy shows, so its mean is zero.
+:mod:`derive.gaussian.gelu`); tanh and erf are odd, which SymPy shows, so their means are zero.
 
 >>> gaussian_mean("relu", 1)
 sqrt(2)/(2*sqrt(pi))
->>> gaussian_mean("tanh", 3)
-0
+>>> gaussian_mean("tanh", 3), gaussian_mean("erf", 3)
+(0, 0)
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def _phi(activation: str) -> sympy.Expr:
         return sympy.Piecewise((z, z > 0), (a * z, True))
     if activation == "gelu":
         return z * (1 + sympy.erf(z / sympy.sqrt(2))) / 2
+    if activation == "erf":
+        return sympy.erf(z)
     return sympy.tanh(z)
 
 

@@ -3,7 +3,9 @@
 The variance recursions need these for the forward and the backward pass. They
 are derived, not typed in: linear, relu and leaky_relu by SymPy integrating the
 density over the half-lines where phi is linear; gelu (z Phi(z)) by Stein's
-lemma and Gaussian integrals in :mod:`derive.gaussian.gelu`; tanh has no closed form and
+lemma and Gaussian integrals in :mod:`derive.gaussian.gelu`; erf by differentiating in
+the variance, Stein's lemma and Gaussian integrals in :mod:`derive.gaussian.erf`; tanh
+has no closed form and
 stays the unevaluated :class:`TanhMoment` (:class:`TanhDerivativeMoment`),
 evaluated by quadrature at numbers. Derivations are cached and none runs at import.
 """
@@ -227,6 +229,10 @@ def _derivation_steps(activation: str, derivative: bool) -> tuple[Step, ...]:
         from derive.gaussian.gelu import gelu_steps
 
         return gelu_steps(derivative)
+    if activation == "erf":
+        from derive.gaussian.erf import erf_steps
+
+        return erf_steps(derivative)
     moment = TanhDerivativeMoment if derivative else TanhMoment
     lhs = Expectation(applied("tanh", derivative) ** 2)
     body = (1 - sympy.tanh(s * u) ** 2) ** 2 if derivative else sympy.tanh(s * u) ** 2
@@ -277,6 +283,8 @@ def gaussian_moment(
     v*(a**2 + 1)/2
     >>> gaussian_moment("gelu", 1)
     sqrt(3)/(6*pi) + 1/3
+    >>> gaussian_moment("erf", 1), gaussian_moment("erf", 1, derivative=True)
+    (2*asin(2/3)/pi, 4*sqrt(5)/(5*pi))
     >>> float(gaussian_moment("tanh", 1))  # doctest: +ELLIPSIS
     0.3942...
     """

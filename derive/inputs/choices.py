@@ -5,6 +5,8 @@
 """
 
 INITS = ("xavier", "he", "lecun")
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu")
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu", "erf")
+#: The activations the study notes and the default ``derive check`` grid cover.
+GRID_ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu")
 NORMS = ("none", "pre", "post")
 BRANCHES = ("single", "mlp")

@@ -592,19 +592,20 @@ def grid(inits: Sequence[str] = (), activations: Sequence[str] = (), norms: Sequ
          branches: Sequence[str] = (), *, blocks: Sequence[object] = (),
          values: dict[str, object] | None = None, **options: object) -> list[VarianceConfig]:
     """Every configuration of init x activation x block x branch; the blocks are ``norms``
-    and ``blocks`` (empty: every choice, and every preset).
+    and ``blocks`` (empty: every choice, the activations of ``GRID_ACTIVATIONS``, and
+    every preset).
 
     >>> len(grid()), grid(["he"], ["relu"], ["pre"])[1].label
     (330, 'he/relu/pre/mlp')
     """
     from derive.blocks.presets import PRESETS
-    from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS
+    from derive.inputs.choices import BRANCHES, GRID_ACTIVATIONS, INITS
 
     specs = [checkable(spec, values) for spec in (*norms, *blocks) or PRESETS]
     options = given(options)
     return [
         variance_config(init=i, activation=a, branch=b, block=m, **options)  # type: ignore[arg-type]
-        for i in inits or INITS for a in activations or ACTIVATIONS
+        for i in inits or INITS for a in activations or GRID_ACTIVATIONS
         for m in specs for b in branches or BRANCHES
     ]
 

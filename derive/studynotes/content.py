@@ -115,14 +115,14 @@ def layer_norm_section() -> Section:
 
 def pre_vs_post_section(blocks: tuple[str, ...], depth: int) -> Section:
     """The pre- against post-norm section, its table at ``depth`` blocks."""
-    from derive.inputs.choices import ACTIVATIONS
+    from derive.inputs.choices import GRID_ACTIVATIONS
     from derive.recursions.analysis import variance
     from derive.studynotes.concepts import pre_vs_post
     from derive.studynotes.variance import ACTIVATION_NAMES, gains, growth, power_law_exponent
 
     pp = pre_vs_post()
     rows = []
-    for activation in ACTIVATIONS:
+    for activation in GRID_ACTIVATIONS:
         g, G = gains("he", activation)
         pre, post = variance("he", activation, "pre"), variance("he", activation, "post")
         rows.append((ACTIVATION_NAMES[activation], number(g), number(G),

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Activations shown in the tables and figures, and how a reader names them.
 ACTIVATION_NAMES = {"linear": "linear", "relu": "ReLU", "leaky_relu": "leaky ReLU",
-                    "tanh": "tanh", "gelu": "GELU"}
+                    "tanh": "tanh", "gelu": "GELU", "erf": "erf"}
 INIT_NAMES = {"xavier": "Xavier", "he": "He", "lecun": "LeCun"}
 BLOCK_NAMES = {"none": "no norm", "pre": "pre-LN", "post": "post-LN"}
 BLOCK_TITLES = {"none": "No norm, $h_k = h_{k-1} + f_k(h_{k-1})$",
@@ -166,10 +166,10 @@ def _gain_derivation() -> Derivation:
 
 
 def _gain_table() -> Table:
-    from derive.inputs.choices import ACTIVATIONS
+    from derive.inputs.choices import GRID_ACTIVATIONS
 
     rows = []
-    for activation in ACTIVATIONS:
+    for activation in GRID_ACTIVATIONS:
         for init in INITS:
             g, G = gains(init, activation)
             rows.append((ACTIVATION_NAMES[activation], INIT_NAMES[init], number(g), number(G),
@@ -180,10 +180,10 @@ def _gain_table() -> Table:
 
 
 def _block_table(norm: str, depths: tuple[int, ...]) -> Table:
-    from derive.inputs.choices import ACTIVATIONS
+    from derive.inputs.choices import GRID_ACTIVATIONS
 
     rows = []
-    for activation in ACTIVATIONS:
+    for activation in GRID_ACTIVATIONS:
         for init in INITS:
             a = _analysis(init, activation, norm)
             rows.append((ACTIVATION_NAMES[activation], INIT_NAMES[init], _form(a.forward),
