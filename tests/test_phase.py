@@ -68,6 +68,15 @@ def chi_1(name: str, w: float, b: float) -> float:
     return w * gauss(lambda x: dphi(x) ** 2, q)
 
 
+def settle(step, start: float, tolerance: float) -> list[float]:
+    """Iterate ``step`` from ``start`` until two iterates differ by less than ``tolerance``."""
+    values = [start, step(start)]
+    while abs(values[-1] - values[-2]) > tolerance:
+        assert len(values) < 2000, "the map did not settle"
+        values.append(step(values[-1]))
+    return values
+
+
 def rate(values: list[float]) -> float:
     """The ratio of successive differences at the end of a geometrically converging list."""
     d = np.diff(values)
@@ -122,9 +131,7 @@ def test_chaotic_xi_c_is_the_rate_of_approach_to_rho_star(name: str, w: float, b
     q = q_star(name, w, b)
     assert p.q_star == pytest.approx(q, rel=1e-12)
     phi = ACTIVATIONS[name][0]
-    rhos = [p.rho_star + 0.05]
-    while abs(rhos[-1] - p.rho_star) > 1e-6:
-        rhos.append((w * pair(phi, q, rhos[-1]) + b) / q)
+    rhos = settle(lambda rho: (w * pair(phi, q, rho) + b) / q, 0.5, 1e-7)
     assert rhos[-1] == pytest.approx(p.rho_star, abs=1e-5)
     measured = rate(rhos)
     assert p.chi_c == pytest.approx(measured, abs=2e-5)
@@ -138,9 +145,7 @@ def test_ordered_xi_c_is_the_rate_of_approach_to_one(name: str, w: float, b: flo
     assert (p.phase, p.rho_star) == ("ordered", 1.0)
     q = q_star(name, w, b)
     phi = ACTIVATIONS[name][0]
-    rhos = [0.99]
-    while 1 - rhos[-1] > 1e-5:
-        rhos.append((w * pair(phi, q, rhos[-1]) + b) / q)
+    rhos = settle(lambda rho: (w * pair(phi, q, rho) + b) / q, 0.99, 1e-6)
     measured = rate(rhos)
     assert p.chi_1 == p.chi_c == pytest.approx(measured, abs=1e-4)
     assert p.chi_1 == pytest.approx(chi_1(name, w, b), rel=1e-10)
@@ -152,9 +157,8 @@ def test_ordered_xi_c_is_the_rate_of_approach_to_one(name: str, w: float, b: flo
 def test_xi_q_is_the_rate_of_approach_to_q_star(name: str, w: float, b: float) -> None:
     # Schoenholz et al. 2017: |q_k - q*| ~ exp(-k / xi_q), xi_q = -1/ln chi_q.
     p = phase(name, w, b)
-    qs = [p.q_star * 1.01]
-    while abs(qs[-1] - p.q_star) > 1e-7 * p.q_star:
-        qs.append(length_map(name, w, b, qs[-1]))
+    q = q_star(name, w, b)
+    qs = settle(lambda x: length_map(name, w, b, x), 1.01 * q, 1e-8 * q)
     measured = rate(qs)
     assert p.chi_q == pytest.approx(measured, abs=1e-5)
     assert p.xi_q == pytest.approx(-1 / math.log(measured), rel=1e-4)
