@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 from scipy.integrate import quad
+from scipy.optimize import brentq
 from scipy.special import erf
 
 from derive.errors import DeriveError
@@ -184,6 +185,17 @@ def test_points_on_the_critical_line_have_chi_1_one(name: str) -> None:
         assert phase(name, w, b).xi_c == math.inf
     ws = [w for _, w in line]
     assert ws == sorted(ws)  # Poole et al. 2016, Fig. 1: the line rises with sigma_b^2
+
+
+def test_numerically_critical_chaotic_side_leaves_rho_star_open() -> None:
+    # sigma_b^2 = 0, sigma_w^2 just above 1: q* ~ 5e-8 > 0 and chi_1 - 1 ~ 3e-15; the
+    # attracting rho* of an odd phi without bias would be 0, not 1, so no rho* is claimed.
+    p = phase("tanh", "1.0000001", 0)
+    root = brentq(lambda q: length_map("tanh", 1.0000001, 0, q) / q - 1, 1e-9, 1e-6,
+                  xtol=1e-20)
+    assert p.q_star == pytest.approx(root, rel=1e-5)
+    assert (p.phase, p.rho_star, p.chi_c, p.xi_c) == ("critical", None, None, math.inf)
+    assert "not resolved" in p.reason
 
 
 def test_erf_critical_point_at_zero_bias() -> None:

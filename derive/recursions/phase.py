@@ -31,10 +31,10 @@ How the numbers are found. The expectations come from :mod:`derive.gaussian.kern
   [sigma_b^2, sigma_w^2 + sigma_b^2]. With sigma_b^2 = 0, q* = 0 when
   sigma_w^2 phi'(0)^2 <= 1 (then chi_1 = chi_q = sigma_w^2 phi'(0)^2, and the correlation
   map, 0/0 at q = 0, has no rho*), else one q* > 0.
-* gelu (E[gelu(sqrt(q) z)^2] <= q/2): for sigma_w^2 < 2 every fixed point lies in
-  [sigma_b^2, sigma_b^2 / (1 - sigma_w^2/2)], which is scanned for sign changes; q* is given
-  only when there is exactly one. For sigma_w^2 >= 2, q_k grows without bound from a large
-  q_0, and ``q_star`` is None.
+* gelu (E[gelu(sqrt(q) z)^2] <= q/2, as Phi(x)^2 + Phi(-x)^2 <= 1): for sigma_w^2 < 2
+  every fixed point lies in [sigma_b^2, sigma_b^2 / (1 - sigma_w^2/2)], which is scanned
+  for sign changes; q* is given only when there is exactly one. For sigma_w^2 >= 2, q_k
+  grows without bound from a large q_0, and ``q_star`` is None.
 * chi_q differentiates the computed length map at q* (central differences at steps
   q*/1000 and q*/2000, Richardson-extrapolated), or is exact for the affine maps.
 * rho* in the chaotic phase: g(rho) = (sigma_w^2 E[phi(u) phi(v)] + sigma_b^2)/q* - rho is
@@ -46,7 +46,8 @@ How the numbers are found. The expectations come from :mod:`derive.gaussian.kern
 
 chi_1 is exact (a SymPy number) for the homogeneous activations and at q* = 0, and the
 phase is then decided exactly; otherwise |chi_1 - 1| <= ``CRITICAL_TOLERANCE`` counts as
-critical.
+critical (xi_c = inf), and where the computed chi_1 is then above 1, rho* and chi_c are
+None: on that side rho* lies below 1, at a distance the kernels do not resolve.
 
 >>> p = phase("relu", 2, 0)
 >>> p.chi_1, p.phase, p.q_star
@@ -353,6 +354,13 @@ def _chaotic_rho(net: _Net, q: float) -> float:
 def _at_fixed_point(net: _Net, q: float, chi_1: sympy.Expr | float, chi_q: float) -> Phase:
     """Everything at a fixed point q* > 0 of the length map."""
     name = _phase_name(chi_1)
+    common = (net.activation, float(net.w), float(net.b), q)
+    if name == "critical" and chi_1 > 1:
+        return Phase(*common, None, None, float(chi_1), None, chi_q,
+                     _depth_scale(chi_q), math.inf, name, (
+                         f"chi_1 - 1 = {float(chi_1) - 1:.3g} is within {CRITICAL_TOLERANCE:g} "
+                         f"of 0: critical to the kernels' precision; rho* (1 at chi_1 <= 1, "
+                         f"below 1 at chi_1 > 1) is not resolved"))
     if name == "chaotic":
         rho = _chaotic_rho(net, q)
         chi_c = net.forward(q, rho * q, derivative=True)
@@ -360,8 +368,8 @@ def _at_fixed_point(net: _Net, q: float, chi_1: sympy.Expr | float, chi_q: float
     else:
         rho, chi_c = 1.0, float(chi_1)
         xi_c = math.inf if name == "critical" else _depth_scale(chi_c)
-    return Phase(net.activation, float(net.w), float(net.b), q, rho, rho * q, float(chi_1),
-                 chi_c, chi_q, _depth_scale(chi_q), xi_c, name, "")
+    return Phase(*common, rho, rho * q, float(chi_1), chi_c, chi_q, _depth_scale(chi_q), xi_c,
+                 name, "")
 
 
 def _nonhomogeneous(net: _Net) -> Phase:
