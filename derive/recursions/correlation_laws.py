@@ -268,7 +268,7 @@ def _numeric_forward(analysis: KernelAnalysis) -> Law:
     values = [rho_map(r) - r for r in grid]
     roots = [r for r, v in zip(grid, values, strict=True) if v == 0]
     for (lo, vlo), (hi, vhi) in zip(zip(grid, values, strict=True),
-                                    zip(grid[1:], values[1:], strict=True), strict=True):
+                                    zip(grid[1:], values[1:], strict=True), strict=False):
         if vlo * vhi < 0:
             roots.append(brentq(lambda r: rho_map(r) - r, lo, hi, xtol=1e-13))
     last = float(states[-1].rho)
