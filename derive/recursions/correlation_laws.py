@@ -16,8 +16,8 @@ h_j the block's factor at the forward state of j - 1; with 1 - h ~ a_j eps^s the
 of 1 - h_j over j decides: a finite sum leaves a positive limit, sum a/j a power law
 K^(-beta), a factor h(rho*) < 1 a geometric decay. The constants that depend on where
 the iteration starts (C of a geometric law, the prefactor of K^(-beta)) are read off
-the iterated maps at a depth where the law holds to 1e-6; the rates and powers come
-from the expansion alone.
+the iterated maps (at most ``CONSTANT_DEPTH`` blocks, where a power law's prefactor is
+within about 1% of its limit); the rates and powers come from the expansion alone.
 
 >>> from derive.recursions.kernel import kernel
 >>> law = kernel("he", "relu", block="F(x)").forward_law
@@ -43,8 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
 eps = sympy.Symbol("epsilon", positive=True)
 t = sympy.Symbol("t", positive=True)
 j = sympy.Symbol("k", positive=True)
-#: Depth of the iteration that reads off a law's constant.
-CONSTANT_DEPTH = 100_000
+#: Depth of the iteration that reads off a law's constant: deeper, the distance 1 - rho
+#: falls below 1e-8 and the maps lose digits to cancellation in double precision.
+CONSTANT_DEPTH = 10_000
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,8 @@ def forward_law(analysis: KernelAnalysis) -> Law:
 
     if G.has(Q_IN):
         q_prev = _q_of_k(analysis)
-        if q_prev is None:
-            return Law("none", reason="q_k has no closed form, so the map's dependence on "
-                       "depth is not derived; the values are iterated")
+        if q_prev is None:  # where q settles at q*, the map at q* holds at every depth
+            return _numeric_forward(analysis)
         G = G.xreplace({Q_IN: q_prev})
     if sympy.simplify(G - R_IN) == 0:
         return Law("limit", limit=analysis.rho0, text="rho_k = rho_0 at every depth",
@@ -161,8 +161,7 @@ def forward_law(analysis: KernelAnalysis) -> Law:
         if law is not None:
             return law
     if G.has(j):
-        return Law("none", reason="the correlation map changes with depth and rho = 1 is "
-                   "not its attracting fixed point; the values are iterated")
+        return _numeric_forward(analysis)
     return _geometric(analysis, G, R_IN)
 
 
@@ -244,36 +243,61 @@ def _geometric(analysis: KernelAnalysis, G: sympy.Expr, R: sympy.Symbol) -> Law:
     return _geometric_at(analysis, star, sympy.Float(slope, 15))
 
 
+def _why_not(analysis: KernelAnalysis, tail: str) -> str:
+    return f"{analysis.map_reason}; {tail}" if analysis.map_reason else tail
+
+
+def _settled_moment(analysis: KernelAnalysis) -> float | None:
+    """The second moment the blocks settle at (the length map's fixed point q*, reached by
+    iterating the block's own map on one input), or None where q keeps changing."""
+    from derive.blocks.nodes import Kernel
+
+    config, block = analysis.config, analysis.config.block
+    q = float(analysis.forward_states[-1].q_a)
+    for _ in range(2000):
+        state = Kernel(q, q, q, None)
+        try:
+            following = float(block.kernel_forward(config, state).q_a)
+        except (OverflowError, ZeroDivisionError, DeriveError):
+            return None
+        if not math.isfinite(following) or following <= 0 or following > 1e250:
+            return None
+        if abs(following - q) <= 1e-13 * q:
+            return following
+        q = following
+    return None
+
+
 def _numeric_forward(analysis: KernelAnalysis) -> Law:
-    """No closed-form map: the slope at the fixed point from the derivative kernel, when
-    the second moments no longer change (the map is then the same at every depth)."""
-    states = analysis.forward_states
-    if len(states) < 3:
-        return Law("none", reason="too shallow to read a law")
-    q_last, q_before = float(states[-1].q_a), float(states[-2].q_a)
-    if abs(q_last - q_before) > 1e-9 * q_last or states[-1].m is not None:
-        return Law("none", reason=(f"{analysis.map_reason}; the second moment still changes "
-                                   "with depth, so no law is derived: the values are iterated"))
+    """No closed-form map: where the second moment settles at q*, the map at q* is the same
+    at every depth; its fixed point and slope are found numerically on the block's own
+    two-point rules (the slope by central differences)."""
+    if analysis.config.block.has_batchnorm:
+        return Law("none", reason=_why_not(analysis, "no law is derived: the values are "
+                                           "iterated"))
+    q_star = _settled_moment(analysis)
+    if q_star is None:
+        return Law("none", reason=_why_not(analysis, "the second moment keeps changing with "
+                                           "depth, so no law is derived: the values are "
+                                           "iterated"))
     config, block = analysis.config, analysis.config.block
 
     def rho_map(r: float) -> float:
         from derive.blocks.nodes import Kernel
 
-        out = block.kernel_forward(config, Kernel(q_last, q_last, r * q_last))
-        return float(out.rho)
+        return float(block.kernel_forward(config, Kernel(q_star, q_star, r * q_star)).rho)
 
     from scipy.optimize import brentq
 
-    grid = [-1 + 2 * i / 200 for i in range(201)]
+    grid = [-1 + 2 * i / 100 for i in range(101)]
     values = [rho_map(r) - r for r in grid]
-    roots = [r for r, v in zip(grid, values, strict=True) if v == 0]
-    for (lo, vlo), (hi, vhi) in zip(zip(grid, values, strict=True),
-                                    zip(grid[1:], values[1:], strict=True), strict=False):
+    roots = [r for r, v in zip(grid, values, strict=True) if abs(v) < 1e-13]
+    for lo, hi, vlo, vhi in zip(grid, grid[1:], values, values[1:], strict=False):
         if vlo * vhi < 0:
             roots.append(brentq(lambda r: rho_map(r) - r, lo, hi, xtol=1e-13))
-    last = float(states[-1].rho)
     if not roots:
         return Law("none", reason="no fixed point of the correlation map was found")
+    last = float(analysis.forward_states[-1].rho)
     star = min(roots, key=lambda r: abs(r - last))
     h = 1e-5
     lo, hi = max(-1.0, star - h), min(1.0, star + h)
@@ -281,7 +305,7 @@ def _numeric_forward(analysis: KernelAnalysis) -> Law:
     if abs(slope) >= 1:
         return Law("none", reason=f"the fixed point {star:.6g} has slope {slope:.6g}: "
                    "no geometric law")
-    return _geometric_at(analysis, star, sympy.Float(slope, 12))
+    return _geometric_at(analysis, sympy.Float(star, 12), sympy.Float(slope, 12))
 
 
 # --- the backward law -------------------------------------------------------------------
@@ -299,7 +323,7 @@ def backward_law(analysis: KernelAnalysis) -> Law:
     if h.has(Q_IN):
         q_prev = _q_of_k(analysis)
         if q_prev is None:
-            return Law("none", reason="q_k has no closed form")
+            return _numeric_backward(analysis, forward)
         h = h.xreplace({Q_IN: q_prev})
     star = forward.limit
     if sympy.simplify(h - 1) == 0:
@@ -372,7 +396,7 @@ def _power_of_k(expr: sympy.Expr) -> sympy.Expr:
 
 
 def _settles(analysis: KernelAnalysis, why: str) -> Law:
-    products = _iterate_backward(analysis, CONSTANT_DEPTH)
+    products = _iterate_backward(analysis, CONSTANT_DEPTH, settled=True)
     limit = products[-1]
     return Law("limit", limit=limit, text=f"rho^grad_0 -> {limit:.4g} as K grows",
                latex=rf"\rho^{{grad}}_0 \to {limit:.4g}", reason=why)
@@ -396,8 +420,8 @@ def _power_backward(analysis: KernelAnalysis, beta: sympy.Expr) -> Law:
     depth = len(products) - 1
     constant = products[-1] * depth ** float(beta)
     return Law("power", limit=0.0, power=beta, constant=constant,
-               text=f"rho^grad_0 ~ {constant:.4g} K^-{_short(beta)}",
-               latex=rf"\rho^{{grad}}_0 \simeq {constant:.4g}\, K^{{-{latex(beta)}}}",
+               text=f"rho^grad_0 ~ {constant:.3g} K^-{_short(beta)}",
+               latex=rf"\rho^{{grad}}_0 \simeq {constant:.3g}\, K^{{-{latex(beta)}}}",
                reason=(r"each block multiplies the gradients' correlation by "
                        rf"$1 - {latex(beta)}/k$ at leading order, as the inputs' "
                        r"correlation approaches 1: the product falls like a power of $K$"))
@@ -431,10 +455,13 @@ def _numeric_backward(analysis: KernelAnalysis, forward: Law) -> Law:
                    "values are iterated")
     from derive.blocks.nodes import Kernel
 
-    state = analysis.forward_states[-1]
+    q_star = _settled_moment(analysis)
+    if q_star is None:
+        return Law("none", reason="the second moment keeps changing with depth, so no "
+                   "backward law is derived; the values are iterated")
     star = float(forward.limit)
     gains = analysis.config.block.kernel_gain(
-        analysis.config, Kernel(float(state.q_a), float(state.q_b), star * float(state.q_a)))
+        analysis.config, Kernel(q_star, q_star, star * q_star))
     return _geometric_backward(analysis, float(gains.ab / gains.a))
 
 
@@ -456,14 +483,22 @@ def _closed_maps(analysis: KernelAnalysis) -> tuple | None:
     return (sympy.lambdify((j, R_IN), G, "math"), sympy.lambdify((j, R_IN), h, "math"))
 
 
-def _forward_rhos(analysis: KernelAnalysis, depth: int) -> list[float]:
-    """rho_k for k = 0.. up to ``depth`` (fewer where the values leave the float range)."""
+def _forward_rhos(analysis: KernelAnalysis, depth: int, limit: float | None = None
+                  ) -> list[float]:
+    """rho_k for k = 0.. up to ``depth`` (fewer where the values leave the float range, or,
+    given ``limit``, once rho_k is within 1e-10 of it)."""
     maps = _closed_maps(analysis)
     rhos = [float(analysis.rho0)]
+
+    def done() -> bool:
+        return limit is not None and abs(limit - rhos[-1]) < 1e-10
+
     if maps is not None:
         G = maps[0]
         for index in range(1, depth + 1):
             rhos.append(min(1.0, max(-1.0, G(index, rhos[-1]))))
+            if done():
+                break
         return rhos
     config, block = analysis.config, analysis.config.block
     state = analysis.forward_states[0]
@@ -476,23 +511,37 @@ def _forward_rhos(analysis: KernelAnalysis, depth: int) -> list[float]:
                    for v in (state.q_a, state.q_b, state.c)):
             break
         rhos.append(float(state.rho))
+        if done():
+            break
     return rhos
 
 
 def _iterate_forward_distances(analysis: KernelAnalysis, limit: float, depth: int) -> list[float]:
-    return [limit - r for r in _forward_rhos(analysis, depth)]
+    return [limit - r for r in _forward_rhos(analysis, depth, limit)]
 
 
-def _iterate_backward(analysis: KernelAnalysis, depth: int) -> list[float]:
-    """rho^grad_0 for K = 0..depth: the running product of the blocks' factors."""
+def _iterate_backward(analysis: KernelAnalysis, depth: int, settled: bool = False
+                      ) -> list[float]:
+    """rho^grad_0 for K = 0..depth: the running product of the blocks' factors; stops
+    early where the product falls below 1e-12 or, with ``settled``, where the factors
+    stay within 1e-14 of 1 (the product has converged to rounding)."""
     maps = _closed_maps(analysis)
-    out, product = [1.0], 1.0
+    out, product, calm = [1.0], 1.0, 0
+
+    def done(factor: float) -> bool:
+        nonlocal calm
+        calm = calm + 1 if abs(1 - factor) < 1e-14 else 0
+        return abs(product) < 1e-12 or (settled and calm > 20)
+
     if maps is not None:
         G, h = maps
         r = float(analysis.rho0)
         for index in range(1, depth + 1):
-            product *= h(index, r)
+            factor = h(index, r)
+            product *= factor
             out.append(product)
+            if done(factor):
+                break
             r = min(1.0, max(-1.0, G(index, r)))
         return out
     from derive.blocks.nodes import Kernel
@@ -507,8 +556,11 @@ def _iterate_backward(analysis: KernelAnalysis, depth: int) -> list[float]:
             break
         if not math.isfinite(float(state.q_a)) or abs(float(state.q_a)) > 1e250:
             break
-        product *= float(gains.ab / gains.a)
+        factor = float(gains.ab / gains.a)
+        product *= factor
         out.append(product)
+        if done(factor):
+            break
     return out
 
 
