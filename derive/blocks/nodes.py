@@ -30,6 +30,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import sympy
@@ -139,12 +140,17 @@ def number_like(value: sympy.Expr, like: Number) -> Number:
     if not isinstance(like, float):
         return value
     try:
-        return float(value)
+        return _as_float(value)
     except TypeError:
         raise DeriveError(f"{value} has symbols without values; a kernel profile needs numbers "
                           "(give the block's symbols values with --set, and use "
                           "--fan-in-variance rather than --sigma-w2, whose width n stays "
                           "symbolic)") from None
+
+
+@lru_cache(maxsize=4096)
+def _as_float(value: sympy.Expr) -> float:
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -404,6 +410,9 @@ class Scale(Node):
 
     def values(self, x: Kernel) -> tuple[Number, Number]:
         """The factor at inputs a and b: ``std(x)`` is each input's own sqrt(q)."""
+        if not self.factor.has(STD_X):
+            same = number_like(self.factor, x.q_a)
+            return same, same
         a = number_like(self.factor.xreplace({STD_X: sympy.sqrt(sympy.sympify(x.q_a))}), x.q_a)
         b = number_like(self.factor.xreplace({STD_X: sympy.sqrt(sympy.sympify(x.q_b))}), x.q_b)
         return a, b

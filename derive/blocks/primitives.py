@@ -437,7 +437,8 @@ def _batch_variance(node: BatchNorm, s: Kernel) -> object:
             "of a batch of independent inputs, with the same second moment; here "
             f"q_a = {s.q_a} and q_b = {s.q_b}")
     spread = s.q_a - s.m
-    _nonzero(node, sympy.sympify(spread), "BatchNorm")
+    if not isinstance(spread, float) or spread == 0:
+        _nonzero(node, sympy.sympify(spread), "BatchNorm")
     return spread
 
 
@@ -477,7 +478,8 @@ class LayerNorm(Node):
 
     def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
         (s,), g2 = inputs, number_like(config.gamma**2, x.q_a)
-        _nonzero(self, sympy.sympify(s.q_a * s.q_b), "LayerNorm")
+        if not isinstance(s.q_a, float) or s.q_a * s.q_b == 0:
+            _nonzero(self, sympy.sympify(s.q_a * s.q_b), "LayerNorm")
         m = None if s.m is None else g2 * s.m / s.q_a
         return Kernel(g2, g2, g2 * s.c / root(s.q_a * s.q_b), m)
 
