@@ -13,9 +13,9 @@ of each correlation through depth (:mod:`derive.recursions.correlation_laws`).
 
 >>> a = kernel("he", "relu", block="F(x)", depth=2)
 >>> [round(r, 6) for r in a.profile()["forward"]["rho"]]
-[0.5, 0.609, 0.693036]
+[0.5, 0.608998, 0.683906]
 >>> a.forward_map
-Eq(rho(k), (rho(k - 1)*(pi - acos(rho(k - 1))) + sqrt(1 - rho(k - 1)**2))/pi)
+Eq(rho(k), (sqrt(1 - rho(k - 1)**2) - (acos(rho(k - 1)) - pi)*rho(k - 1))/pi)
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class KernelAnalysis:
 
     >>> a = kernel("he", "relu", depth=3)
     >>> [round(x, 4) for x in a.profile()["backward"]["rho"]]
-    [0.7262, 0.7982, 0.8917, 1.0]
+    [0.5992, 0.7191, 0.8525, 1.0]
     """
 
     config: VarianceConfig
@@ -253,7 +253,7 @@ def kernel(init: str = "xavier", activation: str = "relu", norm: str = "none",
 
     >>> a = kernel("he", "relu", "pre", depth=50)
     >>> round(a.profile()["forward"]["rho"][-1], 4)
-    0.9621
+    0.7418
     """
     from derive.blocks.block import block as make_block
 
