@@ -149,11 +149,6 @@ def test_gradient_power_law_exponent(block: str, kind: str) -> None:
     assert float(backward.constant) == pytest.approx(_extrapolated(kind), rel=1e-2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the constant of rho^grad_0 ~ C K^-3 is K^3 rho^grad_0 read at K = 10^4, where the "
-    "O(ln K/K) correction is still 0.6% (F(x): 661.96) and 0.8% (x + F(x): 5902.9); the "
-    "limits are 665.89 and 5953.2, so the printed '662 K^-3' and '5.9e+03 K^-3' are wrong "
-    "in their last digit (666, 6.0e+03)"))
 @pytest.mark.parametrize(("block", "kind"), [("F(x)", "plain"), ("none", "residual")])
 def test_gradient_power_law_constant(block: str, kind: str) -> None:
     _, backward = _law(block)

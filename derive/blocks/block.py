@@ -247,8 +247,22 @@ def _expanded(tree: Node, config: BranchConfig) -> Node:
         expanded = tree.expand(config)
         _check_nesting(tree, expanded, config)
         _check_symbols(tree, expanded, config)
+        _check_centred(expanded)
         _EXPANDED[key] = expanded
     return _EXPANDED[key]
+
+
+def _check_centred(expanded: Node) -> None:
+    """Refuse a LayerNorm whose input units do not have mean zero (``LN(relu(W(x)))``): its
+    rules take the input's second moment for its variance over the units, which holds
+    only for centred units."""
+    for node in expanded.walk():
+        if isinstance(node, LayerNorm) and not node.child.centred():
+            raise DeriveError(
+                f"{node.text()}: LayerNorm's input {node.child.text()} has units of nonzero "
+                "mean at initialization, and derive's LayerNorm rules hold for units of mean "
+                "zero; normalize a weight matrix's output or a sum of them (such as LN(x), "
+                "LN(F(x)), LN(W(relu(x))))")
 
 
 def _nesting(node: Node, memo: dict[int, tuple[int, tuple[str, ...]]]

@@ -248,6 +248,13 @@ class Node(ABC):
             return frozenset()
         return frozenset.intersection(*(c.odd_in() for c in self.children))
 
+    def centred(self) -> bool:
+        """Whether the node's units have mean zero at initialization (over the units of one
+        input, as LayerNorm sees them): a weight matrix's output is, and so are sums,
+        scalings and odd functions of centred vectors (the block's input ``x`` counts as
+        centred, as the network's input is taken to be)."""
+        return all(child.centred() for child in self.children)
+
     def expand(self, config: BranchConfig) -> Node:
         """The node with every configured branch ``F`` replaced by its primitives."""
         return self.rebuild(tuple(c.expand(config) for c in self.children))

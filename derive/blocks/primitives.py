@@ -94,6 +94,9 @@ class Weight(Node):
     def odd_in(self) -> frozenset[tuple]:
         return self.child.odd_in() | {self.key}
 
+    def centred(self) -> bool:
+        return True  # zero-mean weights (and biases): each unit's mean is zero
+
     def text(self) -> str:
         return f"W{'0' if self.zero else ''}({self.child.text()})"
 
@@ -303,6 +306,9 @@ class Activation(Node):
     def odd_in(self) -> frozenset[tuple]:
         return self.child.odd_in() if self.name in ODD_ACTIVATIONS else frozenset()
 
+    def centred(self) -> bool:
+        return self.name in ODD_ACTIVATIONS and self.child.centred()
+
     def text(self) -> str:
         return f"{self.name or 'phi'}({self.child.text()})"
 
@@ -461,6 +467,9 @@ class LayerNorm(Node):
     def __post_init__(self) -> None:
         object.__setattr__(self, "children", (self.child,))
 
+    def centred(self) -> bool:
+        return True
+
     def text(self) -> str:
         return f"LN({self.child.text()})"
 
@@ -528,6 +537,9 @@ class BatchNorm(Node):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "children", (self.child,))
+
+    def centred(self) -> bool:
+        return True
 
     def text(self) -> str:
         return f"BN({self.child.text()})"

@@ -19,6 +19,10 @@ from derive.errors import DeriveError
 #: independent inputs of a batch (tracked only for BatchNorm), as positive placeholders.
 Q_PREV = sympy.Symbol("x", positive=True)
 C_PREV = sympy.Symbol("c", nonnegative=True)
+#: The two-point maps' placeholders: the block input's second moment q_{k-1} (both
+#: inputs alike) and the inputs' correlation rho_{k-1}.
+Q_IN = sympy.Symbol("Q", positive=True)
+R_IN = sympy.Symbol("R", real=True)
 #: The covariance c_k, a sequence like q_k.
 c_seq = sympy.Function("c")
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import sympy
 
@@ -38,7 +38,37 @@ from derive.derivation.printing import latex
 from derive.errors import DeriveError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from derive.recursions.kernel import KernelAnalysis
+    from derive.blocks.config import VarianceConfig
+    from derive.blocks.nodes import Kernel
+
+
+class KernelAnalysis(Protocol):
+    """What a law reads of a two-point analysis
+    (:class:`derive.recursions.kernel.KernelAnalysis`)."""
+
+    config: VarianceConfig
+    q0: sympy.Expr
+    rho0: sympy.Expr
+
+    @property
+    def forward_states(self) -> tuple[Kernel, ...]:
+        """The forward states at k = 0..K."""
+
+    @property
+    def rho_map(self) -> sympy.Expr | None:
+        """rho_k in R_IN and Q_IN, or None."""
+
+    @property
+    def grad_factor(self) -> sympy.Expr | None:
+        """rho^grad_{k-1}/rho^grad_k in R_IN and Q_IN, or None."""
+
+    @property
+    def map_reason(self) -> str | None:
+        """Why there are no closed-form maps, or None."""
+
+    @property
+    def forward_law(self) -> object:
+        """The forward law."""
 
 eps = sympy.Symbol("epsilon", positive=True)
 t = sympy.Symbol("t", positive=True)
@@ -66,6 +96,8 @@ class Law:
     text: str = ""
     latex: str = ""
     reason: str = ""
+    #: s of a law in ln k + s (where the iteration starts), else None.
+    shift: float | None = None
 
     @property
     def depth_scale(self) -> float | None:
@@ -85,7 +117,8 @@ def law_dict(law: object) -> dict[str, object]:
 
     return {"kind": law.kind, "limit": number(law.limit), "rate": number(law.rate),
             "depth_scale": law.depth_scale, "power": number(law.power),
-            "constant": number(law.constant), "text": law.text, "latex": law.latex,
+            "constant": number(law.constant), "shift": law.shift, "text": law.text,
+            "latex": law.latex,
             "reason": law.reason}
 
 
@@ -145,7 +178,7 @@ def forward_law(analysis: KernelAnalysis) -> Law:
     G = analysis.rho_map
     if G is None:
         return _numeric_forward(analysis)
-    from derive.recursions.kernel import Q_IN, R_IN
+    from derive.recursions.block_maps import Q_IN, R_IN
 
     if G.has(Q_IN):
         q_prev = _q_of_k(analysis)
@@ -188,14 +221,25 @@ def _at_one(analysis: KernelAnalysis, G: sympy.Expr, R: sympy.Symbol) -> Law | N
     b1 = _limit_in_k(sympy.simplify(B * j)) if B.has(j) else sympy.oo
     if b1.is_positive and b1.is_finite:
         C = sympy.simplify(((p - 1) * b1) ** (-a))
-        return Law("logarithmic", limit=sympy.Integer(1), power=a, constant=C,
-                   text=f"1 - rho_k ~ {_short(C)} (ln k)^-{_short(a)}",
-                   latex=rf"1 - \rho_k \simeq {latex(C)}\, (\ln k)^{{-{latex(a)}}}",
+        shift = _log_shift(analysis, float((p - 1) * b1), float(a))
+        return Law("logarithmic", limit=sympy.Integer(1), power=a, constant=C, shift=shift,
+                   text=f"1 - rho_k ~ {_short(C)} (ln k + {shift:.3g})^-{_short(a)}",
+                   latex=(rf"1 - \rho_k \simeq {latex(C)}\, (\ln k + {shift:.3g})"
+                          rf"^{{-{latex(a)}}}"),
                    reason=(r"$\rho = 1$ is a fixed point where the map has slope 1, and the "
                            r"branch's share of each block falls like $1/k$: $\epsilon$ shrinks "
                            rf"by $({latex(b1)}/k)\,\epsilon^{{{latex(p)}}}$ a block, which "
                            r"gives a law in $\ln k$"))
     return None
+
+
+def _log_shift(analysis: KernelAnalysis, rate: float, power: float) -> float:
+    """s in 1 - rho_k ~ (rate (ln k + s))^-power: the solution of d eps/dk = -(b/k) eps^p
+    is eps^(1-p) = (p - 1) b (ln k + s), with s set by where the iteration starts; read
+    off the iterated map at the deepest block."""
+    distances = _iterate_forward_distances(analysis, 1.0, CONSTANT_DEPTH)
+    depth = len(distances) - 1
+    return distances[-1] ** (-1 / power) / rate - math.log(depth)
 
 
 def _geometric_at(analysis: KernelAnalysis, limit: sympy.Expr | float,
@@ -315,17 +359,11 @@ def backward_law(analysis: KernelAnalysis) -> Law:
     the gradient factor around the forward fixed point."""
     forward = analysis.forward_law
     assert isinstance(forward, Law)
-    h = analysis.grad_factor
-    if forward.kind == "none" or h is None:
+    h = _factor_in_k(analysis, forward)
+    if h is None:
         return _numeric_backward(analysis, forward)
-    from derive.recursions.kernel import Q_IN, R_IN
+    from derive.recursions.block_maps import R_IN
 
-    if h.has(Q_IN):
-        q_prev = _q_of_k(analysis)
-        if q_prev is None:
-            return _numeric_backward(analysis, forward)
-        h = h.xreplace({Q_IN: q_prev})
-    star = forward.limit
     if sympy.simplify(h - 1) == 0:
         return Law("limit", limit=sympy.Integer(1), text="rho^grad_0 = 1 at every depth",
                    latex=r"\rho^{grad}_0 = 1", reason="each block passes the gradients' "
@@ -333,33 +371,60 @@ def backward_law(analysis: KernelAnalysis) -> Law:
     if forward.kind == "limit":
         return Law("none", reason="the forward correlation does not move, and the gradient "
                    "factor is not 1; the values are iterated")
+    star = forward.limit
     if forward.kind == "geometric" and float(star) < 1:  # type: ignore[arg-type]
         factor = h.xreplace({R_IN: sympy.Float(float(star), 30)})  # type: ignore[arg-type]
-        factor = _limit_in_k(factor)
-        return _geometric_backward(analysis, float(factor))
-    lead, power = _leading(sympy.simplify(1 - h.xreplace({R_IN: 1 - eps})))
+        return _geometric_backward(analysis, float(_limit_in_k(factor)))
     if forward.kind == "geometric":
         return _settles(analysis, "the forward correlation reaches 1 geometrically, so the "
                         "gradient factors approach 1 fast enough for their product to converge")
+    lead, power = _leading(sympy.simplify(1 - h.xreplace({R_IN: 1 - eps})))
+    if forward.kind == "power":
+        return _after_power(analysis, forward, lead, power)
+    return _after_logarithmic(analysis, forward, lead, power)
+
+
+def _factor_in_k(analysis: KernelAnalysis, forward: Law) -> sympy.Expr | None:
+    """The gradient factor with q_{k-1} written in k, or None where it is not written."""
+    from derive.recursions.block_maps import Q_IN
+
+    h = analysis.grad_factor
+    if forward.kind == "none" or h is None:
+        return None
+    if h.has(Q_IN):
+        q_prev = _q_of_k(analysis)
+        if q_prev is None:
+            return None
+        h = h.xreplace({Q_IN: q_prev})
+    return h
+
+
+def _after_power(analysis: KernelAnalysis, forward: Law, lead: sympy.Expr,
+                 power: sympy.Expr) -> Law:
+    """1 - h_k ~ lead_k (C k^-alpha)^power, with lead_k ~ l k^-t: the sum over k decides."""
     C, alpha = forward.constant, forward.power
     assert C is not None and alpha is not None
-    if forward.kind == "power":
-        # 1 - h_k ~ lead_k (C k^-alpha)^power, with lead_k ~ l k^-t
-        t_lead = _power_of_k(lead)
-        decay = sympy.simplify(alpha * power + t_lead)
-        beta = sympy.simplify(_limit_in_k(lead * j**t_lead) * C**power)
-        if decay == 1:
-            return _power_backward(analysis, beta)
-        if decay > 1:
-            return _settles(analysis, "the gradient factors approach 1 like "
-                            f"$k^{{-{latex(decay)}}}$, a summable rate, so their product "
-                            "converges")
-        spread = sympy.simplify(beta / (1 - decay))
-        return Law("stretched", power=1 - decay, constant=spread,
-                   text=f"ln rho^grad_0 ~ -{_short(spread)} K^{_short(1 - decay)}",
-                   latex=rf"\ln \rho^{{grad}}_0 \simeq -{latex(spread)}\,K^{{{latex(1 - decay)}}}",
-                   reason="the gradient factors approach 1 too slowly for a power law")
-    # logarithmic forward law: 1 - h_k ~ lead C^power (ln k)^(-alpha power) with lead ~ l/k
+    t_lead = _power_of_k(lead)
+    decay = sympy.simplify(alpha * power + t_lead)
+    beta = sympy.simplify(_limit_in_k(lead * j**t_lead) * C**power)
+    if decay == 1:
+        return _power_backward(analysis, beta)
+    if decay > 1:
+        return _settles(analysis, "the gradient factors approach 1 like "
+                        f"$k^{{-{latex(decay)}}}$, a summable rate, so their product "
+                        "converges")
+    spread = sympy.simplify(beta / (1 - decay))
+    return Law("stretched", power=1 - decay, constant=spread,
+               text=f"ln rho^grad_0 ~ -{_short(spread)} K^{_short(1 - decay)}",
+               latex=rf"\ln \rho^{{grad}}_0 \simeq -{latex(spread)}\,K^{{{latex(1 - decay)}}}",
+               reason="the gradient factors approach 1 too slowly for a power law")
+
+
+def _after_logarithmic(analysis: KernelAnalysis, forward: Law, lead: sympy.Expr,
+                       power: sympy.Expr) -> Law:
+    """1 - h_k ~ lead_k C^power (ln k)^(-alpha power), with lead_k ~ l/k."""
+    C, alpha = forward.constant, forward.power
+    assert C is not None and alpha is not None
     t = _power_of_k(lead)
     coefficient = sympy.simplify(_limit_in_k(lead * j ** t) * C ** power)
     log_power = sympy.simplify(alpha * power)
@@ -416,12 +481,21 @@ def _geometric_backward(analysis: KernelAnalysis, factor: float) -> Law:
 
 
 def _power_backward(analysis: KernelAnalysis, beta: sympy.Expr) -> Law:
+    """rho^grad_0 ~ D K^-beta: D(K) = rho^grad_0(K) K^beta approaches D with corrections of
+    order ln K / K, so D is extrapolated from three depths, D(K) = D + (a ln K + b)/K."""
     products = _iterate_backward(analysis, CONSTANT_DEPTH)
     depth = len(products) - 1
     constant = products[-1] * depth ** float(beta)
+    depths = (depth // 4, depth // 2, depth)
+    if depths[0] >= 100:
+        import numpy as np
+
+        rows = [[1.0, math.log(d) / d, 1.0 / d] for d in depths]
+        values = [products[d] * d ** float(beta) for d in depths]
+        constant = float(np.linalg.solve(np.array(rows), np.array(values))[0])
     return Law("power", limit=0.0, power=beta, constant=constant,
-               text=f"rho^grad_0 ~ {constant:.3g} K^-{_short(beta)}",
-               latex=rf"\rho^{{grad}}_0 \simeq {constant:.3g}\, K^{{-{latex(beta)}}}",
+               text=f"rho^grad_0 ~ {constant:.4g} K^-{_short(beta)}",
+               latex=rf"\rho^{{grad}}_0 \simeq {constant:.4g}\, K^{{-{latex(beta)}}}",
                reason=(r"each block multiplies the gradients' correlation by "
                        rf"$1 - {latex(beta)}/k$ at leading order, as the inputs' "
                        r"correlation approaches 1: the product falls like a power of $K$"))
@@ -470,7 +544,7 @@ def _numeric_backward(analysis: KernelAnalysis, forward: Law) -> Law:
 def _closed_maps(analysis: KernelAnalysis) -> tuple | None:
     """The maps rho_{k-1} -> rho_k and the gradient factor as float functions of (k, rho),
     where they are written in closed form (q_{k-1} replaced by its closed form in k)."""
-    from derive.recursions.kernel import Q_IN, R_IN
+    from derive.recursions.block_maps import Q_IN, R_IN
 
     G, h = analysis.rho_map, analysis.grad_factor
     if G is None or h is None:
@@ -544,7 +618,6 @@ def _iterate_backward(analysis: KernelAnalysis, depth: int, settled: bool = Fals
                 break
             r = min(1.0, max(-1.0, G(index, r)))
         return out
-    from derive.blocks.nodes import Kernel
 
     config, block = analysis.config, analysis.config.block
     state: Kernel = analysis.forward_states[0]

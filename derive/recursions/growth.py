@@ -190,15 +190,24 @@ def _order(a: sympy.Expr, b: sympy.Expr) -> int | None:
     return 1 if difference.is_positive else -1 if difference.is_negative else None
 
 
-def _combined(parts: list[_Leading], back: dict[sympy.Symbol, sympy.Expr]) -> _Leading | None:
-    """The leading behaviour of a sum, from its terms': the fastest rate, then the highest
-    power; None where the symbols leave the order open or the leading terms cancel."""
+def _compared(part: _Leading, top: list[_Leading], back: dict[sympy.Symbol, sympy.Expr]
+              ) -> int | None:
+    """How ``part`` ranks against the leading terms ``top`` so far: by rate, then by power
+    (1 where there are none yet); None where the symbols leave it open."""
+    order = 1 if not top else _order(_number(part.rate, back), _number(top[0].rate, back))
+    if order == 0:
+        order = _order(part.power, top[0].power)
+    return order
+
+
+def _ranked(parts: list[_Leading], back: dict[sympy.Symbol, sympy.Expr]
+            ) -> tuple[list[_Leading], list[_Leading]] | None:
+    """The terms of a sum split into the leading ones and the dropped ones; None where the
+    symbols leave the order open."""
     top: list[_Leading] = []
     dropped: list[_Leading] = []
     for part in parts:
-        order = 1 if not top else _order(_number(part.rate, back), _number(top[0].rate, back))
-        if order == 0:
-            order = _order(part.power, top[0].power)
+        order = _compared(part, top, back)
         if order is None:
             return None
         if order > 0:
@@ -207,16 +216,73 @@ def _combined(parts: list[_Leading], back: dict[sympy.Symbol, sympy.Expr]) -> _L
             top.append(part)
         else:
             dropped.append(part)
-    coefficient = sympy.Add(*(t.coefficient for t in top))
+    return top, dropped
+
+
+def _cancels(top: list[_Leading], coefficient: sympy.Expr,
+             back: dict[sympy.Symbol, sympy.Expr]) -> bool:
+    """Whether the leading terms ``top``, with summed ``coefficient``, cancel (to within
+    1e-12 of their largest coefficient)."""
     value = _number(coefficient, back)
-    if value.is_zero or (value.is_number and abs(float(value)) <= 1e-12 * max(
-            abs(float(_number(t.coefficient, back))) for t in top)):
+    return bool(value.is_zero or (value.is_number and abs(float(value)) <= 1e-12 * max(
+        abs(float(_number(t.coefficient, back))) for t in top)))
+
+
+def _combined(parts: list[_Leading], back: dict[sympy.Symbol, sympy.Expr]) -> _Leading | None:
+    """The leading behaviour of a sum, from its terms': the fastest rate, then the highest
+    power; None where the symbols leave the order open or the leading terms cancel."""
+    ranked = _ranked(parts, back)
+    if ranked is None:
+        return None
+    top, dropped = ranked
+    coefficient = sympy.Add(*(t.coefficient for t in top))
+    if _cancels(top, coefficient, back):
         return None
     rate = _number(top[0].rate, back)
     geometric = all(t.geometric for t in top) and all(
         _order(_number(d.rate, back), rate) == -1 for d in dropped)
     return _Leading(top[0].rate, top[0].power, coefficient, geometric,
                     not dropped and all(t.exact for t in top))
+
+
+def _product(factors: list[_Leading]) -> _Leading:
+    """The leading behaviour of a product, from its factors'."""
+    return _Leading(sympy.Mul(*(f.rate for f in factors)), sympy.Add(*(f.power for f in factors)),
+                    sympy.Mul(*(f.coefficient for f in factors)),
+                    all(f.geometric for f in factors), all(f.exact for f in factors))
+
+
+def _compound(expr: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> _Leading | None:
+    """The leading behaviour of a sum or product, from its arguments'; None where any of
+    theirs is unknown."""
+    parts = [_leading(part, back) for part in expr.args]
+    known = [part for part in parts if part is not None]
+    if len(known) < len(parts):
+        return None
+    if expr.is_Add:
+        return _combined(known, back)
+    return _product(known)
+
+
+def _raised(base: sympy.Expr, exponent: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]
+            ) -> _Leading | None:
+    """The leading behaviour of ``base**exponent`` (a rational power), from ``base``'s."""
+    inner = _leading(base, back)
+    if inner is None:
+        return None
+    return _Leading(inner.rate**exponent, inner.power * exponent,
+                    inner.coefficient**exponent, inner.geometric, inner.exact)
+
+
+def _power(expr: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> _Leading | None:
+    """The leading behaviour of a power: an exponential ``b^(a K + c)``, or a rational
+    power of an expression in K; None for any other shape."""
+    base, exponent = expr.as_base_exp()
+    if not base.has(K) and not (slope := sympy.diff(exponent, K)).has(K):
+        return _Leading(base**slope, sympy.Integer(0), base ** exponent.subs(K, 0))
+    if base.has(K) and exponent.is_Rational and expr != base:
+        return _raised(base, exponent, back)
+    return None
 
 
 def _leading(expr: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> _Leading | None:
@@ -227,25 +293,8 @@ def _leading(expr: sympy.Expr, back: dict[sympy.Symbol, sympy.Expr]) -> _Leading
     if expr == K:
         return _Leading(sympy.Integer(1), sympy.Integer(1), sympy.Integer(1))
     if expr.is_Add or expr.is_Mul:
-        parts = [_leading(part, back) for part in expr.args]
-        known = [part for part in parts if part is not None]
-        if len(known) < len(parts):
-            return None
-        if expr.is_Add:
-            return _combined(known, back)
-        return _Leading(sympy.Mul(*(f.rate for f in known)), sympy.Add(*(f.power for f in known)),
-                        sympy.Mul(*(f.coefficient for f in known)),
-                        all(f.geometric for f in known), all(f.exact for f in known))
-    base, exponent = expr.as_base_exp()
-    if not base.has(K) and not (slope := sympy.diff(exponent, K)).has(K):
-        return _Leading(base**slope, sympy.Integer(0), base ** exponent.subs(K, 0))
-    if base.has(K) and exponent.is_Rational and expr != base:
-        inner = _leading(base, back)
-        if inner is None:
-            return None
-        return _Leading(inner.rate**exponent, inner.power * exponent,
-                        inner.coefficient**exponent, inner.geometric, inner.exact)
-    return None
+        return _compound(expr, back)
+    return _power(expr, back)
 
 
 def _rate_law(leading: _Leading, back: dict[sympy.Symbol, sympy.Expr]) -> str:

@@ -31,13 +31,12 @@ from derive.derivation.printing import latex
 from derive.derivation.symbols import k
 from derive.errors import DeriveError
 from derive.inputs.numbers import check_depth, exact, positive
+from derive.recursions.block_maps import Q_IN, R_IN
+from derive.recursions.correlation_laws import backward_law, forward_law, law_dict
 
 #: The correlation of two inputs, rho_k, and of their gradients, rho^grad_k.
 rho = sympy.Function("rho")
 rho_grad = sympy.Function(r"rho^{grad}")
-#: Placeholders of a block's input state: q_{k-1} and rho_{k-1}.
-Q_IN = sympy.Symbol("Q", positive=True)
-R_IN = sympy.Symbol("R", real=True)
 #: Activations whose two-point kernel has a closed form (the maps are exact).
 CLOSED_FORM_KERNELS = frozenset({"linear", "relu", "leaky_relu", "erf"})
 #: The deepest profile derive iterates.
@@ -155,15 +154,11 @@ class KernelAnalysis:
     @cached_property
     def forward_law(self) -> object:
         """How rho_k approaches its limit (:class:`derive.recursions.correlation_laws.Law`)."""
-        from derive.recursions.correlation_laws import forward_law
-
         return forward_law(self)
 
     @cached_property
     def backward_law(self) -> object:
         """How rho^grad_0 depends on the depth K."""
-        from derive.recursions.correlation_laws import backward_law
-
         return backward_law(self)
 
     # --- display --------------------------------------------------------------------
@@ -182,8 +177,6 @@ class KernelAnalysis:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready: configuration, profiles, maps and laws."""
-        from derive.recursions.correlation_laws import law_dict
-
         profile = self.profile()
         c = self.config
         forward_map, backward_map = self.forward_map, self.backward_map
@@ -266,6 +259,7 @@ def kernel(init: str = "xavier", activation: str = "relu", norm: str = "none",
         names = ", ".join(s.name for s in chosen.symbols)
         raise DeriveError(f"the block {chosen.text} has symbols without values ({names}): a "
                           "kernel profile needs numbers; give them with --set (API: values=)")
+    config.block.expanded(config)  # the block's own checks, before any profile
     depth = check_depth(depth, minimum=0)
     if depth > MAX_KERNEL_DEPTH:
         raise DeriveError(f"--depth must be at most {MAX_KERNEL_DEPTH} for a kernel profile, "
