@@ -205,6 +205,10 @@ def _text_report(rows: list[CheckRow], configurations: int, run: CheckSettings,
 @click.option("--lengths", is_flag=True,
               help="Also compare the share of E[(dL/dx)^2] carried by the paths through L "
                    "branches (k = L), measured by splitting the backward pass by length.")
+@click.option("--notebook", is_flag=True,
+              help="Only compare UDL notebook 11.1's experiment (the autocorrelation of dy/dx "
+                   "on its grid at K = 1, 24, 50, and its rms) with its derivation; takes "
+                   "--seed.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def check(
@@ -226,6 +230,7 @@ def check(
     weights: bool,
     final_norm: bool,
     lengths: bool,
+    notebook: bool,
     fmt: str,
     **parameters: object,
 ) -> None:
@@ -239,6 +244,9 @@ def check(
     --lengths`). The table shows each configuration's final depth (or longest
     path) and any value outside the tolerance (--blocks: every value).
     """
+    if notebook:
+        _notebook(seed, fmt)
+        return
     configs = _configs(everything, inits, activations, norms, blocks_, branches, settings,
                        parameters)
     if final_norm and not weights:
@@ -251,5 +259,19 @@ def check(
         click.echo(_json_report(rows, run, blocks))
     else:
         click.echo(_text_report(rows, len(configs), run, blocks))
+    if any(not r.ok for r in rows):
+        raise click.exceptions.Exit(1)
+
+
+def _notebook(seed: int, fmt: str) -> None:
+    """``--notebook``: notebook 11.1's experiment against its derivation; exit 1 outside."""
+    from derive.simulation.notebook_check import notebook_check, notebook_report
+
+    rows = notebook_check(seed=seed)
+    if fmt == "json":
+        click.echo(json.dumps({"notebook": [{**asdict(r), "ok": r.ok} for r in rows]},
+                              indent=2))
+    else:
+        click.echo(notebook_report(rows))
     if any(not r.ok for r in rows):
         raise click.exceptions.Exit(1)
