@@ -66,6 +66,43 @@ def _wrapped(text: str) -> str:
     return f"({text})"
 
 
+#: Commands with one brace group, and how the group's text is written.
+_WITH_GROUP = {r"\sqrt": lambda inner: "√" + _wrapped(inner),
+               r"\operatorname": lambda inner: inner, r"\text": lambda inner: inner}
+
+
+def _script(char: str, tex: str, index: int) -> tuple[str, int]:
+    """The super- or subscript that opens at ``tex[index]`` (``^`` or ``_``) as text."""
+    from derive.derivation.printing import subscript, superscript
+
+    if tex[index + 1:index + 2] == "{":
+        inner, index = _group(tex, index + 1)
+    else:
+        inner, index = tex[index + 1:index + 2], index + 2
+    shown = _math_text(inner)
+    if char == "_":
+        return subscript(shown), index
+    if shown in ("grad", "*"):
+        return ("ᵍʳᵃᵈ" if shown == "grad" else "*"), index
+    raised = superscript(shown)
+    return (raised if not raised.startswith("^") else "^" + _wrapped(shown)), index
+
+
+def _command(tex: str, index: int) -> tuple[str, int]:
+    """The LaTeX command that opens at ``tex[index]`` (a backslash) as text."""
+    word = re.match(r"\\([A-Za-z]+|.)", tex[index:])
+    name = word.group(0) if word else "\\"
+    after = index + len(name)
+    if name == r"\frac" and tex[after:after + 1] == "{":
+        top, after = _group(tex, after)
+        bottom, after = _group(tex, after) if tex[after:after + 1] == "{" else ("", after)
+        return f"{_wrapped(_math_text(top))}/{_wrapped(_math_text(bottom))}", after
+    if name in _WITH_GROUP and tex[after:after + 1] == "{":
+        inner, after = _group(tex, after)
+        return _WITH_GROUP[name](_math_text(inner)), after
+    return _TEX_WORDS.get(name, name.lstrip("\\")), after
+
+
 def _math_text(tex: str) -> str:
     """Inline LaTeX (the inside of ``$...$``) as terminal text: fractions as a/b, roots as
     √, powers and indices as Unicode super- and subscripts where they have them.
@@ -73,47 +110,16 @@ def _math_text(tex: str) -> str:
     >>> _math_text(r"\\frac{2 \\sqrt{2}}{3 \\pi}\\,\\epsilon^{\\frac{3}{2}}")
     '(2 √2)/(3 π) ε^(3/2)'
     """
-    from derive.derivation.printing import subscript, superscript
-
     out, index = [], 0
     while index < len(tex):
         char = tex[index]
-        if tex.startswith(r"\frac", index) and tex[index + 5:index + 6] == "{":
-            top, index = _group(tex, index + 5)
-            bottom, index = _group(tex, index) if tex[index:index + 1] == "{" else ("", index)
-            out.append(f"{_wrapped(_math_text(top))}/{_wrapped(_math_text(bottom))}")
-        elif tex.startswith(r"\sqrt", index) and tex[index + 5:index + 6] == "{":
-            inner, index = _group(tex, index + 5)
-            out.append("√" + _wrapped(_math_text(inner)))
-        elif tex.startswith(r"\operatorname", index) and tex[index + 13:index + 14] == "{":
-            inner, index = _group(tex, index + 13)
-            out.append(inner)
-        elif tex.startswith(r"\text", index) and tex[index + 5:index + 6] == "{":
-            inner, index = _group(tex, index + 5)
-            out.append(inner)
-        elif char in "^_":
-            if tex[index + 1:index + 2] == "{":
-                inner, index = _group(tex, index + 1)
-            else:
-                inner, index = tex[index + 1:index + 2], index + 2
-            shown = _math_text(inner)
-            if char == "_":
-                out.append(subscript(shown))
-            elif shown in ("grad", "*"):
-                out.append("ᵍʳᵃᵈ" if shown == "grad" else "*")
-            else:
-                raised = superscript(shown)
-                out.append(raised if not raised.startswith("^") else "^" + _wrapped(shown))
+        if char in "^_":
+            piece, index = _script(char, tex, index)
         elif char == "\\":
-            word = re.match(r"\\([A-Za-z]+|.)", tex[index:])
-            name = word.group(0) if word else "\\"
-            out.append(_TEX_WORDS.get(name, name.lstrip("\\")))
-            index += len(name)
-        elif char in "{}":
-            index += 1
+            piece, index = _command(tex, index)
         else:
-            out.append(char)
-            index += 1
+            piece, index = ("" if char in "{}" else char), index + 1
+        out.append(piece)
     text = re.sub(r"\s+", " ", "".join(out))
     return re.sub(r"\( ", "(", re.sub(r" \)", ")", text)).strip()
 
@@ -268,7 +274,9 @@ def _profile(analysis: KernelAnalysis) -> dict[str, dict[str, list[float]]]:
     """The profiles, or a DeriveError naming --depth where they leave a double's range."""
     try:
         profile = analysis.profile()
-    except (DeriveError, OverflowError, ZeroDivisionError) as err:
+    except (DeriveError, OverflowError) as err:
+        if isinstance(err, DeriveError) and not re.search(r"\b(inf|nan)\b", str(err)):
+            raise
         raise DeriveError(f"--depth {analysis.depth} is too deep for this configuration: the "
                           f"values leave the range of a double on the way ({err}); choose a "
                           "smaller --depth") from None
