@@ -83,6 +83,20 @@ def test_a_plain_stack_gets_its_phase(capsysbinary) -> None:
     assert "\n  χ₁           1:" in phase  # He + ReLU: chi_1 = 2 E[step^2] = 1
 
 
+def test_without_a_fixed_point_the_phase_does_not_decide_the_correlation(capsysbinary) -> None:
+    # He + leaky ReLU: chi_1 = 2 (1 + a^2)/2 > 1, yet q_k grows without a fixed point, and
+    # without a bias the correlation map of a homogeneous activation does not see sigma_w^2
+    d = data(capsysbinary, "--init", "he", "--activation", "leaky_relu", "--block", "F(x)",
+             "--negative-slope", "0.5", "--depth", "3")
+    assert d["phase"]["chi_1"] == pytest.approx(1.25) and d["phase"]["phase"] == "chaotic"
+    assert d["phase"]["q_star"] is None and "no fixed point q* > 0" in d["phase"]["note"]
+    assert d["forward"]["law"]["limit"] == 1.0  # the correlation still goes to 1
+    code, out, _ = run(capsysbinary, "--init", "he", "--activation", "leaky_relu",
+                       "--block", "F(x)", "--negative-slope", "0.5", "--depth", "3")
+    assert code == 0
+    assert "\n  phase        chaotic by χ₁ alone: the length map has no fixed point" in out
+
+
 def test_the_phase_of_phi_of_w_names_the_pre_activations(capsysbinary) -> None:
     code, out, _ = run(capsysbinary, "--init", "lecun", "--block", "relu(W(x))", "--depth", "2")
     assert code == 0 and "pre-activations uₖ" in out and "ordered" in out

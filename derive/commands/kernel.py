@@ -246,6 +246,9 @@ def stack_phase(config: VarianceConfig) -> tuple[str, sympy.Expr, Phase | str] |
     return form, sigma_w2, found
 
 
+#: Why the ordered/chaotic picture of the correlation needs a fixed point q* > 0.
+WITHOUT_Q_STAR = ("the length map has no fixed point q* > 0, so the phase does not decide "
+                  "the correlation: the forward law above does")
 _PHASE_FIELDS = ("q_star", "rho_star", "c_star", "chi_1", "chi_c", "chi_q", "xi_q", "xi_c")
 
 
@@ -263,8 +266,9 @@ def _phase_dict(found: tuple[str, sympy.Expr, Phase | str] | None) -> dict[str, 
     head: dict[str, object] = {"network": form, "sigma_w2": str(sigma_w2)}
     if isinstance(result, str):
         return {**head, "phase": None, "reason": result}
+    note = WITHOUT_Q_STAR if result.phase is not None and not result.q_star else None
     return {**head, "activation": result.activation, "sigma_b2": result.sigma_b2,
-            "phase": result.phase, "reason": result.reason,
+            "phase": result.phase, "reason": result.reason, "note": note,
             **{name: _json_number(getattr(result, name)) for name in _PHASE_FIELDS}}
 
 
@@ -322,10 +326,14 @@ def _phase_text(found: tuple[str, sympy.Expr, Phase | str]) -> list[str]:
     def value(x: float | None) -> str:
         return "none" if x is None else _number(x)
 
+    label = result.phase or "none"
+    if result.phase is not None and not result.q_star:
+        label += f" by χ₁ alone: {WITHOUT_Q_STAR}"
     rows = [("σ_w², σ_b²", f"{_number(sigma_w2)}, {_number(result.sigma_b2)}"),
-            ("phase", result.phase or "none"),
-            ("χ₁", f"{value(result.chi_1)}: the slope of the correlation map at ρ = 1 "
-                   "(ordered below 1, chaotic above)"),
+            ("phase", label),
+            ("χ₁", f"{value(result.chi_1)}: σ_w² E[φ'(u)²], u ~ N(0, q*) (any q for relu, "
+                   "leaky_relu, linear): a layer's mean squared Jacobian singular value; at "
+                   "a fixed point q* > 0, also the slope of the correlation map at ρ = 1"),
             ("q*", value(result.q_star)),
             ("ρ*, c*", f"{value(result.rho_star)}, {value(result.c_star)}"),
             ("χ_c, ξ_c", f"{value(result.chi_c)}, {value(result.xi_c)}"),
