@@ -228,7 +228,7 @@ def fan_in_variance(config: VarianceConfig) -> sympy.Expr:
     return sympy.cancel(n * config.weight_variance(n, n))
 
 
-def stack_phase(config: VarianceConfig) -> tuple[str, sympy.Expr, Phase | str] | None:
+def _stack_phase(config: VarianceConfig) -> tuple[str, sympy.Expr, Phase | str] | None:
     """(the plain stack's form, its sigma_w^2, its Phase or why none is given), or None
     where the block is not a plain stack of one activation."""
     from derive.recursions.phase import phase
@@ -359,7 +359,7 @@ def _header(analysis: KernelAnalysis) -> list[str]:
             f"block: B(x) = {block.text}{source}"]
 
 
-def text_report(analysis: KernelAnalysis, found: tuple | None) -> str:
+def _text_report(analysis: KernelAnalysis, found: tuple | None) -> str:
     """The terminal text: header, forward, backward and, for a plain stack, its phase."""
     from derive.derivation.printing import text
 
@@ -384,7 +384,7 @@ def text_report(analysis: KernelAnalysis, found: tuple | None) -> str:
     return "\n".join(lines)
 
 
-def json_report(analysis: KernelAnalysis, found: tuple | None) -> str:
+def _json_report(analysis: KernelAnalysis, found: tuple | None) -> str:
     """The analysis as JSON (:meth:`KernelAnalysis.to_dict`) with the plain stack's phase."""
     _profile(analysis)
     data = analysis.to_dict()
@@ -397,7 +397,7 @@ def _tex_number(value: float) -> str:
     return mantissa if not power else rf"{mantissa} \times 10^{{{int(power)}}}"
 
 
-def tex_report(analysis: KernelAnalysis, found: tuple | None, markdown: bool) -> str:
+def _tex_report(analysis: KernelAnalysis, found: tuple | None, markdown: bool) -> str:
     """LaTeX (comments and display math) or Markdown (headings, $$, lists)."""
     from derive.derivation.printing import latex
 
@@ -431,8 +431,14 @@ def tex_report(analysis: KernelAnalysis, found: tuple | None, markdown: bool) ->
             out.append(f"% at K = {depth}: {values[direction]}")
     phase = _phase_dict(found)
     if phase is not None:
-        shown = ", ".join(f"{name} = {phase[name]}" for name in
+        def written(value: object) -> str:
+            return "none" if value is None else (
+                _number(value) if isinstance(value, float) else str(value))
+
+        shown = ", ".join(f"{name} = {written(phase[name])}" for name in
                           ("sigma_w2", "sigma_b2", "phase", *_PHASE_FIELDS) if name in phase)
+        if phase.get("note"):
+            shown += f" ({phase['note']})"
         out.append(f"- phase ({phase['network']}): {shown}" if markdown
                    else f"% phase ({phase['network']}): {shown}")
     return "\n".join(out).rstrip()
@@ -492,10 +498,10 @@ def kernel(init: str, activation: str, norm: str | None, block_spec: str | None,
     values = symbol_values(settings)
     analysis = analyse(init, activation, norm or "none", branch, block=block_spec,
                        values=values, q0=second, rho0=correlation, depth=depth, **options)
-    found = stack_phase(analysis.config)
+    found = _stack_phase(analysis.config)
     if fmt == "json":
-        click.echo(json_report(analysis, found))
+        click.echo(_json_report(analysis, found))
     elif fmt == "text":
-        click.echo(text_report(analysis, found))
+        click.echo(_text_report(analysis, found))
     else:
-        click.echo(tex_report(analysis, found, markdown=fmt == "markdown"))
+        click.echo(_tex_report(analysis, found, markdown=fmt == "markdown"))
