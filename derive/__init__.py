@@ -36,6 +36,10 @@ _EXPORTS = {
     "variance": "derive.recursions.analysis",
     "VarianceAnalysis": "derive.recursions.analysis",
     "Recursion": "derive.recursions.recursion",
+    "kernel": "derive.recursions.kernel",
+    "KernelAnalysis": "derive.recursions.kernel",
+    "phase": "derive.recursions.phase",
+    "critical_line": "derive.recursions.phase",
     "simulate": "derive.simulation.networks",
     "render": "derive.rendering.render",
     "notes": "derive.studynotes.writer",
@@ -50,6 +54,7 @@ __all__ = [
     "Derivation",
     "DeriveError",
     "K",
+    "KernelAnalysis",
     "PathGradients",
     "PathSum",
     "Recursion",
@@ -58,12 +63,15 @@ __all__ = [
     "VarianceConfig",
     "block",
     "count_paths",
+    "critical_line",
     "gaussian_moment",
     "k",
+    "kernel",
     "notes",
     "path_gradients",
     "path_lengths",
     "paths",
+    "phase",
     "q0",
     "render",
     "simulate",
@@ -82,6 +90,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.pathsums.by_length import PathGradients, path_gradients
     from derive.pathsums.expansion import PathSum, count_paths, path_lengths, paths
     from derive.recursions.analysis import VarianceAnalysis, variance
+    from derive.recursions.kernel import KernelAnalysis, kernel
+    from derive.recursions.phase import critical_line, phase
     from derive.recursions.recursion import Recursion
     from derive.rendering.render import render
     from derive.simulation.networks import simulate

@@ -34,11 +34,12 @@ TEXT_OPTIONS = {("paths", "--wrt"): "a block index or x", ("notes", "--out"): "a
                 ("notes", "--name"): "NAME=TITLE", ("notes", "--concepts"): "names",
                 ("notes", "--blocks"): "blocks", ("notes", "--depths"): "a list of depths",
                 ("notes", "--config"): "a file", ("paths", "--block"): "an expression",
-                ("paths", "--set"): "name=value", ("paths", "--span"): "LO..HI"}
+                ("paths", "--set"): "name=value", ("paths", "--span"): "LO..HI",
+                ("kernel", "--block"): "an expression", ("kernel", "--set"): "name=value"}
 #: The arguments each command needs besides the option under test, so that only it is bad.
 CONTEXT = {"paths": [], "variance": [], "check": ["--init", "he", "--activation", "relu",
                                                   "--norm", "none", "--branch", "single"],
-           "notes": ["--out", "{tmp}"]}
+           "notes": ["--out", "{tmp}"], "kernel": []}
 
 
 def _options() -> list[tuple[str, click.Option]]:

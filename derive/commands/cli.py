@@ -18,6 +18,7 @@ from derive.errors import DeriveError
 COMMANDS = {
     "paths": ("derive.commands.paths", "paths"),
     "variance": ("derive.commands.variance", "variance"),
+    "kernel": ("derive.commands.kernel", "kernel"),
     "check": ("derive.commands.check", "check"),
     "notes": ("derive.commands.notes", "notes"),
 }
@@ -60,6 +61,7 @@ def cli() -> None:
     \b
     derive paths --depth 4        the eight terms of dy/df1 (Prince, UDL eq. 11.6)
     derive variance --init he     how E[h_k^2] and gradients evolve with depth
+    derive kernel --init he       two inputs: their correlation and their gradients'
     derive check                  compare the derivations with simulated networks
     derive notes                  LaTeX, Markdown, Obsidian + Anki study notes
     """

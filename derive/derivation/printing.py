@@ -16,6 +16,9 @@ from sympy.printing.str import StrPrinter
 
 #: Names of sequence functions that print as subscripted symbols.
 SEQUENCES = frozenset({"q", "d", "c", "w", "s", "h", "f", "J"})
+#: Sequences with Greek names (the correlations of two inputs and of their gradients):
+#: function name -> (LaTeX, text) of the letter, subscripted by the index as the others.
+GREEK_SEQUENCES = {"rho": (r"\rho", "ρ"), "rho^{grad}": (r"\rho^{grad}", "ρᵍʳᵃᵈ")}
 
 _SUB = str.maketrans("0123456789+-=()aehijklmnoprstuvx", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ")
 _SUP = str.maketrans("0123456789+-=()nikK", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱᵏᴷ")
@@ -127,6 +130,9 @@ class _Latex(LatexPrinter):
         if isinstance(expr, AppliedUndef) and name in SEQUENCES and len(expr.args) == 1:
             out = f"{name}_{{{self._print(expr.args[0])}}}"
             return f"{out}^{{{exp}}}" if exp is not None else out
+        if isinstance(expr, AppliedUndef) and name in GREEK_SEQUENCES and len(expr.args) == 1:
+            out = f"{GREEK_SEQUENCES[name][0]}_{{{self._print(expr.args[0])}}}"
+            return f"\\left({out}\\right)^{{{exp}}}" if exp is not None else out
         return super()._print_Function(expr, exp)
 
     def _print_harmonic(self, expr, exp=None):
@@ -143,6 +149,8 @@ class _Text(StrPrinter):
         name = expr.func.__name__
         if isinstance(expr, AppliedUndef) and name in SEQUENCES and len(expr.args) == 1:
             return name + subscript(self._print(expr.args[0]))
+        if isinstance(expr, AppliedUndef) and name in GREEK_SEQUENCES and len(expr.args) == 1:
+            return GREEK_SEQUENCES[name][1] + subscript(self._print(expr.args[0]))
         return super()._print_Function(expr)
 
     def _print_Symbol(self, expr):
@@ -212,6 +220,8 @@ def latex(expr: object) -> str:
     >>> q, k = sympy.Function("q"), sympy.Symbol("k")
     >>> latex(2 * q(k - 1))
     '2 q_{k - 1}'
+    >>> latex(sympy.Function("rho")(k - 1))
+    '\\\\rho_{k - 1}'
     """
     return _Latex().doprint(positive_rates(sympy.sympify(expr)))
 
@@ -228,5 +238,8 @@ def text(expr: object) -> str:
     'Σ[L=0..m] C(m, L)'
     >>> text(sympy.Piecewise((q(0), sympy.Eq(K, 0)), (1, True)))
     'q₀ if K = 0, else 1'
+    >>> k = sympy.Symbol("k")
+    >>> text(sympy.Function("rho^{grad}")(k) * sympy.Function("rho")(k - 1))
+    'ρₖ₋₁·ρᵍʳᵃᵈₖ'
     """
     return _Text().doprint(positive_rates(sympy.sympify(expr)))

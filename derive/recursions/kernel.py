@@ -163,26 +163,46 @@ class KernelAnalysis:
 
     # --- display --------------------------------------------------------------------
     def _repr_latex_(self) -> str:
-        lines = [rf"\text{{{self.config.label}}}:\ \rho_0 = {latex(self.rho0)},\ "
+        """The maps, their laws and the values at the depth, for Jupyter.
+
+        >>> tex = kernel("lecun", "linear", block="F(x)", depth=2)._repr_latex_()
+        >>> tex.splitlines()[1]
+        '\\\\rho_{k} = \\\\rho_{k - 1}\\\\quad \\\\rho_k = \\\\rho_0\\\\\\\\ '
+        """
+        lines = [rf"\text{{{_tex_text(self.config.label)}}}:\ \rho_0 = {latex(self.rho0)},\ "
                  rf"q_0 = {latex(self.q0)}"]
-        for name, eq in (("forward", self.forward_map), ("backward", self.backward_map)):
-            if eq is not None:
-                lines.append(latex(eq))
-            else:
-                lines.append(rf"\text{{{name}: iterated numerically}}")
+        if self.map_reason is not None:
+            lines.append(rf"\text{{{_tex_text(self.map_reason)}}}")
+        for eq, law in ((self.forward_map, self.forward_law),
+                        (self.backward_map, self.backward_law)):
+            shown = [] if eq is None else [latex(eq)]
+            if law.kind != "none":  # type: ignore[attr-defined]
+                shown.append(law.latex)  # type: ignore[attr-defined]
+            if shown:
+                lines.append(r"\quad ".join(shown))
         states, grads = self.forward_states, self.backward_states
-        lines.append(rf"\rho_{{{self.depth}}} = {float(states[-1].rho):.6g},\ "
-                     rf"\rho^{{grad}}_0 = {grads[0].rho:.6g}")
-        return "$\\begin{gathered}" + r"\\ ".join(lines) + r"\end{gathered}$"
+        lines.append(rf"q_{{{self.depth}}} = {_tex_float(float(states[-1].q_a))},\ "
+                     rf"\rho_{{{self.depth}}} = {_tex_float(float(states[-1].rho))},\ "
+                     rf"\rho^{{grad}}_0 = {_tex_float(grads[0].rho)}")
+        return "$\\begin{gathered}" + "\\\\ \n".join(lines) + r"\end{gathered}$"
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready: configuration, profiles, maps and laws."""
+        """JSON-ready: configuration, profiles over k = 0..K, maps and laws in LaTeX.
+
+        >>> d = kernel("he", "relu", block="F(x)", depth=2).to_dict()
+        >>> sorted(d["forward"]), len(d["backward"]["rho"])
+        (['c', 'law', 'map', 'q_a', 'q_b', 'rho'], 3)
+        """
         profile = self.profile()
         c = self.config
         forward_map, backward_map = self.forward_map, self.backward_map
         return {
-            "config": {"init": c.init, "activation": c.activation, "branch": c.branch,
-                       "block": {"name": c.block.name, "expression": c.block.text},
+            "config": {"label": c.label, "init": c.init, "activation": c.activation,
+                       "branch": c.branch,
+                       "block": {"name": c.block.name, "expression": c.block.text,
+                                 "latex": latex(c.block.display()), "source": c.block.source},
+                       "mlp_ratio": str(c.mlp_ratio), "dropout": str(c.dropout),
+                       "gamma": str(c.gamma), "negative_slope": str(c.negative_slope),
                        "sigma_b2": str(c.sigma_b2),
                        "fan_in_variance": (None if c.fan_in_variance is None
                                            else str(c.fan_in_variance)),
@@ -196,6 +216,20 @@ class KernelAnalysis:
                          "law": law_dict(self.backward_law)},
             "map_reason": self.map_reason,
         }
+
+
+def _tex_text(text: str) -> str:
+    """``text`` safe inside ``\\text{...}``: LaTeX's special characters escaped."""
+    out = text.replace("\\", r"\textbackslash{}")
+    for char in "_{}%&#$^~":
+        out = out.replace(char, {"^": r"\^{}", "~": r"\~{}"}.get(char, "\\" + char))
+    return out.replace(r"\textbackslash\{\}", r"\textbackslash{}")
+
+
+def _tex_float(value: float) -> str:
+    """A float in six significant digits, a power of ten written as LaTeX."""
+    mantissa, _, power = f"{value:.6g}".partition("e")
+    return mantissa if not power else rf"{mantissa} \times 10^{{{int(power)}}}"
 
 
 def _in_sequences(expr: sympy.Expr) -> sympy.Expr:
