@@ -27,8 +27,8 @@ within about 1% of its limit); the rates and powers come from the expansion alon
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -262,29 +262,58 @@ def _geometric_at(analysis: KernelAnalysis, limit: sympy.Expr | float,
                        r"that factor each block"))
 
 
-def _geometric(analysis: KernelAnalysis, G: sympy.Expr, R: sympy.Symbol) -> Law:
-    """A fixed point other than 1, found numerically; its slope from the derivative."""
+def _fixed_points(rho_map: Callable[[float], float], points: int) -> list[float]:
+    """The fixed points of ``rho_map`` in [-1, 1]: the ends where they are fixed, and
+    every sign change of rho_map(r) - r on a grid strictly inside, refined by brentq."""
     from scipy.optimize import brentq
 
-    f = sympy.lambdify(R, G - R, "math")
-    last = float(analysis.forward_states[-1].rho)
-    grid = [-1 + 2 * i / 400 for i in range(401)]
-    roots = []
-    for lo, hi in itertools.pairwise(grid):
+    def gap(r: float) -> float:
+        return rho_map(r) - r
+
+    roots = [end for end in (-1.0, 1.0) if abs(gap(end)) < 1e-13]
+    inner = 1e-7
+    grid = [-1 + inner + (2 - 2 * inner) * i / points for i in range(points + 1)]
+    values = []
+    for r in grid:
         try:
-            if f(lo) == 0:
-                roots.append(lo)
-            elif f(lo) * f(hi) < 0:
-                roots.append(brentq(f, lo, hi, xtol=1e-15))
+            values.append(gap(r))
         except (ValueError, ZeroDivisionError):
-            continue
+            values.append(math.nan)
+    for lo, hi, vlo, vhi in zip(grid, grid[1:], values, values[1:], strict=False):
+        if vlo == 0:
+            roots.append(lo)
+        elif vlo * vhi < 0:
+            roots.append(brentq(gap, lo, hi, xtol=1e-15))
+    return roots
+
+
+def _slope(rho_map: Callable[[float], float], star: float) -> float:
+    """The map's derivative at ``star`` by central differences (one-sided at the ends)."""
+    h = 1e-6
+    lo, hi = max(-1.0, star - h), min(1.0, star + h)
+    return (rho_map(hi) - rho_map(lo)) / (hi - lo)
+
+
+def _attracting(analysis: KernelAnalysis, rho_map: Callable[[float], float],
+                points: int) -> Law:
+    """The geometric law at the attracting fixed point nearest where the profile ends."""
+    roots = _fixed_points(rho_map, points)
     if not roots:
         return Law("none", reason="no fixed point of the correlation map in [-1, 1] was found")
-    star = min(roots, key=lambda r: abs(r - last))
-    slope = float(sympy.diff(G, R).xreplace({R: sympy.Float(star, 30)}))
-    if abs(slope) >= 1:
-        return Law("none", reason=f"the fixed point {star:.6g} has slope {slope:.6g}")
-    return _geometric_at(analysis, star, sympy.Float(slope, 15))
+    slopes = {root: _slope(rho_map, root) for root in roots}
+    stable = [root for root in roots if abs(slopes[root]) < 1]
+    if not stable:
+        shown = ", ".join(f"{r:.6g} (slope {slopes[r]:.6g})" for r in sorted(roots))
+        return Law("none", reason=f"no fixed point attracts: {shown}")
+    last = float(analysis.forward_states[-1].rho)
+    star = min(stable, key=lambda r: abs(r - last))
+    shown = sympy.Integer(0) if abs(star) < 1e-12 else sympy.Float(star, 15)
+    return _geometric_at(analysis, shown, sympy.Float(slopes[star], 12))
+
+
+def _geometric(analysis: KernelAnalysis, G: sympy.Expr, R: sympy.Symbol) -> Law:
+    """The map in closed form but rho = 1 not attracting: its other fixed points."""
+    return _attracting(analysis, sympy.lambdify(R, G, "math"), 400)
 
 
 def _why_not(analysis: KernelAnalysis, tail: str) -> str:
@@ -331,25 +360,7 @@ def _numeric_forward(analysis: KernelAnalysis) -> Law:
 
         return float(block.kernel_forward(config, Kernel(q_star, q_star, r * q_star)).rho)
 
-    from scipy.optimize import brentq
-
-    grid = [-1 + 2 * i / 100 for i in range(101)]
-    values = [rho_map(r) - r for r in grid]
-    roots = [r for r, v in zip(grid, values, strict=True) if abs(v) < 1e-13]
-    for lo, hi, vlo, vhi in zip(grid, grid[1:], values, values[1:], strict=False):
-        if vlo * vhi < 0:
-            roots.append(brentq(lambda r: rho_map(r) - r, lo, hi, xtol=1e-13))
-    if not roots:
-        return Law("none", reason="no fixed point of the correlation map was found")
-    last = float(analysis.forward_states[-1].rho)
-    star = min(roots, key=lambda r: abs(r - last))
-    h = 1e-5
-    lo, hi = max(-1.0, star - h), min(1.0, star + h)
-    slope = (rho_map(hi) - rho_map(lo)) / (hi - lo)
-    if abs(slope) >= 1:
-        return Law("none", reason=f"the fixed point {star:.6g} has slope {slope:.6g}: "
-                   "no geometric law")
-    return _geometric_at(analysis, sympy.Float(star, 12), sympy.Float(slope, 12))
+    return _attracting(analysis, rho_map, 100)
 
 
 # --- the backward law -------------------------------------------------------------------
