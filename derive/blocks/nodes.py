@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
 import sympy
 
@@ -119,7 +119,7 @@ class Moments:
 
 
 #: A number of a two-point rule: a float (the profiles) or a SymPy expression (the maps).
-Number = float | sympy.Expr
+Number: TypeAlias = float | sympy.Expr
 
 
 def root(value: Number) -> Number:

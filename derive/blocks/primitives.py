@@ -567,7 +567,7 @@ class BatchNorm(Node):
     def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
                      x: Kernel) -> tuple[KernelGains, ...]:
         (s,), g2 = inputs, number_like(config.gamma**2, x.q_a)
-        return (KernelGains.uniform(g2 / _batch_variance(self, s)),)
+        return (KernelGains.uniform(g2 / _batch_variance(self, s)),)  # type: ignore[operator]
 
     def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
         return names.factor(self, "B") * inputs[0]  # B_k, the BatchNorm Jacobian

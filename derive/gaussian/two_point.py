@@ -13,11 +13,13 @@ exact SymPy values (:mod:`derive.gaussian.kernels`) for expressions, and floats
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import sympy
 
 from derive.gaussian import kernels
 
-Number = float | sympy.Expr
+Number: TypeAlias = float | sympy.Expr
 #: leaky_relu's default negative slope.
 DEFAULT_SLOPE = sympy.Rational(1, 100)
 

@@ -27,6 +27,7 @@ import sympy
 
 from derive.blocks.config import VarianceConfig, variance_config
 from derive.blocks.nodes import Kernel
+from derive.blocks.primitives import Activation
 from derive.derivation.printing import latex
 from derive.derivation.symbols import k
 from derive.errors import DeriveError
@@ -154,12 +155,12 @@ class KernelAnalysis:
     @cached_property
     def forward_law(self) -> object:
         """How rho_k approaches its limit (:class:`derive.recursions.correlation_laws.Law`)."""
-        return forward_law(self)
+        return forward_law(self)  # type: ignore[arg-type]
 
     @cached_property
     def backward_law(self) -> object:
         """How rho^grad_0 depends on the depth K."""
-        return backward_law(self)
+        return backward_law(self)  # type: ignore[arg-type]
 
     # --- display --------------------------------------------------------------------
     def _repr_latex_(self) -> str:
@@ -252,7 +253,7 @@ def _forward_states(config: VarianceConfig, q0: sympy.Expr, rho0: sympy.Expr,
 def _symbolic_maps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | str:
     """(q map, rho map, gradient-correlation factor) in Q_IN and R_IN, or why not."""
     used = {node.name or config.activation for node in config.block.expanded(config).walk()
-            if type(node).__name__ == "Activation"}
+            if isinstance(node, Activation)}
     numeric = sorted(used - CLOSED_FORM_KERNELS)
     if numeric:
         return (f"{', '.join(numeric)} has no closed-form two-point kernel: the maps are "

@@ -77,6 +77,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, cast
 
 import numpy as np
 import sympy
@@ -222,6 +223,7 @@ def _maps(width: int) -> _Maps:
         return sympy.lambdify(args, sympy.simplify(expr), modules=_MODULES)
 
     pair = (_QA, _QB, _C)
+    first, out = cast(Any, first), cast(Any, out)  # SymPy states: symbols in, expressions out
     return _Maps(
         first=(numeric((xa,), first.q_a), numeric((xa,), first.q_a.diff(xa)),
                numeric((xa, xb), first.c), numeric((xa, xb), first.c.diff(xa)),
