@@ -54,7 +54,7 @@ class Block:
     name: str
     source: str | None = None
 
-    @property
+    @cached_property
     def text(self) -> str:
         """The block in the block language, e.g. ``x + F(LN(x))``."""
         return self.tree.text()
@@ -94,7 +94,7 @@ class Block:
 
     def expanded(self, config: BranchConfig) -> Node:
         """The tree with every ``F`` replaced by the configured branch's primitives."""
-        return _expanded(self.tree, config)
+        return _expanded(self.tree, config, self.text)
 
     def substituted(self, values: dict[str, sympy.Expr]) -> Block:
         """The block with some of its symbols given values; its name says which.
@@ -161,11 +161,16 @@ class Block:
 
     def kernels(self, config: BranchConfig, x: Kernel) -> dict[Node, Kernel]:
         """Every node's two-point state when the input's is ``x``, children first."""
-        tree = self.expanded(config)
-        out: dict[Node, Kernel] = {}
-        for node in tree.walk():
-            if node not in out:
-                out[node] = node.kernel([out[c] for c in node.children], config, x)
+        return {node: state for node, state in self._kernel_states(config, x).values()}
+
+    def _kernel_states(self, config: BranchConfig, x: Kernel) -> dict[int, tuple[Node, Kernel]]:
+        """Every node's two-point state, keyed by the node's identity in the expanded tree
+        (a node met twice, as in x + F(x) + F(x), is evaluated once either way)."""
+        out: dict[int, tuple[Node, Kernel]] = {}
+        for node in _walk(self.expanded(config)):
+            if id(node) not in out:
+                state = node.kernel([out[id(c)][1] for c in node.children], config, x)
+                out[id(node)] = (node, state)
         return out
 
     def kernel_forward(self, config: BranchConfig, x: Kernel) -> Kernel:
@@ -176,27 +181,28 @@ class Block:
         >>> out.q_a, round(out.c, 12)  # c = 1/pi: the arc-cosine kernel at rho = 0
         (2.0, 0.318309886184)
         """
-        return self.kernels(config, x)[self.expanded(config)]
+        return self._kernel_states(config, x)[id(self.expanded(config))][1]
 
     def kernel_gain(self, config: BranchConfig, x: Kernel) -> KernelGains:
         """The factors of (d_a, d_b, g) from the block's output to its input: the sum over
         the block's paths of the product of each primitive's factors."""
         tree = self.expanded(config)
-        states = self.kernels(config, x)
-        total: dict[Node, KernelGains] = {}
+        states = self._kernel_states(config, x)
+        total: dict[int, KernelGains] = {}
         one = KernelGains.uniform(number_like(sympy.Integer(1), x.q_a))
 
         def through(node: Node) -> KernelGains:
             if isinstance(node, Input):
                 return one
-            if node not in total:
-                gains = node.kernel_gains([states[c] for c in node.children], config, x)
+            if id(node) not in total:
+                inputs = [states[id(c)][1] for c in node.children]
+                gains = node.kernel_gains(inputs, config, x)
                 routes = [g.times(through(c)) for g, c in zip(gains, node.children, strict=True)]
                 result = routes[0]
                 for route in routes[1:]:
                     result = result.plus(route)
-                total[node] = result
-            return total[node]
+                total[id(node)] = result
+            return total[id(node)]
 
         return through(tree)
 
@@ -241,8 +247,9 @@ NESTING_COST = {"tanh": 2, "gelu": 5, "erf": 3}
 MAX_NESTING = 12
 
 
-def _expanded(tree: Node, config: BranchConfig) -> Node:
-    key = (tree.text(), (config.branch, config.mlp_ratio, config.dropout, config.activation))
+def _expanded(tree: Node, config: BranchConfig, text: str | None = None) -> Node:
+    key = (tree.text() if text is None else text,
+           (config.branch, config.mlp_ratio, config.dropout, config.activation))
     if key not in _EXPANDED:
         expanded = tree.expand(config)
         _check_nesting(tree, expanded, config)
@@ -250,6 +257,18 @@ def _expanded(tree: Node, config: BranchConfig) -> Node:
         _check_centred(expanded)
         _EXPANDED[key] = expanded
     return _EXPANDED[key]
+
+
+_WALKS: dict[int, tuple[Node, list[Node]]] = {}
+
+
+def _walk(tree: Node) -> list[Node]:
+    """``tree.walk()``, kept for each expanded tree (they are cached and never change)."""
+    kept = _WALKS.get(id(tree))
+    if kept is None or kept[0] is not tree:
+        kept = (tree, tree.walk())
+        _WALKS[id(tree)] = kept
+    return kept[1]
 
 
 def _check_centred(expanded: Node) -> None:
