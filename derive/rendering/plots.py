@@ -309,25 +309,11 @@ def correlation_figure(panels: Mapping[str, Mapping[str, Sequence[float]]], titl
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    styles = ("-", "--", "-.", ":", "-", "--")
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=(SIZE[0], SIZE[1] + 0.6),
                                  squeeze=False)
         for ax, xlabel, (panel, lines) in zip(axes[0], xlabels, panels.items(), strict=True):
-            every = []
-            for i, (label, values) in enumerate(lines.items()):
-                ys = [float(v) for v in values]
-                shown = [(x, y) for x, y in enumerate(ys) if x >= 1 and y > 0
-                         and (floor is None or y >= floor / 10)]
-                every += [y for _, y in shown if floor is None or y >= floor]
-                ax.plot([x for x, _ in shown], [y for _, y in shown], color=_CYCLE[i % 11],
-                        linestyle=styles[i % len(styles)], linewidth=1.4, label=label)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            low = min(every) if floor is None else max(min(every), floor)
-            if floor is not None:
-                ax.set_ylim(bottom=low)
-            _decade_ticks(ax, low, max(every))
+            _log_log_panel(ax, lines, floor)
             ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             ax.set_xlabel(xlabel)
             ax.set_title(panel)
@@ -337,6 +323,24 @@ def correlation_figure(panels: Mapping[str, Mapping[str, Sequence[float]]], titl
         out = _save(fig)
         plt.close(fig)
     return out
+
+
+def _log_log_panel(ax: Axes, lines: Mapping[str, Sequence[float]], floor: float | None) -> None:
+    """One line a label at x = 1..N on log-log axes, cut a decade below ``floor``."""
+    styles = ("-", "--", "-.", ":", "-", "--")
+    every = []
+    for i, (label, values) in enumerate(lines.items()):
+        shown = [(x, float(y)) for x, y in enumerate(values) if x >= 1 and float(y) > 0
+                 and (floor is None or float(y) >= floor / 10)]
+        every += [y for _, y in shown if floor is None or y >= floor]
+        ax.plot([x for x, _ in shown], [y for _, y in shown], color=_CYCLE[i % len(_CYCLE)],
+                linestyle=styles[i % len(styles)], linewidth=1.4, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    low = min(every) if floor is None else max(min(every), floor)
+    if floor is not None:
+        ax.set_ylim(bottom=low)
+    _decade_ticks(ax, low, max(every))
 
 
 def _decade_ticks(ax: Axes, low: float, high: float) -> None:

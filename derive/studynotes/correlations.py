@@ -227,7 +227,8 @@ def regions(activation: str) -> dict[str, tuple[float, float]]:
     """
     from derive.recursions.phase import phase
 
-    return {phase(activation, sw, sb).phase: (sw, sb) for sw, sb in REGIONS[activation]}
+    return {str(phase(activation, sw, sb).phase): (sw, sb)
+            for sw, sb in REGIONS[activation]}
 
 
 def critical_phase(activation: str, sigma_b2: float) -> Phase:

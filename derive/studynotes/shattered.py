@@ -50,12 +50,14 @@ SAME = "as $x + F(x)$ (the same maps)"
 ITERATED = "iterated (no law derived)"
 
 
-def exact(value: float) -> sympy.Expr | float:
+def exact(value: float | None) -> sympy.Expr | float:
     """A float that is a fraction of small integers as that fraction, else the float.
 
     >>> exact(0.005), exact(0.1 + 0.2)
     (1/200, 0.30000000000000004)
     """
+    if value is None:  # pragma: no cover (a phase without the value the note needs)
+        raise AssertionError("the engine gave no value")
     fraction = sympy.Rational(value).limit_denominator(1000)
     return fraction if float(fraction) == value else value
 
@@ -83,7 +85,7 @@ def table(depths: tuple[int, ...] = (10, 50)) -> Table:
     for name, (_, _, label) in BLOCKS.items():
         if name in SAME_AS_RESIDUAL:
             laws(name)  # compares the maps
-            cells = (SAME, SAME)
+            cells: tuple[str, ...] = (SAME, SAME)
         elif not laws(name)[0].latex:
             cells = (ITERATED, ITERATED)
         else:
@@ -282,7 +284,8 @@ def _cards(depths: tuple[int, ...]) -> tuple[Card, ...]:
              "Why does He initialization put a plain ReLU network at the edge of chaos, "
              "whatever the input's scale?",
              "$\\chi_1 = \\sigma_w^2 E[\\operatorname{relu}'(h)^2] = "
-             f"{inline(exact(he.sigma_w2))} \\cdot {inline(exact(he.chi_1 / he.sigma_w2))} = "
+             f"{inline(exact(he.sigma_w2))} \\cdot "
+             f"{inline(exact(he.chi_1) / exact(he.sigma_w2))} = "
              f"{inline(exact(he.chi_1))}$: ReLU's derivative is 1 on half the Gaussian, for "
              "any variance."),
         card("shattered/residual-msv",
@@ -325,8 +328,9 @@ def shattered_section(depths: tuple[int, ...] = (10, 50)) -> Section:
             "$\\operatorname{Var} W = \\sigma_w^2/\\text{fan-in}$ and biases of variance "
             "$\\sigma_b^2$ (He is $\\sigma_w^2 = 2$).",
         ),
-        intro=("`derive kernel --block B --rho0 R` prints any of these stacks; their second "
-               "moments alone are in [[variance|variance under initialization]] and "
+        intro=("`derive.recursions.kernel.kernel(\"he\", \"relu\", block=B, rho0=R)` "
+               "gives any of these stacks, its profiles and its laws; their second moments "
+               "alone are in [[variance|variance under initialization]] and "
                "[[block-variants|residual block variants]].",),
         derivations=(derivation(),),
         tables=(table(chosen),),
