@@ -182,7 +182,9 @@ def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, by
     makers: dict[str, Callable[..., dict[str, bytes]]] = {
         "moments_figure": moments_figure, "curves_figure": curves_figure,
         "path_length_figure": path_length_figure, "variants_figure": variants_figure,
-        "gradient_length_figure": gradient_length_figure}
+        "gradient_length_figure": gradient_length_figure,
+        "correlation_figure": correlation_figure, "phase_figure": phase_figure,
+        "input_gradient_figure": input_gradient_figure}
     return {stem: makers[name](*args, **kwargs) for stem, (name, args, kwargs) in specs.items()}
 
 
@@ -286,6 +288,170 @@ def gradient_length_figure(series: Mapping[str, Sequence[float]], title: str,
         ax.legend(fontsize=7, loc="upper right")
         ax.set_title(title)
         fig.subplots_adjust(left=0.09, right=0.98, bottom=0.13, top=0.91)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def correlation_figure(panels: Mapping[str, Mapping[str, Sequence[float]]], title: str,
+                       xlabels: Sequence[str] = ("block k", "depth K"),
+                       floor: float | None = None) -> dict[str, bytes]:
+    """One panel a title, one line a label, values at 1..N (index 0 is not drawn), on
+    log-log axes; ``floor`` (optional) cuts the y axes below it.
+
+    >>> fig = correlation_figure({"1 - rho": {"plain": [0.5, 0.3, 0.2]},
+    ...                           "rho grad": {"plain": [1, 0.5, 0.1]}}, "He, ReLU")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    _agg()
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(SIZE[0], SIZE[1] + 0.6),
+                                 squeeze=False)
+        for ax, xlabel, (panel, lines) in zip(axes[0], xlabels, panels.items(), strict=True):
+            _log_log_panel(ax, lines, floor)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.set_xlabel(xlabel)
+            ax.set_title(panel)
+        axes[0][0].legend(fontsize=6.5, loc="lower left")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.13, top=0.86, wspace=0.25)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def _log_log_panel(ax: Axes, lines: Mapping[str, Sequence[float]], floor: float | None) -> None:
+    """One line a label at x = 1..N on log-log axes, cut a decade below ``floor``."""
+    styles = ("-", "--", "-.", ":", "-", "--")
+    every = []
+    for i, (label, values) in enumerate(lines.items()):
+        shown = [(x, float(y)) for x, y in enumerate(values) if x >= 1 and float(y) > 0
+                 and (floor is None or float(y) >= floor / 10)]
+        every += [y for _, y in shown if floor is None or y >= floor]
+        ax.plot([x for x, _ in shown], [y for _, y in shown], color=_CYCLE[i % len(_CYCLE)],
+                linestyle=styles[i % len(styles)], linewidth=1.4, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    low = min(every) if floor is None else max(min(every), floor)
+    if floor is not None:
+        ax.set_ylim(bottom=low)
+    _decade_ticks(ax, low, max(every))
+
+
+def _decade_ticks(ax: Axes, low: float, high: float) -> None:
+    """Log-axis labels 1, 10, 100 (10³ beyond), with 2 and 5 (as 2·10⁻³) on a range of
+    less than three decades."""
+    import matplotlib.ticker
+
+    from derive.derivation.printing import superscript
+
+    def label(value: float, _position: int) -> str:
+        if value <= 0:
+            return ""
+        exponent = math.floor(math.log10(value) + 1e-9)
+        if -2 <= exponent <= 3:
+            return f"{value:g}"
+        mantissa = round(value / 10**exponent)
+        return ("" if mantissa == 1 else f"{mantissa}·") + "10" + superscript(str(exponent))
+
+    subs = (1.0, 2.0, 5.0) if high / low < 1000 else (1.0,)
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs, numticks=9))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def phase_figure(panels: Mapping[str, Mapping[str, object]], title: str) -> dict[str, bytes]:
+    """Phase diagrams in the (sigma_w^2, sigma_b^2) plane, one panel a title: ``lines``
+    (label -> [(sigma_b^2, critical sigma_w^2), ...], derived points joined), ``points``
+    (label -> (sigma_w^2, sigma_b^2)) and ``regions`` (label -> (sigma_w^2, sigma_b^2),
+    where the label is written); the region left of the first line is shaded.
+
+    >>> fig = phase_figure({"tanh": {"lines": {"tanh": [(0, 1), (1, 3)]},
+    ...                              "regions": {"ordered": (0.5, 0.5)}}}, "phases")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    _agg()
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(SIZE[0], SIZE[1] + 0.4),
+                                 squeeze=False)
+        for ax, (panel, parts) in zip(axes[0], panels.items(), strict=True):
+            lines = parts.get("lines", {})
+            assert isinstance(lines, Mapping)
+            for i, (label, pairs) in enumerate(lines.items()):
+                bs = [float(b) for b, _ in pairs]
+                ws = [float(w) for _, w in pairs]
+                if i == 0:
+                    ax.fill_betweenx(bs, 0, ws, color="#d6eaf8", linewidth=0)
+                ax.plot(ws, bs, color=_CYCLE[i % 11], linestyle=("-", "--")[i % 2],
+                        marker="o", markersize=2.5, linewidth=1.4, label=f"{label}: χ₁ = 1")
+            points = parts.get("points", {})
+            assert isinstance(points, Mapping)
+            for i, (label, (w, b)) in enumerate(points.items()):
+                ax.plot([float(w)], [float(b)], linestyle="none", marker=("s", "^", "D")[i % 3],
+                        markersize=5, color=_CYCLE[(i + 3) % 11], label=label)
+            regions = parts.get("regions", {})
+            assert isinstance(regions, Mapping)
+            for label, (w, b) in regions.items():
+                ax.text(float(w), float(b), label, ha="center", va="center", fontsize=9,
+                        style="italic")
+            right = [float(w) for pairs in lines.values() for _, w in pairs]
+            right += [float(w) for w, _ in (*points.values(), *regions.values())]
+            ax.set_xlim(0, 1.15 * max(right))
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel("σ_w² (Var W = σ_w²/fan-in)")
+            ax.set_ylabel("σ_b²")
+            ax.set_title(panel)
+            ax.legend(fontsize=6.5, loc="upper left")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.86, wspace=0.25)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
+def input_gradient_figure(x: Sequence[float], rows: Mapping[str, Mapping[str, Sequence[float]]],
+                          title: str) -> dict[str, bytes]:
+    """dy/dx against the input x, one row of panels a network, one panel a depth (each
+    panel on its own scale), as UDL fig. 11.3.
+
+    >>> fig = input_gradient_figure([0, 1, 2], {"plain": {"K = 1": [1, 2, 1]}}, "dy/dx")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    _agg()
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    xs = [float(v) for v in x]
+    columns = max(len(panels) for panels in rows.values())
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(len(rows), columns, figsize=(SIZE[0], 1.9 * len(rows) + 0.7),
+                                 squeeze=False, sharex=True)
+        for r, (row, panels) in enumerate(rows.items()):
+            for c, (panel, values) in enumerate(panels.items()):
+                ax = axes[r][c]
+                ax.plot(xs, [float(v) for v in values], color=_CYCLE[r % 11], linewidth=0.9)
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+                ax.yaxis.get_offset_text().set_fontsize(7)
+                ax.tick_params(labelsize=7)
+                ax.set_title(f"{row}, {panel}", fontsize=8)
+                if r == len(rows) - 1:
+                    ax.set_xlabel("input x")
+            for c in range(len(panels), columns):
+                axes[r][c].set_visible(False)
+            axes[r][0].set_ylabel("dy/dx")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.1, top=0.86, wspace=0.35,
+                            hspace=0.45)
         out = _save(fig)
         plt.close(fig)
     return out

@@ -137,6 +137,19 @@ def _block_variants_figures(depth: int, blocks: tuple[str, ...],
         profiles(), "He initialization, ReLU: every preset"), {})}
 
 
+def _shattered(depth: int, blocks: tuple[str, ...], depths: tuple[int, ...]) -> Section:
+    from derive.studynotes.shattered import shattered_section
+
+    return shattered_section(depths)
+
+
+def _shattered_figures(depth: int, blocks: tuple[str, ...],
+                       depths: tuple[int, ...]) -> dict[str, FigureSpec]:
+    from derive.studynotes.correlations import figures
+
+    return figures()
+
+
 #: Every section of the notes, in the notes' order.
 SECTIONS: tuple[NoteSection, ...] = (
     NoteSection("residual-block", "Residual block", _residual_block, "second"),
@@ -149,6 +162,8 @@ SECTIONS: tuple[NoteSection, ...] = (
                 figures=_variance_figures),
     NoteSection("block-variants", "Residual block variants", _block_variants, "second",
                 figures=_block_variants_figures),
+    NoteSection("shattered-gradients", "Shattered gradients and the edge of chaos", _shattered,
+                figures=_shattered_figures),
 )
 
 
