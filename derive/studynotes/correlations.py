@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.recursions.correlation_laws import Law
     from derive.recursions.kernel import KernelAnalysis
     from derive.recursions.phase import Phase
-    from derive.studynotes.sections import FigureSpec
 
 #: The blocks compared (He, ReLU): key -> (block or preset, its symbols' values, label).
 BLOCKS: dict[str, tuple[str, tuple[tuple[str, str], ...], str]] = {
@@ -261,7 +260,7 @@ def erf_slope_inverse() -> sympy.Expr:
     return 1 / sympy.diff(sympy.erf(x), x).subs(x, 0) ** 2
 
 
-def figures() -> dict[str, FigureSpec]:
+def figures() -> dict[str, tuple[str, tuple[object, ...], dict[str, object]]]:
     """The figures' data: stem -> (plotting function in :mod:`derive.rendering.plots`, its
     arguments)."""
     from derive.simulation.notebook import WIDTH
