@@ -68,9 +68,8 @@ from dataclasses import dataclass
 import sympy
 
 from derive.errors import DeriveError, choice_error
-from derive.gaussian.kernels import KERNEL_ACTIVATIONS, derivative_kernel, kernel
+from derive.gaussian.kernels import KERNEL_ACTIVATIONS
 from derive.gaussian.moments import DEFAULT_SLOPE, gaussian_moment
-from derive.inputs.choices import ACTIVATIONS
 from derive.inputs.numbers import MAX_DEPTH, check_depth, exact, shown
 
 __all__ = ["CRITICAL_TOLERANCE", "MAX_SIGMA2", "Phase", "critical_line", "phase",
@@ -165,13 +164,13 @@ def _check_slope(value: object) -> sympy.Expr:
 
 def _expectation(activation: str, q: float, c: float, slope: sympy.Expr,
                  derivative: bool) -> float:
-    """E[phi(u) phi(v)] (or E[phi'(u) phi'(v)]), u, v ~ N(0, q) with covariance c."""
+    """E[phi(u) phi(v)] (or E[phi'(u) phi'(v)]), u, v ~ N(0, q) with covariance c, in
+    floats (:mod:`derive.gaussian.kernel_floats`, absolute precision 1e-10)."""
+    from derive.gaussian.kernel_floats import derivative_kernel_float, kernel_float
+
     c = max(-q, min(q, c))
-    if c == q and activation in ACTIVATIONS:
-        return float(gaussian_moment(activation, q, derivative=derivative,
-                                     negative_slope=slope))
-    rule = derivative_kernel if derivative else kernel
-    return float(rule(activation, q, q, c, negative_slope=slope))
+    rule = derivative_kernel_float if derivative else kernel_float
+    return rule(activation, float(q), float(q), float(c), negative_slope=float(slope))
 
 
 @dataclass(frozen=True)
