@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -292,6 +293,11 @@ def _check_kernel(everything: bool, choices: tuple[tuple[str, ...], ...],
                   tolerance: float | None, rho0: object,
                   flags: tuple[bool, bool, bool, bool], fmt: str) -> None:
     """``derive check --kernel``: the correlations of two inputs, derived against measured."""
+    # its products are many and small (width x width): one BLAS thread each is faster, and
+    # several times faster where the cores are shared (bench/bench_check_kernel.py); an
+    # OPENBLAS_NUM_THREADS the user set wins, and NumPy reads it when first imported
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from derive.commands.check_kernel import (
         KERNEL_DEFAULTS,
         KernelSettings,
