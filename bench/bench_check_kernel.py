@@ -65,10 +65,14 @@ def main() -> None:
     rows.append(("ratio with every thread", f"{statistics.median(threaded) / base:.0f}x", ""))
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the command does
-    from derive.commands.check_kernel import KERNEL_DEFAULTS
-    from derive.simulation.kernel_check import default_kernel_grid, derived_kernel, measure_kernel
+    from derive.simulation.kernel_check import (
+        DEFAULTS,
+        default_kernel_grid,
+        derived_kernel,
+        measure_kernel,
+    )
 
-    settings = {k: int(KERNEL_DEFAULTS[k]) for k in ("depth", "width", "seeds")}
+    settings = {k: int(DEFAULTS[k]) for k in ("depth", "width", "seeds")}
     configs = default_kernel_grid()
     start = time.perf_counter()
     for config in configs:
@@ -76,11 +80,11 @@ def main() -> None:
     rows.append((f"derivations, {len(configs)} kernel profiles",
                  f"{time.perf_counter() - start:.1f}", "in process"))
     start = time.perf_counter()
-    measure_kernel(configs, pairs=int(KERNEL_DEFAULTS["batch"]), **settings)
+    measure_kernel(configs, pairs=int(DEFAULTS["pairs"]), **settings)
     rows.append(("simulation of the grid", f"{time.perf_counter() - start:.1f}", "in process"))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"settings: {KERNEL_DEFAULTS}, {os.cpu_count()} CPUs, load average {load:.1f}\n")
+    print(f"settings: {DEFAULTS}, {os.cpu_count()} CPUs, load average {load:.1f}\n")
     print("| measurement | seconds | note |")
     print("| --- | ---: | --- |")
     for name, seconds, note in rows:

@@ -35,7 +35,7 @@ from derive.simulation.kernel_check import (
     measure_kernel,
     pair_inputs,
 )
-from derive.simulation.networks import Draws, Network, checkable, compare, grid, propagate
+from derive.simulation.networks import Draws, Network, compare, grid, propagate
 
 
 def arccos_relu(rho: float) -> float:
@@ -329,4 +329,3 @@ def test_kernel_check_with_biases_passes() -> None:
                           sigma_b2="1/2")
     rows = compare_kernel(configs, tolerance=0.05)
     assert all(r.ok for r in rows), [r for r in rows if not r.ok]
-    assert checkable("dropout").text == "x + Dropout(F(x), 1/10)"

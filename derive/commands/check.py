@@ -293,21 +293,7 @@ def _check_kernel(everything: bool, choices: tuple[tuple[str, ...], ...],
                   tolerance: float | None, rho0: object,
                   flags: tuple[bool, bool, bool, bool], fmt: str) -> None:
     """``derive check --kernel``: the correlations of two inputs, derived against measured."""
-    # its products are many and small (width x width): one BLAS thread each is faster, and
-    # several times faster where the cores are shared (bench/bench_check_kernel.py); an
-    # OPENBLAS_NUM_THREADS the user set wins, and NumPy reads it when first imported
-    if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from derive.commands.check_kernel import (
-        KERNEL_DEFAULTS,
-        KernelSettings,
-        compared,
-        json_report,
-        kernel_configs,
-        text_report,
-    )
     from derive.errors import DeriveError
-    from derive.inputs.parameters import symbol_values
 
     every, weights, final_norm, lengths = flags
     extra = [name for name, given in (("--weights", weights), ("--final-norm", final_norm),
@@ -322,12 +308,25 @@ def _check_kernel(everything: bool, choices: tuple[tuple[str, ...], ...],
     correlation = "1/2" if rho0 is None else str(rho0)
     if rho0 is not None and not (-1 <= rho0 <= 1):  # type: ignore[operator]
         raise DeriveError(f"--rho0 must be a number in [-1, 1], got {rho0}")
-    run = KernelSettings(depth, width,
-                         int(KERNEL_DEFAULTS["seeds"]) if seeds is None else seeds,
-                         int(KERNEL_DEFAULTS["batch"]) if batch is None else batch, seed, q0,
+    # its products are many and small (width x width): one BLAS thread each is faster, and
+    # several times faster where the cores are shared (bench/bench_check_kernel.py); an
+    # OPENBLAS_NUM_THREADS the user set wins, and NumPy reads it when first imported
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from derive.commands.check_kernel import (
+        KernelSettings,
+        compared,
+        json_report,
+        kernel_configs,
+        text_report,
+    )
+    from derive.inputs.parameters import symbol_values
+    from derive.simulation.kernel_check import DEFAULTS
+
+    run = KernelSettings(depth, width, int(DEFAULTS["seeds"]) if seeds is None else seeds,
+                         int(DEFAULTS["pairs"]) if batch is None else batch, seed, q0,
                          correlation,
-                         float(KERNEL_DEFAULTS["tolerance"]) if tolerance is None
-                         else tolerance)
+                         float(DEFAULTS["tolerance"]) if tolerance is None else tolerance)
     configs = kernel_configs(everything, inits, activations, norms, blocks_, branches,
                              symbol_values(settings), parameters)
     run.check_resources(configs)

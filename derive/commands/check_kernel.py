@@ -20,8 +20,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.simulation.kernel_check import KernelRow
 
 HEADER = ("configuration", "direction", "k", "derived", "measured", "s.e.", "abs. error", "ok")
-#: The defaults of ``--kernel`` (depth, width, networks, pairs per network, tolerance).
-KERNEL_DEFAULTS = {"depth": 6, "width": 512, "seeds": 8, "batch": 16, "tolerance": 0.05}
 #: What each direction compares, for the summary line.
 QUANTITY = {"forward": "rho_k", "backward": "rho^grad_k"}
 
