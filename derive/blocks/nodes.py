@@ -71,6 +71,10 @@ class FiniteNetwork(Protocol):
                variance: sympy.Expr) -> tuple[np.ndarray, float]:
         """The standard normals of weight matrix ``key`` and the scale to ``variance``."""
 
+    def bias(self, key: tuple, fan_out: sympy.Expr) -> np.ndarray | None:
+        """The bias added after weight matrix ``key`` (one per unit, shared by every input),
+        or None without biases (``sigma_b2`` = 0)."""
+
     def uniforms(self, key: tuple, shape: tuple[int, ...]) -> np.ndarray:
         """Uniforms of the dropout mask ``key``."""
 

@@ -149,7 +149,9 @@ class Weight(Node):
 
     def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
         normals, sigma = net.weight(self.key, self.fan_in, self.fan_out, self.variance(net.config))
-        return (values[0] @ normals) * sigma, (normals, sigma)
+        out = (values[0] @ normals) * sigma
+        bias = net.bias(self.key, self.fan_out)
+        return (out if bias is None else out + bias), (normals, sigma)
 
     def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
         normals, sigma = cache
@@ -325,10 +327,18 @@ class Activation(Node):
         if m.c is None:
             return Moments(q)
         if m.c != 0 and name != "linear":
-            raise DeriveError(
-                f"the activation {name} in {self.text()} sees inputs that are correlated "
-                "across the batch; derive models BatchNorm only where every activation sees "
-                "independent inputs (as in x + F(BN(x)) or BN(x + F(x)))")
+            # inputs of the batch share a part c (a bias after BatchNorm): the two-point
+            # kernel of two members at covariance c
+            try:
+                return Moments(q, expectation(name, m.q, m.q, m.c,
+                                              negative_slope=config.negative_slope))
+            except DeriveError:
+                raise DeriveError(
+                    f"the activation {name} in {self.text()} sees inputs that are correlated "
+                    f"across the batch (covariance {m.c}), and its two-point kernel needs "
+                    "numbers there; derive models BatchNorm where every activation sees "
+                    "independent inputs (as in x + F(BN(x)) or BN(x + F(x))), or shares "
+                    "a known covariance") from None
         c = m.c if name == "linear" else gaussian_mean(
             name, m.q, negative_slope=config.negative_slope) ** 2
         return Moments(q, c)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.config import VarianceConfig
     from derive.simulation.networks import CheckRow
 
-from derive.commands.options import Integer, Real, parameter_options, symbol_settings
+from derive.commands.options import Exact, Integer, Real, parameter_options, symbol_settings
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 
 EPILOG = """\b
@@ -26,6 +27,18 @@ Examples:
   derive check --block 'x + F(BN(x))' --block 'x + alpha*F(x)' --set alpha=1/2
   derive check --branch mlp --mlp-ratio 4 --dropout 0.1 --format json
   derive check --init he --activation relu --branch single --lengths
+  derive check --kernel                        two inputs: correlations, 215 configurations
+  derive check --kernel --block 'F(x)' --block none --rho0 0.9 --depth 10
+
+\b
+--kernel runs pairs of inputs (correlation --rho0, E[x^2] = --q0) through the
+networks, and compares the correlation rho_k of the two inputs at every block
+and rho^grad_k of their gradients (both read through the same readout) with
+the derived two-point kernel (derive.kernel), over the grid above plus the
+plain stacks F(x) and phi(W(x)). Its defaults: depth 6, width 512, 8 networks
+of 16 pairs (a block with BatchNorm: 4 networks of 128 pairs), tolerance 0.05
+on each correlation (absolute), which covers the finite-width error, about
+12/width at depth 6 for the worst block (post-LN, linear, mlp).
 
 \b
 Exit status: 0 when every block agrees within the tolerance, 1 when some
@@ -188,15 +201,16 @@ def _text_report(rows: list[CheckRow], configurations: int, run: CheckSettings,
 @click.option("--depth", "-K", type=Integer(1), default=6, show_default=True, help="Blocks K.")
 @click.option("--width", "-n", type=Integer(2), default=512, show_default=True,
               help="Units per layer.")
-@click.option("--seeds", type=Integer(1), default=32, show_default=True,
-              help="Independent networks per configuration.")
-@click.option("--batch", type=Integer(1), default=16, show_default=True,
-              help="Inputs per network.")
+@click.option("--seeds", type=Integer(1), default=None,
+              help="Independent networks per configuration.  [default: 32; --kernel: 8]")
+@click.option("--batch", type=Integer(1), default=None,
+              help="Inputs per network (--kernel: pairs of inputs).  [default: 16]")
 @click.option("--seed", type=Integer(0), default=0, show_default=True, help="Seed of all draws.")
 @click.option("--q0", type=Real(), default=1.0, show_default=True, help="E[x^2] of the inputs.")
 @parameter_options(symbols=False)
-@click.option("--tolerance", "-t", type=Real(), default=0.1, show_default=True,
-              help="Largest relative error accepted at any block.")
+@click.option("--tolerance", "-t", type=Real(), default=None,
+              help="Largest relative error accepted at any block (--kernel: largest absolute "
+                   "difference of a correlation).  [default: 0.1; --kernel: 0.05]")
 @click.option("--blocks", is_flag=True, help="Show every block, not only the final depth.")
 @click.option("--weights", is_flag=True,
               help="Also compare E[(dL/dW)^2] of each block's last weight matrix.")
@@ -209,6 +223,13 @@ def _text_report(rows: list[CheckRow], configurations: int, run: CheckSettings,
               help="Only compare UDL notebook 11.1's experiment (the autocorrelation of dy/dx "
                    "on its grid at K = 1, 24, 50, and its rms) with its derivation; takes "
                    "--seed.")
+@click.option("--kernel", is_flag=True,
+              help="Compare the correlations of two inputs (rho_k) and of their gradients "
+                   "(rho^grad_k) with the derived two-point kernel, instead of the second "
+                   "moments.")
+@click.option("--rho0", type=Exact(symbols=False), default=None, metavar="RHO",
+              help="With --kernel: the correlation of the two inputs, in [-1, 1].  "
+                   "[default: 1/2]")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 def check(
@@ -221,16 +242,18 @@ def check(
     everything: bool,
     depth: int,
     width: int,
-    seeds: int,
-    batch: int,
+    seeds: int | None,
+    batch: int | None,
     seed: int,
     q0: float,
-    tolerance: float,
+    tolerance: float | None,
     blocks: bool,
     weights: bool,
     final_norm: bool,
     lengths: bool,
     notebook: bool,
+    kernel: bool,
+    rho0: object,
     fmt: str,
     **parameters: object,
 ) -> None:
@@ -242,17 +265,26 @@ def check(
     --weights adds the gradient of each block's last weight matrix, --lengths the
     share of the input gradient carried by each path length (`derive paths
     --lengths`). The table shows each configuration's final depth (or longest
-    path) and any value outside the tolerance (--blocks: every value).
+    path) and any value outside the tolerance (--blocks: every value). --kernel
+    compares the correlations of two inputs instead (see below).
     """
     if notebook:
         _notebook(seed, fmt)
         return
+    if kernel:
+        _check_kernel(everything, (inits, activations, norms, blocks_, branches), settings,
+                      parameters, depth, width, seeds, batch, seed, q0, tolerance, rho0,
+                      (blocks, weights, final_norm, lengths), fmt)
+        return
+    if rho0 is not None:
+        raise click.UsageError("--rho0 goes with --kernel")
     configs = _configs(everything, inits, activations, norms, blocks_, branches, settings,
                        parameters)
     if final_norm and not weights:
         raise click.UsageError("--final-norm goes with --weights")
-    run = CheckSettings(depth, width, seeds, batch, seed, q0, tolerance, weights, final_norm,
-                        lengths)
+    run = CheckSettings(depth, width, 32 if seeds is None else seeds,
+                        16 if batch is None else batch, seed, q0,
+                        0.1 if tolerance is None else tolerance, weights, final_norm, lengths)
     run.check_resources(configs)
     rows = _compared(configs, run)
     if fmt == "json":
@@ -273,5 +305,57 @@ def _notebook(seed: int, fmt: str) -> None:
                               indent=2))
     else:
         click.echo(notebook_report(rows))
+    if any(not r.ok for r in rows):
+        raise click.exceptions.Exit(1)
+
+
+def _check_kernel(everything: bool, choices: tuple[tuple[str, ...], ...],
+                  settings: tuple[str, ...], parameters: dict[str, object], depth: int,
+                  width: int, seeds: int | None, batch: int | None, seed: int, q0: float,
+                  tolerance: float | None, rho0: object,
+                  flags: tuple[bool, bool, bool, bool], fmt: str) -> None:
+    """``derive check --kernel``: the correlations of two inputs, derived against measured."""
+    from derive.errors import DeriveError
+
+    every, weights, final_norm, lengths = flags
+    extra = [name for name, given in (("--weights", weights), ("--final-norm", final_norm),
+                                      ("--lengths", lengths)) if given]
+    if extra:
+        raise click.UsageError(f"--kernel compares correlations: drop {' and '.join(extra)}")
+    inits, activations, norms, blocks_, branches = choices
+    if everything and any(choices):
+        raise click.UsageError(
+            "--all checks the whole grid: drop --init, --activation, --norm, --block and --branch"
+        )
+    correlation = "1/2" if rho0 is None else str(rho0)
+    if rho0 is not None and not (-1 <= rho0 <= 1):  # type: ignore[operator]
+        raise DeriveError(f"--rho0 must be a number in [-1, 1], got {rho0}")
+    # its products are many and small (width x width): one BLAS thread each is faster, and
+    # several times faster where the cores are shared (bench/bench_check_kernel.py); an
+    # OPENBLAS_NUM_THREADS the user set wins, and NumPy reads it when first imported
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from derive.commands.check_kernel import (
+        KernelSettings,
+        compared,
+        json_report,
+        kernel_configs,
+        text_report,
+    )
+    from derive.inputs.parameters import symbol_values
+    from derive.simulation.kernel_check import DEFAULTS
+
+    run = KernelSettings(depth, width, int(DEFAULTS["seeds"]) if seeds is None else seeds,
+                         int(DEFAULTS["pairs"]) if batch is None else batch, seed, q0,
+                         correlation,
+                         float(DEFAULTS["tolerance"]) if tolerance is None else tolerance)
+    configs = kernel_configs(everything, inits, activations, norms, blocks_, branches,
+                             symbol_values(settings), parameters)
+    run.check_resources(configs)
+    rows = compared(configs, run)
+    if fmt == "json":
+        click.echo(json_report(rows, run, every))
+    else:
+        click.echo(text_report(rows, len(configs), run, every))
     if any(not r.ok for r in rows):
         raise click.exceptions.Exit(1)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block
     from derive.recursions.analysis import VarianceAnalysis
 
-_INPUT, _UPSTREAM, _WEIGHT, _DROPOUT = range(4)
+_INPUT, _UPSTREAM, _WEIGHT, _DROPOUT, _BIAS = range(5)
 #: Networks drawn and run side by side (stacked along the first axis).
 CHUNK = 4
 #: A block with BatchNorm runs its inputs in at most this many networks per chunk.
@@ -105,10 +105,11 @@ def numeric(config: VarianceConfig, width: int) -> VarianceConfig:
     derive.errors.DeriveError: gamma must be a number to simulate a network, got gamma
     """
     width = _count(width, "width", 2)
-    for name in ("mlp_ratio", "dropout", "gamma", "negative_slope"):
+    for name in ("mlp_ratio", "dropout", "gamma", "negative_slope", "sigma_b2"):
         _number(getattr(config, name), name)
-    if config.sigma_w2 is not None:
-        _number(config.sigma_w2, "sigma_w2")
+    for name in ("sigma_w2", "fan_in_variance"):
+        if getattr(config, name) is not None:
+            _number(getattr(config, name), name)
     symbols = config.block.symbols
     if symbols:
         names = ", ".join(s.name for s in symbols)
@@ -168,6 +169,11 @@ class Draws:
         """Uniforms (networks, batch, units) of one dropout mask of one block."""
         return self._draw(_DROPOUT, key, (self.batch, units), block)
 
+    def biases(self, block: int, key: tuple, units: int) -> np.ndarray:
+        """Standard normals (networks, 1, units) of the bias after one weight matrix of one
+        block: a parameter, the same for every input of a network."""
+        return self._draw(_BIAS, key, (1, units), block)
+
     def inputs(self) -> np.ndarray:
         """Standard normal inputs, shape (networks, batch, width)."""
         return self._draw(_INPUT, (), (self.batch, self.width), 0)
@@ -202,6 +208,14 @@ class Network:
         rows, cols = int(fan_in * self.draws.width), int(fan_out * self.draws.width)
         sigma = math.sqrt(float(variance.subs(_n, self.draws.width)))
         return self.draws.weights(self.block, key, rows, cols), sigma
+
+    def bias(self, key: tuple, fan_out: sympy.Expr) -> np.ndarray | None:
+        """The bias after the weight matrix ``key``, of variance ``sigma_b2`` per unit and
+        shared by the inputs of each network; None when ``sigma_b2`` is 0 (nothing drawn)."""
+        if self.config.sigma_b2 == 0:
+            return None
+        normals = self.draws.biases(self.block, key, int(fan_out * self.draws.width))
+        return normals * math.sqrt(float(self.config.sigma_b2))
 
     def uniforms(self, key: tuple, shape: tuple[int, ...]) -> np.ndarray:
         """Uniforms of one dropout mask of this block."""
@@ -255,6 +269,8 @@ def _shared_product(nodes: Sequence[Weight], inputs: Sequence[list[np.ndarray]],
     stacked = np.concatenate([values[0] for values in inputs], axis=1) @ normals
     outs = [part * sigma for part, sigma in
             zip(np.split(stacked, len(nodes), axis=1), sigmas, strict=True)]
+    biases = [net.bias(node.key, node.fan_out) for node, net in zip(nodes, nets, strict=True)]
+    outs = [out if bias is None else out + bias for out, bias in zip(outs, biases, strict=True)]
     return outs, ("shared", normals, sigmas)
 
 
@@ -524,7 +540,8 @@ def simulate(
     init: str = "xavier", activation: str = "relu", norm: str = "none", branch: str = "single",
     *, depth: int = 10, width: int = 512, seeds: int = 4, batch: int = 64, q0: float = 1,
     mlp_ratio: object = 1, dropout: object = 0, gamma: object = 1, sigma_w2: object = None,
-    negative_slope: object = sympy.Rational(1, 100), seed: int = 0, block: object = None,
+    negative_slope: object = sympy.Rational(1, 100), sigma_b2: object = 0,
+    fan_in_variance: object = None, seed: int = 0, block: object = None,
     values: dict[str, object] | None = None,
 ) -> Simulation:
     """Simulate ``seeds`` finite residual networks and measure their variance profiles.
@@ -545,7 +562,8 @@ def simulate(
     chosen = checkable(norm if block is None else block, values)
     config = variance_config(init, activation, norm, branch, mlp_ratio=mlp_ratio,
                              dropout=dropout, gamma=gamma, sigma_w2=sigma_w2,
-                             negative_slope=negative_slope, block=chosen)
+                             negative_slope=negative_slope, sigma_b2=sigma_b2,
+                             fan_in_variance=fan_in_variance, block=chosen)
     depth, width = _count(depth, "depth", 1), _count(width, "width", 2)
     batch, seed = _count(batch, "batch", 1), _count(seed, "seed", 0)
     [(forward, backward)] = measure(
@@ -692,7 +710,8 @@ def _analysis(config: VarianceConfig, width: int, final_norm: bool = False) -> V
     sigma_w2 = None if c.sigma_w2 is None else c.sigma_w2 * width / _n
     return variance(c.init, c.activation, branch=c.branch, mlp_ratio=c.mlp_ratio,
                     dropout=c.dropout, gamma=c.gamma, sigma_w2=sigma_w2,
-                    negative_slope=c.negative_slope, block=c.block, final_norm=final_norm)
+                    negative_slope=c.negative_slope, sigma_b2=c.sigma_b2,
+                    fan_in_variance=c.fan_in_variance, block=c.block, final_norm=final_norm)
 
 
 def _length_rows(config: VarianceConfig, depth: int, width: int, seeds: int, batch: int,
