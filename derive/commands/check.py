@@ -309,27 +309,35 @@ def _notebook(seed: int, fmt: str) -> None:
         raise click.exceptions.Exit(1)
 
 
+def _kernel_options(everything: bool, choices: tuple[tuple[str, ...], ...], rho0: object,
+                    flags: tuple[bool, bool, bool, bool]) -> str:
+    """Refuse what --kernel does not take; the input correlation as text (default 1/2)."""
+    from derive.errors import DeriveError
+
+    _, weights, final_norm, lengths = flags
+    extra = [name for name, given in (("--weights", weights), ("--final-norm", final_norm),
+                                      ("--lengths", lengths)) if given]
+    if extra:
+        raise click.UsageError(f"--kernel compares correlations: drop {' and '.join(extra)}")
+    if everything and any(choices):
+        raise click.UsageError(
+            "--all checks the whole grid: drop --init, --activation, --norm, --block and --branch"
+        )
+    if rho0 is not None and not (-1 <= rho0 <= 1):  # type: ignore[operator]
+        raise DeriveError(f"--rho0 must be a number in [-1, 1], got {rho0}")
+    return "1/2" if rho0 is None else str(rho0)
+
+
 def _check_kernel(everything: bool, choices: tuple[tuple[str, ...], ...],
                   settings: tuple[str, ...], parameters: dict[str, object], depth: int,
                   width: int, seeds: int | None, batch: int | None, seed: int, q0: float,
                   tolerance: float | None, rho0: object,
                   flags: tuple[bool, bool, bool, bool], fmt: str) -> None:
     """``derive check --kernel``: the correlations of two inputs, derived against measured."""
-    from derive.errors import DeriveError
 
-    every, weights, final_norm, lengths = flags
-    extra = [name for name, given in (("--weights", weights), ("--final-norm", final_norm),
-                                      ("--lengths", lengths)) if given]
-    if extra:
-        raise click.UsageError(f"--kernel compares correlations: drop {' and '.join(extra)}")
+    every = flags[0]
+    correlation = _kernel_options(everything, choices, rho0, flags)
     inits, activations, norms, blocks_, branches = choices
-    if everything and any(choices):
-        raise click.UsageError(
-            "--all checks the whole grid: drop --init, --activation, --norm, --block and --branch"
-        )
-    correlation = "1/2" if rho0 is None else str(rho0)
-    if rho0 is not None and not (-1 <= rho0 <= 1):  # type: ignore[operator]
-        raise DeriveError(f"--rho0 must be a number in [-1, 1], got {rho0}")
     # its products are many and small (width x width): one BLAS thread each is faster, and
     # several times faster where the cores are shared (bench/bench_check_kernel.py); an
     # OPENBLAS_NUM_THREADS the user set wins, and NumPy reads it when first imported
