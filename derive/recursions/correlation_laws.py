@@ -255,8 +255,7 @@ def _geometric_at(analysis: KernelAnalysis, limit: sympy.Expr | float,
     target = "1 - rho_k" if float(limit) == 1 else f"|rho_k - {_short(limit)}|"
     return Law("geometric", limit=limit, rate=rate, constant=constant,
                text=f"{target} ~ {constant:.4g} * {_short(rate)}^k (xi = {xi:.4g})",
-               latex=(rf"|\rho_k - \rho^*| \simeq {constant:.4g} \cdot ({latex(rate)})^k,\ "
-                      rf"\xi = -1/\ln \chi_c = {xi:.4g}"),
+               latex=rf"|\rho_k - \rho^*| \simeq {constant:.4g} \cdot {_tex_number(rate)}^k",
                reason=(rf"the map's slope at its fixed point $\rho^* = {_tex_number(limit)}$ "
                        rf"is $\chi_c = {_tex_number(rate)} < 1$: the distance shrinks by "
                        r"that factor each block"))

@@ -31,7 +31,7 @@ BLOCKS: dict[str, tuple[str, tuple[tuple[str, str], ...], str]] = {
     "post": ("post", (), "post-LN $\\operatorname{LN}(x + F(x))$"),
     "pre": ("pre", (), "pre-LN $x + F(\\operatorname{LN}(x))$"),
     "bn-first": ("bn-first", (), "BN first $x + F(\\operatorname{BN}(x))$"),
-    "dropout": ("dropout", (("p", "1/10"),), "$x + \\operatorname{Dropout}(F(x), 1/10)$"),
+    "dropout": ("dropout", (("p", "1/10"),), "dropout $p = 1/10$ on $F$"),
 }
 #: Blocks whose laws are derived; the others share a block's maps (checked) or have none.
 WITH_LAWS = ("plain", "residual", "pre", "dropout")

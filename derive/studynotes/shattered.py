@@ -13,6 +13,7 @@ their reasons, one table, three figures and cards that ask why.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import sympy
 
@@ -311,6 +312,7 @@ def shattered_section(depths: tuple[int, ...] = (10, 50)) -> Section:
     """The note: key results with reasons, one derivation, one table, three figures and
     cards, with values at the first and last of ``depths``."""
     chosen = (depths[0], depths[-1]) if len(depths) > 1 else (depths[0],)
+    written = derivation()  # its assumptions join the note's, stated once
     return Section(
         "shattered-gradients", "Shattered gradients and the edge of chaos",
         key_results=(*_correlation_results(chosen), *_chaos_results(chosen[0]),
@@ -327,12 +329,13 @@ def shattered_section(depths: tuple[int, ...] = (10, 50)) -> Section:
             "Phases are those of plain networks $\\phi(W h + b)$ with "
             "$\\operatorname{Var} W = \\sigma_w^2/\\text{fan-in}$ and biases of variance "
             "$\\sigma_b^2$ (He is $\\sigma_w^2 = 2$).",
+            *(f"In the derivation: {a}." for a in written.assumptions),
         ),
         intro=("`derive.recursions.kernel.kernel(\"he\", \"relu\", block=B, rho0=R)` "
                "gives any of these stacks, its profiles and its laws; their second moments "
                "alone are in [[variance|variance under initialization]] and "
                "[[block-variants|residual block variants]].",),
-        derivations=(derivation(),),
+        derivations=(replace(written, assumptions=()),),
         tables=(table(chosen),),
         figures=(
             Figure("correlation-depth",
