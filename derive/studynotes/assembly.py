@@ -8,8 +8,8 @@ lay it out.
 
 >>> data = content(2)
 >>> [s.key for s in data.sections][-3:]
-['gradient-paths', 'variance', 'block-variants']
->>> [s.title for s in content(2, NotesOptions.of(names={"variance": "nn variance"})).sections][-2]
+['variance', 'block-variants', 'shattered-gradients']
+>>> [s.title for s in content(2, NotesOptions.of(names={"variance": "nn variance"})).sections][-3]
 'nn variance'
 """
 
@@ -88,7 +88,7 @@ def figure_specs(depth: int, options: NotesOptions | None = None,
     :func:`derive.rendering.plots.draw`.
 
     >>> sorted(figure_specs(2))[:3]
-    ['block-variants', 'gradient-depth', 'gradient-lengths']
+    ['block-variants', 'correlation-depth', 'gradient-depth']
     >>> sorted(figure_specs(2, concepts=["gradient-paths"]))
     ['gradient-lengths', 'path-lengths']
     """
@@ -107,8 +107,8 @@ def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[s
     """The figures' bytes: stem -> {"png": ..., "pdf": ...}, for the sections chosen,
     drawn in this process.
 
-    >>> sorted(figures(2))[2:]
-    ['gradient-lengths', 'path-lengths', 'signal-depth', 'simulation-check']
+    >>> sorted(figures(2))[4:]
+    ['notebook-gradients', 'path-lengths', 'phase-diagram', 'signal-depth', 'simulation-check']
     """
     from derive.rendering.plots import draw
 
