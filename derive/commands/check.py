@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.simulation.networks import CheckRow
 
 from derive.commands.options import Exact, Integer, Real, parameter_options, symbol_settings
+from derive.commands.reports import aligned, finite
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 
 EPILOG = """\b
@@ -64,20 +65,7 @@ def _cells(r: CheckRow) -> tuple[str, ...]:
 
 
 def _table(rows: list[CheckRow]) -> str:
-    body = [HEADER, *(_cells(r) for r in rows)]
-    widths = [max(len(line[i]) for line in body) for i in range(len(HEADER))]
-    right = {2, 3, 4, 5}
-    lines = []
-    for line in body:
-        pairs = enumerate(zip(line, widths, strict=True))
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs]
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _number(value: float) -> float | None:
-    return float(f"{value:.10g}") if value == value and abs(value) != float("inf") else None
+    return aligned(HEADER, (_cells(r) for r in rows), right={2, 3, 4, 5})
 
 
 @dataclass(frozen=True)
@@ -156,8 +144,8 @@ def _json_report(rows: list[CheckRow], run: CheckSettings, every: bool) -> str:
         "ok": all(r.ok for r in rows),
         "rows": [
             {"configuration": r.label, "direction": r.direction, "k": r.k,
-             "derived": _number(r.derived), "measured": _number(r.measured),
-             "error": _number(r.error), "tolerance": r.tolerance, "ok": r.ok}
+             "derived": finite(r.derived), "measured": finite(r.measured),
+             "error": finite(r.error), "tolerance": r.tolerance, "ok": r.ok}
             for r in _shown(rows, every)
         ],
     }

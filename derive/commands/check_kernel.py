@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from derive.commands.reports import aligned, finite
+
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.config import VarianceConfig
     from derive.simulation.kernel_check import KernelRow
@@ -84,20 +86,7 @@ def _cells(r: KernelRow) -> tuple[str, ...]:
 
 
 def _table(rows: list[KernelRow]) -> str:
-    body = [HEADER, *(_cells(r) for r in rows)]
-    widths = [max(len(line[i]) for line in body) for i in range(len(HEADER))]
-    right = {2, 3, 4, 5, 6}
-    lines = []
-    for line in body:
-        pairs = enumerate(zip(line, widths, strict=True))
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs]
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _number(value: float) -> float | None:
-    return float(f"{value:.10g}") if value == value and abs(value) != float("inf") else None
+    return aligned(HEADER, (_cells(r) for r in rows), right={2, 3, 4, 5, 6})
 
 
 def json_report(rows: list[KernelRow], run: KernelSettings, every: bool) -> str:
@@ -108,8 +97,8 @@ def json_report(rows: list[KernelRow], run: KernelSettings, every: bool) -> str:
         "ok": all(r.ok for r in rows),
         "rows": [
             {"configuration": r.label, "direction": r.direction, "k": r.k,
-             "derived": _number(r.derived), "measured": _number(r.measured),
-             "stderr": _number(r.stderr), "error": _number(r.error),
+             "derived": finite(r.derived), "measured": finite(r.measured),
+             "stderr": finite(r.stderr), "error": finite(r.error),
              "tolerance": r.tolerance, "ok": r.ok}
             for r in _shown(rows, every)
         ],

@@ -19,6 +19,18 @@ from derive.inputs import numbers
 from derive.inputs.parameters import PARAMETERS
 
 
+def presets_epilog(text: str) -> str:
+    """A command's epilog ``text``, then the presets ``--block`` takes, one a line.
+
+    >>> presets_epilog("Notes.").splitlines()[2]
+    'Presets for --block (and their sources):'
+    """
+    from derive.blocks.presets import describe
+
+    presets = "\n".join(f"  {line}" for line in describe().splitlines())
+    return f"{text}\n\b\nPresets for --block (and their sources):\n{presets}\n"
+
+
 def symbol_settings(help: str = "A number for one of the block's symbols (repeatable), e.g. "
                     "alpha=1/2.") -> Any:
     """``--set NAME=VALUE`` (repeatable), read by :func:`derive.inputs.parameters.symbol_values`."""

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from derive.commands.options import Exact, Integer, parameter_options, symbol_settings
+from derive.commands.options import (
+    Exact,
+    Integer,
+    parameter_options,
+    presets_epilog,
+    symbol_settings,
+)
 from derive.errors import DeriveError
 from derive.inputs.choices import ACTIVATIONS, BRANCHES, INITS, NORMS
 
@@ -259,14 +265,7 @@ def _single_report(analysis: VarianceAnalysis, depth: int, q0: sympy.Expr, direc
     return _single_latex(recursions, depth, q0, markdown=fmt == "markdown")
 
 
-def _epilog() -> str:
-    from derive.blocks.presets import describe
-
-    presets = "\n".join(f"  {line}" for line in describe().splitlines())
-    return f"{EPILOG}\n\b\nPresets for --block (and their sources):\n{presets}\n"
-
-
-@click.command(epilog=_epilog())
+@click.command(epilog=presets_epilog(EPILOG))
 @click.option("--init", type=click.Choice(INITS), default="xavier", show_default=True,
               help="Weight initialization (variance 2/(fan_in+fan_out), 2/fan_in, 1/fan_in).")
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True,
