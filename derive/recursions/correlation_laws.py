@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
 
 import sympy
@@ -443,10 +444,10 @@ def _after_logarithmic(analysis: KernelAnalysis, forward: Law, lead: sympy.Expr,
     if t == 1 and log_power < 1:
         exponent = 1 - log_power
         beta = sympy.simplify(coefficient / exponent)
-        return _law_with_constant(
-            analysis, "stretched", beta, exponent,
+        return Law(
+            "stretched", limit=0.0, power=exponent, constant=beta,
             text=f"ln rho^grad_0 ~ -{_short(beta)} (ln K)^{_short(exponent)}",
-            tex=rf"\ln \rho^{{grad}}_0 \simeq -{latex(beta)} (\ln K)^{{{latex(exponent)}}}",
+            latex=rf"\ln \rho^{{grad}}_0 \simeq -{latex(beta)} (\ln K)^{{{latex(exponent)}}}",
             reason=f"the gradient factors approach 1 like $1/(k (\\ln k)^{{{latex(log_power)}}})$")
     if (t == 1 and log_power > 1) or t > 1:
         return _settles(analysis, "the gradient factors approach 1 at a summable rate")
@@ -522,12 +523,6 @@ def _loglog_backward(analysis: KernelAnalysis, beta: sympy.Expr) -> Law:
                        r"like a power of $\ln K$"))
 
 
-def _law_with_constant(analysis: KernelAnalysis, kind: str, beta: sympy.Expr,
-                       exponent: sympy.Expr, text: str, tex: str, reason: str) -> Law:
-    return Law(kind, limit=0.0, power=exponent, constant=beta, text=text, latex=tex,
-               reason=reason)
-
-
 def _numeric_backward(analysis: KernelAnalysis, forward: Law) -> Law:
     """Without a closed-form factor: the gradients' factor at the forward fixed point."""
     if forward.kind != "geometric" or forward.limit is None or float(forward.limit) >= 1:
@@ -554,7 +549,7 @@ def _numeric_backward(analysis: KernelAnalysis, forward: Law) -> Law:
 def _closed_maps(analysis: KernelAnalysis) -> tuple | None:
     """The maps rho_{k-1} -> rho_k and the gradient factor as float functions of (k, rho),
     where they are written in closed form (q_{k-1} replaced by its closed form in k)."""
-    from derive.recursions.block_maps import Q_IN, R_IN
+    from derive.recursions.block_maps import Q_IN
 
     G, h = analysis.rho_map, analysis.grad_factor
     if G is None or h is None:
@@ -564,6 +559,15 @@ def _closed_maps(analysis: KernelAnalysis) -> tuple | None:
         if q_prev is None:
             return None
         G, h = G.xreplace({Q_IN: q_prev}), h.xreplace({Q_IN: q_prev})
+    return _in_floats(G, h)
+
+
+@lru_cache(maxsize=64)
+def _in_floats(G: sympy.Expr, h: sympy.Expr) -> tuple[Callable[..., float], Callable[..., float]]:
+    """The two maps as float functions of (k, rho), compiled once for every law that
+    iterates them (the constants of the forward and the backward law)."""
+    from derive.recursions.block_maps import R_IN
+
     return (sympy.lambdify((j, R_IN), G, "math"), sympy.lambdify((j, R_IN), h, "math"))
 
 
