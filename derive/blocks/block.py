@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import sympy
 
+from derive.blocks.attention import Attention
 from derive.blocks.nodes import (
     STD_X,
     Input,
@@ -26,9 +27,10 @@ from derive.blocks.nodes import (
     Node,
     Scale,
     number_like,
+    sublayers,
 )
 from derive.blocks.parser import MAX_SYMBOLS, parse, scalar_problem
-from derive.blocks.presets import PRESETS
+from derive.blocks.presets import ALL_PRESETS
 from derive.blocks.primitives import Activation, BatchNorm, Dropout, LayerNorm, Weight
 from derive.errors import DeriveError
 
@@ -56,8 +58,23 @@ class Block:
 
     @cached_property
     def text(self) -> str:
-        """The block in the block language, e.g. ``x + F(LN(x))``."""
-        return self.tree.text()
+        """The block in the block language, e.g. ``x + F(LN(x))``; a layer of several
+        sublayers joins them with ``; ``."""
+        return "; ".join(part.text() for part in sublayers(self.tree))
+
+    @cached_property
+    def sublayers(self) -> tuple[str, ...]:
+        """The texts of the layer's sublayers, first to last (one for a plain block).
+
+        >>> block("transformer-pre").sublayers
+        ('x + Attn(LN(x))', 'x + MLP(LN(x))')
+        """
+        return tuple(part.text() for part in sublayers(self.tree))
+
+    @cached_property
+    def has_attention(self) -> bool:
+        """Whether the block mixes the tokens of a sequence (it holds ``Attn``)."""
+        return any(isinstance(node, Attention) for node in self.tree.walk())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Block) and (self.name, self.text) == (other.name, other.text)
@@ -84,8 +101,12 @@ class Block:
         return any(isinstance(node, BatchNorm) for node in self.tree.walk())
 
     def display(self, arg: sympy.Expr = h_prev) -> sympy.Expr:
-        """The block as a printable SymPy expression in ``arg``."""
-        return self.tree.display(arg)
+        """The block as a printable SymPy expression in ``arg``; for a layer of several
+        sublayers, the tuple of the sublayers, each in its own ``arg``."""
+        parts = sublayers(self.tree)
+        if len(parts) == 1:
+            return self.tree.display(arg)
+        return sympy.Tuple(*(part.display(arg) for part in parts))
 
     def _repr_latex_(self) -> str:
         from derive.derivation.printing import latex
@@ -370,18 +391,19 @@ def block(spec: object) -> Block:
     """
     if isinstance(spec, Block):
         return spec
-    if isinstance(spec, str) and spec.strip() in PRESETS:
-        preset = PRESETS[spec.strip()]
+    if isinstance(spec, str) and spec.strip() in ALL_PRESETS:
+        preset = ALL_PRESETS[spec.strip()]
         return Block(parse(preset.expression), preset.name, preset.source)
     if isinstance(spec, str) and spec.strip().replace("-", "_").isidentifier() \
             and spec.strip() != "x":
         raise DeriveError(f"unknown block {spec.strip()!r}: choose a preset "
-                          f"({', '.join(PRESETS)}) or write an expression in x such as "
+                          f"({', '.join(ALL_PRESETS)}) or write an expression in x such as "
                           "'x + F(LN(x))'")
     tree = parse(spec)
-    for preset in PRESETS.values():
-        if preset.expression == tree.text():
+    text = "; ".join(part.text() for part in sublayers(tree))
+    for preset in ALL_PRESETS.values():
+        if preset.expression == text:
             return Block(tree, preset.name, preset.source)
     if not isinstance(spec, str):  # pragma: no cover (parse refuses)
         raise DeriveError(f"a block is a string, got {spec!r}")
-    return Block(tree, tree.text())
+    return Block(tree, text)

@@ -49,6 +49,14 @@ class BranchConfig:
     sigma_b2: sympy.Expr = sympy.Integer(0)
     #: sigma_w^2 of Var W = sigma_w^2 / fan_in (Poole et al. 2016), or None.
     fan_in_variance: sympy.Expr | None = None
+    #: The tokens n of a sequence, for blocks with attention (a number or a symbol).
+    tokens: sympy.Expr = sympy.Integer(16)
+    #: How attention starts: ``standard``, ``uniform`` or ``tied``
+    #: (:data:`derive.inputs.choices.ATTENTION_MODES`).
+    attention: str = "standard"
+    #: sigma^2 of Var W = sigma^2 / fan_in for attention's W_Q and W_K, and W_V and W_O.
+    qk_variance: sympy.Expr = sympy.Integer(1)
+    vo_variance: sympy.Expr = sympy.Integer(1)
 
     def weight_variance(self, fan_in: sympy.Expr, fan_out: sympy.Expr) -> sympy.Expr:
         """Variance of one weight matrix's entries, from ``init`` (or ``sigma_w2``, or
@@ -68,7 +76,9 @@ def branch_values(init: object = "xavier", activation: object = "relu",
                   branch: object = "single", *, mlp_ratio: object = 1, dropout: object = 0,
                   gamma: object = 1, sigma_w2: object = None,
                   negative_slope: object = sympy.Rational(1, 100), sigma_b2: object = 0,
-                  fan_in_variance: object = None) -> dict[str, object]:
+                  fan_in_variance: object = None, tokens: object = 16,
+                  attention: object = "standard", qk_variance: object = 1,
+                  vo_variance: object = 1) -> dict[str, object]:
     """The fields of a :class:`BranchConfig`, checked: the choices against their lists,
     the numbers parsed exactly (``0.1`` becomes ``1/10``; names become positive symbols).
 
@@ -81,7 +91,9 @@ def branch_values(init: object = "xavier", activation: object = "relu",
             raise choice_error(what, value, allowed)
     numbers = given({"mlp_ratio": mlp_ratio, "dropout": dropout, "gamma": gamma,
                      "sigma_w2": sigma_w2, "negative_slope": negative_slope,
-                     "sigma_b2": sigma_b2, "fan_in_variance": fan_in_variance})
+                     "sigma_b2": sigma_b2, "fan_in_variance": fan_in_variance,
+                     "tokens": tokens, "attention": attention, "qk_variance": qk_variance,
+                     "vo_variance": vo_variance})
     if numbers["sigma_w2"] is not None and numbers["fan_in_variance"] is not None:
         raise DeriveError("give one weight variance: sigma_w2 (per entry) or "
                           "fan_in_variance (sigma_w^2 / fan_in), not both")

@@ -56,7 +56,9 @@ def variance_config(init: object = "xavier", activation: object = "relu", norm: 
                     branch: object = "single", *, mlp_ratio: object = 1, dropout: object = 0,
                     gamma: object = 1, sigma_w2: object = None,
                     negative_slope: object = sympy.Rational(1, 100), sigma_b2: object = 0,
-                    fan_in_variance: object = None, block: object = None) -> VarianceConfig:
+                    fan_in_variance: object = None, block: object = None, tokens: object = 16,
+                    attention: object = "standard", qk_variance: object = 1,
+                    vo_variance: object = 1) -> VarianceConfig:
     """A checked :class:`VarianceConfig`. The block is ``norm`` (a preset name: ``none``,
     ``pre``, ``post`` or one of the literature's) unless ``block`` is given (a preset
     name, an expression such as ``x + F(LN(x))``, or a Block). Numbers are stored
@@ -72,6 +74,8 @@ def variance_config(init: object = "xavier", activation: object = "relu", norm: 
     """
     values = branch_values(init, activation, branch, mlp_ratio=mlp_ratio, dropout=dropout,
                            gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
-                           sigma_b2=sigma_b2, fan_in_variance=fan_in_variance)
+                           sigma_b2=sigma_b2, fan_in_variance=fan_in_variance,
+                           tokens=tokens, attention=attention, qk_variance=qk_variance,
+                           vo_variance=vo_variance)
     return VarianceConfig(**values, block=parse_block(norm if block is None else block))  # type: ignore[arg-type]
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
@@ -197,28 +197,72 @@ class Kernel:
 class KernelGains:
     """What a node does to the gradients' two-point state: the factors of d_a, d_b (the
     gradients' second moments at a and b) and of g, their covariance, under gradient
-    independence.
+    independence. A node that mixes the gradients of a and b (attention, whose every
+    token's gradient reaches every other token) carries the whole linear map in
+    ``matrix``: rows (d_a, d_b, g) at its input, columns (d_a, d_b, g) at its output.
 
     >>> KernelGains.uniform(2.0)
     KernelGains(a=2.0, b=2.0, ab=2.0)
+    >>> mixing = KernelGains.mixing(((1.0, 0.0, 2.0), (0.0, 1.0, 2.0), (0.5, 0.5, 1.0)))
+    >>> mixing.apply(1.0, 1.0, 0.5)
+    (2.0, 2.0, 1.5)
     """
 
     a: Number
     b: Number
     ab: Number
+    matrix: tuple[tuple[Number, ...], ...] | None = field(default=None, repr=False)
 
     @classmethod
     def uniform(cls, gain: Number) -> KernelGains:
         """The same factor on all three (a node that treats a and b alike)."""
         return cls(gain, gain, gain)
 
+    @classmethod
+    def mixing(cls, rows: Sequence[Sequence[Number]]) -> KernelGains:
+        """A map that mixes (d_a, d_b, g): its three rows."""
+        matrix = tuple(tuple(row) for row in rows)
+        return cls(matrix[0][0], matrix[1][1], matrix[2][2], matrix)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether the map mixes the gradients of a and b (it is not diagonal)."""
+        return self.matrix is not None
+
+    def rows(self) -> tuple[tuple[Number, ...], ...]:
+        """The map's three rows, zeros included."""
+        if self.matrix is not None:
+            return self.matrix
+        return ((self.a, 0, 0), (0, self.b, 0), (0, 0, self.ab))
+
+    def apply(self, d_a: Number, d_b: Number, g: Number) -> tuple[Number, Number, Number]:
+        """(d_a, d_b, g) at the node's input from their values at its output."""
+        if self.matrix is None:
+            return d_a * self.a, d_b * self.b, g * self.ab
+        out = tuple(row[0] * d_a + row[1] * d_b + row[2] * g for row in self.matrix)
+        return out[0], out[1], out[2]
+
     def times(self, other: KernelGains) -> KernelGains:
-        """The factors of two nodes in turn."""
-        return KernelGains(self.a * other.a, self.b * other.b, self.ab * other.ab)
+        """This node's map, then ``other``'s (the node below it)."""
+        if self.matrix is None and other.matrix is None:
+            return KernelGains(self.a * other.a, self.b * other.b, self.ab * other.ab)
+        first, then = self.rows(), other.rows()
+        return KernelGains.mixing([[sum(then[i][m] * first[m][j] for m in range(3))
+                                    for j in range(3)] for i in range(3)])
 
     def plus(self, other: KernelGains) -> KernelGains:
         """The factors of two routes that add (uncorrelated under gradient independence)."""
-        return KernelGains(self.a + other.a, self.b + other.b, self.ab + other.ab)
+        if self.matrix is None and other.matrix is None:
+            return KernelGains(self.a + other.a, self.b + other.b, self.ab + other.ab)
+        mine, theirs = self.rows(), other.rows()
+        return KernelGains.mixing([[mine[i][j] + theirs[i][j] for j in range(3)]
+                                   for i in range(3)])
+
+    @property
+    def correlation_factor(self) -> Number | None:
+        """rho^grad at the input over rho^grad at the output for equal d_a and d_b, where it
+        is one factor (the map does not mix); None where it depends on rho^grad itself."""
+        return None if self.matrix is not None else self.ab / self.a
 
 
 class Node(ABC):
@@ -232,6 +276,9 @@ class Node(ABC):
     children: tuple[Node, ...] = ()
     #: The parity of the node's function: True when f(-z) = -f(z) for its input z.
     odd: ClassVar[bool] = True
+    #: Whether the node is a branch (F, Attn, MLP): the path sum counts a path's length in
+    #: the branches it passes through.
+    branch_like: ClassVar[bool] = False
 
     # --- the tree ---------------------------------------------------------------
     def walk(self) -> list[Node]:
@@ -366,6 +413,83 @@ class Input(Node):
     def backward_np(self, grad: np.ndarray, cache: Any, net: FiniteNetwork) -> list[np.ndarray]:
         net.x_grad = net.x_grad + grad
         return []
+
+
+@dataclass(frozen=True)
+class Stage(Node):
+    """The input of a layer's later sublayer: the output of the sublayer before it. In
+    ``x + Attn(LN(x)); x + MLP(LN(x))`` the second sublayer's ``x`` is a Stage over the
+    first sublayer; it passes its child on unchanged, forward and backward, and prints as
+    ``x`` in its own sublayer.
+
+    >>> from derive.blocks.primitives import Branch
+    >>> Stage(Sum((Input(), Branch(0, Input())))).text()
+    'x'
+    """
+
+    child: Node
+    children: tuple[Node, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "children", (self.child,))
+
+    def text(self) -> str:
+        return "x"
+
+    def display(self, arg: sympy.Expr) -> sympy.Expr:
+        return arg
+
+    def odd_in(self) -> frozenset[tuple]:
+        return self.child.odd_in()
+
+    def moments(self, inputs: Sequence[Moments], config: BranchConfig, x: Moments) -> Moments:
+        return inputs[0]
+
+    def gains(self, inputs: Sequence[Moments], config: BranchConfig,
+              x: Moments) -> tuple[sympy.Expr, ...]:
+        return (sympy.Integer(1),)
+
+    def kernel(self, inputs: Sequence[Kernel], config: BranchConfig, x: Kernel) -> Kernel:
+        return inputs[0]
+
+    def kernel_gains(self, inputs: Sequence[Kernel], config: BranchConfig,
+                     x: Kernel) -> tuple[KernelGains, ...]:
+        return (KernelGains.uniform(number_like(sympy.Integer(1), x.q_a)),)
+
+    def jacobian(self, inputs: Sequence[sympy.Expr], names: FactorNames) -> sympy.Expr:
+        return inputs[0]
+
+    def reason(self, config: BranchConfig) -> str:
+        return "the previous sublayer's output, the input of this one"
+
+    def forward_np(self, values: list[np.ndarray], net: FiniteNetwork) -> tuple[np.ndarray, Any]:
+        return values[0], None
+
+    def backward_np(self, grad: np.ndarray, cache: Any, net: FiniteNetwork) -> list[np.ndarray]:
+        return [grad]
+
+
+def sublayers(tree: Node) -> list[Node]:
+    """The sublayers of a layer, first to last: each is a tree whose ``x`` is a Stage over
+    the one before (a block of one sublayer is its own tree).
+
+    >>> from derive.blocks.parser import parse
+    >>> [s.text() for s in sublayers(parse("x + Attn(LN(x)); x + MLP(LN(x))"))]
+    ['x + Attn(LN(x))', 'x + MLP(LN(x))']
+    """
+    out = [tree]
+    while True:
+        stages = _stages(out[0])
+        if not stages:
+            return out
+        out.insert(0, stages[0].child)
+
+
+def _stages(node: Node) -> list[Stage]:
+    """The Stage nodes of one sublayer (not of the ones below it)."""
+    if isinstance(node, Stage):
+        return [node]
+    return [found for child in node.children for found in _stages(child)]
 
 
 def _wrap(node: Node) -> str:

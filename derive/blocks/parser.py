@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from derive.blocks.nodes import STD_X, Input, Node, Scale, Sum
+from derive.blocks.attention import Attention, Mlp
+from derive.blocks.nodes import STD_X, Input, Node, Scale, Stage, Sum
 from derive.blocks.primitives import Activation, BatchNorm, Branch, Dropout, LayerNorm, Weight
 from derive.errors import DeriveError
 from derive.inputs.numbers import NOT_FINITE
@@ -47,8 +48,8 @@ _DIGITS_LIMIT = 10**MAX_DIGITS
 #: forms that SymPy must cancel.
 MAX_SYMBOLS = 6
 ACTIVATION_NAMES = ("relu", "leaky_relu", "tanh", "gelu", "linear", "erf")
-FUNCTIONS = ("F", "F0", "W", "W0", "LN", "BN", "Dropout", "phi", *ACTIVATION_NAMES,
-             "std", "sqrt")
+FUNCTIONS = ("F", "F0", "W", "W0", "LN", "BN", "Dropout", "Attn", "MLP", "phi",
+             *ACTIVATION_NAMES, "std", "sqrt")
 #: Names a scalar symbol may not take: the model's own symbols and the language's words.
 RESERVED = frozenset({"x", "n", "k", "K", "q", "d", "q_0", "pi", "E", "I", "oo", *FUNCTIONS})
 #: Names the derivations print with their own meaning, so that a block symbol of that
@@ -302,6 +303,10 @@ class _Parser:
             return Branch(self.key("F"), vec, zero=name == "F0")
         if name in ("W", "W0"):
             return Weight(("W", self.key("W")), vec, zero=name == "W0")
+        if name == "Attn":
+            return Attention(self.key("A"), vec)
+        if name == "MLP":
+            return Mlp(self.key("M"), vec)
         if name == "LN":
             return LayerNorm(vec)
         if name == "BN":
@@ -327,26 +332,12 @@ _OPERATORS: dict[type[ast.operator], _Operator] = {
     ast.Div: _Parser.divide, ast.Pow: _Parser.power}
 
 
-def parse(source: object) -> Node:
-    """The tree of a block written in the block language, or a DeriveError naming the problem.
+#: The most sublayers one layer (``;``-separated) may hold.
+MAX_SUBLAYERS = 8
 
-    >>> parse("x + alpha*F(x/std(x))").text()
-    'x + alpha*F(x/std(x))'
-    >>> parse("__import__('os')")
-    Traceback (most recent call last):
-    ...
-    derive.errors.DeriveError: block "__import__('os')": unknown function '__import__'; \
-allowed: F, F0, W, W0, LN, BN, Dropout, phi, relu, leaky_relu, tanh, gelu, linear, erf, std, \
-sqrt
-    """
-    if not isinstance(source, str):
-        raise DeriveError(f"a block is a string such as 'x + F(x)', got {source!r}")
-    text = source.strip()
-    if not text:
-        raise DeriveError("the block is empty: write it in x, such as 'x + F(x)'")
-    if len(text) > MAX_LENGTH:
-        raise DeriveError(f"the block is {len(text)} characters long: at most {MAX_LENGTH}")
-    parser = _Parser(text)
+
+def _sublayer(parser: _Parser, text: str) -> Node:
+    """One sublayer's tree, in its own ``x``."""
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError) as err:
@@ -361,9 +352,53 @@ sqrt
         raise parser.fail("nested too deeply") from None
     except (TypeError, ZeroDivisionError, OverflowError):
         raise parser.fail("not a valid expression of the block language") from None
+    where = f"the sublayer {text!r}" if ";" in parser.source else "the block"
     if not isinstance(value, Node):
-        raise parser.fail("the block does not use its input x")
+        raise parser.fail(f"{where} does not use its input x")
     if isinstance(value, Input):
-        raise parser.fail("the block is the identity x: give it a branch, such as x + F(x)")
+        raise parser.fail(f"{where} is the identity x: give it a branch, such as x + F(x)")
+    return value
+
+
+def _staged(node: Node, stage: Stage) -> Node:
+    """``node`` with every ``x`` replaced by ``stage`` (the previous sublayer's output)."""
+    if isinstance(node, Input):
+        return stage
+    if not node.children:
+        return node
+    return node.rebuild(tuple(_staged(child, stage) for child in node.children))
+
+
+def parse(source: object) -> Node:
+    """The tree of a block written in the block language, or a DeriveError naming the problem.
+
+    >>> parse("x + alpha*F(x/std(x))").text()
+    'x + alpha*F(x/std(x))'
+    >>> parse("__import__('os')")
+    Traceback (most recent call last):
+    ...
+    derive.errors.DeriveError: block "__import__('os')": unknown function '__import__'; \
+allowed: F, F0, W, W0, LN, BN, Dropout, Attn, MLP, phi, relu, leaky_relu, tanh, gelu, linear, \
+erf, std, sqrt
+    """
+    if not isinstance(source, str):
+        raise DeriveError(f"a block is a string such as 'x + F(x)', got {source!r}")
+    text = source.strip()
+    if not text:
+        raise DeriveError("the block is empty: write it in x, such as 'x + F(x)'")
+    if len(text) > MAX_LENGTH:
+        raise DeriveError(f"the block is {len(text)} characters long: at most {MAX_LENGTH}")
+    parser = _Parser(text)
+    parts = [part.strip() for part in text.split(";")]
+    if len(parts) > 1 and not all(parts):
+        raise parser.fail("a sublayer between ';' is empty: write a layer as sublayers in x "
+                          "separated by ';', such as 'x + Attn(LN(x)); x + MLP(LN(x))'")
+    if len(parts) > MAX_SUBLAYERS:
+        raise parser.fail(f"{len(parts)} sublayers: a layer has at most {MAX_SUBLAYERS}")
+    value: Node | None = None
+    for part in parts:
+        tree = _sublayer(parser, part)
+        value = tree if value is None else _staged(tree, Stage(value))
+    assert value is not None
     parser.symbols(value)
     return value

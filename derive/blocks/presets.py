@@ -54,6 +54,27 @@ PRESETS = {p.name: p for p in (
            "dropout on the branch", {"p": "1/10"}),
 )}
 
+#: Transformer layers: two sublayers each (attention, then the MLP), or pure attention.
+#: They act on sequences of tokens (``--tokens``), so the one-point comparisons of
+#: :data:`PRESETS` leave them out.
+TRANSFORMER_PRESETS = {p.name: p for p in (
+    Preset("transformer-post", "LN(x + Attn(x)); LN(x + MLP(x))", "Vaswani et al. 2017",
+           "a transformer layer, LayerNorm after each sum (post-LN)"),
+    Preset("transformer-pre", "x + Attn(LN(x)); x + MLP(LN(x))",
+           "GPT-2 (Radford et al. 2019); Xiong et al. 2020",
+           "a transformer layer, LayerNorm first in each branch (pre-LN)"),
+    Preset("transformer-scaled", "x + alpha*Attn(LN(x)); x + alpha*MLP(LN(x))",
+           "Noci et al. 2022", "pre-LN with both branches scaled by alpha, 1/sqrt(L) for L "
+           "layers", {"alpha": "1/4"}),
+    Preset("transformer-deepnorm", "LN(alpha*x + beta*Attn(x)); LN(alpha*x + beta*MLP(x))",
+           "Wang et al. 2022 (DeepNet)", "post-LN with the skip up-weighted by alpha and the "
+           "branches scaled by beta", {"alpha": "2", "beta": "1/2"}),
+    Preset("attention-only", "Attn(x)", "Dong et al. 2021",
+           "pure self-attention: no skip, no MLP, no normalization"),
+)}
+#: Every named block, residual blocks first.
+ALL_PRESETS = {**PRESETS, **TRANSFORMER_PRESETS}
+
 #: The three placements of ``--norm``, in order.
 NORM_PRESETS = ("none", "pre", "post")
 
@@ -64,4 +85,4 @@ def describe() -> str:
     >>> describe().splitlines()[0]
     'none: x + F(x) (He et al. 2016; UDL 11.2)'
     """
-    return "\n".join(f"{p.name}: {p.expression} ({p.source})" for p in PRESETS.values())
+    return "\n".join(f"{p.name}: {p.expression} ({p.source})" for p in ALL_PRESETS.values())

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import sympy
@@ -183,6 +183,7 @@ class Branch(Node):
     child: Node
     zero: bool = False
     children: tuple[Node, ...] = field(init=False, repr=False, compare=False)
+    branch_like: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "children", (self.child,))
@@ -259,7 +260,7 @@ class Branch(Node):
         state, total = inputs[0], None
         for node in self.chain(config):
             (gains,) = node.kernel_gains([state], config, x)
-            total = gains if total is None else total.times(gains)
+            total = gains if total is None else gains.times(total)
             state = node.kernel([state], config, x)
         assert total is not None
         return (total,)

@@ -97,6 +97,11 @@ def parameter_options(command: Callable[..., Any] | None = None, *, symbols: boo
         return lambda decorated: parameter_options(decorated, symbols=symbols, defaults=defaults)
     for p in reversed(PARAMETERS):
         shown = f" [default: {p.default}]" if p.default is not None and not defaults else ""
+        if p.choices is not None:
+            command = click.option(p.flag, p.name, type=click.Choice(p.choices),
+                                   default=p.default if defaults else None,
+                                   show_default=defaults, help=p.help + shown)(command)
+            continue
         command = click.option(p.flag, p.name, type=Exact(symbols),
                                default=p.default if defaults else None, metavar=p.metavar,
                                show_default=defaults and p.default is not None,

@@ -10,3 +10,7 @@ ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu", "erf")
 GRID_ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "gelu")
 NORMS = ("none", "pre", "post")
 BRANCHES = ("single", "mlp")
+#: How softmax self-attention starts (``--attention``): logits q.k/sqrt(d_head) of independent
+#: queries and keys, queries and keys at zero (P = 1/n), or tied queries and keys with 1/d
+#: scaling (neural-tangents' infinite-width attention).
+ATTENTION_MODES = ("standard", "uniform", "tied")

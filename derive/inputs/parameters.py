@@ -3,7 +3,7 @@ command read: their names, flags, defaults, help and the values they allow.
 
 >>> [p.flag for p in PARAMETERS]
 ['--mlp-ratio', '--dropout', '--gamma', '--sigma-w2', '--negative-slope', '--sigma-b2', \
-'--fan-in-variance']
+'--fan-in-variance', '--tokens', '--attention', '--qk-variance', '--vo-variance']
 >>> checked("dropout", "1/10")
 1/10
 >>> checked("dropout", 1)
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from derive.errors import DeriveError
+from derive.inputs.choices import ATTENTION_MODES
 
 if TYPE_CHECKING:  # pragma: no cover (imported where the values are built)
     import sympy
@@ -39,6 +40,20 @@ def _nonnegative(name: str, value: sympy.Expr) -> None:
         raise DeriveError(f"{name} must be >= 0, got {value}")
 
 
+#: The most tokens a sequence may hold (the softmax expectations are computed up to it).
+MAX_TOKENS = 4096
+
+
+def _tokens(name: str, value: sympy.Expr) -> None:
+    if value.is_number and not (value.is_Integer and 1 <= value <= MAX_TOKENS):
+        raise DeriveError(f"{name} must be a whole number of tokens from 1 to {MAX_TOKENS} "
+                          f"(or a symbol name), got {value}")
+
+
+def _any(name: str, value: object) -> None:
+    """A choice: click (or :func:`checked`) has already checked it against its list."""
+
+
 @dataclass(frozen=True)
 class Parameter:
     """One scalar of the stack: ``name`` in the API, ``flag`` on the command line."""
@@ -48,6 +63,8 @@ class Parameter:
     metavar: str
     help: str
     rule: Callable[[str, sympy.Expr], None]
+    #: The allowed words of a parameter that is a choice, not a number.
+    choices: tuple[str, ...] | None = None
 
     @property
     def flag(self) -> str:
@@ -68,6 +85,16 @@ PARAMETERS = (
     Parameter("fan_in_variance", None, "S", "sigma_w^2 in the convention Var W = "
               "sigma_w^2/fan_in of Poole et al. 2016 (He: 2, LeCun: 1; overrides --init).",
               _positive),
+    Parameter("tokens", "16", "N", "Tokens n of each sequence, for blocks with Attn(.): a "
+              f"whole number from 1 to {MAX_TOKENS} or a symbol name.", _tokens),
+    Parameter("attention", "standard", "MODE", "How Attn(.) starts: standard (logits "
+              "q.k/sqrt(d_head), random at any width), uniform (queries and keys at zero, "
+              "P = 1/n) or tied (W_Q = W_K with 1/d_head scaling).", _any,
+              ATTENTION_MODES),
+    Parameter("qk_variance", "1", "S", "sigma^2 of Var W = sigma^2/fan_in for W_Q and W_K "
+              "of Attn(.).", _positive),
+    Parameter("vo_variance", "1", "S", "sigma^2 of Var W = sigma^2/fan_in for W_V and W_O "
+              "of Attn(.).", _positive),
 )
 BY_NAME = {p.name: p for p in PARAMETERS}
 
@@ -80,6 +107,13 @@ def checked(name: str, value: object) -> sympy.Expr:
     """
     from derive.inputs.numbers import exact
 
+    choices = BY_NAME[name].choices
+    if choices is not None:
+        if value not in choices:
+            from derive.errors import choice_error
+
+            raise choice_error(name, value, choices)
+        return value  # type: ignore[return-value]
     result = exact(value, name)
     BY_NAME[name].rule(name, result)
     return result

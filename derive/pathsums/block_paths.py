@@ -99,7 +99,8 @@ class BlockNames:
                 self.symbols[letter, node] = symbol
                 self.forms[symbol] = (letter + ",".join(map(subscript, sub.split(","))),
                                       f"{letter}_{{{sub}}}")
-        self.branches = frozenset(s for (letter, _), s in self.symbols.items() if letter == "J")
+        self.branches = frozenset(s for (_, node), s in self.symbols.items()
+                                  if node.branch_like)
 
     def factor(self, node: Node, letter: str) -> sympy.Expr:
         return self.symbols[letter, node]

@@ -137,6 +137,10 @@ def variance(
     block: object = None,
     values: dict[str, object] | None = None,
     final_norm: bool = False,
+    tokens: object = 16,
+    attention: object = "standard",
+    qk_variance: object = 1,
+    vo_variance: object = 1,
 ) -> VarianceAnalysis:
     """Forward and backward variance recursions of a residual stack at initialization.
 
@@ -161,7 +165,8 @@ def variance(
     config = variance_config(
         init=init, activation=activation, branch=branch, mlp_ratio=mlp_ratio,
         dropout=dropout, gamma=gamma, sigma_w2=sigma_w2, negative_slope=negative_slope,
-        sigma_b2=sigma_b2, fan_in_variance=fan_in_variance, block=chosen,
+        sigma_b2=sigma_b2, fan_in_variance=fan_in_variance, block=chosen, tokens=tokens,
+        attention=attention, qk_variance=qk_variance, vo_variance=vo_variance,
     )
     if not isinstance(final_norm, bool):
         raise DeriveError(f"final_norm must be True or False, got {final_norm!r}")
@@ -180,6 +185,10 @@ class BlockOptions(TypedDict, total=False):
     negative_slope: object
     sigma_b2: object
     fan_in_variance: object
+    tokens: object
+    attention: object
+    qk_variance: object
+    vo_variance: object
     values: dict[str, object] | None
 
 

@@ -541,7 +541,11 @@ def _numeric_backward(analysis: KernelAnalysis, forward: Law) -> Law:
     star = float(forward.limit)
     gains = analysis.config.block.kernel_gain(
         analysis.config, Kernel(q_star, q_star, star * q_star))
-    return _geometric_backward(analysis, float(gains.ab / gains.a))
+    if gains.correlation_factor is None:
+        return Law("none", reason="the block mixes the gradients of its two inputs, so the "
+                   "gradients' correlation is not carried by one factor a block; the values "
+                   "are iterated")
+    return _geometric_backward(analysis, float(gains.correlation_factor))
 
 
 # --- iterations for the constants -------------------------------------------------------
@@ -643,7 +647,9 @@ def _iterate_backward(analysis: KernelAnalysis, depth: int, settled: bool = Fals
             break
         if not math.isfinite(float(state.q_a)) or abs(float(state.q_a)) > 1e250:
             break
-        factor = float(gains.ab / gains.a)
+        if gains.correlation_factor is None:
+            break
+        factor = float(gains.correlation_factor)
         product *= factor
         out.append(product)
         if done(factor):

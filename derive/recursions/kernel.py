@@ -86,7 +86,7 @@ class KernelAnalysis:
         for index in range(self.depth, 0, -1):
             gains = self.config.block.kernel_gain(self.config, states[index - 1])
             last = out[-1]
-            out.append(Backward(last.d_a * gains.a, last.d_b * gains.b, last.g * gains.ab))
+            out.append(Backward(*(float(v) for v in gains.apply(last.d_a, last.d_b, last.g))))
         return tuple(out[::-1])
 
     def profile(self) -> dict[str, dict[str, list[float]]]:
@@ -108,7 +108,7 @@ class KernelAnalysis:
 
     # --- the maps -------------------------------------------------------------------
     @cached_property
-    def _symbolic(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | str:
+    def _symbolic(self) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None] | str:
         return _symbolic_maps(self.config)
 
     @property
@@ -250,8 +250,11 @@ def _forward_states(config: VarianceConfig, q0: sympy.Expr, rho0: sympy.Expr,
 
 
 @lru_cache(maxsize=256)
-def _symbolic_maps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | str:
-    """(q map, rho map, gradient-correlation factor) in Q_IN and R_IN, or why not."""
+def _symbolic_maps(config: VarianceConfig
+                   ) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr | None] | str:
+    """(q map, rho map, gradient-correlation factor) in Q_IN and R_IN, or why not; the
+    factor is None where the block mixes the gradients of its two inputs (attention), so
+    that rho^grad_{k-1} is not rho^grad_k times a factor."""
     used = {node.name or config.activation for node in config.block.expanded(config).walk()
             if isinstance(node, Activation)}
     numeric = sorted(used - CLOSED_FORM_KERNELS)
@@ -266,8 +269,8 @@ def _symbolic_maps(config: VarianceConfig) -> tuple[sympy.Expr, sympy.Expr, symp
     gains = config.block.kernel_gain(config, state)
     q_next = sympy.simplify(out.q_a)
     rho_next = sympy.simplify(out.c / q_next)
-    factor = sympy.simplify(gains.ab / gains.a)
-    return q_next, rho_next, factor
+    factor = gains.correlation_factor
+    return q_next, rho_next, None if factor is None else sympy.simplify(factor)
 
 
 def kernel(init: str = "xavier", activation: str = "relu", norm: str = "none",

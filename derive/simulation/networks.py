@@ -597,10 +597,11 @@ def checkable(spec: object, values: dict[str, object] | None = None) -> Block:
     'x + F(x)/2'
     """
     from derive.blocks.block import block
-    from derive.blocks.presets import PRESETS
+    from derive.blocks.presets import ALL_PRESETS
 
     chosen = block(spec)
-    numbers: dict[str, object] = dict(PRESETS[chosen.name].check) if chosen.name in PRESETS else {}
+    numbers: dict[str, object] = (dict(ALL_PRESETS[chosen.name].check)
+                                  if chosen.name in ALL_PRESETS else {})
     numbers.update(values or {})
     names = {s.name for s in chosen.symbols}
     return chosen.substituted({k: exact(v, k) for k, v in numbers.items() if k in names})
