@@ -1,0 +1,162 @@
+"""Transformer layers in the block language: sublayers, Attn and MLP, the presets, and the
+two-point gains that mix two tokens' gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from derive.blocks.block import block
+from derive.blocks.config import variance_config
+from derive.blocks.nodes import Kernel, KernelGains, Stage
+from derive.blocks.presets import TRANSFORMER_PRESETS
+from derive.errors import DeriveError
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMER_PRESETS))
+def test_every_transformer_preset_parses_back_to_itself(name: str) -> None:
+    b = block(name)
+    assert b.name == name
+    assert b.text == TRANSFORMER_PRESETS[name].expression
+    assert block(b.text).name == name  # the expression is recognised as the preset
+    assert b.has_attention
+
+
+def test_a_layer_is_its_sublayers_in_order() -> None:
+    b = block("x + Attn(LN(x)); x + MLP(LN(x))")
+    assert b.sublayers == ("x + Attn(LN(x))", "x + MLP(LN(x))")
+    stages = [node for node in b.tree.walk() if isinstance(node, Stage)]
+    assert stages and all(s.child.text() == "x + Attn(LN(x))" for s in stages)
+
+
+def test_mlp_is_two_matrices_around_the_activation_whatever_the_branch() -> None:
+    config = variance_config(activation="gelu", mlp_ratio=4, branch="single",
+                             block="x + MLP(x)")
+    assert config.block.expanded(config).text() == "x + W(gelu(W(x)))"
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("x + Attn(LN(x));", "empty"),
+    ("; x + F(x)", "empty"),
+    ("x + Attn(x);; x + MLP(x)", "empty"),
+    ("x + Attn(x, x)", "Attn takes one argument"),
+    ("x + Attn()", "Attn takes one argument"),
+    ("x + Attn(2)", "Attn takes a vector"),
+    ("x + MLP(x); x", "identity"),
+    ("; ".join(["x + F(x)"] * 9), "at most 8"),
+])
+def test_bad_layers_get_one_line(text: str, says: str) -> None:
+    with pytest.raises(DeriveError) as err:
+        block(text)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_one_point_rules_refuse_attention_with_the_reason() -> None:
+    config = variance_config(block="x + Attn(x)")
+    import sympy
+
+    from derive.blocks.nodes import Moments
+
+    with pytest.raises(DeriveError, match="mixes the tokens"):
+        config.block.forward(config, Moments(sympy.Integer(1)))
+
+
+def test_mixing_gains_compose_as_matrices() -> None:
+    rng = np.random.default_rng(0)
+    first, second = rng.uniform(0.1, 2, (3, 3)), rng.uniform(0.1, 2, (3, 3))
+    a = KernelGains.mixing(first.tolist())
+    b = KernelGains.mixing(second.tolist())
+    # a at the output side, then b below it: d_in = second @ first @ d_out
+    assert np.allclose(np.array(a.times(b).rows(), dtype=float), second @ first)
+    assert np.allclose(np.array(a.plus(b).rows(), dtype=float), first + second)
+    diagonal = KernelGains(2.0, 3.0, 5.0)
+    assert np.allclose(np.array(diagonal.times(a).rows(), dtype=float),
+                       first @ np.diag([2.0, 3.0, 5.0]))
+    assert a.correlation_factor is None and diagonal.correlation_factor == 2.5
+
+
+def _tokens(rng: np.random.Generator, n: int, width: int, q: float, rho: float) -> np.ndarray:
+    shared = rng.standard_normal((1, width))
+    own = rng.standard_normal((n, width))
+    return np.sqrt(q) * (np.sqrt(rho) * shared + np.sqrt(1 - rho) * own)
+
+
+def _kernel(h: np.ndarray) -> tuple[float, float]:
+    n, width = h.shape
+    gram = h @ h.T / width
+    return float(np.trace(gram) / n), float((gram.sum() - np.trace(gram)) / (n * (n - 1)))
+
+
+@pytest.mark.parametrize("mode", ["uniform", "tied"])
+def test_deterministic_attention_matches_finite_matrices(mode: str) -> None:
+    """Uniform and tied attention against finite networks written here from the definition:
+    P = 1/n, or softmax(x W^T W x^T / d) with one shared W, then W_V and W_O."""
+    rng = np.random.default_rng(1)
+    n, width, q, rho = 6, 1024, 1.0, 0.4
+    config = variance_config(block="Attn(x)", attention=mode, tokens=n)
+    out = config.block.kernel_forward(config, Kernel(q, q, rho * q))
+    got_q, got_c = [], []
+    for _ in range(20):
+        x = _tokens(rng, n, width, q, rho)
+        if mode == "uniform":
+            p = np.full((n, n), 1.0 / n)
+        else:
+            w = rng.standard_normal((width, width)) / np.sqrt(width)
+            queries = x @ w
+            logits = queries @ queries.T / width
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+        w_v = rng.standard_normal((width, width)) / np.sqrt(width)
+        w_o = rng.standard_normal((width, width)) / np.sqrt(width)
+        h = p @ (x @ w_v) @ w_o
+        qq, cc = _kernel(h)
+        got_q.append(qq)
+        got_c.append(cc)
+    assert abs(np.mean(got_q) - out.q_a) < 0.03 * out.q_a
+    assert abs(np.mean(got_c) - out.c) < 0.03 * out.q_a
+
+
+def test_uniform_attention_makes_every_token_the_mean_token() -> None:
+    config = variance_config(block="Attn(x)", attention="uniform", tokens=8)
+    out = config.block.kernel_forward(config, Kernel(2.0, 2.0, 0.5))
+    assert out.q_a == pytest.approx(0.5 + 1.5 / 8) and out.rho == pytest.approx(1.0)
+
+
+def test_uniform_attention_backward_matches_finite_matrices() -> None:
+    """The gradients' kernel through uniform attention: d' and g' from gradients at the output
+    with second moment d and covariance g between tokens, by finite matrices."""
+    rng = np.random.default_rng(2)
+    n, width, d, g = 5, 1024, 1.0, 0.3
+    config = variance_config(block="Attn(x)", attention="uniform", tokens=n)
+    (gains,) = [config.block.kernel_gain(config, Kernel(1.0, 1.0, 0.5))]
+    want = gains.apply(d, d, g)
+    got_d, got_g = [], []
+    for _ in range(20):
+        grad = _tokens(rng, n, width, d, g / d)
+        w_v = rng.standard_normal((width, width)) / np.sqrt(width)
+        w_o = rng.standard_normal((width, width)) / np.sqrt(width)
+        p = np.full((n, n), 1.0 / n)
+        back = p.T @ (grad @ w_o.T) @ w_v.T
+        dd, gg = _kernel(back)
+        got_d.append(dd)
+        got_g.append(gg)
+    assert abs(np.mean(got_d) - want[0]) < 0.03 and abs(np.mean(got_g) - want[2]) < 0.03
+
+
+def test_a_layer_folds_its_sublayers_in_turn() -> None:
+    layer = variance_config(init="he", activation="gelu", mlp_ratio=4, attention="uniform",
+                            block="x + Attn(LN(x)); x + MLP(LN(x))")
+    first = variance_config(init="he", activation="gelu", mlp_ratio=4, attention="uniform",
+                            block="x + Attn(LN(x))")
+    second = variance_config(init="he", activation="gelu", mlp_ratio=4, attention="uniform",
+                             block="x + MLP(LN(x))")
+    start = Kernel(1.5, 1.5, 0.6)
+    middle = first.block.kernel_forward(first, start)
+    end = second.block.kernel_forward(second, middle)
+    out = layer.block.kernel_forward(layer, start)
+    assert (out.q_a, out.c) == pytest.approx((end.q_a, end.c), rel=1e-12)
+    composed = second.block.kernel_gain(second, middle).times(
+        first.block.kernel_gain(first, start))
+    whole = layer.block.kernel_gain(layer, start)
+    assert np.allclose(np.array(whole.rows(), dtype=float),
+                       np.array(composed.rows(), dtype=float))
