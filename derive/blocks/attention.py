@@ -149,8 +149,7 @@ class Attention(Node):
             return Overlap(same, cross)
         s_q = number_like(config.qk_variance, q)
         if config.attention == "tied":
-            spread = (s_q if floats else sympy.sqrt(s_q * s_q)) * (q - c)
-            same, cross = softmax.tied_overlaps(tokens, spread)
+            same, cross = softmax.tied_overlaps(tokens, s_q * (q - c))
             return Overlap(same, cross)
         if not floats:
             raise DeriveError("standard softmax attention's expectations have no closed form: "
@@ -252,14 +251,34 @@ class Attention(Node):
 
     # --- the finite-width op -----------------------------------------------------
     def forward_np(self, values: list[np.ndarray], net: Any) -> tuple[np.ndarray, Any]:
-        from derive.blocks import attention_ops
+        """Attention over the network's batch axis, which holds the tokens of one sequence
+        (``net.heads`` heads, one when the network does not say)."""
+        from derive.blocks.attention_ops import attention_forward
+        from derive.blocks.primitives import n
 
-        return attention_ops.node_forward(self, values[0], net)
+        config, one = net.config, sympy.Integer(1)
+
+        def matrix(name: str, variance: sympy.Expr) -> np.ndarray:
+            normals, sigma = net.weight(("A", self.key, name), one, one, variance / n)
+            return normals * sigma
+
+        w_q = w_k = None
+        if config.attention != "uniform":
+            w_q = matrix("q", config.qk_variance)
+            w_k = w_q if config.attention == "tied" else matrix("k", config.qk_variance)
+        w_v, w_o = matrix("v", config.vo_variance), matrix("o", config.vo_variance)
+        biases = None
+        if config.sigma_b2 != 0:
+            biases = {name: net.bias(("A", self.key, name), one) for name in "qkvo"}
+            if config.attention == "tied":
+                biases["k"] = biases["q"]
+        return attention_forward(values[0], w_q, w_k, w_v, w_o, heads=getattr(net, "heads", 1),
+                                 mode=config.attention, biases=biases)
 
     def backward_np(self, grad: np.ndarray, cache: Any, net: Any) -> list[np.ndarray]:
-        from derive.blocks import attention_ops
+        from derive.blocks.attention_ops import attention_backward
 
-        return [attention_ops.node_backward(grad, cache, net)]
+        return [attention_backward(grad, cache)]
 
 
 @dataclass(frozen=True)

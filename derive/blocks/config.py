@@ -44,11 +44,13 @@ class VarianceConfig(BranchConfig):
         'he/x + W(gelu(W(x)))'
         """
         nodes = self.block.tree.walk()
-        branch = any(isinstance(node, Branch) for node in nodes)
-        activation = branch or any(isinstance(node, Activation) and node.name is None
-                                   for node in nodes)
+        branch = any(type(node) is Branch for node in nodes)
+        activation = any(isinstance(node, Branch) or (isinstance(node, Activation)
+                                                      and node.name is None)
+                         for node in nodes)
+        tokens = (f"n={self.tokens} {self.attention}" if self.block.has_attention else None)
         parts = (self.init, self.activation if activation else None, self.block.name,
-                 self.branch if branch else None)
+                 self.branch if branch else None, tokens)
         return "/".join(part for part in parts if part is not None)
 
 

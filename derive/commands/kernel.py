@@ -360,7 +360,11 @@ def _header(analysis: KernelAnalysis) -> list[str]:
         extra += f", σ_b² = {text(config.sigma_b2)}"
     block = config.block
     source = f" ({block.source})" if block.source else ""
-    return [f"{config.label}: two inputs, mean field, infinite width, "
+    inputs = "two inputs"
+    if block.has_attention:
+        inputs = (f"two of the {text(config.tokens)} tokens of a sequence, {config.attention} "
+                  "attention (ρ → 1: rank collapse)")
+    return [f"{config.label}: {inputs}, mean field, infinite width, "
             f"q₀ = {text(analysis.q0)}, ρ₀ = {text(analysis.rho0)}{extra}",
             f"block: B(x) = {block.text}{source}"]
 

@@ -197,7 +197,8 @@ class KernelAnalysis:
         profile = self.profile()
         c = self.config
         forward_map, backward_map = self.forward_map, self.backward_map
-        return {
+        tokens = _token_fields(c, profile)
+        out = {
             "config": {"label": c.label, "init": c.init, "activation": c.activation,
                        "branch": c.branch,
                        "block": {"name": c.block.name, "expression": c.block.text,
@@ -217,6 +218,21 @@ class KernelAnalysis:
                          "law": law_dict(self.backward_law)},
             "map_reason": self.map_reason,
         }
+        if tokens:
+            out["config"].update(tokens["config"])  # type: ignore[union-attr]
+            out["forward"] = {"q": tokens["q"], **out["forward"]}  # type: ignore[dict-item]
+        return out
+
+
+def _token_fields(config: VarianceConfig, profile: dict) -> dict[str, object]:
+    """For a block that mixes tokens: the token options, and q_k (each token's second
+    moment, q_a = q_b); nothing for other blocks, whose JSON is as it was."""
+    if not config.block.has_attention:
+        return {}
+    return {"config": {"tokens": str(config.tokens), "attention": config.attention,
+                       "qk_variance": str(config.qk_variance),
+                       "vo_variance": str(config.vo_variance)},
+            "q": profile["forward"]["q_a"]}
 
 
 def _tex_text(text: str) -> str:
@@ -264,6 +280,9 @@ def _symbolic_maps(config: VarianceConfig
     if config.block.has_batchnorm:
         return ("BatchNorm's two-point state also carries what an input shares with the "
                 "rest of its batch: the maps are evaluated numerically")
+    if config.block.has_attention and config.attention == "standard":
+        return ("standard softmax attention averages over random logits, an expectation "
+                "without a closed form: the maps are evaluated numerically")
     state = Kernel(Q_IN, Q_IN, R_IN * Q_IN)
     out = config.block.kernel_forward(config, state)
     gains = config.block.kernel_gain(config, state)
@@ -298,6 +317,9 @@ def kernel(init: str = "xavier", activation: str = "relu", norm: str = "none",
         raise DeriveError(f"the block {chosen.text} has symbols without values ({names}): a "
                           "kernel profile needs numbers; give them with --set (API: values=)")
     config.block.expanded(config)  # the block's own checks, before any profile
+    if config.block.has_attention and not config.tokens.is_number:
+        raise DeriveError(f"--tokens {config.tokens} is a symbol: a kernel profile needs a "
+                          "whole number of tokens (API: tokens=16)")
     depth = check_depth(depth, minimum=0)
     if depth > MAX_KERNEL_DEPTH:
         raise DeriveError(f"--depth must be at most {MAX_KERNEL_DEPTH} for a kernel profile, "
