@@ -221,6 +221,11 @@ def exact(value: object, name: str, *, symbol: bool = True) -> sympy.Expr:
         if not symbol:
             raise _refuse(value, name, symbol)
         return sympy.Symbol(text, positive=True)
+    return _from_text(text, value, name, symbol)
+
+
+def _from_text(text: str, value: object, name: str, symbol: bool) -> sympy.Expr:
+    """The exact number written in ``text``: a decimal, a fraction, or one with a root."""
     root = _ROOT.fullmatch(text)
     if root is not None:
         return _with_root(root, value, name, symbol)
