@@ -253,7 +253,7 @@ def test_lengths_text_and_json(capsysbinary) -> None:
     (("--tokens", "0"), "tokens must be a whole number of tokens from 1 to 4096"),
     (("--rho0", "2"), "--rho0 must be a number in [-1, 1]"),
     (("--rho0", "r"), "--rho0"),
-    (("--tokens", "n"), "need a number of tokens, got n"),
+    (("--tokens", "n"), "--tokens n is a symbol: a kernel profile needs a whole number of tokens"),
     (("--block", "transformer-scaled"), "give them with --set"),
 ])
 def test_bad_input_is_one_line_exit_2(capsysbinary, args, message: str) -> None:
