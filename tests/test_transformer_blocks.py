@@ -3,6 +3,8 @@ two-point gains that mix two tokens' gradients."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -160,3 +162,49 @@ def test_a_layer_folds_its_sublayers_in_turn() -> None:
     whole = layer.block.kernel_gain(layer, start)
     assert np.allclose(np.array(whole.rows(), dtype=float),
                        np.array(composed.rows(), dtype=float))
+
+
+def test_many_tokens_limit_of_uniform_attention_with_a_skip() -> None:
+    """x + Attn(x) as n -> infinity: the attention output is the mean token, of second moment
+    c, so rho' = (c + c)/(q + c) = 2 rho/(1 + rho), by hand."""
+    import derive
+
+    a = derive.kernel(block="x + Attn(x)", attention="uniform", tokens="oo", depth=3)
+    rhos = a.profile()["forward"]["rho"]
+    for before, after in itertools.pairwise(rhos):
+        assert after == pytest.approx(2 * before / (1 + before), rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["standard", "uniform", "tied"])
+def test_the_limit_of_many_tokens_is_where_many_tokens_go(mode: str) -> None:
+    """The rules at n = oo against n = 4096: they differ by O(e^(2v)/n) (v = q(q - c) = 1/2
+    here)."""
+    state = Kernel(1.0, 1.0, 0.5)
+    rows = []
+    for tokens in (4096, "oo"):
+        config = variance_config(block="Attn(x)", attention=mode, tokens=tokens)
+        out = config.block.kernel_forward(config, state)
+        gains = config.block.kernel_gain(config, state).apply(1.0, 1.0, 0.7)
+        rows.append((out.q_a, out.c, gains[0], gains[2]))
+    assert rows[0] == pytest.approx(rows[1], abs=20 * np.exp(1.0) / 4096)
+
+
+def test_one_token_attends_to_itself() -> None:
+    """n = 1: softmax over one key is 1, so Attn(x) = W_O W_V x: q and c scale by 1, and the
+    gradients too."""
+    config = variance_config(block="Attn(x)", tokens=1)
+    out = config.block.kernel_forward(config, Kernel(2.0, 2.0, 0.6))
+    assert (out.q_a, out.c) == (2.0, 0.6)
+    assert config.block.kernel_gain(config, Kernel(2.0, 2.0, 0.6)).apply(1.0, 1.0, 0.3) == \
+        pytest.approx((1.0, 1.0, 0.3))
+
+
+@pytest.mark.parametrize(("tokens", "rho0", "says"), [
+    (16, "-1/2", "at least -1/15"), ("oo", "-0.01", "at least 0"), (0, "1/2", "tokens"),
+    (5000, "1/2", "from 1 to 4096"), ("2.5", "1/2", "whole number")])
+def test_token_kernels_refuse_what_no_sequence_has(tokens: object, rho0: str, says: str) -> None:
+    import derive
+
+    with pytest.raises(DeriveError, match=says) as err:
+        derive.kernel(block="transformer-pre", tokens=tokens, rho0=rho0, depth=2)
+    assert "\n" not in str(err.value)

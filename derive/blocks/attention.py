@@ -71,14 +71,22 @@ class _MLP(sympy.Function):
 @dataclass(frozen=True)
 class Overlap:
     """The softmax expectations one attention layer needs, at one token kernel:
-    ``same`` = E[sum_j P_1j^2], ``cross`` = E[sum_j P_1j P_2j] (two queries), and for the
-    gradient through the logits ``same_logit`` and ``cross_logit`` (zero where the logits
-    carry no gradient: uniform and tied attention)."""
+    ``same`` = E[sum_j P_1j^2] and ``others`` = (n - 1) E[sum_j P_1j P_2j] (two queries;
+    what every other token's gradient brings a token's), and for the gradient through the
+    logits ``same_logit`` and ``others_logit`` (zero where the logits carry no gradient:
+    uniform and tied attention); ``per_other`` = 1/(n - 1). Each has its limit as
+    n -> infinity: ``same`` and ``per_other`` vanish, ``others`` does not."""
 
-    same: object
-    cross: object
-    same_logit: object = 0
-    cross_logit: object = 0
+    same: Any
+    others: Any
+    per_other: Any
+    same_logit: Any = 0
+    others_logit: Any = 0
+
+    @property
+    def cross(self) -> Any:
+        """E[sum_j P_1j P_2j] = others / (n - 1)."""
+        return self.others * self.per_other
 
 
 def _one_point(node: Node) -> DeriveError:
@@ -138,28 +146,52 @@ class Attention(Node):
         """The softmax expectations at the input's token kernel ``state``."""
         from derive.gaussian import softmax
 
-        n = config.tokens
-        q, c = state.q_a, state.c
+        n, q, c = config.tokens, state.q_a, state.c
         floats = isinstance(q, float)
-        tokens = number_like(n, q) if floats else n
-        if n == 1:
-            return Overlap(number_like(sympy.Integer(1), q), number_like(sympy.Integer(0), q))
-        if config.attention == "uniform":
-            same, cross = softmax.uniform_overlaps(tokens)
-            return Overlap(same, cross)
+        zero, one = number_like(sympy.Integer(0), q), number_like(sympy.Integer(1), q)
+        if n == 1:  # no second token: the other input is another sequence's token
+            return Overlap(one, zero, zero)
         s_q = number_like(config.qk_variance, q)
-        if config.attention == "tied":
-            same, cross = softmax.tied_overlaps(tokens, s_q * (q - c))
-            return Overlap(same, cross)
+        if n == sympy.oo:
+            return self._limit(state, config, zero, one)
+        tokens = number_like(n, q) if floats else n
+        per_other = one / (tokens - 1)
+        if config.attention in ("uniform", "tied"):
+            same, cross = (softmax.uniform_overlaps(tokens) if config.attention == "uniform"
+                           else softmax.tied_overlaps(tokens, s_q * (q - c)))
+            return Overlap(same, (tokens - 1) * cross, per_other)
         if not floats:
             raise DeriveError("standard softmax attention's expectations have no closed form: "
                               "its maps are evaluated numerically")
-        b2 = number_like(config.sigma_b2, q)
+        v, r = self._logits(state, config)
+        found = softmax.gaussian_overlaps(int(n), v, r)
+        return Overlap(found.same, (tokens - 1) * found.cross, per_other, found.same_logit,
+                       (tokens - 1) * found.cross_logit)
+
+    @staticmethod
+    def _logits(state: Kernel, config: BranchConfig) -> tuple[float, float]:
+        """The logits' law: the variance v of a row (its shift removed) and the correlation r
+        of two rows, key by key."""
+        q, c = state.q_a, state.c
+        s_q, b2 = float(config.qk_variance), float(config.sigma_b2)
         queries = s_q * q + b2
-        v = queries * s_q * (q - c)
         r = (s_q * c + b2) / queries
-        found = softmax.gaussian_overlaps(int(n), max(v, 0.0), min(1.0, max(-1.0, r)))
-        return Overlap(found.same, found.cross, found.same_logit, found.cross_logit)
+        return max(queries * s_q * (q - c), 0.0), min(1.0, max(-1.0, r))
+
+    def _limit(self, state: Kernel, config: BranchConfig, zero: Any, one: Any) -> Overlap:
+        """As n -> infinity: every weight is of order 1/n, so S and X vanish, and (n - 1) X
+        tends to 1 (uniform, tied) or to E[e^(u+w)] / E[e^u]^2 = e^(r v) (standard, the
+        logits u, w of two rows at one key; law of large numbers in the softmax's sums)."""
+        if config.attention != "standard":
+            return Overlap(zero, one, zero)
+        if not isinstance(state.q_a, float):
+            raise DeriveError("standard softmax attention's expectations have no closed form: "
+                              "its maps are evaluated numerically")
+        import math
+
+        v, r = self._logits(state, config)
+        others = math.exp(r * v)
+        return Overlap(zero, others, zero, zero, others)
 
     def _exchangeable(self, state: Kernel) -> None:
         if isinstance(state.q_a, float) and abs(state.q_a - state.q_b) > 1e-12 * state.q_a:
@@ -189,31 +221,29 @@ class Attention(Node):
         one = number_like(sympy.Integer(1), q)
         s_v = number_like(config.vo_variance, q)
         s2 = s_v * s_v
-        found = self.overlap(state, config)
-        n = config.tokens
-        if n == 1:
+        if config.tokens == 1:
             return (KernelGains.uniform(s2),)
-        tokens = number_like(n, q) if isinstance(q, float) else n
-        same, cross = found.same, found.cross
+        found = self.overlap(state, config)
         # the value path: dL/dv_j = sum_i P_ij dL/do_i
-        d_d = s2 * same
-        d_g = s2 * (tokens - 1) * cross
-        g_d = s2 * (one - same) / (tokens - 1)
-        g_g = s2 * (one - cross)
+        d_d = s2 * found.same
+        d_g = s2 * found.others
+        g_d = s2 * (one - found.same) * found.per_other
+        g_g = s2 * (one - found.cross)
         if config.attention == "standard":
             s_q = number_like(config.qk_variance, q)
             b2 = number_like(config.sigma_b2, q)
             spread = q - c
             logit = s_q * s2 * spread  # sigma_K^2 sigma_O^2 sigma_V^2 (q - c)
+            cross_logit = found.others_logit * found.per_other
             # the query path: dL/dq_i = sum_j dL/ds_ij k_j / sqrt(d_head)
             d_d += logit * s_q * spread * found.same_logit
-            g_g += logit * s_q * spread * found.cross_logit
+            g_g += logit * s_q * spread * cross_logit
             # the key path: dL/dk_j = sum_i dL/ds_ij q_i / sqrt(d_head)
             queries, shared = s_q * q + b2, s_q * c + b2
             d_d += logit * queries * found.same_logit
-            d_g += logit * shared * (tokens - 1) * found.cross_logit
-            g_d -= logit * queries * found.same_logit / (tokens - 1)
-            g_g -= logit * shared * found.cross_logit
+            d_g += logit * shared * found.others_logit
+            g_d -= logit * queries * found.same_logit * found.per_other
+            g_g -= logit * shared * cross_logit
         half = g_d / 2
         return (KernelGains.mixing(((d_d, 0 * d_d, d_g), (0 * d_d, d_d, d_g),
                                     (half, half, g_g))),)

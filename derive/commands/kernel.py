@@ -352,6 +352,8 @@ def _phase_text(found: tuple[str, sympy.Expr, Phase | str]) -> list[str]:
 
 
 def _header(analysis: KernelAnalysis) -> list[str]:
+    import sympy
+
     from derive.derivation.printing import text
 
     config = analysis.config
@@ -364,8 +366,13 @@ def _header(analysis: KernelAnalysis) -> list[str]:
     source = f" ({block.source})" if block.source else ""
     inputs = "two inputs"
     if block.has_attention:
-        inputs = (f"two of the {text(config.tokens)} tokens of a sequence, {config.attention} "
-                  "attention (ρ → 1: rank collapse)")
+        many = ("infinitely many (n → ∞)" if config.tokens == sympy.oo
+                else f"the {text(config.tokens)}")
+        inputs = (f"two of {many} tokens of a sequence, {config.attention} attention "
+                  "(ρ → 1: rank collapse)")
+        if config.tokens == 1:
+            inputs = (f"the tokens of two one-token sequences, {config.attention} attention "
+                      "(a single token attends to itself)")
     return [f"{config.label}: {inputs}, mean field, infinite width, "
             f"q₀ = {text(analysis.q0)}, ρ₀ = {text(analysis.rho0)}{extra}",
             f"block: B(x) = {block.text}{source}"]

@@ -68,11 +68,17 @@ class Exact(click.ParamType):
 
     name = "number"
 
-    def __init__(self, symbols: bool = True) -> None:
-        self.symbols = symbols
+    def __init__(self, symbols: bool = True, infinite: bool = False) -> None:
+        self.symbols, self.infinite = symbols, infinite
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> Any:
+        if self.infinite:
+            from derive.inputs.parameters import unbounded
+
+            limit = unbounded(value)
+            if limit is not None:
+                return limit
         return numbers.exact(value, option_name(param), symbol=self.symbols)
 
 
@@ -102,7 +108,7 @@ def parameter_options(command: Callable[..., Any] | None = None, *, symbols: boo
                                    default=p.default if defaults else None,
                                    show_default=defaults, help=p.help + shown)(command)
             continue
-        command = click.option(p.flag, p.name, type=Exact(symbols),
+        command = click.option(p.flag, p.name, type=Exact(symbols, p.infinite),
                                default=p.default if defaults else None, metavar=p.metavar,
                                show_default=defaults and p.default is not None,
                                help=p.help + shown)(command)

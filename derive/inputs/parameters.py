@@ -45,9 +45,33 @@ MAX_TOKENS = 4096
 
 
 def _tokens(name: str, value: sympy.Expr) -> None:
-    if value.is_number and not (value.is_Integer and 1 <= value <= MAX_TOKENS):
-        raise DeriveError(f"{name} must be a whole number of tokens from 1 to {MAX_TOKENS} "
-                          f"(or a symbol name), got {value}")
+    if value.is_number and not (value.is_Integer and 1 <= value <= MAX_TOKENS) and not (
+            value.is_infinite and value > 0):
+        raise DeriveError(f"{name} must be a whole number of tokens from 1 to {MAX_TOKENS}, "
+                          f"oo for the limit of many tokens, or a symbol name; got {value}")
+
+
+#: How the limit of infinitely many is written (``--tokens oo``).
+INFINITE = ("oo", "inf", "infinity")
+
+
+def unbounded(value: object) -> sympy.Expr | None:
+    """sympy.oo for a value that names infinity (``oo``, ``inf``, math.inf), else None.
+
+    >>> unbounded("oo"), unbounded("16")
+    (oo, None)
+    """
+    import math
+
+    import sympy
+
+    if isinstance(value, str) and value.strip().lower() in INFINITE:
+        return sympy.oo
+    if isinstance(value, float) and math.isinf(value) and value > 0:
+        return sympy.oo
+    if isinstance(value, sympy.Basic) and value == sympy.oo:
+        return sympy.oo
+    return None
 
 
 def _any(name: str, value: object) -> None:
@@ -65,6 +89,8 @@ class Parameter:
     rule: Callable[[str, sympy.Expr], None]
     #: The allowed words of a parameter that is a choice, not a number.
     choices: tuple[str, ...] | None = None
+    #: Whether the parameter takes ``oo``, the limit of infinitely many.
+    infinite: bool = False
 
     @property
     def flag(self) -> str:
@@ -86,7 +112,8 @@ PARAMETERS = (
               "sigma_w^2/fan_in of Poole et al. 2016 (He: 2, LeCun: 1; overrides --init).",
               _positive),
     Parameter("tokens", "16", "N", "Tokens n of each sequence, for blocks with Attn(.): a "
-              f"whole number from 1 to {MAX_TOKENS} or a symbol name.", _tokens),
+              f"whole number from 1 to {MAX_TOKENS}, oo for the limit of many tokens, or a "
+              "symbol name.", _tokens, infinite=True),
     Parameter("attention", "standard", "MODE", "How Attn(.) starts: standard (logits "
               "q.k/sqrt(d_head), random at any width), uniform (queries and keys at zero, "
               "P = 1/n) or tied (W_Q = W_K with 1/d_head scaling).", _any,
@@ -114,7 +141,8 @@ def checked(name: str, value: object) -> sympy.Expr:
 
             raise choice_error(name, value, choices)
         return value  # type: ignore[return-value]
-    result = exact(value, name)
+    limit = unbounded(value) if BY_NAME[name].infinite else None
+    result = exact(value, name) if limit is None else limit
     BY_NAME[name].rule(name, result)
     return result
 

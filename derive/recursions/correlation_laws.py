@@ -265,22 +265,26 @@ def _geometric_at(analysis: KernelAnalysis, limit: sympy.Expr | float,
                        r"that factor each block"))
 
 
-def _fixed_points(rho_map: Callable[[float], float], points: int) -> list[float]:
-    """The fixed points of ``rho_map`` in [-1, 1]: the ends where they are fixed, and
-    every sign change of rho_map(r) - r on a grid strictly inside, refined by brentq."""
+def _fixed_points(rho_map: Callable[[float], float], points: int,
+                  floor: float = -1.0) -> list[float]:
+    """The fixed points of ``rho_map`` in [floor, 1] (``floor`` > -1 for the tokens of a
+    sequence, whose kernel is positive semi-definite only down to -1/(n - 1)): the ends
+    where they are fixed, and every sign change of rho_map(r) - r on a grid strictly inside,
+    refined by brentq."""
     from scipy.optimize import brentq
 
     def gap(r: float) -> float:
         return rho_map(r) - r
 
-    roots = [end for end in (-1.0, 1.0) if abs(gap(end)) < 1e-13]
+    roots = [end for end in (floor, 1.0) if abs(gap(end)) < 1e-13]
     inner = 1e-7
-    grid = [-1 + inner + (2 - 2 * inner) * i / points for i in range(points + 1)]
+    width = 1 - floor
+    grid = [floor + inner + (width - 2 * inner) * i / points for i in range(points + 1)]
     values = []
     for r in grid:
         try:
             values.append(gap(r))
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError, DeriveError):
             values.append(math.nan)
     for lo, hi, vlo, vhi in zip(grid, grid[1:], values, values[1:], strict=False):
         if vlo == 0:
@@ -290,20 +294,22 @@ def _fixed_points(rho_map: Callable[[float], float], points: int) -> list[float]
     return roots
 
 
-def _slope(rho_map: Callable[[float], float], star: float) -> float:
+def _slope(rho_map: Callable[[float], float], star: float, floor: float = -1.0) -> float:
     """The map's derivative at ``star`` by central differences (one-sided at the ends)."""
     h = 1e-6
-    lo, hi = max(-1.0, star - h), min(1.0, star + h)
+    lo, hi = max(floor, star - h), min(1.0, star + h)
     return (rho_map(hi) - rho_map(lo)) / (hi - lo)
 
 
 def _attracting(analysis: KernelAnalysis, rho_map: Callable[[float], float],
                 points: int) -> Law:
     """The geometric law at the attracting fixed point nearest where the profile ends."""
-    roots = _fixed_points(rho_map, points)
+    floor = analysis.rho_floor
+    roots = _fixed_points(rho_map, points, floor)
     if not roots:
-        return Law("none", reason="no fixed point of the correlation map in [-1, 1] was found")
-    slopes = {root: _slope(rho_map, root) for root in roots}
+        return Law("none", reason="no fixed point of the correlation map in "
+                   f"[{_short(floor)}, 1] was found")
+    slopes = {root: _slope(rho_map, root, floor) for root in roots}
     stable = [root for root in roots if abs(slopes[root]) < 1]
     if not stable:
         shown = ", ".join(f"{r:.6g} (slope {slopes[r]:.6g})" for r in sorted(roots))
@@ -373,6 +379,10 @@ def backward_law(analysis: KernelAnalysis) -> Law:
     the gradient factor around the forward fixed point."""
     forward = analysis.forward_law
     assert isinstance(forward, Law)
+    if analysis.config.block.has_attention and analysis.config.tokens != 1:
+        return Law("none", reason="attention mixes the gradients of the tokens, so the "
+                   "gradients' correlation is not carried by one factor a block; the values "
+                   "are iterated")
     h = _factor_in_k(analysis, forward)
     if h is None:
         return _numeric_backward(analysis, forward)

@@ -117,6 +117,13 @@ class KernelAnalysis:
         return self._symbolic if isinstance(self._symbolic, str) else None
 
     @property
+    def rho_floor(self) -> float:
+        """The lowest correlation the state can hold: -1 for two inputs, -1/(n - 1) for two of
+        n exchangeable tokens (their kernel c 11^T + (q - c) I is positive semi-definite only
+        down to there; 0 as n -> infinity)."""
+        return _rho_floor(self.config)
+
+    @property
     def backward_map_reason(self) -> str | None:
         """Why the gradients' correlation map is not written, or None."""
         if self.map_reason is not None:
@@ -245,6 +252,18 @@ def _token_fields(config: VarianceConfig, profile: dict) -> dict[str, object]:
             "q": profile["forward"]["q_a"]}
 
 
+def _tokens_floor(config: VarianceConfig) -> str:
+    return "0" if config.tokens == sympy.oo else f"-1/{config.tokens - 1}"
+
+
+def _rho_floor(config: VarianceConfig) -> float:
+    tokens = config.tokens
+    if not config.block.has_attention or tokens == 1 or not (tokens.is_number
+                                                              or tokens == sympy.oo):
+        return -1.0
+    return 0.0 if tokens == sympy.oo else -1.0 / (float(tokens) - 1.0)
+
+
 def _tex_text(text: str) -> str:
     """``text`` safe inside ``\\text{...}``: LaTeX's special characters escaped."""
     out = text.replace("\\", r"\textbackslash{}")
@@ -327,7 +346,8 @@ def kernel(init: str = "xavier", activation: str = "relu", norm: str = "none",
         raise DeriveError(f"the block {chosen.text} has symbols without values ({names}): a "
                           "kernel profile needs numbers; give them with --set (API: values=)")
     config.block.expanded(config)  # the block's own checks, before any profile
-    if config.block.has_attention and not config.tokens.is_number:
+    if config.block.has_attention and not (config.tokens.is_number
+                                           or config.tokens == sympy.oo):
         raise DeriveError(f"--tokens {config.tokens} is a symbol: a kernel profile needs a "
                           "whole number of tokens (API: tokens=16)")
     depth = check_depth(depth, minimum=0)
@@ -340,4 +360,9 @@ def kernel(init: str = "xavier", activation: str = "relu", norm: str = "none",
     correlation = exact(rho0, "rho0", symbol=False)
     if not (-1 <= correlation <= 1):
         raise DeriveError(f"rho0 must be in [-1, 1], got {correlation}")
+    floor = _rho_floor(config)
+    if correlation < floor:
+        raise DeriveError(f"rho0 must be at least {_tokens_floor(config)} for {config.tokens} "
+                          "exchangeable tokens (their kernel c 11^T + (q - c) I is positive "
+                          f"semi-definite only from rho = -1/(n - 1)), got {correlation}")
     return KernelAnalysis(config, q_start, correlation, depth)
