@@ -208,3 +208,18 @@ def test_token_kernels_refuse_what_no_sequence_has(tokens: object, rho0: str, sa
     with pytest.raises(DeriveError, match=says) as err:
         derive.kernel(block="transformer-pre", tokens=tokens, rho0=rho0, depth=2)
     assert "\n" not in str(err.value)
+
+
+def test_standard_attention_alone_collapses_faster_than_geometrically() -> None:
+    """Attn(x) under standard attention: 1 - rho' = (q - c)(S - X) / q', and S - X vanishes
+    with q - c (the logits' variance), so the ratio (1 - rho_{k+1}) / (1 - rho_k) falls
+    block after block: the law says so, and does not say rho = 1 from the first block."""
+    import derive
+
+    a = derive.kernel(block="Attn(x)", tokens=16, depth=4)
+    gaps = [1 - r for r in a.profile()["forward"]["rho"]]
+    ratios = [after / before for before, after in itertools.pairwise(gaps) if before > 1e-14]
+    assert gaps[1] > 1e-3 and all(b < a for a, b in itertools.pairwise(ratios))
+    assert a.forward_law.kind == "superlinear" and "from k = 1" not in a.forward_law.text
+    uniform = derive.kernel(block="Attn(x)", tokens=16, depth=4, attention="uniform")
+    assert uniform.forward_law.kind == "limit" and uniform.profile()["forward"]["rho"][1] == 1

@@ -308,7 +308,7 @@ def _law_rows(law: object, direction: str) -> list[tuple[str, str]]:
         return [("law", "none: " + prose(law.reason))]  # type: ignore[attr-defined]
     rows = [("law", law.text), ("why", prose(law.reason))]  # type: ignore[attr-defined]
     limit = law.limit  # type: ignore[attr-defined]
-    if direction == "forward" and kind in ("geometric", "power", "logarithmic"):
+    if direction == "forward" and kind in ("geometric", "power", "logarithmic", "superlinear"):
         rows.append(("fixed point", f"ρ* = {_number(limit)}"))
     elif direction == "backward" and limit is not None:
         rows.append(("limit", f"ρᵍʳᵃᵈ₀ → {_number(limit)} as K grows"))
@@ -317,6 +317,8 @@ def _law_rows(law: object, direction: str) -> list[tuple[str, str]]:
         rows.append(("depth scale", f"ξ = {_number(scale)} blocks (a factor e every ξ blocks)"))
     elif kind in ("power", "logarithmic", "stretched"):
         rows.append(("depth scale", "none: the approach is slower than geometric"))
+    elif kind == "superlinear":
+        rows.append(("depth scale", "none: the approach is faster than geometric"))
     return rows
 
 

@@ -82,7 +82,8 @@ CONSTANT_DEPTH = 10_000
 @dataclass(frozen=True)
 class Law:
     """How a correlation behaves with depth: ``kind`` is ``geometric``, ``power``,
-    ``logarithmic``, ``limit`` (settles at a value), ``stretched`` or ``none``.
+    ``logarithmic``, ``limit`` (settles at a value), ``superlinear`` (approaches it faster
+    than geometrically: the map's slope there is 0), ``stretched`` or ``none``.
 
     ``limit`` is the value approached; ``rate`` the geometric ratio, ``depth_scale``
     -1/ln(rate); ``power`` the exponent; ``constant`` the prefactor (exact where the
@@ -249,10 +250,11 @@ def _log_shift(analysis: KernelAnalysis, rate: float, power: float) -> float:
 def _geometric_at(analysis: KernelAnalysis, limit: sympy.Expr | float,
                   rate: sympy.Expr) -> Law:
     rate_value = float(rate)
-    if rate_value <= 0:
-        return Law("limit", limit=limit, text=f"rho_k = {_short(limit)} from k = 1",
-                   latex=rf"\rho_k = {latex(limit)}", reason="the map is constant near its "
-                   "fixed point")
+    if abs(rate_value) < 1e-9:
+        return _slope_zero(analysis, limit)
+    alternating = rate_value < 0
+    if alternating:
+        rate, rate_value = -rate, -rate_value
     constant = _geometric_constant(
         _iterate_forward_distances(analysis, float(limit), CONSTANT_DEPTH), rate_value)
     xi = -1 / math.log(rate_value)
@@ -261,8 +263,26 @@ def _geometric_at(analysis: KernelAnalysis, limit: sympy.Expr | float,
                text=f"{target} ~ {constant:.4g} * {_short(rate)}^k (xi = {xi:.4g})",
                latex=rf"|\rho_k - \rho^*| \simeq {constant:.4g} \cdot {_tex_number(rate)}^k",
                reason=(rf"the map's slope at its fixed point $\rho^* = {_tex_number(limit)}$ "
-                       rf"is $\chi_c = {_tex_number(rate)} < 1$: the distance shrinks by "
-                       r"that factor each block"))
+                       + (rf"is $\chi_c = -{_tex_number(rate)}$, of size below 1: the distance "
+                          r"shrinks by that factor each block, alternating in sign"
+                          if alternating else
+                          rf"is $\chi_c = {_tex_number(rate)} < 1$: the distance shrinks by "
+                          r"that factor each block")))
+
+
+def _slope_zero(analysis: KernelAnalysis, limit: sympy.Expr | float) -> Law:
+    """A fixed point where the map's slope is 0: reached at the first block where the map is
+    constant there, else approached faster than geometrically."""
+    first = float(analysis.forward_states[1].rho) if analysis.depth >= 1 else math.nan
+    if abs(first - float(limit)) <= 1e-12:
+        return Law("limit", limit=limit, text=f"rho_k = {_short(limit)} from k = 1",
+                   latex=rf"\rho_k = {latex(limit)}", reason="the map is constant near its "
+                   "fixed point")
+    return Law("superlinear", limit=limit,
+               text=f"rho_k -> {_short(limit)} faster than geometrically",
+               latex=rf"\rho_k \to {latex(limit)}",
+               reason=(rf"the map's slope at its fixed point $\rho^* = {_tex_number(limit)}$ "
+                       "is 0: the distance shrinks by a factor that itself shrinks each block"))
 
 
 def _fixed_points(rho_map: Callable[[float], float], points: int,
@@ -399,7 +419,7 @@ def backward_law(analysis: KernelAnalysis) -> Law:
     if forward.kind == "geometric" and float(star) < 1:  # type: ignore[arg-type]
         factor = h.xreplace({R_IN: sympy.Float(float(star), 30)})  # type: ignore[arg-type]
         return _geometric_backward(analysis, float(_limit_in_k(factor)))
-    if forward.kind == "geometric":
+    if forward.kind in ("geometric", "superlinear"):
         return _settles(analysis, "the forward correlation reaches 1 geometrically, so the "
                         "gradient factors approach 1 fast enough for their product to converge")
     lead, power = _leading(sympy.simplify(1 - h.xreplace({R_IN: 1 - eps})))
