@@ -342,7 +342,7 @@ RUNS = [
                              batch=16)),
 ]
 PEAK = """
-import json, os, resource, sys
+import json, os, sys
 from derive.simulation import networks, resources
 kind, spec = sys.argv[1], json.loads(sys.argv[2])
 config = networks.grid(["he"], ["relu"], [], [spec["branch"]], blocks=[spec["block"]],
@@ -363,7 +363,10 @@ except OSError:
 run = networks.measure_lengths if kind == "measure_lengths" else (
     lambda c, **k: networks.measure([c], **k))
 run(config, depth=spec["depth"], width=spec["width"], seeds=spec["seeds"], batch=spec["batch"])
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# the peak since clear_refs (VmHWM); ru_maxrss would keep the peak of the process that
+# started this one, which can be larger than anything this one allocates
+with open("/proc/self/status") as status:
+    after = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 print(json.dumps([estimate, after - before]))
 """
 
