@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -380,7 +382,8 @@ def _text_report(analysis: KernelAnalysis, found: tuple | None) -> str:
                     *_law_rows(analysis.forward_law, "forward"),
                     (f"at K = {depth}", f"q_{depth} = {_number(profile['forward']['q_a'][-1])}, "
                                         f"ρ_{depth} = {_number(profile['forward']['rho'][-1])}")]
-    backward_rows = [("recursion", reason if backward is None else text(backward)),
+    backward_reason = "none: " + prose(analysis.backward_map_reason or "")
+    backward_rows = [("recursion", backward_reason if backward is None else text(backward)),
                      *_law_rows(analysis.backward_law, "backward"),
                      (f"at K = {depth}", f"ρᵍʳᵃᵈ₀ = {_number(profile['backward']['rho'][0])}")]
     lines = [*_header(analysis), "",
@@ -400,6 +403,13 @@ def _json_report(analysis: KernelAnalysis, found: tuple | None) -> str:
     data = analysis.to_dict()
     data["phase"] = _phase_dict(found)
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+def _why_not(analysis: KernelAnalysis, direction: str) -> str | None:
+    """Why the map of ``direction`` is not written."""
+    if direction == "forward":
+        return analysis.map_reason
+    return analysis.backward_map_reason
 
 
 def _tex_number(value: float) -> str:
@@ -426,7 +436,7 @@ def _tex_report(analysis: KernelAnalysis, found: tuple | None, markdown: bool) -
         body = None if eq is None else latex(eq)
         if markdown:
             out.append(f"### {heading}\n")
-            out.append(f"$$\n{body}\n$$\n" if body else f"- {analysis.map_reason}")
+            out.append(f"$$\n{body}\n$$\n" if body else f"- {_why_not(analysis, direction)}")
             if law.kind != "none":  # type: ignore[attr-defined]
                 out.append(f"- law: ${law.latex}$: {law.reason}")  # type: ignore[attr-defined]
             else:
@@ -434,7 +444,7 @@ def _tex_report(analysis: KernelAnalysis, found: tuple | None, markdown: bool) -
             out.append(f"- at $K = {depth}$: ${values[direction]}$\n")
         else:
             out.append(f"% {heading}")
-            out.append(f"\\[\n{body}\n\\]" if body else f"% {analysis.map_reason}")
+            out.append(f"\\[\n{body}\n\\]" if body else f"% {_why_not(analysis, direction)}")
             if law.kind != "none":  # type: ignore[attr-defined]
                 out.append(f"\\[\n{law.latex}\n\\]")  # type: ignore[attr-defined]
             out.append(f"% law: {law.reason}")  # type: ignore[attr-defined]
@@ -483,7 +493,8 @@ def kernel(init: str, activation: str, norm: str | None, block_spec: str | None,
            settings: tuple[str, ...], branch: str, q0: sympy.Expr, rho0: sympy.Expr,
            depth: int, fmt: str, **parameters: sympy.Expr | None) -> None:
     """Two inputs through depth: the correlation of their activations and of their
-    gradients (shattered gradients, the edge of chaos).
+    gradients (shattered gradients, the edge of chaos); for a block with Attn, two tokens
+    of a sequence of --tokens (rank collapse: rho -> 1).
 
     Prints the correlation recursion rho_k = G(rho_{k-1}) (forward) and that of the
     gradients (backward, rho^grad_K = 1 at the output), their laws in depth with the
@@ -491,6 +502,11 @@ def kernel(init: str, activation: str, norm: str | None, block_spec: str | None,
     activation ('F(x)' or 'phi(W(x))') also its mean-field phase. Mean field, infinite
     width, gradient independence, at initialization.
     """
+    # standard attention's softmax expectations are small NumPy quadratures: one BLAS
+    # thread is faster than threads that share the cores (an OPENBLAS_NUM_THREADS the user
+    # set wins, and NumPy reads it when first imported)
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from derive.inputs.parameters import symbol_values
     from derive.recursions.kernel import kernel as analyse
 

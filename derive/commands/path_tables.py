@@ -17,7 +17,7 @@ from derive.pathsums.limits import Wrt
 
 if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.block import Block
-    from derive.pathsums.by_length import PathGradients, Share
+    from derive.pathsums.by_length import LengthShares, Share
 
 
 def parse_span(value: str | None) -> tuple[int, int] | None:
@@ -47,6 +47,11 @@ def expansion(depth: int, wrt: Wrt, spec: Block, fmt: str, force: bool) -> Itera
     s.check_size()
     summary = (f"{s.count} terms ({s.radix}^{len(s.blocks)}), block B(x) = {spec.text}: one "
                "term per choice of a term of each later block's Jacobian")
+    if len(spec.sublayers) > 1:
+        from derive.pathsums.layer_factors import layer_factor
+
+        summary += (f"; each layer k contributes {layer_factor(spec)[0]}, the later "
+                    "sublayer's factor on the left (the chain rule)")
     if fmt == "text":
         yield gradient_text(wrt) + " = "
         yield from s.iter_chunks("text")
@@ -117,7 +122,7 @@ _Window = tuple[tuple[int, int], tuple[float, "Share"]]
 _HEAD = ("length", "count", "share of paths", "share of gradient")
 
 
-def length_table(gradients: PathGradients, fmt: str, span: tuple[int, int] | None,
+def length_table(gradients: LengthShares, fmt: str, span: tuple[int, int] | None,
                  table: bool = True) -> Iterator[str]:
     """The lengths' counts, shares of paths and shares of gradient, and what the block
     does to the effective path length."""
@@ -131,7 +136,7 @@ def length_table(gradients: PathGradients, fmt: str, span: tuple[int, int] | Non
     yield "\n".join(lines) + "\n"
 
 
-def _length_data(g: PathGradients, window: _Window | None, table: bool) -> dict[str, object]:
+def _length_data(g: LengthShares, window: _Window | None, table: bool) -> dict[str, object]:
     """Everything the table says, as JSON data."""
     from derive.derivation.printing import text
 
@@ -152,15 +157,17 @@ def _length_data(g: PathGradients, window: _Window | None, table: bool) -> dict[
         (low, high), (paths, gradient) = window
         data["span"] = {"low": low, "high": high, "path_share": paths,
                         "gradient_share": _json_value(gradient)}
+    data.update(g.report_fields())
     return data
 
 
-def _title(g: PathGradients) -> str:
+def _title(g: LengthShares) -> str:
     return (f"{g.wrt.gradient}, {g.depth} blocks of B(x) = {g.config.block.text} "
-            f"({g.config.label}), q0 = {g.q0}: mean field, infinite width, gradient independence")
+            f"({g.config.label}), q0 = {g.q0}{g.setting}: mean field, infinite width, "
+            "gradient independence")
 
 
-def _length_rows(g: PathGradients) -> list[tuple[str, str, str, str]]:
+def _length_rows(g: LengthShares) -> list[tuple[str, str, str, str]]:
     """Each length's row: the length, the count, the shares of paths and of gradient."""
     return [(str(r.length), _count_text(r.count), _percent(r.path_share),
              _percent(r.gradient_share)) for r in g.rows]
@@ -185,7 +192,7 @@ def _table_lines(title: str, rows: list[tuple[str, str, str, str]], fmt: str) ->
             "\\end{tabular}"]
 
 
-def _summary_lines(g: PathGradients, window: _Window | None, prefix: str) -> list[str]:
+def _summary_lines(g: LengthShares, window: _Window | None, prefix: str) -> list[str]:
     """The mean lengths, their closed form, the span's shares and the block's effect, each
     line after ``prefix`` (a LaTeX comment sign or nothing)."""
     import sympy
@@ -202,6 +209,7 @@ def _summary_lines(g: PathGradients, window: _Window | None, prefix: str) -> lis
                      f"variance {text(closed[1])}"
                      + (", where H(n) = 1 + 1/2 + ⋯ + 1/n and H⁽²⁾(n) = 1 + 1/2² + ⋯ + 1/n²"
                         if harmonic else ""))
+    lines.extend(prefix + note for note in g.notes())
     if window is not None:
         (low, high), (paths, gradient) = window
         shown = _percent(gradient) if isinstance(gradient, float) else text(gradient)
@@ -226,17 +234,27 @@ def run(depth: int, wrt: Wrt, fmt: str, count: bool, lengths: bool, force: bool,
         spec = spec.substituted(values)
     span = parse_span(span_text)
     if lengths or span is not None:
-        from derive.pathsums.by_length import path_gradients
-
-        names = {"init", "activation", "branch", "q0"}
+        names = {"init", "activation", "branch", "q0", "rho0"}
         numbers = {name: value for name, value in options.items()
                    if name not in names and value is not None}
-        gradients = path_gradients(depth, wrt, block=spec, init=str(options["init"]),
-                                   activation=str(options["activation"]),
-                                   branch=str(options["branch"]),
-                                   q0=1 if options["q0"] is None else options["q0"],
-                                   exact=None, values=None,  # the --set values are in spec
-                                   **numbers)
+        q0 = 1 if options["q0"] is None else options["q0"]
+        gradients: LengthShares
+        if spec.has_attention:
+            from derive.pathsums.token_paths import token_path_gradients
+
+            gradients = token_path_gradients(
+                depth, wrt, block=spec, init=str(options["init"]),
+                activation=str(options["activation"]), branch=str(options["branch"]), q0=q0,
+                rho0="1/2" if options["rho0"] is None else options["rho0"],
+                **numbers)  # type: ignore[arg-type]
+        else:
+            from derive.pathsums.by_length import path_gradients
+
+            gradients = path_gradients(depth, wrt, block=spec, init=str(options["init"]),
+                                       activation=str(options["activation"]),
+                                       branch=str(options["branch"]), q0=q0,
+                                       exact=None, values=None,  # the --set values are in spec
+                                       **numbers)
         return length_table(gradients, fmt, span, table=lengths)
     if is_plain(spec):
         return None

@@ -228,6 +228,10 @@ Examples:
 @parameter_options(defaults=False)
 @click.option("--q0", type=Exact(), default=None, metavar="Q0",
               help="E[x^2] (for the gradient shares). [default: 1]")
+@click.option("--rho0", type=Exact(symbols=False), default=None, metavar="R",
+              help="For the gradient shares of blocks with Attn(.): the correlation rho_0 of two "
+                   "tokens of the input sequence, in [-1, 1] (as in derive kernel); the token "
+                   "kernel starts at q0 and rho0. [default: 1/2]")
 @click.option("--span", default=None, metavar="LO..HI",
               help="The share of paths and of gradient of the lengths LO..HI.")
 def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengths: bool,
@@ -243,6 +247,10 @@ def paths(depth: int, wrt_text: str, fmt: str, notation: str, count: bool, lengt
     from derive.pathsums.limits import check_path_args
 
     depth, wrt = check_path_args(depth, _parse_wrt(wrt_text, depth))
+    rho0 = variance_options.get("rho0")
+    if rho0 is not None and not -1 <= rho0 <= 1:  # type: ignore[operator]
+        raise DeriveError(f"--rho0 must be a number in [-1, 1] (the correlation of two tokens), "
+                          f"got {rho0}")
     stream = sys.stdout.buffer
     m = wrt.later(depth)
     if lengths and m + 1 > MAX_LENGTHS:

@@ -221,10 +221,46 @@ def exact(value: object, name: str, *, symbol: bool = True) -> sympy.Expr:
         if not symbol:
             raise _refuse(value, name, symbol)
         return sympy.Symbol(text, positive=True)
+    return _from_text(text, value, name, symbol)
+
+
+def _from_text(text: str, value: object, name: str, symbol: bool) -> sympy.Expr:
+    """The exact number written in ``text``: a decimal, a fraction, or one with a root."""
+    root = _ROOT.fullmatch(text)
+    if root is not None:
+        return _with_root(root, value, name, symbol)
     parsed = _parse(text)
     if isinstance(parsed, str):
         raise _refuse(value, name, symbol, "" if parsed == "not a number" else parsed)
     return _rational(*parsed, value, name, symbol)
+
+
+#: A number times or over the square root of a number: ``1/sqrt(50)``, ``2*sqrt(2)``,
+#: ``sqrt(3)/2``, ``sqrt(1/2)`` (a branch scale such as 1/sqrt(L) for L layers).
+_ROOT = re.compile(r"(?:([^*/()]+?)\s*([*/])\s*)?sqrt\(\s*([^()]+?)\s*\)(?:\s*/\s*([^*/()]+))?")
+
+
+def _with_root(match: re.Match[str], value: object, name: str, symbol: bool) -> sympy.Expr:
+    """The exact value of a number with one square root (:data:`_ROOT`)."""
+    import sympy
+
+    factor_text, operator, inside_text, below_text = match.groups()
+    if factor_text is not None and below_text is not None:
+        raise _refuse(value, name, symbol)
+    parts = []
+    for text in (factor_text or "1", inside_text, below_text or "1"):
+        parsed = _parse(text.strip())
+        if isinstance(parsed, str):
+            raise _refuse(value, name, symbol, "" if parsed == "not a number" else parsed)
+        parts.append(_rational(*parsed, value, name, symbol))
+    factor, inside, below = parts
+    if inside < 0:
+        raise _refuse(value, name, symbol, "the square root of a negative number")
+    if inside == 0 and operator == "/":
+        raise _refuse(value, name, symbol, "a zero denominator")
+    if operator == "/":
+        return factor / sympy.sqrt(inside) / below
+    return factor * sympy.sqrt(inside) / below
 
 
 def positive(value: object, name: str, *, shown: str | None = None) -> sympy.Expr:

@@ -22,17 +22,21 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import sympy
 
 from derive.blocks.block import Block, block
-from derive.blocks.nodes import STD_X, FactorNames, Input, Node
+from derive.blocks.nodes import STD_X, FactorNames, Input, Node, Stage
 from derive.blocks.primitives import Branch
 from derive.derivation.printing import latex, text
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.pathsums.limits import MAX_TERMS, Wrt, WrtLike, check_path_args
 from derive.pathsums.notation import gradient_latex, gradient_text, subscript
+
+if TYPE_CHECKING:  # pragma: no cover
+    from derive.blocks.branch import BranchConfig
 
 #: The text streamer builds the terms of the lowest blocks once, about this many.
 LOW_TERMS = 1024
@@ -77,14 +81,15 @@ class _Collector:
 
 class BlockNames:
     """The factors of block k: ``L_k``, or ``L_{k,1}``, ``L_{k,2}`` when a block holds
-    two LayerNorms (numbered in the order they are applied).
+    two LayerNorms (numbered in the order they are applied); ``k`` may be the letter
+    ``"k"`` (any block).
 
     >>> names = BlockNames(block("sandwich").tree, 4)
     >>> sorted(str(s) for s in names.forms)
     ['J_4', 'L_{4,1}', 'L_{4,2}']
     """
 
-    def __init__(self, tree: Node, k: int) -> None:
+    def __init__(self, tree: Node, k: int | str) -> None:
         collector = _Collector()
         _fold(tree, collector)
         self.k = k
@@ -106,6 +111,8 @@ class BlockNames:
         return self.symbols[letter, node]
 
     def scalar(self, value: sympy.Expr) -> sympy.Expr:
+        if isinstance(self.k, str):  # any block: std(x) stays as it is written
+            return value
         return value.xreplace({STD_X: BlockStd(self.k - 1)})
 
 
@@ -212,17 +219,33 @@ def block_jacobian(spec: Block, k: int) -> sympy.Expr:
     return _fold(spec.tree, block_names(spec, k))
 
 
-def branch_tail(spec: Block, j: int) -> BlockTerm:
-    """dh_j/df_j: how the output of block j's branch F reaches the block's output.
+def branch_target(spec: Block) -> Node:
+    """The branch whose output is f_j: the one branch (F, Attn or MLP) of the block's last
+    sublayer, or else the block's one ``F``.
 
-    >>> branch_tail(block("LN(x + F(x))"), 1).expr, branch_tail(block("none"), 1).expr
-    (L_1, 1)
+    >>> branch_target(block("x + Attn(x)")).text(), branch_target(block("transformer-pre")).text()
+    ('Attn(x)', 'MLP(LN(x))')
     """
+    last = [node for node in _sublayer_nodes(spec.tree) if node.branch_like]
+    if len({id(node) for node in last}) == 1:
+        return last[0]
     branches = [node for node in spec.tree.walk() if isinstance(node, Branch)]
     if len({id(b) for b in branches}) != 1:
         raise DeriveError(f"dy/df_j needs a block with one branch F; {spec.text} has "
                           f"{len(branches)}: use wrt 'x'")
-    target = branches[0]
+    return branches[0]
+
+
+def _sublayer_nodes(node: Node) -> list[Node]:
+    """The nodes of the sublayer ``node`` heads, not those of the sublayers below it."""
+    if isinstance(node, Stage):
+        return []
+    return [found for child in node.children for found in _sublayer_nodes(child)] + [node]
+
+
+def _target_path(spec: Block, target: Node) -> tuple[int, ...]:
+    """The first way from the block's output down to x that passes ``target`` and whose
+    term up to it is not zero."""
     for path in _ways(spec.tree):
         node, ok = spec.tree, False
         for i in path:
@@ -230,11 +253,64 @@ def branch_tail(spec: Block, j: int) -> BlockTerm:
                 ok = True
                 break
             node = node.children[i]
-        if ok:
-            term = _term(spec.tree, path, block_names(spec, j), stop=target)
-            if term is not None:
-                return term
-    raise DeriveError(f"the output of F in {spec.text} does not reach the block's output")
+        if ok and _term(spec.tree, path, block_names(spec, 1), stop=target) is not None:
+            return path
+    raise DeriveError(f"the output of {target.text()} in {spec.text} does not reach the "
+                      "block's output")
+
+
+def branch_tail(spec: Block, j: int) -> BlockTerm:
+    """dh_j/df_j: how the output of block j's branch (:func:`branch_target`) reaches the
+    block's output.
+
+    >>> branch_tail(block("LN(x + F(x))"), 1).expr, branch_tail(block("none"), 1).expr
+    (L_1, 1)
+    """
+    target = branch_target(spec)
+    term = _term(spec.tree, _target_path(spec, target), block_names(spec, j), stop=target)
+    assert term is not None
+    return term
+
+
+def tail_route(spec: Block, config: BranchConfig) -> list[tuple[Node, int]]:
+    """The nodes of the expanded tree from the block's output down to the branch whose
+    output is f_j, as :func:`term_route` gives them.
+
+    >>> from derive.blocks.branch import BranchConfig
+    >>> [(n.text(), i) for n, i in tail_route(block("post"), BranchConfig())]
+    [('LN(x + W(relu(x)))', 0), ('x + W(relu(x))', 1)]
+    """
+    target = branch_target(spec)
+    return term_route(spec, config, _target_path(spec, target), stop=target)
+
+
+def term_route(spec: Block, config: BranchConfig, path: tuple[int, ...],
+               stop: Node | None = None) -> list[tuple[Node, int]]:
+    """The nodes of the expanded tree that the way ``path`` (child indices through the
+    block's own tree, as :class:`BlockTerm` holds them) passes from the block's output
+    down to x, or up to the node ``stop``, each with the index of the child it goes on to:
+    a branch ``F`` passes the whole chain of its primitives.
+
+    >>> from derive.blocks.branch import BranchConfig
+    >>> [(n.text(), i) for n, i in term_route(block("pre"), BranchConfig(), (1, 0, 0))]
+    [('x + W(relu(LN(x)))', 1), ('W(relu(LN(x)))', 0), ('relu(LN(x))', 0), ('LN(x)', 0)]
+    """
+    node, exp = spec.tree, spec.expanded(config)
+    out: list[tuple[Node, int]] = []
+    for i in path:
+        if node is stop:
+            return out
+        if isinstance(node, Branch):  # F expands into a chain down to its input
+            target: Node = node.child.expand(config)
+            while exp != target:
+                out.append((exp, 0))
+                exp = exp.children[0]
+            node = node.child
+            continue
+        out.append((exp, i))
+        node, exp = node.children[i], exp.children[i]
+    assert stop is None and isinstance(node, Input)
+    return out
 
 
 def power_coefficients(poly: list[int], power: int) -> list[int]:

@@ -37,15 +37,14 @@ import sympy
 from derive.blocks.block import Block
 from derive.blocks.branch import BranchConfig
 from derive.blocks.config import VarianceConfig
-from derive.blocks.nodes import Input, Moments, Node
-from derive.blocks.primitives import Branch
+from derive.blocks.nodes import Moments
 from derive.derivation.printing import latex, text
 from derive.derivation.symbols import K, q, q0
 from derive.derivation.value import Derivation, Step
 from derive.errors import DeriveError
 from derive.inputs.numbers import positive
-from derive.pathsums.block_paths import BlockPathSum, block_terms
-from derive.pathsums.limits import WrtLike, check_path_args
+from derive.pathsums.block_paths import BlockPathSum, block_terms, term_route
+from derive.pathsums.limits import Wrt, WrtLike, check_path_args
 from derive.recursions.analysis import VarianceAnalysis, variance
 from derive.recursions.block_maps import C_PREV, Q_PREV, block_input, c_seq
 from derive.recursions.closed_forms import numeric_map
@@ -86,22 +85,12 @@ def term_gains(spec: Block, config: BranchConfig, x: Moments) -> list[sympy.Expr
     >>> term_gains(block("pre"), BranchConfig(init="he"), Moments(Q_PREV))
     [1, 1/x]
     """
-    expanded = spec.expanded(config)
     moments = spec.moments(config, x)
     out = []
     for term in block_terms(spec, 1):
-        node, exp, gain = spec.tree, expanded, sympy.Integer(1)
-        for i in term.path:
-            if isinstance(node, Branch):  # F expands into a chain down to its input
-                target: Node = node.child.expand(config)
-                while exp != target:
-                    gain *= exp.gains([moments[c] for c in exp.children], config, x)[0]
-                    exp = exp.children[0]
-                node = node.child
-                continue
+        gain = sympy.Integer(1)
+        for exp, i in term_route(spec, config, term.path):
             gain *= exp.gains([moments[c] for c in exp.children], config, x)[i]
-            node, exp = node.children[i], exp.children[i]
-        assert isinstance(node, Input)
         out.append(gain)
     return out
 
@@ -117,7 +106,123 @@ class LengthShare:
     gradient_share: Share
 
 
-class PathGradients:
+class LengthShares:
+    """A table of path lengths: the counts of the paths through L branches and each
+    length's share of the gradient (``gradient_shares``, set by a subclass), with their
+    means and spreads. :class:`PathGradients` computes the shares by the one-point
+    recursion, :class:`derive.pathsums.token_paths.TokenPathGradients` through the token
+    kernel.
+    """
+
+    depth: int
+    wrt: Wrt
+    config: VarianceConfig
+    q0: sympy.Expr
+    #: Whether the shares are exact (else floats).
+    exact: bool
+    paths: BlockPathSum
+    #: Each length's share of the gradient's second moment, L = 0, 1, ...
+    gradient_shares: list[Share]
+
+    @property
+    def closed_form(self) -> tuple[sympy.Expr, sympy.Expr] | None:
+        """The closed forms (mean, variance) of the gradient-weighted length, where known."""
+        return None
+
+    def effect(self) -> str:
+        """What the block does to the effective path length, in words."""
+        raise NotImplementedError
+
+    def notes(self) -> list[str]:
+        """Lines the length table prints after its closed form (none here)."""
+        return []
+
+    def report_fields(self) -> dict[str, object]:
+        """Data the length table's JSON holds beside the common fields (none here)."""
+        return {}
+
+    @property
+    def setting(self) -> str:
+        """What the table's title adds after q0 (nothing here)."""
+        return ""
+
+    @cached_property
+    def counts(self) -> list[int]:
+        """How many paths pass through L branches, L = 0, 1, ... (exact)."""
+        return list(self.paths.lengths.values())
+
+    @cached_property
+    def path_shares(self) -> list[float]:
+        """Each length's share of all paths (floats)."""
+        total = self.paths.count
+        return [c / total for c in self.counts]
+
+    @cached_property
+    def rows(self) -> list[LengthShare]:
+        """One row per length: count, share of paths, share of gradient."""
+        return [LengthShare(length, count, share, grad) for length, count, share, grad in zip(
+            range(len(self.counts)), self.counts, self.path_shares, self.gradient_shares,
+            strict=True)]
+
+    def window(self, low: int, high: int) -> tuple[float, Share]:
+        """(share of paths, share of gradient) of the lengths low..high; the gradient's share
+        is an expression when the shares hold symbols.
+
+        >>> p, g = path_gradients(54, init="he", block="pre").window(5, 17)
+        >>> round(p, 4), round(g, 4)
+        (0.0045, 0.2816)
+        """
+        top = len(self.counts) - 1
+        for name, value in (("low", low), ("high", high)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise DeriveError(f"path length {name} must be an integer in 0..{top}, "
+                                  f"got {value!r}")
+        if low > high:
+            raise DeriveError(f"path lengths {low}..{high}: the first exceeds the last")
+        counts = sum(self.counts[low:high + 1])
+        shares = sum(self.gradient_shares[low:high + 1])
+        gradient = float(shares) if self.numeric else sympy.factor(shares)
+        return counts / self.paths.count, gradient
+
+    def _moment(self, shares: list[Share], power: int) -> float:
+        return float(sum(float(s) * length**power for length, s in enumerate(shares)))
+
+    @cached_property
+    def numeric(self) -> bool:
+        """Whether the shares are numbers (not symbolic)."""
+        return all(isinstance(s, float) or s.is_number for s in self.gradient_shares)
+
+    @cached_property
+    def mean(self) -> Share:
+        """The gradient-weighted mean path length (a float; an expression if symbolic)."""
+        if not self.numeric:
+            return sympy.factor(sum(s * i for i, s in enumerate(self.gradient_shares)))
+        return self._moment(self.gradient_shares, 1)
+
+    @cached_property
+    def spread(self) -> Share:
+        """The gradient-weighted standard deviation of the path length."""
+        if not self.numeric:
+            second = sum(s * i**2 for i, s in enumerate(self.gradient_shares))
+            return sympy.sqrt(sympy.factor(second - self.mean**2))
+        return math.sqrt(max(self._moment(self.gradient_shares, 2) - self.mean**2, 0.0))
+
+    def _count_moment(self, power: int) -> Fraction:
+        return Fraction(sum(c * length**power for length, c in enumerate(self.counts)),
+                        self.paths.count)
+
+    @cached_property
+    def path_mean(self) -> float:
+        """The mean length over all paths, each counted once (exact, then a float)."""
+        return float(self._count_moment(1))
+
+    @cached_property
+    def path_spread(self) -> float:
+        """The standard deviation of the length over all paths."""
+        return math.sqrt(float(self._count_moment(2) - self._count_moment(1) ** 2))
+
+
+class PathGradients(LengthShares):
     """Path counts and gradient shares by length for dy/dx (or dy/df_j).
 
     >>> g = path_gradients(54, init="he", block="pre")
@@ -241,82 +346,6 @@ class PathGradients:
             total = np.convolve(total, row / norm)
         shares: list[Share] = [float(v) for v in total]
         return shares
-
-    # --- the table -----------------------------------------------------------------
-    @cached_property
-    def counts(self) -> list[int]:
-        """How many paths pass through L branches, L = 0, 1, ... (exact)."""
-        return list(self.paths.lengths.values())
-
-    @cached_property
-    def path_shares(self) -> list[float]:
-        """Each length's share of all paths (floats)."""
-        total = self.paths.count
-        return [c / total for c in self.counts]
-
-    @cached_property
-    def rows(self) -> list[LengthShare]:
-        """One row per length: count, share of paths, share of gradient."""
-        return [LengthShare(length, count, share, grad) for length, count, share, grad in zip(
-            range(len(self.counts)), self.counts, self.path_shares, self.gradient_shares,
-            strict=True)]
-
-    def window(self, low: int, high: int) -> tuple[float, Share]:
-        """(share of paths, share of gradient) of the lengths low..high; the gradient's share
-        is an expression when the shares hold symbols.
-
-        >>> p, g = path_gradients(54, init="he", block="pre").window(5, 17)
-        >>> round(p, 4), round(g, 4)
-        (0.0045, 0.2816)
-        """
-        top = len(self.counts) - 1
-        for name, value in (("low", low), ("high", high)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-                raise DeriveError(f"path length {name} must be an integer in 0..{top}, "
-                                  f"got {value!r}")
-        if low > high:
-            raise DeriveError(f"path lengths {low}..{high}: the first exceeds the last")
-        counts = sum(self.counts[low:high + 1])
-        shares = sum(self.gradient_shares[low:high + 1])
-        gradient = float(shares) if self.numeric else sympy.factor(shares)
-        return counts / self.paths.count, gradient
-
-    def _moment(self, shares: list[Share], power: int) -> float:
-        return float(sum(float(s) * length**power for length, s in enumerate(shares)))
-
-    @cached_property
-    def numeric(self) -> bool:
-        """Whether the shares are numbers (not symbolic)."""
-        return all(isinstance(s, float) or s.is_number for s in self.gradient_shares)
-
-    @cached_property
-    def mean(self) -> Share:
-        """The gradient-weighted mean path length (a float; an expression if symbolic)."""
-        if not self.numeric:
-            return sympy.factor(sum(s * i for i, s in enumerate(self.gradient_shares)))
-        return self._moment(self.gradient_shares, 1)
-
-    @cached_property
-    def spread(self) -> Share:
-        """The gradient-weighted standard deviation of the path length."""
-        if not self.numeric:
-            second = sum(s * i**2 for i, s in enumerate(self.gradient_shares))
-            return sympy.sqrt(sympy.factor(second - self.mean**2))
-        return math.sqrt(max(self._moment(self.gradient_shares, 2) - self.mean**2, 0.0))
-
-    def _count_moment(self, power: int) -> Fraction:
-        return Fraction(sum(c * length**power for length, c in enumerate(self.counts)),
-                        self.paths.count)
-
-    @cached_property
-    def path_mean(self) -> float:
-        """The mean length over all paths, each counted once (exact, then a float)."""
-        return float(self._count_moment(1))
-
-    @cached_property
-    def path_spread(self) -> float:
-        """The standard deviation of the length over all paths."""
-        return math.sqrt(float(self._count_moment(2) - self._count_moment(1) ** 2))
 
     # --- closed forms and words ------------------------------------------------------
     @cached_property

@@ -41,7 +41,7 @@ LOW_BITS = 10
 MAX_DIGITS = 4300
 _LIMIT = 10**MAX_DIGITS
 
-_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+_SUB = str.maketrans("0123456789k", "₀₁₂₃₄₅₆₇₈₉ₖ")
 
 Term = tuple[int, ...]
 #: The default ``wrt``: dy/df_1.
@@ -60,10 +60,10 @@ def check_notation(notation: object) -> str:
 
 
 def subscript(index: int | str) -> str:
-    """Unicode subscript digits of a block index.
+    """Unicode subscript digits of a block index (or of the letter k, any block).
 
-    >>> subscript(12)
-    '₁₂'
+    >>> subscript(12), subscript("k")
+    ('₁₂', 'ₖ')
     """
     return str(index).translate(_SUB)
 

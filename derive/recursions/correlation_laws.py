@@ -126,10 +126,13 @@ def law_dict(law: object) -> dict[str, object]:
 # --- the forward law ------------------------------------------------------------------
 
 def _q_of_k(analysis: KernelAnalysis) -> sympy.Expr | None:
-    """q_{k-1} as a function of k (the symbol ``j``), or None where it has no closed form."""
+    """q_{k-1} as a function of k (the symbol ``j``), or None where it has no closed form
+    (or where, as through attention, q_k depends on the tokens' covariance too)."""
     from derive.derivation.symbols import K, q0
     from derive.recursions.analysis import _analysis
 
+    if analysis.config.block.has_attention:
+        return None
     closed = _analysis(analysis.config).forward.closed_form
     if closed is None:
         return None

@@ -116,6 +116,16 @@ class KernelAnalysis:
         """Why the correlation maps are not written in closed form, or None."""
         return self._symbolic if isinstance(self._symbolic, str) else None
 
+    @property
+    def backward_map_reason(self) -> str | None:
+        """Why the gradients' correlation map is not written, or None."""
+        if self.map_reason is not None:
+            return self.map_reason
+        if self.grad_factor is None:
+            return ("the block mixes the gradients of the two tokens (attention), so the "
+                    "gradients' correlation is not one factor a block: it is iterated")
+        return None
+
     def _map(self, index: int) -> sympy.Expr | None:
         if isinstance(self._symbolic, str):
             return None
