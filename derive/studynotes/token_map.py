@@ -8,7 +8,7 @@ that :meth:`derive.blocks.block.Block.kernel_forward` and ``kernel_gain`` fold f
 ``Attn(x)``, ``x + alpha*Attn(x)`` and ``x + alpha*Attn(LN(x))``.
 
 >>> derivation().result.latex()
-'1 - \\\\rho_{k} = \\\\frac{1 - \\\\rho_{k - 1}}{\\\\alpha^{2} \\\\sigma^{2} m + 1}'
+'1 - \\\\rho_{k} = \\\\frac{1 - \\\\rho_{k - 1}}{\\\\alpha^{2} m \\\\sigma^{2} + 1}'
 """
 
 from __future__ import annotations
