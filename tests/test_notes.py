@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 NOTE_NAMES = ("Gradient paths", "Layer norm", "Pre vs post norm", "Residual block",
               "Residual block variants", "Variance under initialization",
-              "Shattered gradients and the edge of chaos")
+              "Shattered gradients and the edge of chaos", "Transformer layers")
 
 
 @pytest.fixture(scope="module")

@@ -167,6 +167,45 @@ def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
     return out
 
 
+def depth_figure(panels: Mapping[str, Mapping[str, Sequence[float]]], title: str,
+                 log: Sequence[str] = (), xlabel: str = "layer k") -> dict[str, bytes]:
+    """One panel a title, one line a label, values against depth 0..K; the panels named in
+    ``log`` on a log scale, the others linear.
+
+    >>> fig = depth_figure({"rho": {"a": [0.5, 0.9, 1.0]}, "q": {"a": [1, 2, 4]}}, "t",
+    ...                    log=("q",))
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    _agg()
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    styles = ("-", "--", "-.", ":", "-", "--")
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=SIZE, squeeze=False)
+        for ax, (panel, lines) in zip(axes[0], panels.items(), strict=True):
+            every = []
+            for i, (label, values) in enumerate(lines.items()):
+                ys = [float(v) for v in values]
+                every += ys
+                ax.plot(range(len(ys)), ys, color=_CYCLE[i % len(_CYCLE)],
+                        linestyle=styles[i % len(styles)], linewidth=1.5, label=label)
+            if panel in log:
+                ax.set_yscale("log")
+                _log_ticks(ax, min(every), max(every))
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=5))
+            ax.set_xlabel(xlabel)
+            ax.set_title(panel)
+        axes[0][0].legend(fontsize=7, loc="lower right")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.25)
+        out = _save(fig)
+        plt.close(fig)
+    return out
+
+
 def warm() -> None:
     """Import matplotlib (a second process does this while the first derives the data)."""
     _agg()
@@ -184,7 +223,7 @@ def draw(specs: Mapping[str, tuple[str, tuple, dict]]) -> dict[str, dict[str, by
         "path_length_figure": path_length_figure, "variants_figure": variants_figure,
         "gradient_length_figure": gradient_length_figure,
         "correlation_figure": correlation_figure, "phase_figure": phase_figure,
-        "input_gradient_figure": input_gradient_figure}
+        "input_gradient_figure": input_gradient_figure, "depth_figure": depth_figure}
     return {stem: makers[name](*args, **kwargs) for stem, (name, args, kwargs) in specs.items()}
 
 

@@ -8,8 +8,8 @@ lay it out.
 
 >>> data = content(2)
 >>> [s.key for s in data.sections][-3:]
-['variance', 'block-variants', 'shattered-gradients']
->>> [s.title for s in content(2, NotesOptions.of(names={"variance": "nn variance"})).sections][-3]
+['block-variants', 'shattered-gradients', 'transformer-layers']
+>>> [s.title for s in content(2, NotesOptions.of(names={"variance": "nn variance"})).sections][-4]
 'nn variance'
 """
 
@@ -107,8 +107,8 @@ def figures(depth: int, options: NotesOptions | None = None) -> dict[str, dict[s
     """The figures' bytes: stem -> {"png": ..., "pdf": ...}, for the sections chosen,
     drawn in this process.
 
-    >>> sorted(figures(2))[4:]
-    ['notebook-gradients', 'path-lengths', 'phase-diagram', 'signal-depth', 'simulation-check']
+    >>> sorted(figures(2))[5:]
+    ['path-lengths', 'phase-diagram', 'signal-depth', 'simulation-check', 'token-depth']
     """
     from derive.rendering.plots import draw
 

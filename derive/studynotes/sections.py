@@ -16,7 +16,7 @@ need when called, so this module stays cheap to import (the second process
 is started before SymPy is imported).
 
 >>> [s.key for s in SECTIONS if s.process == "second"]
-['residual-block', 'gradient-paths', 'block-variants']
+['residual-block', 'gradient-paths', 'block-variants', 'transformer-layers']
 >>> by_key("variance").title
 'Variance under initialization'
 """
@@ -150,6 +150,19 @@ def _shattered_figures(depth: int, blocks: tuple[str, ...],
     return figures()
 
 
+def _transformer(depth: int, blocks: tuple[str, ...], depths: tuple[int, ...]) -> Section:
+    from derive.studynotes.transformer_note import transformer_section
+
+    return transformer_section()
+
+
+def _transformer_figures(depth: int, blocks: tuple[str, ...],
+                         depths: tuple[int, ...]) -> dict[str, FigureSpec]:
+    from derive.studynotes.transformers import figures
+
+    return figures()
+
+
 #: Every section of the notes, in the notes' order.
 SECTIONS: tuple[NoteSection, ...] = (
     NoteSection("residual-block", "Residual block", _residual_block, "second"),
@@ -164,6 +177,8 @@ SECTIONS: tuple[NoteSection, ...] = (
                 figures=_block_variants_figures),
     NoteSection("shattered-gradients", "Shattered gradients and the edge of chaos", _shattered,
                 figures=_shattered_figures),
+    NoteSection("transformer-layers", "Transformer layers", _transformer, "second",
+                figures=_transformer_figures),
 )
 
 
