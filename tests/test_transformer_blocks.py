@@ -223,3 +223,22 @@ def test_standard_attention_alone_collapses_faster_than_geometrically() -> None:
     assert a.forward_law.kind == "superlinear" and "from k = 1" not in a.forward_law.text
     uniform = derive.kernel(block="Attn(x)", tokens=16, depth=4, attention="uniform")
     assert uniform.forward_law.kind == "limit" and uniform.profile()["forward"]["rho"][1] == 1
+
+
+@pytest.mark.parametrize(("block", "activation"), [("transformer-pre", "gelu"),
+                                                   ("x + Attn(LN(x))", "relu")])
+def test_pre_ln_rank_collapse_follows_its_power_law(block: str, activation: str) -> None:
+    """The law's exponent 1 - beta/a against the local exponent of a long iteration of the
+    layer's own rules: d ln(1 - rho_k) / d ln k between k = 2000 and 4000 (a smooth
+    activation: a kink's sqrt(1 - rho) corrections would fade too slowly to see it)."""
+    import math
+
+    import derive
+
+    short = derive.kernel("he", activation, block=block, attention="uniform", depth=50)
+    law = short.forward_law
+    assert law.kind == "power" and float(law.limit) == 1
+    long = derive.kernel("he", activation, block=block, attention="uniform", depth=4000)
+    gaps = [1 - r for r in long.profile()["forward"]["rho"]]
+    local = -math.log(gaps[4000] / gaps[2000]) / math.log(2)
+    assert abs(local - float(law.power)) < 0.01, (local, law.power)

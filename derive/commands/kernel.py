@@ -48,7 +48,7 @@ _TEX_WORDS = {
     r"\rho": "ρ", r"\epsilon": "ε", r"\chi": "χ", r"\pi": "π", r"\sigma": "σ", r"\phi": "φ",
     r"\xi": "ξ", r"\gamma": "γ", r"\alpha": "α", r"\beta": "β", r"\ln": "ln", r"\log": "log",
     r"\cdot": "·", r"\simeq": "≃", r"\sim": "~", r"\to": "→", r"\infty": "∞", r"\leq": "≤",
-    r"\geq": "≥", r"\times": "×", r"\left": "", r"\right": "", r"\,": " ", r"\ ": " ",
+    r"\geq": "≥", r"\gg": "≫", r"\times": "×", r"\left": "", r"\right": "", r"\,": " ", r"\ ": " ",
     r"\quad": " ",
 }
 

@@ -370,6 +370,53 @@ def _settled_moment(analysis: KernelAnalysis) -> float | None:
     return None
 
 
+#: Where q grows by the same amount every layer, the increments are read at this q (their
+#: limit as q grows, to O(1/q)).
+GROWTH_Q = 1e4
+
+
+def _increments(analysis: KernelAnalysis, q: float, eps: float) -> tuple[float, float]:
+    """What one layer adds to q and to q - c, from the state (q, (1 - eps) q)."""
+    from derive.blocks.nodes import Kernel
+
+    config = analysis.config
+    out = config.block.kernel_forward(config, Kernel(q, q, (1 - eps) * q))
+    return float(out.q_a) - q, float(out.q_a - out.c) - eps * q
+
+
+def _growing(analysis: KernelAnalysis) -> Law | None:
+    """Where q_k grows by the same a every layer (its branches see normalized inputs, as in
+    pre-LN layers) and q - c by beta (1 - rho) as rho -> 1: then q - c grows like
+    k^(beta/a), so 1 - rho_k = (q - c)/q falls like k^-(1 - beta/a). None where q does not
+    grow so, or where rho = 1 does not attract (beta >= a)."""
+    try:
+        a, _ = _increments(analysis, GROWTH_Q, 0.0)
+        farther, _ = _increments(analysis, 10 * GROWTH_Q, 0.0)
+        # beta(eps) = beta + g sqrt(eps) + O(eps) where a kink enters: two eps remove g
+        slopes = [_increments(analysis, GROWTH_Q, eps)[1] / eps for eps in (1e-4, 1e-6)]
+    except (OverflowError, ZeroDivisionError, DeriveError):
+        return None
+    if not (a > 0 and abs(a - farther) <= 1e-6 * a):
+        return None
+    beta = (10 * slopes[1] - slopes[0]) / 9
+    rhos = [float(s.rho) for s in analysis.forward_states]
+    depth = len(rhos) - 1
+    if beta >= a * (1 - 1e-6) or depth < 2 or not 0 < 1 - rhos[-1] < 1 - rhos[depth // 2]:
+        return None
+    power = 1 - beta / a
+    constant = (1 - rhos[-1]) * depth**power
+    return Law("power", limit=sympy.Integer(1), power=sympy.Float(power, 6),
+               constant=sympy.Float(constant, 6),
+               text=f"1 - rho_k ~ {constant:.4g} k^-{power:.4g} (prefactor read at k = {depth})",
+               latex=rf"1 - \rho_k \simeq {constant:.4g}\, k^{{-{power:.4g}}}",
+               reason=(rf"each layer adds $a = {a:.4g}$ to $q$ and $\beta (1 - \rho)$ to "
+                       rf"$q - c$, $\beta = {beta:.4g}$ (read at $q = 10^4$), so $q - c$ grows "
+                       rf"like $k^{{\beta/a}}$ and $1 - \rho_k = (q - c)/q$ falls like "
+                       rf"$k^{{-(1 - \beta/a)}}$, once $q_k \gg q_0$, for "
+                       rf"$k \gg q_0/a = {float(analysis.q0) / a:.3g}$ layers; the prefactor is "
+                       rf"read at $k = {depth}$"))
+
+
 def _numeric_forward(analysis: KernelAnalysis) -> Law:
     """No closed-form map: where the second moment settles at q*, the map at q* is the same
     at every depth; its fixed point and slope are found numerically on the block's own
@@ -379,6 +426,9 @@ def _numeric_forward(analysis: KernelAnalysis) -> Law:
                                            "iterated"))
     q_star = _settled_moment(analysis)
     if q_star is None:
+        growing = _growing(analysis) if analysis.config.block.has_attention else None
+        if growing is not None:
+            return growing
         return Law("none", reason=_why_not(analysis, "the second moment keeps changing with "
                                            "depth, so no law is derived: the values are "
                                            "iterated"))
