@@ -25,6 +25,7 @@ from derive.studynotes.transformers import (
     MODES,
     RHO0,
     TOKENS,
+    analysis,
     collapsed,
     first_overlap,
     grad_factor,
@@ -89,6 +90,18 @@ def _checked_layers() -> None:
             raise AssertionError(f"{name}: not its sublayers in turn")  # pragma: no cover
 
 
+def _pre_law() -> str:
+    """Pre-LN's law of rank collapse in depth, as the engine derives it."""
+    law = analysis("pre").forward_law
+    if law.kind != "power":  # pragma: no cover (the engine changed)
+        raise AssertionError("pre-LN's rank collapse is no longer a power law")
+    power = float(law.power)
+    return ("The collapse is a power law: each pre-LN layer adds the same $a$ to $q$ and "
+            "$\\beta (1 - \\rho)$ to $q - c$, so $1 - \\rho_k = (q - c)/q$ falls like "
+            f"$k^{{-(1 - \\beta/a)}} = k^{{-{_n(power, 3)}}}$ at large $k$, against post-LN's factor "
+            f"{_n(float(analysis('post').forward_law.rate), 3)} a layer.")
+
+
 def _key_results() -> tuple[str, ...]:
     same, cross, gap = _collapse_step()
     gains = mlp_gains()
@@ -124,7 +137,8 @@ def _key_results() -> tuple[str, ...]:
         f"$q_{{{DEPTH}}} = {_n(q_at('pre', DEPTH), 3)}$, because post-LN renormalizes "
         "each sum to $q = 1$, so every layer's attention keeps its share, while pre-LN's "
         "LN hands each branch $\\gamma^2$ whatever $q_{k-1}$, which grows like $k$: layer "
-        "$k$'s share falls like $1/k$.",
+        "$k$'s share falls like $1/k$. "
+        f"{_pre_law()}",
         f"Their gradients grow toward the input ($L = {DEPTH}$ layers, second moment at "
         f"the input over the output's): $d_0/d_L = {_n(grad_factor('post'), 3)}$ for "
         f"post-LN, whose factor a layer settles at $(1 + G)/(1 + g) = {_n(factor, 5)}$ "
