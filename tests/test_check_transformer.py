@@ -212,7 +212,7 @@ def test_json_keys_and_reproducible(capsysbinary: pytest.CaptureFixture[bytes]) 
     first, second = invoke(capsysbinary, *args), invoke(capsysbinary, *args)
     assert first == second
     document = json.loads(first[1])
-    assert list(document) == ["settings", "ok", "rows", "findings"]
+    assert list(document) == ["settings", "ok", "rows", "findings", "notes"]
     assert document["settings"] == {"tokens": [16], "attention": ["standard"], "depth": 2,
                                     "width": 128, "heads": 2, "seeds": 16, "seed": 0,
                                     "q0": 1.0, "rho0": "3/10", "tolerance": 0.05,
@@ -241,6 +241,8 @@ def test_a_wrong_rule_gets_a_line_and_exit_1(monkeypatch: pytest.MonkeyPatch,
                            "correlation rho^grad_k differs from the mean-field model by ")
     assert line.endswith("outside 0.05 at k = 0, 1: beyond the finite-width noise")
     assert "2 outside 0.05 (correlations) and 10% (q_k, d_k/d_K)" in out.splitlines()[-1]
+    [note] = [x for x in out.splitlines() if x.startswith("Note: ")]
+    assert "falls like 1/heads" in note
     code, out, _ = invoke(capsysbinary, *SMALL, "--block", "transformer-pre", "--format",
                           "json")
     [finding] = json.loads(out)["findings"]

@@ -292,10 +292,7 @@ def check(
                       settings, parameters, (depth, width, heads, seeds, batch), seed, q0,
                       tolerance, rho0, (blocks, weights, final_norm, lengths), fmt)
         return
-    if heads is not None:
-        raise click.UsageError("--heads goes with blocks that hold Attn(.), such as "
-                               "--block transformer-pre or --transformers")
-    width = 512 if width is None else width
+    width = _without_attention(heads, width)
     if kernel:
         _check_kernel(everything, (inits, activations, norms, blocks_, branches), settings,
                       parameters, depth, width, seeds, batch, seed, q0, tolerance, rho0,
@@ -394,6 +391,14 @@ def _check_kernel(everything: bool, choices: tuple[tuple[str, ...], ...],
         raise click.exceptions.Exit(1)
 
 
+def _without_attention(heads: int | None, width: int | None) -> int:
+    """The width of a check of blocks without ``Attn`` (default 512); --heads refused."""
+    if heads is not None:
+        raise click.UsageError("--heads goes with blocks that hold Attn(.), such as "
+                               "--block transformer-pre or --transformers")
+    return 512 if width is None else width
+
+
 def _with_attention(blocks: tuple[str, ...], norms: tuple[str, ...]) -> bool:
     """Whether the blocks given hold ``Attn`` (then every one must: the token check
     simulates sequences, the others independent inputs)."""
@@ -410,15 +415,10 @@ def _with_attention(blocks: tuple[str, ...], norms: tuple[str, ...]) -> bool:
     return bool(holding)
 
 
-def _check_tokens(transformers: bool, everything: bool, choices: tuple[tuple[str, ...], ...],
-                  settings: tuple[str, ...], parameters: dict[str, object],
-                  sizes: tuple[int, int | None, int | None, int | None, int | None], seed: int,
-                  q0: float, tolerance: float | None, rho0: object,
-                  flags: tuple[bool, bool, bool, bool], fmt: str) -> None:
-    """Blocks with ``Attn``: the token kernel of one sequence, derived against measured."""
-    every, weights, final_norm, lengths = flags
-    inits, activations, norms, blocks_, branches = choices
-    depth, width, heads, seeds, batch = sizes
+def _token_options(transformers: bool, everything: bool, blocks: bool, batch: int | None,
+                   flags: tuple[bool, bool, bool, bool]) -> None:
+    """Refuse what the token check does not take."""
+    _, weights, final_norm, lengths = flags
     extra = [name for name, given in (("--weights", weights), ("--final-norm", final_norm),
                                       ("--lengths", lengths), ("--all", everything),
                                       ("--batch", batch is not None)) if given]
@@ -426,9 +426,21 @@ def _check_tokens(transformers: bool, everything: bool, choices: tuple[tuple[str
         raise click.UsageError(
             f"blocks with Attn(.) are checked on one sequence of --tokens tokens per network: "
             f"drop {' and '.join(extra)}")
-    if transformers and (blocks_ or norms):
+    if transformers and blocks:
         raise click.UsageError("--transformers checks the five transformer presets: drop "
                                "--block and --norm")
+
+
+def _check_tokens(transformers: bool, everything: bool, choices: tuple[tuple[str, ...], ...],
+                  settings: tuple[str, ...], parameters: dict[str, object],
+                  sizes: tuple[int, int | None, int | None, int | None, int | None], seed: int,
+                  q0: float, tolerance: float | None, rho0: object,
+                  flags: tuple[bool, bool, bool, bool], fmt: str) -> None:
+    """Blocks with ``Attn``: the token kernel of one sequence, derived against measured."""
+    every = flags[0]
+    inits, activations, norms, blocks_, branches = choices
+    depth, width, heads, seeds, batch = sizes
+    _token_options(transformers, everything, bool(blocks_ or norms), batch, flags)
     if "numpy" not in sys.modules:  # one BLAS thread: see _check_kernel
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from derive.commands.check_tokens import (

@@ -28,6 +28,16 @@ HEADER = ("configuration", "value", "k", "derived", "measured", "s.e.", "error",
 MEANING = {"q_k": "the second moment q_k", "rho_k": "the tokens' correlation rho_k",
            "d_k/d_K": "the gradient's second moment d_k/d_K",
            "rho^grad_k": "the gradients' correlation rho^grad_k"}
+#: What the finite networks keep that the mean-field model averages, by attention mode:
+#: a line under the disagreements of a configuration of that mode.
+FINITE = {
+    "standard": ("standard attention's weights stay random in each network at any width (each "
+                 "head draws its own logits): the mean-field model is their average, exact as "
+                 "the heads grow; an error that falls like 1/heads (compare a larger --heads) "
+                 "is that, one that does not is a wrong rule"),
+    "tied": ("tied attention's logits are deterministic only as d_head = width/heads grows: "
+             "its error falls like 1/d_head (compare a larger --width or fewer --heads)"),
+}
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,22 @@ def finding_line(f: Finding) -> str:
             f"+- {r.stderr:.4f}, {noise}), outside {_allowed(r)} at k = {layers}: {verdict}")
 
 
+def notes(found: list[Finding], configs: list[VarianceConfig]) -> list[str]:
+    """The lines of :data:`FINITE` for the attention modes of the configurations that
+    disagree somewhere, in the order of :data:`FINITE`.
+
+    >>> from derive.blocks.config import variance_config
+    >>> from derive.simulation.token_check import TokenRow, findings
+    >>> config = variance_config(block="Attn(x)", attention="tied")
+    >>> row = TokenRow(config.label, "q_k", 2, 1.0, 1.2, 0.01, 0.2, 0.1, True, False)
+    >>> [line[:20] for line in notes(findings([row]), [config])]
+    ['Note: tied attention']
+    """
+    modes = {c.label: c.attention for c in configs}
+    seen = {modes.get(f.label) for f in found}
+    return [f"Note: {text}" for mode, text in FINITE.items() if mode in seen]
+
+
 def _describe(configs: list[VarianceConfig], run: TokenSettings) -> str:
     """The sizes of the check in words, for the summary line."""
     kinds = sorted({(int(c.tokens), c.attention) for c in configs})
@@ -140,11 +166,12 @@ def text_report(rows: list[TokenRow], configs: list[VarianceConfig], run: TokenS
         + ("all within " if not failed else f"{len(failed)} outside ")
         + f"{run.tolerance:g} (correlations) and {100 * run.relative:g}% (q_k, d_k/d_K)"
     )
-    lines = [finding_line(f) for f in findings(rows)]
-    notes = "\n".join(lines) + "\n\n" if lines else ""
+    found = findings(rows)
+    lines = [finding_line(f) for f in found] + notes(found, configs)
+    said = "\n".join(lines) + "\n\n" if lines else ""
     table = aligned(HEADER, (_cells(r) for r in _shown(rows, every)),
                     right={2, 3, 4, 5, 6})
-    return f"{table}\n\n{notes}{summary}"
+    return f"{table}\n\n{said}{summary}"
 
 
 def json_report(rows: list[TokenRow], configs: list[VarianceConfig], run: TokenSettings,
@@ -174,6 +201,7 @@ def json_report(rows: list[TokenRow], configs: list[VarianceConfig], run: TokenS
              "beyond_noise": f.beyond_noise, "line": finding_line(f)}
             for f in findings(rows)
         ],
+        "notes": notes(findings(rows), configs),
     }
     return json.dumps(document, indent=2)
 
@@ -203,5 +231,27 @@ def token_configs(transformers: bool, inits: tuple[str, ...], activations: tuple
     if transformers:
         return kernel_grid(inits or ("he",), activations or ("relu",), (), branches,
                            blocks=tuple(TRANSFORMER_PRESETS), values=values, **parameters)
-    return kernel_grid(inits, activations, (), branches, blocks=blocks, values=values,
-                       **parameters)
+    return _distinct(kernel_grid(inits, activations, (), branches, blocks=blocks,
+                                 values=values, **parameters))
+
+
+def _distinct(configs: list[VarianceConfig]) -> list[VarianceConfig]:
+    """``configs`` without the repeats that differ in the init only, where the block has
+    no weight matrix the init sets (``Attn(x)`` alone: attention's matrices have their own
+    variances); the first of each is kept.
+
+    >>> from derive.simulation.kernel_check import kernel_grid
+    >>> [c.label for c in _distinct(kernel_grid(blocks=["Attn(x)"]))]
+    ['xavier/attention-only/n=16 standard']
+    """
+    from derive.blocks.primitives import Weight
+
+    seen, out = set(), []
+    for config in configs:
+        tree = config.block.expanded(config)
+        weighted = any(isinstance(node, Weight) for node in tree.walk())
+        key = config.label if weighted else config.label.split("/", 1)[1]
+        if key not in seen:
+            seen.add(key)
+            out.append(config)
+    return out
