@@ -207,6 +207,19 @@ def test_transformers_runs_the_five_presets(capsysbinary: pytest.CaptureFixture[
     assert code == (0 if document["ok"] else 1), err
 
 
+def test_he_and_relu_unless_told() -> None:
+    from derive.commands.check_tokens import token_configs
+
+    labels = [c.label for c in token_configs(False, (), (), ("transformer-pre", "Attn(x)"),
+                                             (), {}, {})]
+    assert labels == ["he/relu/transformer-pre/n=16 standard", "he/attention-only/n=16 standard"]
+    labels = [c.label for c in token_configs(False, ("xavier", "he"), ("gelu",),
+                                             ("Attn(x)", "transformer-post"), (), {}, {})]
+    assert labels == ["xavier/attention-only/n=16 standard",
+                      "xavier/gelu/transformer-post/n=16 standard",
+                      "he/gelu/transformer-post/n=16 standard"]
+
+
 def test_json_keys_and_reproducible(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     args = [*SMALL, "--block", "Attn(x)", "--format", "json", "--blocks", "--rho0", "0.3"]
     first, second = invoke(capsysbinary, *args), invoke(capsysbinary, *args)

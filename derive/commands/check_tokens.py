@@ -221,18 +221,16 @@ def token_configs(transformers: bool, inits: tuple[str, ...], activations: tuple
                   blocks: tuple[str, ...], branches: tuple[str, ...],
                   values: dict[str, object], parameters: dict[str, object]
                   ) -> list[VarianceConfig]:
-    """The configurations of the token check: ``transformers``, the five transformer
-    presets under the inits and activations given (default He and ReLU); else the
-    blocks given under every init and activation given (default all), as ``derive
-    check`` grids them."""
+    """The configurations of the token check: the blocks given (``transformers``: the
+    five transformer presets) under the inits and activations given, He and ReLU where
+    none is (a transformer's MLP targets He's variance; each further configuration
+    costs a simulation of its own attention)."""
     from derive.blocks.presets import TRANSFORMER_PRESETS
     from derive.simulation.kernel_check import kernel_grid
 
-    if transformers:
-        return kernel_grid(inits or ("he",), activations or ("relu",), (), branches,
-                           blocks=tuple(TRANSFORMER_PRESETS), values=values, **parameters)
-    return _distinct(kernel_grid(inits, activations, (), branches, blocks=blocks,
-                                 values=values, **parameters))
+    chosen = tuple(TRANSFORMER_PRESETS) if transformers else blocks
+    return _distinct(kernel_grid(inits or ("he",), activations or ("relu",), (), branches,
+                                 blocks=chosen, values=values, **parameters))
 
 
 def _distinct(configs: list[VarianceConfig]) -> list[VarianceConfig]:
