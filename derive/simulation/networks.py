@@ -200,6 +200,8 @@ class Network:
         self.std_x = np.sqrt((x * x).mean(axis=(-2, -1), keepdims=True))
         #: Gradients carry a leading axis of path lengths (branches passed so far).
         self.by_length = False
+        #: Heads of every attention layer: as the draws say (one unless they say).
+        self.heads: int = int(getattr(draws, "heads", 1))
 
     def weight(self, key: tuple, fan_in: sympy.Expr, fan_out: sympy.Expr,
                variance: sympy.Expr) -> tuple[np.ndarray, float]:

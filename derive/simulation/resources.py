@@ -38,6 +38,19 @@ def _walk(node: Any) -> Iterator[Any]:
         yield from _walk(child)
 
 
+def _matrices(nodes: Sequence[Any], width: int) -> Iterator[tuple[Any, tuple[int, int]]]:
+    """(key, (rows, cols)) of every weight matrix of a tree's nodes: a node with ``fan_in``
+    and ``fan_out`` (in units of the width) is one; a node that lists its ``matrices()``
+    (attention's W_Q, W_K, W_V and W_O) holds each as width x width."""
+    for node in nodes:
+        if hasattr(node, "fan_in") and hasattr(node, "fan_out"):
+            yield getattr(node, "key", None), (int(node.fan_in * width),
+                                               int(node.fan_out * width))
+        elif hasattr(node, "matrices"):
+            for key in node.matrices():
+                yield key, (width, width)
+
+
 def simulation_bytes(configs: Sequence[Any], plans: Sequence[tuple[int, int]], *, depth: int,
                      width: int, chunk: int = 4, rows: int = 512,
                      skeleton: Callable[[Any], Hashable] = id, lengths: bool = False) -> int:
@@ -64,12 +77,9 @@ def simulation_bytes(configs: Sequence[Any], plans: Sequence[tuple[int, int]], *
         tree = config.block.expanded(config)
         nodes = list(_walk(tree))
         units = width
-        for node in nodes:
-            if hasattr(node, "fan_in") and hasattr(node, "fan_out"):
-                shape = (int(node.fan_in * width), int(node.fan_out * width))
-                units = max(units, *shape)
-                matrices[(getattr(node, "key", None), *shape, networks)] = (
-                    depth * networks * shape[0] * shape[1])
+        for key, shape in _matrices(nodes, width):
+            units = max(units, *shape)
+            matrices[(key, *shape, networks)] = depth * networks * shape[0] * shape[1]
         per_config = depth * len(nodes) * _PER_NODE * networks * inputs * units
         groups.setdefault((networks, inputs, skeleton(tree)), []).append(per_config)
         inputs_size = max(inputs_size, 3 * networks * inputs * width)
@@ -123,13 +133,10 @@ def simulation_work(configs: Sequence[Any], plans: Sequence[tuple[int, int]], *,
     for config, (networks, inputs) in zip(configs, plans, strict=True):
         nodes = list(_walk(config.block.expanded(config)))
         products, units, draws = 0, width, 0
-        for node in nodes:
-            if hasattr(node, "fan_in") and hasattr(node, "fan_out"):
-                rows, cols = int(node.fan_in * width), int(node.fan_out * width)
-                products, units = products + rows * cols, max(units, rows, cols)
-                draws += networks * depth * (rows * cols * DRAW + STEP)
-                shared[(getattr(node, "key", None), rows, cols, inputs)] = (
-                    networks * depth * (rows * cols * DRAW + STEP))
+        for key, (rows, cols) in _matrices(nodes, width):
+            products, units = products + rows * cols, max(units, rows, cols)
+            draws += networks * depth * (rows * cols * DRAW + STEP)
+            shared[(key, rows, cols, inputs)] = networks * depth * (rows * cols * DRAW + STEP)
         arrays = networks * inputs * (2 * products + ELEMENT * len(nodes) * units)
         run = depth * (arrays + -(-networks // chunk) * 2 * len(nodes) * STEP)
         paths = depth * _branch_outputs(nodes) + 1  # --lengths: a gradient per path length
