@@ -139,7 +139,7 @@ def test_dropping_the_logit_path_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
 
     def wrong(self, state, config):  # type: ignore[no-untyped-def]
         found = right(self, state, config)
-        return Overlap(found.same, found.cross)  # no gradient through the logits
+        return Overlap(found.same, found.others, found.per_other)  # no logit gradient
 
     rows = compare_tokens([variance_config(**PEAKED)], 1, 128, 2, 32, q0=2, rho0="0.2")
     assert all(r.ok for r in rows), [r for r in rows if not r.ok]
