@@ -33,7 +33,7 @@ q_0*(2**K + 3*rho_0*(2**K - 1) + 3)/4
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import sympy
@@ -48,7 +48,6 @@ from derive.errors import DeriveError
 from derive.recursions import closed_forms
 from derive.recursions import growth as laws
 from derive.recursions.block_maps import C_PREV, Q_PREV, c_seq
-from derive.recursions.kernel import CLOSED_FORM_KERNELS, KernelAnalysis
 
 #: The tokens' initial correlation rho_0 = c_0 / q_0.
 rho_0 = sympy.Symbol("rho_0", real=True)
@@ -109,12 +108,17 @@ class _SymbolicAttention(Attention):
 
 @dataclass(frozen=True)
 class _SymbolicActivation:
-    """An activation without a closed-form two-point kernel: E[phi(z)^2] and E[phi'(z)^2]
-    from its one-point rules, E[phi(u) phi(v)] and E[phi'(u) phi'(v)] as kappa_phi(q, c)."""
+    """An activation at a symbolic kernel: its own rules where its two-point kernel has a
+    closed form; else E[phi(z)^2] and E[phi'(z)^2] from its one-point rules, and
+    E[phi(u) phi(v)], E[phi'(u) phi'(v)] as kappa_phi(q, c), kappa'_phi(q, c)."""
 
     node: Activation
 
     def kernel(self, inputs: list[Kernel], config: Any, x: Kernel) -> Kernel:
+        try:
+            return self.node.kernel(inputs, config, x)
+        except DeriveError:
+            pass
         (s,) = inputs
         name = self.node.name or config.activation
         one = self.node.moments([Moments(s.q_a)], config, Moments(x.q_a)).q
@@ -123,6 +127,10 @@ class _SymbolicActivation:
 
     def kernel_gains(self, inputs: list[Kernel], config: Any, x: Kernel
                      ) -> tuple[KernelGains, ...]:
+        try:
+            return self.node.kernel_gains(inputs, config, x)
+        except DeriveError:
+            pass
         (s,) = inputs
         name = self.node.name or config.activation
         one = self.node.gains([Moments(s.q_a)], config, Moments(x.q_a))[0]
@@ -133,8 +141,7 @@ def _rule(node: Node, config: VarianceConfig) -> Any:
     """The node whose rules fold a symbolic token kernel: itself, or its symbolic stand-in."""
     if isinstance(node, Attention):
         return _SymbolicAttention(node.key, node.child)
-    if isinstance(node, Activation) and (node.name or config.activation) not in \
-            CLOSED_FORM_KERNELS:
+    if isinstance(node, Activation):
         return _SymbolicActivation(node)
     return node
 
@@ -509,16 +516,14 @@ class TokenVarianceAnalysis:
         return self.maps.named
 
     # --- floats ----------------------------------------------------------------------
-    def _kernel(self, depth: int, q_start: object = None) -> KernelAnalysis:
-        return KernelAnalysis(self.config, sympy.sympify(self.q0 if q_start is None else q_start),
-                              self.rho0, depth)
-
     def states(self, depth: int, q_start: object = None) -> tuple[Kernel, ...]:
-        """The token kernel at k = 0..depth (floats), from the token kernel's folds."""
+        """The token kernel at k = 0..depth (floats): the layer's two-point fold
+        (:meth:`derive.blocks.block.Block.kernel_forward`) from (q_0, q_0, rho_0 q_0)."""
         if depth > MAX_TOKEN_DEPTH:
             raise DeriveError(f"--depth must be at most {MAX_TOKEN_DEPTH} for a block with "
                               f"Attn (its token kernel is iterated), got {depth}")
-        return self._kernel(depth, q_start).forward_states
+        start = float(self.q0 if q_start is None else q_start)  # type: ignore[arg-type]
+        return _forward(self.config, start, float(self.rho0), depth)
 
     def layer_maps(self, depth: int) -> list[tuple[tuple[float, float], tuple[float, float]]]:
         """Each layer's backward map of (d, g), k = 1..depth, at its forward state."""
@@ -594,6 +599,15 @@ class TokenVarianceAnalysis:
         if weights:
             data["weights"] = self.weights.to_dict(depth)
         return data
+
+
+@lru_cache(maxsize=256)
+def _forward(config: VarianceConfig, q_start: float, rho_start: float, depth: int
+             ) -> tuple[Kernel, ...]:
+    states = [Kernel(q_start, q_start, rho_start * q_start)]
+    for _ in range(depth):
+        states.append(config.block.kernel_forward(config, states[-1]))
+    return tuple(states)
 
 
 def _kappa_meaning(name: str) -> str:
