@@ -298,12 +298,18 @@ def token_maps(config: VarianceConfig) -> TokenMaps:
 
 
 def _tidy(expr: Any) -> sympy.Expr:
-    """Simplified, with sqrt(m^2) = m for the second moments that LayerNorm divides by."""
-    out = sympy.simplify(sympy.sympify(expr))
-    squared_root = out.replace(
+    """Simplified, with sqrt(m^2) = |m| = m for the second moments that LayerNorm divides
+    by; a map with tied attention's exponentials is only put over one denominator (SymPy's
+    simplify takes minutes on them)."""
+    out = sympy.sympify(expr)
+    out = sympy.factor_terms(sympy.together(out)) if out.has(sympy.exp) else sympy.simplify(out)
+    positive = out.replace(
         lambda e: e.is_Pow and abs(e.exp) == sympy.S.Half and e.base.is_Pow
-        and e.base.exp == 2, lambda e: e.base.base ** (2 * e.exp))
-    return squared_root if squared_root == out else sympy.simplify(squared_root)
+        and e.base.exp == 2, lambda e: e.base.base ** (2 * e.exp)).replace(
+        lambda e: isinstance(e, sympy.Abs), lambda e: e.args[0])
+    if positive == out:
+        return out
+    return sympy.factor_terms(positive) if positive.has(sympy.exp) else sympy.simplify(positive)
 
 
 def _seq(letter: str, primes: int, count: int) -> sympy.Expr:
@@ -328,6 +334,8 @@ def _linear(exprs: list[sympy.Expr], variables: list[sympy.Symbol]
     coefficients, or None."""
     matrix, consts = [], []
     for expr in exprs:
+        if expr.atoms(_Named) or not expr.is_polynomial(*variables):
+            return None
         row = [sympy.simplify(sympy.diff(expr, v)) for v in variables]
         const = sympy.simplify(expr - sum(a * v for a, v in zip(row, variables, strict=True)))
         if any(e.has(*variables) or e.atoms(_Named) for e in (*row, const)):
