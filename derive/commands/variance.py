@@ -284,6 +284,8 @@ def _single_report(analysis: VarianceAnalysis, depth: int, q0: sympy.Expr, direc
               help="E[x^2]: a number or a symbol name.")
 @click.option("--depth", type=Integer(0), default=10, show_default=True, metavar="K",
               help="Depth K for the values.")
+@click.option("--rho0", type=Exact(symbols=False), default=None, metavar="RHO0",
+              help="A block with Attn: the tokens' initial correlation. [default: 1/2]")
 @click.option("--direction", type=click.Choice(("forward", "backward", "both")), default="both",
               show_default=True, help="forward q_k, backward d_k (gradients), or both.")
 @click.option("--format", "fmt", type=click.Choice(("text", "latex", "markdown", "json")),
@@ -296,8 +298,9 @@ def _single_report(analysis: VarianceAnalysis, depth: int, q0: sympy.Expr, direc
 @click.option("--final-norm", is_flag=True,
               help="A final LayerNorm after the last block (scales the gradients).")
 def variance(init: str, activation: str, norm: str | None, block_spec: str | None,
-             settings: tuple[str, ...], branch: str, q0: str, depth: int, direction: str,
-             fmt: str, compare: bool, weights: bool, final_norm: bool,
+             settings: tuple[str, ...], branch: str, q0: str, depth: int,
+             rho0: sympy.Expr | None, direction: str, fmt: str, compare: bool, weights: bool,
+             final_norm: bool,
              **parameters: str | None) -> None:
     """How E[h_k^2] (forward) and E[(dL/dh_k)^2] (backward) evolve with depth.
 
@@ -324,6 +327,18 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
         click.echo(_compare_report(init, activation, branch, block_spec, options, depth,
                                    q0_value, direction, fmt))
         return
+    from derive.blocks.block import block as make_block
+
+    if block_spec is not None and make_block(block_spec).has_attention:
+        from derive.commands.token_report import token_report
+
+        tokens = analyse(init, activation, branch=branch, block=block_spec, values=values,
+                         final_norm=final_norm, q0=q0_value, rho0=rho0, **options)
+        click.echo(token_report(tokens, depth, direction, fmt, weights))  # type: ignore[arg-type]
+        return
+    if rho0 is not None:
+        raise DeriveError("--rho0 sets the tokens' correlation of a block with Attn; "
+                          f"{block_spec or norm or 'none'} has none")
     analysis = analyse(init, activation, norm or "none", branch, block=block_spec,
                        values=values, final_norm=final_norm, **options)
     click.echo(_single_report(analysis, depth, q0_value, direction, fmt, weights))

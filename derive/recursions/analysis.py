@@ -33,6 +33,7 @@ from derive.recursions.recursion import (
     ForwardRecursion,
     Recursion,
 )
+from derive.recursions.token_moments import TokenVarianceAnalysis, token_variance
 from derive.recursions.weight_gradients import WeightGradients
 
 
@@ -141,13 +142,20 @@ def variance(
     attention: object = "standard",
     qk_variance: object = 1,
     vo_variance: object = 1,
-) -> VarianceAnalysis:
+    q0: object = None,
+    rho0: object = None,
+) -> VarianceAnalysis | TokenVarianceAnalysis:
     """Forward and backward variance recursions of a residual stack at initialization.
 
     The block is ``norm`` (``none``, ``pre`` or ``post``) unless ``block`` is given: a
     preset name, an expression in the block language, or a Block. ``values`` gives
     some of the block's symbols numbers; the others stay symbolic. ``final_norm``: a
     LayerNorm follows the last block (it scales the gradients, see ``.weights``).
+
+    A block with ``Attn`` mixes the tokens of a sequence: its analysis is the token
+    kernel's (:class:`derive.recursions.token_moments.TokenVarianceAnalysis`), from the
+    tokens' second moment ``q0`` (default 1) and correlation ``rho0`` (default 1/2),
+    which apply to such blocks only.
 
     >>> a = variance("he", "relu")
     >>> a.forward.recurrence
@@ -170,6 +178,12 @@ def variance(
     )
     if not isinstance(final_norm, bool):
         raise DeriveError(f"final_norm must be True or False, got {final_norm!r}")
+    if chosen.has_attention:
+        return token_variance(config, 1 if q0 is None else q0,
+                              "1/2" if rho0 is None else rho0, final_norm)
+    if q0 is not None or rho0 is not None:
+        raise DeriveError(f"q0 and rho0 set the token kernel of a block with Attn; {chosen.text} "
+                          "has none (give q0 to .at(depth, q0))")
     analysis = _analysis(config)
     return dataclasses.replace(analysis, final_norm=True) if final_norm else analysis
 
@@ -214,6 +228,10 @@ def compare(
     rows = []
     for spec in blocks:
         analysis = variance(init, activation, branch=branch, block=spec, **options)
+        if isinstance(analysis, TokenVarianceAnalysis):
+            raise DeriveError(f"--compare lists one-point recursions; {analysis.config.block.text}"
+                              " has Attn, whose token kernel derive variance --block shows "
+                              "alone")
         for recursion in (analysis.forward, analysis.backward):
             closed = recursion.closed_form
             try:
