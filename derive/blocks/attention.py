@@ -168,15 +168,23 @@ class Attention(Node):
         return Overlap(found.same, (tokens - 1) * found.cross, per_other, found.same_logit,
                        (tokens - 1) * found.cross_logit)
 
-    @staticmethod
-    def _logits(state: Kernel, config: BranchConfig) -> tuple[float, float]:
+    def _logits(self, state: Kernel, config: BranchConfig) -> tuple[float, float]:
         """The logits' law: the variance v of a row (its shift removed) and the correlation r
-        of two rows, key by key."""
+        of two rows, key by key; v is refused past what the expectations are computed for."""
+        from derive.gaussian.softmax import MAX_LOGIT_VARIANCE
+
         q, c = state.q_a, state.c
         s_q, b2 = float(config.qk_variance), float(config.sigma_b2)
         queries = s_q * q + b2
         r = (s_q * c + b2) / queries
-        return max(queries * s_q * (q - c), 0.0), min(1.0, max(-1.0, r))
+        v = max(queries * s_q * (q - c), 0.0)
+        if v > MAX_LOGIT_VARIANCE:
+            raise DeriveError(
+                f"{self.text()}: the logits' variance (sigma_Q^2 q + sigma_b^2) sigma_K^2 (q - c) "
+                f"reaches {v:.4g} (q = {q:.4g}, c = {c:.4g}), past {MAX_LOGIT_VARIANCE:g}, where "
+                "the softmax expectations are computed: normalize attention's input (such as "
+                "x + Attn(LN(x))), or lower --depth or --qk-variance")
+        return v, min(1.0, max(-1.0, r))
 
     def _limit(self, state: Kernel, config: BranchConfig, zero: Any, one: Any) -> Overlap:
         """As n -> infinity: every weight is of order 1/n, so S and X vanish, and (n - 1) X
@@ -184,13 +192,14 @@ class Attention(Node):
         logits u, w of two rows at one key; law of large numbers in the softmax's sums)."""
         if config.attention != "standard":
             return Overlap(zero, one, zero)
-        if not isinstance(state.q_a, float):
-            raise DeriveError("standard softmax attention's expectations have no closed form: "
-                              "its maps are evaluated numerically")
-        import math
+        if isinstance(state.q_a, float):
+            import math
 
-        v, r = self._logits(state, config)
-        others = math.exp(r * v)
+            v, r = self._logits(state, config)
+            others = math.exp(r * v)
+        else:
+            s_q, b2 = config.qk_variance, config.sigma_b2  # r v = (s_Q c + b2) s_K (q - c)
+            others = sympy.exp((s_q * state.c + b2) * s_q * (state.q_a - state.c))
         return Overlap(zero, others, zero, zero, others)
 
     def _exchangeable(self, state: Kernel) -> None:

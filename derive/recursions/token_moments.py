@@ -102,8 +102,11 @@ class _SymbolicAttention(Attention):
     def overlap(self, state: Kernel, config: Any) -> Overlap:
         if isinstance(state.q_a, float) or config.attention != "standard" or config.tokens == 1:
             return super().overlap(state, config)
-        args = (state.q_a, state.c)
-        return Overlap(S(*args), X(*args), S_logit(*args), X_logit(*args))
+        if config.tokens == sympy.oo:
+            return super().overlap(state, config)
+        args, others = (state.q_a, state.c), config.tokens - 1
+        return Overlap(S(*args), others * X(*args), 1 / others, S_logit(*args),
+                       others * X_logit(*args))
 
 
 @dataclass(frozen=True)
