@@ -494,8 +494,12 @@ def _products_hermite(plane: _Plane, pairs: tuple[tuple[str, str], ...],
     smoothed = _smooth(("h1", "h2", "hc"), plane.s1, line, refine, plane.s0 * nodes)
     values = dict(zip(("h1", "h2", "hc"), smoothed, strict=True))
     flip = slice(None) if plane.positive else slice(None, None, -1)
+    first, second = tau1 - low, tau2 - low
     out = []
     for f, g in pairs:
         fv, gv = _on(values, f), _on(values, g)[:, flip]
-        out.append((fv[tau1 - low] * gv[tau2 - low]) @ weights)
+        # sum_k w_k f(line_i + s0 z_k) g(line_j +- s0 z_k) for every two points of the line
+        # at once (one matrix product), read at the plane's (tau_1, tau_2)
+        table = (fv * weights) @ gv.T
+        out.append(table[first, second])
     return out

@@ -356,6 +356,7 @@ def _settled_moment(analysis: KernelAnalysis) -> float | None:
 
     config, block = analysis.config, analysis.config.block
     q = float(analysis.forward_states[-1].q_a)
+    step, steady = math.nan, 0
     for _ in range(2000):
         state = Kernel(q, q, q, None)
         try:
@@ -366,7 +367,11 @@ def _settled_moment(analysis: KernelAnalysis) -> float | None:
             return None
         if abs(following - q) <= 1e-13 * q:
             return following
-        q = following
+        # q growing by the same step block after block (pre-LN) never settles
+        steady = steady + 1 if abs(following - q - step) <= 1e-12 * step else 0
+        if steady >= 10:
+            return None
+        step, q = following - q, following
     return None
 
 

@@ -98,8 +98,7 @@ def _pre_law() -> str:
     power = float(law.power)
     return ("The collapse is a power law: each pre-LN layer adds the same $a$ to $q$ and "
             "$\\beta (1 - \\rho)$ to $q - c$, so $1 - \\rho_k = (q - c)/q$ falls like "
-            f"$k^{{-(1 - \\beta/a)}} = k^{{-{_n(power, 3)}}}$ at large $k$, against "
-            f"post-LN's factor {_n(float(analysis('post').forward_law.rate), 3)} a layer.")
+            f"$k^{{-(1 - \\beta/a)}} = k^{{-{_n(power, 3)}}}$ at large $k$.")
 
 
 def _key_results() -> tuple[str, ...]:
