@@ -339,3 +339,16 @@ def test_bad_input_gets_one_line_naming_the_value(n: object, v: object, r: objec
         message = str(err.value)
         assert "\n" not in message and word in message and repr(
             n if word == "tokens" else v if word == "variance" else r) in message
+
+
+@pytest.mark.parametrize("n", [2, 16, 4096])
+@pytest.mark.parametrize("r", [-1.0, 0.0, 0.9, 1.0])
+def test_a_tiny_variance_is_within_the_precision_of_the_quadrature(n: int, r: float) -> None:
+    """Below TINY_VARIANCE the values at v = 0 stand in: against the quadrature itself."""
+    from derive.gaussian.softmax import TINY_VARIANCE, _overlaps
+
+    v = 0.9 * TINY_VARIANCE
+    quick, full = gaussian_overlaps(n, v, r), _overlaps(n, v, r, 1)
+    for a, b in zip((quick.same, quick.cross, quick.same_logit, quick.cross_logit),
+                    (full.same, full.cross, full.same_logit, full.cross_logit), strict=True):
+        assert abs(a - b) < 1e-9
