@@ -310,6 +310,7 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
     """
     from derive.inputs.numbers import check_depth
     from derive.inputs.parameters import checked, symbol_values
+    from derive.recursions.analysis import one_point
     from derive.recursions.analysis import variance as analyse
     from derive.recursions.weight_gradients import MAX_LISTED
 
@@ -333,12 +334,13 @@ def variance(init: str, activation: str, norm: str | None, block_spec: str | Non
         from derive.commands.token_report import token_report
 
         tokens = analyse(init, activation, branch=branch, block=block_spec, values=values,
-                         final_norm=final_norm, q0=q0_value, rho0=rho0, **options)
+                         final_norm=final_norm, q0=q0_value, rho0=rho0,
+                         **options)  # type: ignore[arg-type]
         click.echo(token_report(tokens, depth, direction, fmt, weights))  # type: ignore[arg-type]
         return
     if rho0 is not None:
         raise DeriveError("--rho0 sets the tokens' correlation of a block with Attn; "
                           f"{block_spec or norm or 'none'} has none")
-    analysis = analyse(init, activation, norm or "none", branch, block=block_spec,
-                       values=values, final_norm=final_norm, **options)
+    analysis = one_point(analyse(init, activation, norm or "none", branch, block=block_spec,
+                                 values=values, final_norm=final_norm, **options))
     click.echo(_single_report(analysis, depth, q0_value, direction, fmt, weights))

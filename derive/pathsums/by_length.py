@@ -45,7 +45,7 @@ from derive.errors import DeriveError
 from derive.inputs.numbers import positive
 from derive.pathsums.block_paths import BlockPathSum, block_terms, term_route
 from derive.pathsums.limits import Wrt, WrtLike, check_path_args
-from derive.recursions.analysis import VarianceAnalysis, variance
+from derive.recursions.analysis import VarianceAnalysis, one_point, variance
 from derive.recursions.block_maps import C_PREV, Q_PREV, block_input, c_seq
 from derive.recursions.closed_forms import numeric_map
 
@@ -611,7 +611,7 @@ def path_gradients(
     >>> [str(r.gradient_share) for r in g.rows]
     ['16/25', '8/25', '1/25']
     """
-    analysis = variance(init, activation, branch=branch, block=block or "none", values=values,
-                        **parameters)
+    analysis = one_point(variance(init, activation, branch=branch, block=block or "none",
+                                  values=values, **parameters))
     return PathGradients(depth, wrt, analysis, positive(q0, "q0"), exact)
 

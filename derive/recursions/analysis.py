@@ -122,6 +122,20 @@ def _analysis(config: VarianceConfig) -> VarianceAnalysis:
     return VarianceAnalysis(config, forward, backward, cross)
 
 
+def one_point(analysis: VarianceAnalysis | TokenVarianceAnalysis) -> VarianceAnalysis:
+    """The analysis of a block without attention, whose one input's second moment
+    :func:`variance` follows; a block that mixes tokens is refused.
+
+    >>> one_point(variance("he")).config.label
+    'he/relu/none/single'
+    """
+    if not isinstance(analysis, VarianceAnalysis):
+        raise DeriveError(f"the block {analysis.config.block.text} mixes the tokens of a "
+                          "sequence: its second moments follow the token kernel "
+                          "(derive kernel, derive variance)")
+    return analysis
+
+
 def variance(
     init: str = "xavier",
     activation: str = "relu",

@@ -50,6 +50,11 @@ class KernelAnalysis(Protocol):
     config: VarianceConfig
     q0: sympy.Expr
     rho0: sympy.Expr
+    depth: int
+
+    @property
+    def rho_floor(self) -> float:
+        """The lowest correlation the state can hold."""
 
     @property
     def forward_states(self) -> tuple[Kernel, ...]:

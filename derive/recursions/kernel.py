@@ -236,7 +236,7 @@ class KernelAnalysis:
             "map_reason": self.map_reason,
         }
         if tokens:
-            out["config"].update(tokens["config"])  # type: ignore[union-attr]
+            out["config"].update(tokens["config"])  # type: ignore[attr-defined]
             out["forward"] = {"q": tokens["q"], **out["forward"]}  # type: ignore[dict-item]
         return out
 

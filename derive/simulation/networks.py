@@ -707,14 +707,15 @@ def compare(
 
 def _analysis(config: VarianceConfig, width: int, final_norm: bool = False) -> VarianceAnalysis:
     """The variance analysis of ``config`` with an explicit sigma_w2 made exact in n."""
-    from derive.recursions.analysis import variance
+    from derive.recursions.analysis import one_point, variance
 
     c = config
     sigma_w2 = None if c.sigma_w2 is None else c.sigma_w2 * width / _n
-    return variance(c.init, c.activation, branch=c.branch, mlp_ratio=c.mlp_ratio,
-                    dropout=c.dropout, gamma=c.gamma, sigma_w2=sigma_w2,
-                    negative_slope=c.negative_slope, sigma_b2=c.sigma_b2,
-                    fan_in_variance=c.fan_in_variance, block=c.block, final_norm=final_norm)
+    return one_point(variance(c.init, c.activation, branch=c.branch, mlp_ratio=c.mlp_ratio,
+                              dropout=c.dropout, gamma=c.gamma, sigma_w2=sigma_w2,
+                              negative_slope=c.negative_slope, sigma_b2=c.sigma_b2,
+                              fan_in_variance=c.fan_in_variance, block=c.block,
+                              final_norm=final_norm))
 
 
 def _length_rows(config: VarianceConfig, depth: int, width: int, seeds: int, batch: int,

@@ -129,9 +129,9 @@ def he_relu(block: object, final_norm: bool = False) -> VarianceAnalysis:
     >>> he_relu("pre").forward.closed_form.rhs
     K + q_0
     """
-    from derive.recursions.analysis import variance
+    from derive.recursions.analysis import one_point, variance
 
-    return variance("he", "relu", block=block, final_norm=final_norm)
+    return one_point(variance("he", "relu", block=block, final_norm=final_norm))
 
 
 def last_weight(block: str, final_norm: bool = False) -> sympy.Expr:

@@ -13,9 +13,11 @@ figure and cards that ask why.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 from derive.deck.cards import Card
 from derive.derivation.printing import latex
+from derive.recursions.correlation_laws import Law
 from derive.rendering.render import Figure, Table
 from derive.studynotes.parts import Section, card, number
 from derive.studynotes.token_map import derivation
@@ -92,8 +94,8 @@ def _checked_layers() -> None:
 
 def _pre_law() -> str:
     """Pre-LN's law of rank collapse in depth, as the engine derives it."""
-    law = analysis("pre").forward_law
-    if law.kind != "power":  # pragma: no cover (the engine changed)
+    law = cast(Law, analysis("pre").forward_law)
+    if law.kind != "power" or law.power is None:  # pragma: no cover (the engine changed)
         raise AssertionError("pre-LN's rank collapse is no longer a power law")
     power = float(law.power)
     return ("The collapse is a power law: each pre-LN layer adds the same $a$ to $q$ and "

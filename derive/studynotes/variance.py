@@ -63,9 +63,9 @@ Measured = dict[str, tuple[tuple[float, ...], tuple[float, ...]]]
 
 
 def _analysis(init: str, activation: str, norm: str) -> VarianceAnalysis:
-    from derive.recursions.analysis import variance
+    from derive.recursions.analysis import one_point, variance
 
-    return variance(init, activation, norm)
+    return one_point(variance(init, activation, norm))
 
 
 @functools.cache
