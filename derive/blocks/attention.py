@@ -46,26 +46,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from derive.blocks.branch import BranchConfig
 
 
-class _Attn(sympy.Function):
-    """``Attn(v)`` as SymPy prints it."""
+def _printable(name: str) -> type[sympy.Function]:
+    """``name(v)`` as SymPy prints it: ``Attn(v)``, and in LaTeX ``\\operatorname{Attn}(v)``."""
 
-    def _latex(self, printer: Any, exp: object = None) -> str:
-        out = rf"\operatorname{{Attn}}\left({printer._print(self.args[0])}\right)"
+    def _latex(self: sympy.Function, printer: Any, exp: object = None) -> str:
+        out = rf"\operatorname{{{name}}}\left({printer._print(self.args[0])}\right)"
         return f"{out}^{{{exp}}}" if exp is not None else out
 
-    def _sympystr(self, printer: Any) -> str:
-        return f"Attn({printer._print(self.args[0])})"
+    def _sympystr(self: sympy.Function, printer: Any) -> str:
+        return f"{name}({printer._print(self.args[0])})"
+
+    return type(name, (sympy.Function,), {"_latex": _latex, "_sympystr": _sympystr})
 
 
-class _MLP(sympy.Function):
-    """``MLP(v)`` as SymPy prints it."""
-
-    def _latex(self, printer: Any, exp: object = None) -> str:
-        out = rf"\operatorname{{MLP}}\left({printer._print(self.args[0])}\right)"
-        return f"{out}^{{{exp}}}" if exp is not None else out
-
-    def _sympystr(self, printer: Any) -> str:
-        return f"MLP({printer._print(self.args[0])})"
+_Attn, _MLP = _printable("Attn"), _printable("MLP")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,10 +45,10 @@ from derive.simulation.networks import (
     Draws,
     _count,
     _positive,
-    _run,
     batching,
     grid,
     numeric,
+    run_parts,
     skeleton,
 )
 from derive.simulation.resources import check_simulation
@@ -257,16 +258,8 @@ def measure_kernel(configs: Sequence[VarianceConfig], *, depth: int, width: int,
                                           count=count)
             sample = draws[inputs]
             x = pair_inputs(sample, q_start, correlation)
-            size = max(1, ROWS // inputs)
-            for start in range(0, len(members), size):
-                part = members[start:start + size]
-                record: list = []
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    _run([configs[i] for i in part], sample, x, record)
-                for i, (hs, grads) in zip(part, record, strict=True):
-                    sums[i][0].append(_pair_sums(hs, inputs // 2))
-                    sums[i][1].append(_pair_sums(grads, inputs // 2))
-                del record
+            run_parts(configs, members, sample, x,
+                      functools.partial(_pair_sums, pairs=inputs // 2), sums)
         if progress is not None:
             progress(1)
     return [_measurement(config, np.concatenate(f, axis=-1), np.concatenate(b, axis=-1),

@@ -416,6 +416,24 @@ def _run(configs: Sequence[VarianceConfig], draws: Draws, x: np.ndarray,
     return list(zip(forward, backward, strict=True))
 
 
+def run_parts(configs: Sequence[VarianceConfig], members: Sequence[int], draws: Draws,
+              x: np.ndarray, reduce: Callable[[Sequence[np.ndarray]], np.ndarray],
+              sums: Sequence[tuple[list[np.ndarray], list[np.ndarray]]]) -> None:
+    """Run the configurations ``members`` (indices into ``configs``, one skeleton) on the
+    same draws and inputs ``x``, at most ROWS input rows at a time, and append what
+    ``reduce`` makes of each one's forward and backward values to its ``sums``."""
+    size = max(1, ROWS // x.shape[-2])
+    for start in range(0, len(members), size):
+        part = members[start:start + size]
+        record: list = []
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            _run([configs[i] for i in part], draws, x, record)
+        for i, (hs, grads) in zip(part, record, strict=True):
+            sums[i][0].append(reduce(hs))
+            sums[i][1].append(reduce(grads))
+        del record
+
+
 def propagate(config: VarianceConfig, draws: Draws, q0: float = 1.0,
               inputs: np.ndarray | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Activations h_0..h_K and gradients dL/dh_0..dL/dh_K of ``L = <g, h_K>``, for

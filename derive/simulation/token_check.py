@@ -42,8 +42,8 @@ from derive.simulation.networks import (
     ROWS,
     _count,
     _positive,
-    _run,
     numeric,
+    run_parts,
     skeleton,
 )
 from derive.simulation.resources import check_simulation
@@ -336,16 +336,7 @@ def measure_tokens(configs: Sequence[VarianceConfig], *, depth: int, width: int,
                                            first=first, count=count)
             sample = draws[tokens]
             x = token_inputs(sample, q_start, correlation)
-            size = max(1, ROWS // tokens)
-            for start in range(0, len(members), size):
-                part = members[start:start + size]
-                record: list = []
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    _run([configs[i] for i in part], sample, x, record)
-                for i, (hs, grads) in zip(part, record, strict=True):
-                    sums[i][0].append(_token_sums(hs))
-                    sums[i][1].append(_token_sums(grads))
-                del record
+            run_parts(configs, members, sample, x, _token_sums, sums)
         if progress is not None:
             progress(1)
     return [_measurement(config, heads, np.concatenate(f, axis=-1),
