@@ -41,6 +41,9 @@ Examples:
   derive kernel --init he --norm pre --depth 50
   derive kernel --activation tanh --block 'F(x)' --fan-in-variance 2 --sigma-b2 0.1
   derive kernel --init he --rho0 0.9 --format json
+  derive kernel --block transformer-pre --activation gelu --mlp-ratio 4 --depth 50
+                                               two of 16 tokens through pre-LN layers
+  derive kernel --block attention-only --attention uniform --tokens oo
 """
 
 #: Terminal text of the LaTeX that the laws' reasons carry.
