@@ -454,15 +454,23 @@ def _numeric_forward(analysis: KernelAnalysis) -> Law:
 
 # --- the backward law -------------------------------------------------------------------
 
+def _gradients_mix(analysis: KernelAnalysis) -> bool:
+    """Whether the block's gains mix the gradients of its two inputs (attention over
+    several tokens: :attr:`derive.blocks.nodes.KernelGains.mixes`), so that no factor a
+    block carries the gradients' correlation."""
+    config = analysis.config
+    return config.block.kernel_gain(config, analysis.forward_states[0]).mixes
+
+
 def backward_law(analysis: KernelAnalysis) -> Law:
     """How rho^grad_0 depends on the depth K, from the forward law and the expansion of
     the gradient factor around the forward fixed point."""
     forward = analysis.forward_law
     assert isinstance(forward, Law)
-    if analysis.config.block.has_attention and analysis.config.tokens != 1:
-        return Law("none", reason="attention mixes the gradients of the tokens, so the "
-                   "gradients' correlation is not carried by one factor a block; the values "
-                   "are iterated")
+    if _gradients_mix(analysis):
+        return Law("none", reason="the block mixes the gradients of its two inputs "
+                   "(attention over the tokens), so the gradients' correlation is not carried "
+                   "by one factor a block; the values are iterated")
     h = _factor_in_k(analysis, forward)
     if h is None:
         return _numeric_backward(analysis, forward)
@@ -634,11 +642,7 @@ def _numeric_backward(analysis: KernelAnalysis, forward: Law) -> Law:
     star = float(forward.limit)
     gains = analysis.config.block.kernel_gain(
         analysis.config, Kernel(q_star, q_star, star * q_star))
-    if gains.correlation_factor is None:
-        return Law("none", reason="the block mixes the gradients of its two inputs, so the "
-                   "gradients' correlation is not carried by one factor a block; the values "
-                   "are iterated")
-    return _geometric_backward(analysis, float(gains.correlation_factor))
+    return _geometric_backward(analysis, float(gains.ab / gains.a))
 
 
 # --- iterations for the constants -------------------------------------------------------
@@ -740,9 +744,7 @@ def _iterate_backward(analysis: KernelAnalysis, depth: int, settled: bool = Fals
             break
         if not math.isfinite(float(state.q_a)) or abs(float(state.q_a)) > 1e250:
             break
-        if gains.correlation_factor is None:
-            break
-        factor = float(gains.correlation_factor)
+        factor = float(gains.ab / gains.a)
         product *= factor
         out.append(product)
         if done(factor):
