@@ -131,14 +131,19 @@ def _log_ticks(ax: Axes, low: float | None = None, high: float | None = None) ->
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
-                  title: str, xlabel: str = "block k") -> dict[str, bytes]:
-    """One panel a title, one line a label, values against depth 0..K, log scale.
+#: The dashes of :func:`curves_figure`'s lines, one a line (at most four lines).
+_DASHES = ("-", "--", ":", "-.")
+#: The dashes :func:`depth_figure` cycles through.
+_STYLES = ("-", "--", "-.", ":", "-", "--")
 
-    >>> fig = curves_figure({"pre-LN": {"ReLU": [1, 2, 3], "tanh": [1, 1.5, 2]}}, "q")
-    >>> fig["png"][:4]
-    b'\\x89PNG'
-    """
+
+def _lines_against_depth(panels: Mapping[str, Mapping[str, Sequence[float]]], title: str,
+                         xlabel: str, log: Callable[[str], bool],
+                         style: Callable[[int], tuple[str, str] | None], linewidth: float,
+                         legend: str, wspace: float) -> dict[str, bytes]:
+    """One panel a title, one line a label, values against depth 0..K: line i drawn in
+    ``style(i)`` (a colour and a dash; None: no more lines), the panels where ``log``
+    holds on a log scale."""
     _agg()
     import matplotlib
     import matplotlib.pyplot as plt
@@ -148,23 +153,41 @@ def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
         fig, axes = plt.subplots(1, len(panels), figsize=SIZE, squeeze=False)
         for ax, (panel, lines) in zip(axes[0], panels.items(), strict=True):
             every = []
-            for color, dash, (label, values) in zip(_LINES, ("-", "--", ":", "-."),
-                                                    lines.items(), strict=False):
+            for i, (label, values) in enumerate(lines.items()):
+                chosen = style(i)
+                if chosen is None:
+                    break
                 ys = [float(v) for v in values]
                 every += ys
-                ax.plot(range(len(ys)), ys, color=color, linestyle=dash, linewidth=1.6,
-                        label=label)
-            ax.set_yscale("log")
-            _log_ticks(ax, min(every), max(every))
+                ax.plot(range(len(ys)), ys, color=chosen[0], linestyle=chosen[1],
+                        linewidth=linewidth, label=label)
+            if log(panel):
+                ax.set_yscale("log")
+                _log_ticks(ax, min(every), max(every))
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=5))
             ax.set_xlabel(xlabel)
             ax.set_title(panel)
-        axes[0][0].legend(fontsize=7, loc="upper left")
+        axes[0][0].legend(fontsize=7, loc=legend)
         fig.suptitle(title)
-        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.3)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=wspace)
         out = _save(fig)
         plt.close(fig)
     return out
+
+
+def curves_figure(panels: Mapping[str, Mapping[str, Sequence[float]]],
+                  title: str, xlabel: str = "block k") -> dict[str, bytes]:
+    """One panel a title, one line a label (at most four), values against depth 0..K, log
+    scale.
+
+    >>> fig = curves_figure({"pre-LN": {"ReLU": [1, 2, 3], "tanh": [1, 1.5, 2]}}, "q")
+    >>> fig["png"][:4]
+    b'\\x89PNG'
+    """
+    return _lines_against_depth(
+        panels, title, xlabel, lambda panel: True,
+        lambda i: (_LINES[i], _DASHES[i]) if i < len(_DASHES) else None,
+        linewidth=1.6, legend="upper left", wspace=0.3)
 
 
 def depth_figure(panels: Mapping[str, Mapping[str, Sequence[float]]], title: str,
@@ -177,33 +200,10 @@ def depth_figure(panels: Mapping[str, Mapping[str, Sequence[float]]], title: str
     >>> fig["png"][:4]
     b'\\x89PNG'
     """
-    _agg()
-    import matplotlib
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    styles = ("-", "--", "-.", ":", "-", "--")
-    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
-        fig, axes = plt.subplots(1, len(panels), figsize=SIZE, squeeze=False)
-        for ax, (panel, lines) in zip(axes[0], panels.items(), strict=True):
-            every = []
-            for i, (label, values) in enumerate(lines.items()):
-                ys = [float(v) for v in values]
-                every += ys
-                ax.plot(range(len(ys)), ys, color=_CYCLE[i % len(_CYCLE)],
-                        linestyle=styles[i % len(styles)], linewidth=1.5, label=label)
-            if panel in log:
-                ax.set_yscale("log")
-                _log_ticks(ax, min(every), max(every))
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=5))
-            ax.set_xlabel(xlabel)
-            ax.set_title(panel)
-        axes[0][0].legend(fontsize=7, loc="lower right")
-        fig.suptitle(title)
-        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.84, wspace=0.25)
-        out = _save(fig)
-        plt.close(fig)
-    return out
+    return _lines_against_depth(
+        panels, title, xlabel, lambda panel: panel in log,
+        lambda i: (_CYCLE[i % len(_CYCLE)], _STYLES[i % len(_STYLES)]),
+        linewidth=1.5, legend="lower right", wspace=0.25)
 
 
 def warm() -> None:
